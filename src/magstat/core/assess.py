@@ -1,0 +1,1564 @@
+"""``assess(facts, kb) -> Assessment``: the one implementation of magstat's rules.
+
+The assessment runs in fixed steps, each leaving findings that show its basis:
+
+1. check the facts (implausible input is refused, never interpreted);
+2. pick the current results (the most recent at or before the as-of date, and recent);
+3. calculators: serum Mg bands and CTCAE grade, eGFR, MDS, FEMg, loading test, intake, UL;
+4. risk factors and signs from medications, conditions, alcohol, age, diet and labs;
+5. the status, by the precedence rule in :func:`_decide` (monotone: a worse input never
+   gives a status that points less to a deficit);
+6. next steps, safety, outcome-domain relevance and limitations.
+
+Pure: no I/O, no clock, no environment. The same facts and knowledge base give the same
+assessment, byte for byte.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from magstat.core import calculators as calc
+from magstat.core.facts import Lab, Medication, PatientFacts
+from magstat.core.result import (
+    Action,
+    Assessment,
+    EgfrResult,
+    FemgResult,
+    Finding,
+    InputUsed,
+    IntakeResult,
+    LoadingResult,
+    MdsResult,
+    Relevance,
+    SerumMagnesium,
+    Status,
+    SupplementResult,
+)
+from magstat.core.validate import check_facts
+from magstat.kb.schema import KnowledgeBase
+
+__all__ = ["assess"]
+
+_MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
+
+# Signs whose presence means a deficit is symptomatic (route: IV), per S54.
+_SYMPTOMATIC_SIGNS = ("tetany", "seizure", "arrhythmia", "torsades_de_pointes")
+_ECG_SIGNS = ("arrhythmia", "qt_prolongation", "torsades_de_pointes")
+_CANCER_THERAPY_CLASSES = ("platinum", "anti_egfr_antibody", "calcineurin_inhibitor")
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    """Round for display and drop trailing zeros (0.70 -> 0.7, 60.0 -> 60)."""
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _sentence(text: str) -> str:
+    """Capitalise the first letter only (units like mmol/L keep their case) and end with a stop."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _lab_input(name: str, lab: Lab) -> InputUsed:
+    return InputUsed(
+        name=name,
+        value=round(lab.value, 4),
+        unit=lab.unit,
+        date=lab.when,
+        source=lab.origin.resource,
+        matched_by=lab.origin.matched_by,
+    )
+
+
+@dataclass
+class _Work:
+    """Mutable scratch space of one assessment (never leaves this module)."""
+
+    facts: PatientFacts
+    kb: KnowledgeBase
+    age: float | None = None
+    latest: dict[str, Lab] = field(default_factory=dict)
+    stale: dict[str, Lab] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    next_steps: dict[str, Action] = field(default_factory=dict)
+    safety: dict[str, Action] = field(default_factory=dict)
+    limitations: dict[str, Action] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    major: list[str] = field(default_factory=list)
+    minor: list[str] = field(default_factory=list)
+    specific_signs: list[str] = field(default_factory=list)
+    supportive_signs: list[str] = field(default_factory=list)
+    present_signs: set[str] = field(default_factory=set)
+    current_conditions: set[str] = field(default_factory=set)
+    current_classes: dict[str, list[Medication]] = field(default_factory=dict)
+    low_markers: list[str] = field(default_factory=list)
+    alcohol_proxy: bool = False
+
+    def find(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def step(
+        self, statement_id: str, reason: str, priority: Literal["urgent", "high", "routine"] = "routine"
+    ) -> None:
+        self._act(self.next_steps, statement_id, reason, priority)
+
+    def safe(
+        self, statement_id: str, reason: str, priority: Literal["urgent", "high", "routine"] = "routine"
+    ) -> None:
+        self._act(self.safety, statement_id, reason, priority)
+
+    def limit(self, statement_id: str, reason: str) -> None:
+        self._act(self.limitations, statement_id, reason, "routine")
+
+    def _act(
+        self,
+        table: dict[str, Action],
+        statement_id: str,
+        reason: str,
+        priority: Literal["urgent", "high", "routine"],
+    ) -> None:
+        rank = {"urgent": 0, "high": 1, "routine": 2}
+        old = table.get(statement_id)
+        if old is not None:
+            if rank[priority] < rank[old.priority]:
+                table[statement_id] = Action(old.id, old.text, old.reason, old.sources, priority)
+            return
+        statement = self.kb.statement(statement_id)
+        table[statement_id] = Action(statement_id, statement.text, reason, statement.sources, priority)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
+    """Assess a patient's magnesium status from what is known.
+
+    Args:
+        facts: what is known about the patient, in canonical units (see
+            :class:`magstat.core.facts.PatientFacts`).
+        kb: the knowledge base (``magstat.kb.load()``).
+
+    Returns:
+        The explained assessment. Its status is one of ``excess``, ``deficient``,
+        ``likely_deficient``, ``at_risk``, ``unlikely``, ``indeterminate``.
+
+    Raises:
+        InvalidInputError: the facts contain a value that must not be interpreted
+            (implausible, wrong unit, unknown id, birth date after the as-of date).
+
+    .. versionadded:: 0.1.0
+
+    """
+    check_facts(facts, kb)
+    w = _Work(facts, kb)
+    w.age = _age(facts)
+    _select_labs(w)
+    serum = _serum(w)
+    egfr = _egfr(w)
+    _medications(w)
+    _conditions(w)
+    mds = _mds(w, egfr)
+    femg = _femg(w, serum)
+    _urine_24h(w, serum)
+    loading = _loading(w, egfr, femg)
+    _other_markers(w)
+    _signs(w)
+    _alcohol_and_lifestyle(w)
+    intake = _intake(w)
+    supplements = _supplements(w)
+    status, severity, basis = _decide(w, serum, mds)
+    w.find(basis)
+    _next_steps(w, status, serum, egfr, femg)
+    _safety(w, status, serum, egfr, supplements)
+    relevance = _relevance(w, mds)
+    _limitations(w, serum, mds, egfr)
+    summary = _summary(status, severity, serum, mds, w)
+    cited: set[str] = set()
+    for f in w.findings:
+        cited.update(f.sources)
+    for table in (w.next_steps, w.safety, w.limitations):
+        for a in table.values():
+            cited.update(a.sources)
+    for r in relevance:
+        cited.update(r.sources)
+    for part in (
+        mds.sources,
+        egfr.sources,
+        femg.sources,
+        loading.sources,
+        intake.sources,
+        supplements.sources,
+    ):
+        cited.update(part)
+    unrecognised = tuple(
+        [f"medication: {m.text}" for m in facts.medications or () if not m.drugs]
+        + [f"condition: {c.text}" for c in facts.conditions or () if c.condition is None]
+    )
+    return Assessment(
+        status=status,
+        severity=severity,
+        summary=summary,
+        as_of=facts.as_of,
+        patient_id=facts.patient_id,
+        age_years=w.age,
+        sex=facts.sex,
+        mds=mds,
+        egfr=egfr,
+        serum_magnesium=serum,
+        femg=femg,
+        loading_test=loading,
+        intake=intake,
+        supplements=supplements,
+        findings=tuple(w.findings),
+        next_steps=_ordered(w.next_steps),
+        safety=_ordered(w.safety),
+        relevance=relevance,
+        limitations=tuple(w.limitations.values()),
+        missing_inputs=tuple(w.missing),
+        unrecognised=unrecognised,
+        excluded=facts.excluded,
+        kb_version=kb.version,
+        kb_sha256=kb.sha256,
+        sources=tuple(sorted(cited)),
+    )
+
+
+def _ordered(table: dict[str, Action]) -> tuple[Action, ...]:
+    rank = {"urgent": 0, "high": 1, "routine": 2}
+    return tuple(sorted(table.values(), key=lambda a: rank[a.priority]))
+
+
+def _age(facts: PatientFacts) -> float | None:
+    if facts.birth_date is not None:
+        days = (facts.as_of - facts.birth_date).days
+        years = (
+            facts.as_of.year
+            - facts.birth_date.year
+            - ((facts.as_of.month, facts.as_of.day) < (facts.birth_date.month, facts.birth_date.day))
+        )
+        # Whole years, plus the fraction of the current year of age, for life-stage lookups.
+        return years + (days % 365.2425) / 365.2425 if years >= 0 else 0.0
+    return facts.age_years
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: current results
+
+
+def _select_labs(w: _Work) -> None:
+    """Keep, per test, the most recent result at or before the as-of date.
+
+    A result without a date counts as taken on the as-of date (patient documents often carry
+    none). A dated result older than ``labs.recent_days`` is kept aside as stale: shown, not
+    used for the status.
+    """
+    recent_days = w.kb.param("labs.recent_days")
+    as_of = w.facts.as_of
+    best: dict[str, tuple[date, int, Lab]] = {}
+    for i, lab in enumerate(w.facts.labs):
+        when = lab.when or as_of
+        if when > as_of:
+            continue
+        key = (when, i)
+        old = best.get(lab.test)
+        if old is None or key > (old[0], old[1]):
+            best[lab.test] = (when, i, lab)
+    for test, (when, _i, lab) in best.items():
+        if (as_of - when).days > recent_days:
+            w.stale[test] = lab
+        else:
+            w.latest[test] = lab
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: calculators
+
+
+def _serum(w: _Work) -> SerumMagnesium:
+    kb = w.kb
+    test = kb.tests["serum_mg"]
+    history = tuple(
+        sorted(
+            (
+                (lab.when, lab.value)
+                for lab in w.facts.labs
+                if lab.test == "serum_mg" and (lab.when or w.facts.as_of) <= w.facts.as_of
+            ),
+            key=lambda item: item[0] or w.facts.as_of,
+        )
+    )
+    lab = w.latest.get("serum_mg")
+    stale = w.stale.get("serum_mg")
+    if lab is None:
+        if stale is not None:
+            w.find(
+                Finding(
+                    id="serum_mg.not_recent",
+                    category="serum_magnesium",
+                    text=(
+                        f"The last serum magnesium ({_fmt(stale.value, 2)} mmol/L on "
+                        f"{stale.when.isoformat() if stale.when else 'an unknown date'}) is older than "
+                        f"{kb.param('labs.recent_days'):.0f} days before the as-of date, so it is shown "
+                        "but not used."
+                    ),
+                    weight="info",
+                    rule=f"results older than labs.recent_days ({kb.param('labs.recent_days'):.0f} days) are not current",
+                    inputs=(_lab_input("serum magnesium", stale),),
+                    sources=kb.parameters["labs.recent_days"].sources,
+                )
+            )
+            w.limit("lim.old_result", "The most recent serum magnesium is not recent.")
+            return SerumMagnesium(
+                mmol_l=stale.value,
+                mg_dl=calc.mg_mmol_to_mg_dl(kb, stale.value),
+                meq_l=calc.mg_mmol_to_meq(kb, stale.value),
+                date=stale.when,
+                current=False,
+                source=stale.origin.resource,
+                history=history,
+            )
+        w.missing.append("serum_mg")
+        return SerumMagnesium(mmol_l=None, history=history)
+
+    low = lab.ref_low if lab.ref_low is not None else test.default_low
+    high = lab.ref_high if lab.ref_high is not None else test.default_high
+    interval_from: Literal["lab", "default"] = (
+        "lab" if lab.ref_low is not None and lab.ref_high is not None else "default"
+    )
+    evidence_lower = kb.param("serum_mg.evidence_lower")
+    value = lab.value
+    band: Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
+    grade: int | None = None
+    if low is not None and value < low:
+        band = "below_lab_range"
+        grade = 1
+        for g, key in (
+            (2, "ctcae_hypo_grade2_below"),
+            (3, "ctcae_hypo_grade3_below"),
+            (4, "ctcae_hypo_grade4_below"),
+        ):
+            if value < kb.param(f"serum_mg.{key}"):
+                grade = g
+    elif high is not None and value > high:
+        band = "above_lab_range"
+        grade = 1
+        for g, key in ((3, "ctcae_hyper_grade3_above"), (4, "ctcae_hyper_grade4_above")):
+            if value > kb.param(f"serum_mg.{key}"):
+                grade = g
+    elif value < evidence_lower:
+        band = "low_normal"
+    else:
+        band = "normal"
+    interval = f"{_fmt(low or 0, 2)}–{_fmt(high or 0, 2)} mmol/L ({'reported by the lab' if interval_from == 'lab' else 'default interval: the lab reported none'})"
+    mg_dl = calc.mg_mmol_to_mg_dl(kb, value)
+    shown = f"{_fmt(value, 2)} mmol/L ({_fmt(mg_dl, 2)} mg/dL)"
+    texts = {
+        "below_lab_range": f"Serum magnesium {shown} is below the lab interval {interval}: hypomagnesaemia, CTCAE grade {grade}.",
+        "low_normal": (
+            f"Serum magnesium {shown} is within the lab interval {interval} but below the "
+            f"evidence-based lower limit of {_fmt(evidence_lower)} mmol/L: the grey zone where a deficit "
+            "is common when other markers are low."
+        ),
+        "normal": f"Serum magnesium {shown} is within the lab interval {interval} and at or above {_fmt(evidence_lower)} mmol/L.",
+        "above_lab_range": f"Serum magnesium {shown} is above the lab interval {interval}: hypermagnesaemia, CTCAE grade {grade}.",
+    }
+    weights = {
+        "below_lab_range": "deficit",
+        "low_normal": "supportive",
+        "normal": "reassuring",
+        "above_lab_range": "excess",
+    }
+    sources = [*test.sources, *kb.parameters["serum_mg.evidence_lower"].sources]
+    if grade is not None:
+        sources.extend(kb.parameters["serum_mg.ctcae_hypo_grade2_below"].sources)
+    if band == "low_normal":
+        sources.extend(kb.statement("ex.grey_zone").sources)
+    w.find(
+        Finding(
+            id=f"serum_mg.{band}",
+            category="serum_magnesium",
+            text=texts[band],
+            weight=weights[band],
+            rule=(
+                f"below the lab's lower limit → below_lab_range; lower limit to < {_fmt(evidence_lower)} mmol/L → "
+                "low_normal; above the lab's upper limit → above_lab_range; grade by CTCAE v5.0"
+            ),
+            inputs=(_lab_input("serum magnesium", lab),),
+            sources=tuple(dict.fromkeys(sources)),
+            strength="laboratory measurement; interval population-derived, 0.85 mmol/L an expert proposal",
+        )
+    )
+    if interval_from == "default":
+        w.limit("lim.default_interval", f"No reference range came with the result; {interval} was used.")
+    return SerumMagnesium(
+        mmol_l=value,
+        band=band,
+        mg_dl=mg_dl,
+        meq_l=calc.mg_mmol_to_meq(kb, value),
+        date=lab.when,
+        current=True,
+        lab_low=low,
+        lab_high=high,
+        interval_from=interval_from,
+        evidence_lower=evidence_lower,
+        ctcae_grade=grade,
+        source=lab.origin.resource,
+        history=history,
+    )
+
+
+def _egfr(w: _Work) -> EgfrResult:
+    """Kidney function: a reported CKD-EPI 2021 (or unlabelled) eGFR, else computed, else other."""
+    kb = w.kb
+    facts = w.facts
+    reported = w.latest.get("egfr")
+    creatinine = w.latest.get("serum_creatinine")
+    sources = kb.parameters["ckd_epi.constant"].sources
+    method = (reported.method or "") if reported else ""
+    reported_preferred = reported is not None and (not method or method.upper().startswith("CKD-EPI 2021"))
+    computable = (
+        creatinine is not None
+        and w.age is not None
+        and facts.sex is not None
+        and w.age >= kb.param("ckd_epi.min_age")
+    )
+    if creatinine is not None and w.age is not None and w.age < kb.param("ckd_epi.min_age"):
+        w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
+    if reported is not None and (reported_preferred or not computable):
+        equation = method or "as reported (equation not stated)"
+        result = EgfrResult(
+            value=reported.value,
+            equation=equation,
+            origin="reported",
+            date=reported.when,
+            inputs=(_lab_input("eGFR", reported),),
+            sources=kb.tests["egfr"].sources,
+        )
+        text = f"eGFR {_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({equation})."
+        rule = "a reported eGFR is used when it is CKD-EPI 2021 or unlabelled, or when none can be computed"
+    elif computable:
+        assert creatinine is not None and w.age is not None and facts.sex is not None
+        value = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+        inputs = (
+            _lab_input("serum creatinine", creatinine),
+            InputUsed("age", round(w.age, 1), "years"),
+            InputUsed("sex", facts.sex),
+        )
+        result = EgfrResult(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
+        text = (
+            f"eGFR {_fmt(value, 0)} mL/min/1.73 m² computed by CKD-EPI 2021 from creatinine "
+            f"{_fmt(creatinine.value, 2)} mg/dL, age {w.age:.0f}, {facts.sex}."
+        )
+        rule = "CKD-EPI 2021: 142 × min(Scr/κ,1)^α × max(Scr/κ,1)^−1.200 × 0.9938^age × 1.012 if female"
+    else:
+        w.missing.append("egfr_or_creatinine")
+        return EgfrResult(None, None, None, None)
+    w.find(
+        Finding(
+            id="egfr",
+            category="calculator",
+            text=text,
+            weight="info",
+            rule=rule,
+            inputs=result.inputs,
+            sources=result.sources or sources,
+        )
+    )
+    return result
+
+
+def _medications(w: _Work) -> None:
+    kb = w.kb
+    meds = w.facts.medications
+    if meds is None:
+        w.missing.append("medications")
+        return
+    for med in meds:
+        if not med.current:
+            continue
+        for drug_id in med.drugs:
+            for class_id in kb.drugs[drug_id].classes:
+                w.current_classes.setdefault(class_id, []).append(med)
+    for cls_id, taken in w.current_classes.items():
+        klass = kb.drug_classes[cls_id]
+        if klass.effect != "lowers" or klass.weight is None:
+            continue
+        names = ", ".join(
+            dict.fromkeys(kb.drugs[d].name for m in taken for d in m.drugs if cls_id in kb.drugs[d].classes)
+        )
+        text = f"Current {klass.name.lower()} ({names}): {klass.mechanism}"
+        rule = f"a current drug of a class that lowers magnesium counts as a {klass.weight} risk factor"
+        sources = list(klass.sources)
+        if cls_id == "ppi":
+            long_term = kb.param("ppi.long_term_days")
+            starts = [m.start for m in taken if m.start is not None]
+            if starts:
+                days = (w.facts.as_of - min(starts)).days
+                if days >= long_term:
+                    text += f" Taken for about {days // 30} months: the FDA saw most low-magnesium cases after more than a year of use."
+                elif days < kb.param("ppi.min_days"):
+                    text += (
+                        f" Started {days} days ago: reported cases mostly follow at least 3 months of use."
+                    )
+                sources.extend(kb.parameters["ppi.long_term_days"].sources)
+        (w.major if klass.weight == "major" else w.minor).append(f"drug.{cls_id}")
+        w.find(
+            Finding(
+                id=f"drug.{cls_id}",
+                category="risk_factor",
+                text=text,
+                weight=klass.weight,
+                rule=rule,
+                inputs=tuple(
+                    InputUsed(
+                        "medication",
+                        m.text,
+                        date=m.start,
+                        source=m.origin.resource,
+                        matched_by=m.origin.matched_by,
+                    )
+                    for m in taken
+                ),
+                sources=tuple(dict.fromkeys(sources)),
+                strength=klass.evidence,
+            )
+        )
+    for cls_id in ("sglt2_inhibitor",):
+        if cls_id in w.current_classes and cls_id in kb.drug_classes:
+            klass = kb.drug_classes[cls_id]
+            w.find(
+                Finding(
+                    id=f"drug.{cls_id}",
+                    category="protective",
+                    text=f"Current {klass.name.lower()}: {klass.mechanism}",
+                    weight="info",
+                    rule="drugs that raise serum magnesium are shown; they do not lower the status",
+                    inputs=tuple(
+                        InputUsed("medication", m.text, source=m.origin.resource)
+                        for m in w.current_classes[cls_id]
+                    ),
+                    sources=klass.sources,
+                    strength=klass.evidence,
+                )
+            )
+
+
+def _conditions(w: _Work) -> None:
+    kb = w.kb
+    conditions = w.facts.conditions
+    if conditions is None:
+        w.missing.append("conditions")
+    for cond in conditions or ():
+        if cond.condition is not None and cond.current:
+            w.current_conditions.add(cond.condition)
+    # Patient-reported states count like the conditions they name.
+    for flag, cond_id in (
+        (w.facts.pregnant, "pregnancy"),
+        (w.facts.lactating, "lactation"),
+        (w.facts.chronic_stress, "chronic_stress"),
+        (w.facts.high_metabolic_demand, "high_metabolic_demand"),
+    ):
+        if flag and cond_id in kb.conditions:
+            w.current_conditions.add(cond_id)
+    for cond_id in sorted(w.current_conditions):
+        entry = kb.conditions[cond_id]
+        used = tuple(
+            InputUsed(
+                "condition", c.text, date=c.onset, source=c.origin.resource, matched_by=c.origin.matched_by
+            )
+            for c in conditions or ()
+            if c.condition == cond_id
+        ) or (InputUsed(cond_id, True),)
+        if entry.effect == "lowers":
+            (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
+            w.find(
+                Finding(
+                    id=f"condition.{cond_id}",
+                    category="risk_factor",
+                    text=f"{entry.name}: {entry.what_is_known}",
+                    weight=entry.weight,
+                    rule=f"a current condition that lowers magnesium counts as a {entry.weight} risk factor",
+                    inputs=used,
+                    sources=entry.sources,
+                    strength=entry.evidence,
+                )
+            )
+        elif entry.effect == "raises":
+            w.find(
+                Finding(
+                    id=f"condition.{cond_id}",
+                    category="risk_factor",
+                    text=f"{entry.name}: {entry.what_is_known}",
+                    weight="excess_risk",
+                    rule="a current condition that raises magnesium is a risk for hypermagnesaemia, not a deficit",
+                    inputs=used,
+                    sources=entry.sources,
+                    strength=entry.evidence,
+                )
+            )
+
+
+def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
+    kb = w.kb
+    facts = w.facts
+    components: dict[str, int | None] = {}
+    inputs: list[InputUsed] = []
+    for component in ("diuretic", "ppi"):
+        if facts.medications is None:
+            components[component] = None
+            continue
+        classes = {c.id for c in kb.drug_classes.values() if c.mds_component == component}
+        taking = [
+            m
+            for m in facts.medications
+            if m.current and any(set(kb.drugs[d].classes) & classes for d in m.drugs)
+        ]
+        unsure = [
+            m
+            for m in facts.medications
+            if m.current is None and any(set(kb.drugs[d].classes) & classes for d in m.drugs)
+        ]
+        components[component] = 1 if taking else (None if unsure else 0)
+        inputs.extend(
+            InputUsed(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+            for m in taking
+        )
+    components["kidney"] = None if egfr.value is None else calc.mds_kidney_points(kb, egfr.value)
+    if egfr.value is not None:
+        inputs.append(InputUsed("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
+    components["alcohol"] = _mds_alcohol(w, inputs)
+    known = [v for v in components.values() if v is not None]
+    score = sum(known) if known else None
+    complete = len(known) == len(components)
+    band: Literal["low", "middle", "high"] | None = None
+    possible: tuple[int, int] | None = None
+    if score is not None:
+        upper = score + sum(_MDS_MAX[k] for k, v in components.items() if v is None)
+        possible = (score, upper)
+        low_band, high_band = calc.mds_band(kb, score), calc.mds_band(kb, upper)
+        if low_band == high_band:
+            band = low_band  # type: ignore[assignment]
+    sources = tuple(
+        dict.fromkeys(
+            [*kb.parameters["mds.egfr_mild_below"].sources, *kb.parameters["mds.band_high"].sources]
+        )
+    )
+    if score is not None:
+        parts = ", ".join(f"{k} {'unknown' if v is None else v}" for k, v in components.items())
+        text = f"Magnesium Depletion Score {score}" + (
+            ""
+            if complete
+            else f" from the known components (could be {possible[0]}–{possible[1]})"
+            if possible
+            else ""
+        )
+        text += f": {parts}." + (
+            f" Band: {band}." if band else " Band undecided until the unknown components are known."
+        )
+        if band in {"high", "middle"}:
+            (w.major if band == "high" else w.minor).append("mds")
+        w.find(
+            Finding(
+                id="mds",
+                category="calculator",
+                text=text,
+                weight="major" if band == "high" else "minor" if band == "middle" else "info",
+                rule="diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high",
+                inputs=tuple(inputs),
+                sources=tuple(dict.fromkeys([*sources, *kb.statement("ex.mds").sources])),
+                strength="observational: predicts inflammation and mortality in NHANES; AUC 0.63 against the loading test",
+            )
+        )
+    if not complete:
+        unknown = ", ".join(k for k, v in components.items() if v is None)
+        w.limit("lim.mds_incomplete", f"Unknown MDS components: {unknown}.")
+    return MdsResult(score, complete, band, components, possible, sources)
+
+
+def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:
+    """Heavy drinking: from drinks/day; else a current alcohol use disorder; else AUDIT-C."""
+    kb = w.kb
+    sex = w.facts.sex
+    drinks = w.latest.get("alcohol_drinks_per_day")
+    if drinks is not None:
+        heavy = calc.heavy_drinking(kb, drinks.value, sex)
+        inputs.append(_lab_input("alcohol drinks/day", drinks))
+        if heavy is not None:
+            return int(heavy)
+    if "alcohol_use_disorder" in w.current_conditions:
+        w.alcohol_proxy = True
+        inputs.append(InputUsed("alcohol use disorder (current diagnosis)", True))
+        return 1
+    audit = w.latest.get("audit_c")
+    if audit is not None:
+        inputs.append(_lab_input("AUDIT-C", audit))
+        female_cut = kb.param("audit_c.positive_female_at_least")
+        male_cut = kb.param("audit_c.positive_male_at_least")
+        cut = female_cut if sex == "female" else male_cut if sex == "male" else min(female_cut, male_cut)
+        if audit.value < cut:
+            w.alcohol_proxy = True
+            return 0
+    return None
+
+
+def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
+    kb = w.kb
+    needed = ("urine_mg_spot", "urine_creatinine", "serum_mg", "serum_creatinine")
+    labs = [w.latest.get(t) for t in needed]
+    if any(lab is None for lab in labs):
+        return FemgResult(None, None)
+    u_mg, u_cr, s_mg, s_cr = labs
+    assert u_mg is not None and u_cr is not None and s_mg is not None and s_cr is not None
+    dates = [lab.when for lab in (u_mg, u_cr, s_mg, s_cr) if lab.when is not None]
+    gap = kb.param("femg.max_gap_days")
+    inputs = tuple(
+        _lab_input(name, lab)
+        for name, lab in zip(
+            ("urine Mg", "urine creatinine", "serum Mg", "serum creatinine"), labs, strict=True
+        )
+        if lab
+    )
+    sources = tuple(
+        dict.fromkeys(
+            [
+                *kb.parameters["femg.renal_above"].sources,
+                *kb.parameters["femg.extrarenal_below"].sources,
+                *kb.parameters["femg.ultrafilterable_fraction"].sources,
+            ]
+        )
+    )
+    if dates and (max(dates) - min(dates)).days > gap:
+        w.limit(
+            "lim.femg_conditions",
+            f"FEMg not computed: the urine and serum samples are more than {gap:.0f} days apart.",
+        )
+        return FemgResult(None, None, inputs, "samples too far apart", sources)
+    # Magnesium: urine spot in mmol/L, serum in mmol/L; creatinine both in mg/dL.
+    percent = calc.femg_percent(kb, u_mg.value, s_mg.value, u_cr.value, s_cr.value)
+    interpretation: Literal["renal", "extrarenal", "indeterminate"]
+    if percent > kb.param("femg.renal_above"):
+        interpretation = "renal"
+        text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(kb.param('femg.renal_above'))}%): the kidneys are losing magnesium (renal wasting)."
+    elif percent < kb.param("femg.extrarenal_below"):
+        interpretation = "extrarenal"
+        text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(kb.param('femg.extrarenal_below'))}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."
+    else:
+        interpretation = "indeterminate"
+        text = f"FEMg {_fmt(percent, 1)}%: between the extrarenal (< 2%) and renal (> 4%) cut-offs; not decisive."
+    note = None
+    if serum.band not in ("below_lab_range", "low_normal"):
+        note = "read as renal vs extrarenal loss mainly when serum magnesium is low"
+    w.find(
+        Finding(
+            id=f"femg.{interpretation}",
+            category="test",
+            text=text,
+            weight="info",
+            rule="FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > 4% renal, < 2% extrarenal",
+            inputs=inputs,
+            sources=sources,
+            strength="cut-offs from a JAMA review (via secondary) and Elisaf's distributions",
+        )
+    )
+    w.limit(
+        "lim.femg_conditions", "FEMg is valid mainly with near-normal kidney function and in hypomagnesaemia."
+    )
+    return FemgResult(percent, interpretation, inputs, note, sources)
+
+
+def _urine_24h(w: _Work, serum: SerumMagnesium) -> None:
+    lab = w.latest.get("urine_mg_24h")
+    if lab is None:
+        return
+    kb = w.kb
+    cut = kb.param("urine_mg_24h.renal_wasting_above")
+    param_sources = kb.parameters["urine_mg_24h.renal_wasting_above"].sources
+    if serum.band == "below_lab_range":
+        renal = lab.value > cut
+        text = f"24-hour urine magnesium {_fmt(lab.value, 2)} mmol/day while serum is low: " + (
+            "above 1 mmol/day, which points to renal wasting."
+            if renal
+            else "at or below 1 mmol/day, which points to loss outside the kidney or low intake."
+        )
+        finding_id = "urine_24h.renal_wasting" if renal else "urine_24h.extrarenal"
+    else:
+        text = f"24-hour urine magnesium {_fmt(lab.value, 2)} mmol/day: without hypomagnesaemia it mainly reflects recent intake."
+        finding_id = "urine_24h.intake_marker"
+        w.limit("lim.urine_reflects_intake", "Urine magnesium was measured without hypomagnesaemia.")
+    w.find(
+        Finding(
+            id=finding_id,
+            category="test",
+            text=text,
+            weight="info",
+            rule="in hypomagnesaemia, > 1 mmol/day in 24-h urine indicates renal wasting",
+            inputs=(_lab_input("24-h urine magnesium", lab),),
+            sources=param_sources,
+        )
+    )
+
+
+def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
+    kb = w.kb
+    facts = w.facts
+    lab = w.latest.get("loading_retention")
+    inputs: tuple[InputUsed, ...]
+    if lab is not None:
+        retention = lab.value
+        inputs = (_lab_input("loading-test retention", lab),)
+    elif facts.loading_dose_mmol is not None and facts.loading_urine_mmol is not None:
+        baseline = facts.loading_baseline_urine_mmol or 0.0
+        retention = calc.loading_retention_percent(
+            facts.loading_dose_mmol, facts.loading_urine_mmol, baseline
+        )
+        inputs = (
+            InputUsed("loading dose", facts.loading_dose_mmol, "mmol"),
+            InputUsed("urine magnesium after load", facts.loading_urine_mmol, "mmol"),
+            InputUsed("baseline urine magnesium", facts.loading_baseline_urine_mmol, "mmol"),
+        )
+    else:
+        return LoadingResult(None, None, None)
+    deficient_cut = kb.param("loading.retention_deficient_above")
+    borderline_cut = kb.param("loading.retention_borderline_above")
+    interpretation: Literal["deficient", "borderline", "normal"] = (
+        "deficient" if retention > deficient_cut else "borderline" if retention > borderline_cut else "normal"
+    )
+    reasons = []
+    diuretic_classes = {c.id for c in kb.drug_classes.values() if c.mds_component == "diuretic"}
+    if diuretic_classes & set(w.current_classes):
+        reasons.append("a current diuretic")
+    if egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below"):
+        reasons.append("reduced kidney function")
+    if femg.interpretation == "renal":
+        reasons.append("renal magnesium wasting")
+    valid: bool | None = not reasons
+    if not reasons and facts.medications is None:
+        valid = None
+    sources = tuple(
+        dict.fromkeys(
+            [
+                *kb.parameters["loading.retention_deficient_above"].sources,
+                *kb.parameters["loading.retention_borderline_above"].sources,
+            ]
+        )
+    )
+    note = None
+    if reasons:
+        note = "outside the conditions the test was validated for: " + ", ".join(reasons)
+        w.limit("lim.loading_invalid", f"The loading test was done with {', '.join(reasons)}.")
+    # A high retention still counts when the conditions are not met: dropping it would let a
+    # worse input (a new diuretic, a lower eGFR) give a more reassuring status. The finding and
+    # the limitation say that the test was not done under its validated conditions.
+    if interpretation == "deficient":
+        w.low_markers.append("loading_test")
+    w.find(
+        Finding(
+            id=f"loading_test.{interpretation}",
+            category="test",
+            text=(
+                f"Magnesium loading test: {_fmt(retention, 1)}% of the load retained ("
+                + {
+                    "deficient": f"> {_fmt(deficient_cut)}%, suggests deficiency",
+                    "borderline": f"{_fmt(borderline_cut)}–{_fmt(deficient_cut)}%, borderline",
+                    "normal": f"≤ {_fmt(borderline_cut)}%, normal retention",
+                }[interpretation]
+                + ")"
+                + (f"; {note}." if note else ".")
+            ),
+            weight="supportive" if interpretation == "deficient" else "info",
+            rule=(
+                "retention > 25% suggests deficiency (> 20% borderline); the test is validated only without "
+                "renal wasting, diuretics or reduced kidney function"
+            ),
+            inputs=inputs,
+            sources=sources,
+            strength="no single standard protocol; healthy 97.5th percentile 27.5%",
+        )
+    )
+    return LoadingResult(retention, interpretation, valid, note, sources)
+
+
+def _other_markers(w: _Work) -> None:
+    """RBC and ionised magnesium below their interval; low potassium and calcium."""
+    kb = w.kb
+    for test_id, limitation in (("rbc_mg", "lim.rbc_no_standard"), ("ionised_mg", "lim.ionised_method")):
+        lab = w.latest.get(test_id)
+        if lab is None:
+            continue
+        test = kb.tests[test_id]
+        low = lab.ref_low if lab.ref_low is not None else test.default_low
+        w.limit(limitation, f"{test.name} was used.")
+        if low is not None and lab.value < low:
+            w.low_markers.append(test_id)
+            w.find(
+                Finding(
+                    id=f"{test_id}.low",
+                    category="test",
+                    text=f"{test.name} {_fmt(lab.value, 2)} mmol/L is below its interval (lower limit {_fmt(low, 2)} mmol/L, {'lab' if lab.ref_low is not None else 'default'}).",
+                    weight="supportive",
+                    rule="a body-store marker below its interval supports a deficit",
+                    inputs=(_lab_input(test.name, lab),),
+                    sources=test.sources,
+                )
+            )
+    for test_id, sign_id, param in (
+        ("potassium", "hypokalaemia", "potassium.low_below"),
+        ("calcium_ionised", "hypocalcaemia", "calcium_ionised.low_below"),
+        ("calcium_total", "hypocalcaemia", "calcium.low_below"),
+    ):
+        lab = w.latest.get(test_id)
+        if lab is None or sign_id not in kb.signs or sign_id in w.present_signs:
+            continue
+        low = lab.ref_low
+        sources = list(kb.tests[test_id].sources)
+        if low is None and param in kb.parameters:
+            low = kb.param(param)
+            sources.extend(kb.parameters[param].sources)
+        if low is None or lab.value >= low:
+            continue
+        sign = kb.signs[sign_id]
+        w.present_signs.add(sign_id)
+        w.find(
+            Finding(
+                id=f"sign.{sign_id}",
+                category="sign",
+                text=f"{sign.name}: {kb.tests[test_id].name} {_fmt(lab.value, 2)} {lab.unit} is below {_fmt(low, 2)}. {sign.text}",
+                weight=sign.specificity,
+                rule=f"{kb.tests[test_id].name} below the lab's lower limit (or the knowledge base's) counts as {sign.name.lower()}",
+                inputs=(_lab_input(kb.tests[test_id].name, lab),),
+                sources=tuple(dict.fromkeys([*sources, *sign.sources])),
+            )
+        )
+        (
+            w.specific_signs
+            if sign.specificity == "specific"
+            else w.supportive_signs
+            if sign.specificity == "supportive"
+            else []
+        ).append(sign_id)
+
+
+def _signs(w: _Work) -> None:
+    kb = w.kb
+    reported: dict[str, list[InputUsed]] = {}
+    absent: set[str] = set()
+    for fact in w.facts.signs:
+        if fact.present:
+            reported.setdefault(fact.sign, []).append(
+                InputUsed(
+                    kb.signs[fact.sign].name,
+                    True,
+                    source=fact.origin.resource,
+                    matched_by=fact.origin.matched_by,
+                )
+            )
+        else:
+            absent.add(fact.sign)
+    for sign_id in sorted(reported):
+        if sign_id in w.present_signs:
+            continue
+        sign = kb.signs[sign_id]
+        w.present_signs.add(sign_id)
+        {"specific": w.specific_signs, "supportive": w.supportive_signs}.get(sign.specificity, []).append(
+            sign_id
+        )
+        w.find(
+            Finding(
+                id=f"sign.{sign_id}",
+                category="sign",
+                text=f"{sign.name}: {sign.text}",
+                weight=sign.specificity,
+                rule={
+                    "specific": "a specific sign raises the likelihood of a deficit, most with a risk factor or a low-normal serum value",
+                    "supportive": "a supportive sign raises the likelihood of a deficit together with a major risk factor or a low-normal serum value",
+                    "nonspecific": "a nonspecific sign is listed but does not change the status on its own",
+                }[sign.specificity],
+                inputs=tuple(reported[sign_id]),
+                sources=sign.sources,
+            )
+        )
+    if "muscle_cramps" in w.present_signs and "lim.cramps" in kb.statements:
+        w.limit("lim.cramps", "Muscle cramps were reported.")
+
+
+def _alcohol_and_lifestyle(w: _Work) -> None:
+    kb = w.kb
+    facts = w.facts
+    drinks = w.latest.get("alcohol_drinks_per_day")
+    audit = w.latest.get("audit_c")
+    alcohol_sources = kb.parameters["alcohol.heavy_female_above"].sources
+    if drinks is not None:
+        heavy = calc.heavy_drinking(kb, drinks.value, facts.sex)
+        if heavy:
+            w.major.append("alcohol.heavy")
+            w.find(
+                Finding(
+                    id="alcohol.heavy",
+                    category="risk_factor",
+                    text=f"{_fmt(drinks.value, 1)} drinks a day is heavy drinking (more than 1 a day for women, 2 for men): alcohol increases renal and gut magnesium loss.",
+                    weight="major",
+                    rule="> 1 drink/day (women) or > 2 (men), as the MDS defines heavy drinking",
+                    inputs=(_lab_input("alcohol drinks/day", drinks),),
+                    sources=tuple(
+                        dict.fromkeys(
+                            [
+                                *alcohol_sources,
+                                *(
+                                    kb.conditions["alcohol_use_disorder"].sources
+                                    if "alcohol_use_disorder" in kb.conditions
+                                    else ()
+                                ),
+                            ]
+                        )
+                    ),
+                    strength="strong",
+                )
+            )
+    elif audit is not None and "alcohol_use_disorder" not in w.current_conditions:
+        cut = kb.param(
+            "audit_c.positive_female_at_least" if facts.sex == "female" else "audit_c.positive_male_at_least"
+        )
+        if facts.sex is not None and audit.value >= cut:
+            w.major.append("alcohol.audit_c")
+            w.find(
+                Finding(
+                    id="alcohol.audit_c_positive",
+                    category="risk_factor",
+                    text=f"AUDIT-C {audit.value:.0f} is a positive screen for unhealthy drinking (≥ {cut:.0f} for {facts.sex}s); alcohol misuse is a common cause of magnesium loss. The drinks per day are not known, so the MDS alcohol item stays unknown.",
+                    weight="major",
+                    rule="AUDIT-C at or above the sex-specific cut-off is a positive screen",
+                    inputs=(_lab_input("AUDIT-C", audit),),
+                    sources=tuple(
+                        dict.fromkeys(
+                            [
+                                *kb.parameters["audit_c.positive_male_at_least"].sources,
+                                *(
+                                    kb.conditions["alcohol_use_disorder"].sources
+                                    if "alcohol_use_disorder" in kb.conditions
+                                    else ()
+                                ),
+                            ]
+                        )
+                    ),
+                    strength="screening instrument",
+                )
+            )
+    if drinks is None and audit is None and "alcohol_use_disorder" not in w.current_conditions:
+        w.missing.append("alcohol")
+    if w.age is None:
+        w.missing.append("age")
+    elif w.age >= kb.param("age.older_adult_at_least"):
+        w.minor.append("age")
+        w.find(
+            Finding(
+                id="age.older",
+                category="risk_factor",
+                text=f"Age {w.age:.0f}: older adults more often have low intake and lower absorption, though serum magnesium changes little with age.",
+                weight="minor",
+                rule=f"age ≥ {kb.param('age.older_adult_at_least'):.0f} years counts as a minor risk factor",
+                inputs=(InputUsed("age", round(w.age, 1), "years"),),
+                sources=kb.parameters["age.older_adult_at_least"].sources,
+                strength="moderate",
+            )
+        )
+    if facts.sex is None:
+        w.missing.append("sex")
+
+
+def _intake(w: _Work) -> IntakeResult:
+    kb = w.kb
+    facts = w.facts
+    amount: float | None = facts.diet_mg_per_day
+    estimated_from: Literal["reported", "food_frequency"] | None = "reported" if amount is not None else None
+    ffq_sources: list[str] = []
+    if amount is None and facts.food_frequency:
+        amount = calc.food_frequency_mg(kb, facts.food_frequency)
+        estimated_from = "food_frequency"
+        for item in facts.food_frequency:
+            ffq_sources.extend(kb.foods[item.food].sources)
+        w.limit("lim.intake_estimate", "Intake was estimated from a short food-frequency answer set.")
+    row = None
+    if w.age is not None:
+        row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating)
+    if amount is None:
+        w.missing.append("diet")
+        return IntakeResult(
+            None,
+            None,
+            row.id if row else None,
+            row.ear_mg if row else None,
+            row.rda_mg if row else None,
+            bool(row and row.is_ai),
+            None,
+            None,
+            row.sources if row else (),
+        )
+    if row is None:
+        return IntakeResult(amount, estimated_from, None, None, None, False, None, None, tuple(ffq_sources))
+    below = None if row.ear_mg is None else amount < row.ear_mg
+    percent = amount / row.rda_mg * 100.0
+    sources = tuple(dict.fromkeys([*row.sources, *ffq_sources]))
+    reference = f"EAR {row.ear_mg:.0f} mg" if row.ear_mg is not None else "no EAR for this life stage"
+    text = f"Dietary magnesium about {amount:.0f} mg/day: {percent:.0f}% of the {'AI' if row.is_ai else 'RDA'} of {row.rda_mg:.0f} mg/day ({reference})."
+    if below:
+        w.minor.append("diet.below_ear")
+        text += " Below the EAR: inadequate for most people of this life stage."
+    w.find(
+        Finding(
+            id="diet.below_ear" if below else "diet.intake",
+            category="diet",
+            text=text,
+            weight="minor" if below else "info",
+            rule="intake below the life stage's EAR counts as a minor risk factor",
+            inputs=(InputUsed("dietary magnesium", round(amount), "mg/day"), InputUsed("life stage", row.id)),
+            sources=sources,
+            strength="IOM 1997 DRIs",
+        )
+    )
+    return IntakeResult(
+        amount, estimated_from, row.id, row.ear_mg, row.rda_mg, row.is_ai, percent, below, sources
+    )
+
+
+def _supplements(w: _Work) -> SupplementResult:
+    kb = w.kb
+    facts = w.facts
+    if facts.supplements is None:
+        w.missing.append("supplements")
+        return SupplementResult(None, None, None)
+    total = 0.0
+    unknown_content: list[str] = []
+    not_counted: list[str] = []
+    sources: list[str] = []
+    for item in facts.supplements:
+        entry = kb.supplements.get(item.form) if item.form else None
+        if entry is not None:
+            sources.extend(entry.sources)
+        if entry is not None and not entry.counts_toward_intake:
+            not_counted.append(item.text)
+            continue
+        if item.elemental_mg_per_day is not None:
+            total += item.elemental_mg_per_day
+        elif item.product_mg_per_day is not None:
+            elemental = calc.elemental_mg(kb, item.form, item.product_mg_per_day)
+            if elemental is None:
+                unknown_content.append(item.text)
+            else:
+                total += elemental
+        else:
+            unknown_content.append(item.text)
+    row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating) if w.age is not None else None
+    if row is None and w.age is not None:
+        # The UL does not depend on sex: any row of the age band will do.
+        row = next((r for r in kb.dri if r.age_min <= w.age < r.age_max), None)
+    ul = row.ul_supplemental_mg if row else None
+    above = None if ul is None else total > ul
+    if row is not None:
+        sources.extend(row.sources)
+    if not_counted:
+        w.safe("sf.transdermal", f"Not counted: {', '.join(not_counted)}.")
+    if facts.supplements:
+        text = (
+            f"Supplemental elemental magnesium about {total:.0f} mg/day"
+            + (f" (UL {ul:.0f} mg/day for supplements)" if ul else "")
+            + "."
+        )
+        if unknown_content:
+            text += f" Content unknown for: {', '.join(unknown_content)}."
+        w.find(
+            Finding(
+                id="supplements.above_ul" if above else "supplements.total",
+                category="supplement",
+                text=text,
+                weight="info",
+                rule="elemental Mg = product amount × elemental percentage of the salt; compared with the UL for supplements",
+                inputs=tuple(
+                    InputUsed("supplement", s.text, "mg/day", source=s.origin.resource)
+                    for s in facts.supplements
+                ),
+                sources=tuple(dict.fromkeys(sources)),
+            )
+        )
+    return SupplementResult(
+        total if facts.supplements else 0.0, ul, above, tuple(not_counted), tuple(dict.fromkeys(sources))
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Step 5: the status
+
+
+def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, str | None, Finding]:
+    """Combine the evidence into a status, by precedence (first rule that holds wins).
+
+    1. excess: current serum Mg above the lab's upper limit.
+    2. deficient: current serum Mg below the lab's lower limit.
+    3. likely_deficient: a body-store marker is low (RBC or ionised Mg below interval, loading
+       test retention > 25%); or serum is low-normal with a strong risk (a major risk factor,
+       MDS high), a specific or supportive sign, or intake below the EAR; or, with no current
+       serum value, a specific sign together with a strong risk.
+    4. at_risk: any risk: a major risk factor, two minor ones, MDS middle or high, a specific
+       or supportive sign, or a low-normal serum value.
+    5. unlikely: serum at or above 0.85 mmol/L and no risk; or, with no serum value, a
+       complete MDS of 0–1 with medications and conditions known and no other risk.
+    6. indeterminate: otherwise (too little is known).
+    """
+    kb = w.kb
+    band = serum.band if serum.current else None
+    strong = bool(w.major) or mds.band == "high" or bool(w.specific_signs)
+    risk = strong or len(w.minor) >= 2 or bool(w.supportive_signs) or "mds" in w.minor
+    evidence = [
+        f.id
+        for f in w.findings
+        if f.weight in ("deficit", "excess", "major", "minor", "specific", "supportive")
+    ]
+    severity: str | None = None
+    if band == "above_lab_range":
+        status: Status = "excess"
+        grade = serum.ctcae_grade or 1
+        severity = {1: "mild", 3: "severe", 4: "life-threatening"}.get(grade, "mild")
+        rule = "serum magnesium above the lab's upper limit → excess (severity by CTCAE grade)"
+    elif band == "below_lab_range":
+        status = "deficient"
+        assert serum.mmol_l is not None
+        if serum.mmol_l < kb.param("serum_mg.ctcae_hypo_grade3_below"):
+            severity = "severe"
+        elif serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
+            severity = "moderate"
+        else:
+            severity = "mild"
+        if severity == "mild" and set(w.present_signs) & set(_SYMPTOMATIC_SIGNS):
+            severity = "moderate"
+        rule = "serum magnesium below the lab's lower limit → deficient (≥ 0.5 mild, 0.4–0.5 moderate, < 0.4 mmol/L severe; symptomatic at least moderate)"
+    elif w.low_markers:
+        status = "likely_deficient"
+        rule = "a body-store marker is low (RBC or ionised magnesium below interval, or loading-test retention above 25%) → likely deficient"
+    elif band == "low_normal" and (strong or w.supportive_signs or "diet.below_ear" in w.minor):
+        status = "likely_deficient"
+        rule = "serum in the grey zone (lab lower limit to 0.85 mmol/L) with a strong risk, a sign or low intake → likely deficient"
+    elif band is None and w.specific_signs and (w.major or mds.band == "high"):
+        status = "likely_deficient"
+        rule = "no current serum value, a specific sign and a strong risk factor → likely deficient"
+    elif risk or band == "low_normal":
+        status = "at_risk"
+        rule = (
+            "a major risk factor, two minor ones, MDS 2 or more, a sign, or a grey-zone serum value → at risk"
+        )
+    elif band == "normal":
+        status = "unlikely"
+        rule = "serum magnesium at or above 0.85 mmol/L and no risk factor → deficiency unlikely"
+    elif (
+        band is None
+        and mds.complete
+        and mds.score is not None
+        and mds.score < kb.param("mds.band_middle")
+        and w.facts.medications is not None
+        and w.facts.conditions is not None
+        and not w.major
+        and not w.minor
+    ):
+        status = "unlikely"
+        rule = "no serum value, but a complete MDS of 0–1 with medications and conditions known and no risk factor → deficiency unlikely"
+    else:
+        status = "indeterminate"
+        rule = "too little is known to judge: no current serum magnesium and no risk factor or complete MDS"
+    basis = Finding(
+        id="status",
+        category="status",
+        text=f"Status {status.replace('_', ' ')}" + (f" ({severity})" if severity else "") + f": {rule}.",
+        weight="info",
+        rule=_decide.__doc__.split("\n\n", 1)[1].strip() if _decide.__doc__ else rule,
+        inputs=tuple(InputUsed("finding", e) for e in evidence),
+        sources=kb.statement("lim.decision_support").sources,
+    )
+    return status, severity, basis
+
+
+# --------------------------------------------------------------------------------------------
+# Step 6: what to do next, what is safe, why it matters, what it cannot show
+
+
+def _has_recent(w: _Work, *tests: str) -> bool:
+    return any(t in w.latest for t in tests)
+
+
+def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, femg: FemgResult) -> None:
+    kb = w.kb
+    band = serum.band if serum.current else None
+    if band is None:
+        priority: Literal["urgent", "high", "routine"] = (
+            "high" if status in ("likely_deficient", "at_risk") else "routine"
+        )
+        if w.specific_signs:
+            priority = "urgent"
+        w.step(
+            "ns.measure_serum_mg",
+            "No current serum magnesium result."
+            if serum.mmol_l is None
+            else "The last serum magnesium is not recent.",
+            priority,
+        )
+    if band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
+        w.step(
+            "ns.femg_or_24h_urine",
+            "Serum magnesium is low; the cause (renal or extrarenal) is not yet known.",
+            "high",
+        )
+    if band == "low_normal":
+        w.step("ns.loading_test_grey_zone", "Serum magnesium is in the grey zone.", "routine")
+        w.step(
+            "ns.body_stores", "Serum magnesium is in the grey zone, where serum alone cannot tell.", "routine"
+        )
+    if band == "normal" and status == "at_risk" and (w.major or mds_high(w)):
+        w.step(
+            "ns.body_stores",
+            "Strong risk factors with a normal serum value: serum can stay normal despite depletion.",
+        )
+    if status in ("deficient", "likely_deficient") or w.supportive_signs or w.specific_signs:
+        missing = [
+            name
+            for name, tests in (
+                ("potassium", ("potassium",)),
+                ("calcium", ("calcium_total", "calcium_ionised", "calcium_corrected")),
+            )
+            if not _has_recent(w, *tests)
+        ]
+        reason = "Magnesium deficiency causes hypokalaemia and hypocalcaemia."
+        if missing:
+            reason += f" No current {' or '.join(missing)} result."
+        w.step("ns.check_k_ca", reason, "high" if status == "deficient" else "routine")
+    ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs]
+    if serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
+        ecg_reasons.append("serum magnesium below 0.5 mmol/L")
+    if status == "excess" and (serum.ctcae_grade or 0) >= 3:
+        ecg_reasons.append("hypermagnesaemia above 1.23 mmol/L")
+    if "cardiac_glycoside" in w.current_classes and status in (
+        "deficient",
+        "likely_deficient",
+        "at_risk",
+        "excess",
+    ):
+        ecg_reasons.append("digoxin with a magnesium disturbance or risk")
+    if ecg_reasons:
+        w.step(
+            "ns.ecg",
+            _sentence("; ".join(ecg_reasons)),
+            "urgent" if band == "below_lab_range" or status == "excess" else "high",
+        )
+    if egfr.value is None and (status in ("deficient", "likely_deficient", "excess") or w.facts.supplements):
+        w.step(
+            "ns.kidney_function",
+            "Kidney function is unknown and magnesium treatment or supplements are in question.",
+            "high",
+        )
+    if "ppi" in w.current_classes:
+        w.step("ns.ppi_baseline", "A proton-pump inhibitor is current.", "routine" if band else "high")
+    lowering = [
+        kb.drug_classes[c].name
+        for c in w.current_classes
+        if kb.drug_classes[c].effect == "lowers" and kb.drug_classes[c].weight
+    ]
+    if lowering and status in ("deficient", "likely_deficient"):
+        w.step(
+            "ns.review_culprit_drugs", f"Current drugs that lower magnesium: {', '.join(lowering)}.", "high"
+        )
+    if (
+        w.facts.diet_mg_per_day is None
+        and not w.facts.food_frequency
+        and status in ("deficient", "likely_deficient", "at_risk")
+    ):
+        w.step("ns.diet_assessment", "Dietary magnesium intake is unknown.")
+    if (
+        (w.facts.supplements or "magnesium_product" in w.current_classes)
+        and egfr.value is not None
+        and egfr.value < kb.param("mds.egfr_reduced_below")
+    ):
+        w.step(
+            "ns.recheck_on_supplement", "Magnesium products are taken with reduced kidney function.", "high"
+        )
+    cancer = [kb.drug_classes[c].name for c in _CANCER_THERAPY_CLASSES if c in w.current_classes]
+    if cancer:
+        w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(cancer).lower()}.", "high")
+    if "refeeding_syndrome" in w.current_conditions:
+        w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")
+
+
+def mds_high(w: _Work) -> bool:
+    """Whether the MDS finding was counted as a major risk (band high)."""
+    return "mds" in w.major
+
+
+def _safety(
+    w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, supplements: SupplementResult
+) -> None:
+    kb = w.kb
+    band = serum.band if serum.current else None
+    symptomatic = sorted(set(w.present_signs) & set(_SYMPTOMATIC_SIGNS))
+    treating = status in ("deficient", "likely_deficient")
+    if status == "deficient":
+        assert serum.mmol_l is not None
+        if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic:
+            why = (
+                f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"
+                + (f" with {', '.join(kb.signs[s].name.lower() for s in symptomatic)}" if symptomatic else "")
+                + "."
+            )
+            w.safe("sf.severe_iv", why, "urgent")
+            w.safe("sf.iv_monitoring", "Intravenous magnesium is in question.", "high")
+            if w.facts.pregnant:
+                w.safe("sf.pregnancy_iv_duration", "The patient is pregnant.", "high")
+        else:
+            w.safe(
+                "sf.oral_mild", f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L without symptoms.", "high"
+            )
+    elif status == "likely_deficient":
+        w.safe(
+            "sf.oral_mild",
+            "If repletion is chosen after confirmation, the oral route fits a deficit without symptoms.",
+        )
+    if "torsades_de_pointes" in w.present_signs:
+        w.safe(
+            "sf.torsades",
+            "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
+            "urgent",
+        )
+    if (treating or w.facts.supplements) and egfr.value is not None:
+        if egfr.value < kb.param("egfr.supplement_avoid_below"):
+            w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
+            w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+        elif egfr.value < kb.param("mds.egfr_reduced_below"):
+            w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+    if "heart_block" in w.current_conditions and (treating or w.facts.supplements):
+        w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
+    if treating and (
+        {"hypokalaemia", "hypocalcaemia", "refractory_hypokalaemia", "refractory_hypocalcaemia"}
+        & w.present_signs
+    ):
+        w.safe("sf.correct_mg_first", "Low potassium or calcium is present.", "high")
+    if status == "excess":
+        grade = serum.ctcae_grade or 1
+        w.safe(
+            "sf.excess",
+            f"Serum magnesium {_fmt(serum.mmol_l or 0, 2)} mmol/L (CTCAE grade {grade}).",
+            "urgent" if grade >= 3 else "high",
+        )
+    kidney_impaired = (
+        egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below")
+    ) or "chronic_kidney_disease" in w.current_conditions
+    if kidney_impaired and (
+        "magnesium_product" in w.current_classes or w.facts.supplements or status == "excess"
+    ):
+        w.safe(
+            "sf.ckd_mg_products",
+            "Reduced kidney function with magnesium-containing products or a high value.",
+            "high",
+        )
+    if supplements.above_ul:
+        w.safe(
+            "sf.above_ul",
+            f"About {supplements.elemental_mg_per_day or 0:.0f} mg/day of supplemental magnesium, above the UL of {supplements.ul_mg or 0:.0f} mg/day.",
+            "high",
+        )
+    if "cardiac_glycoside" in w.current_classes and (
+        treating or status in ("at_risk", "excess") or band is not None
+    ):
+        w.safe("sf.digoxin", "Digoxin is current.", "high")
+    # Interactions matter when magnesium is, or may be, given.
+    if treating or w.facts.supplements or "magnesium_product" in w.current_classes:
+        current_drugs = {d for m in w.facts.medications or () if m.current for d in m.drugs}
+        for row in kb.interactions:
+            hit = sorted(current_drugs & set(row.drugs)) + sorted(
+                c for c in row.classes if c in w.current_classes
+            )
+            if hit:
+                names = ", ".join(kb.drugs[h].name if h in kb.drugs else kb.drug_classes[h].name for h in hit)
+                w.safety[f"ix.{row.id}"] = Action(
+                    f"ix.{row.id}",
+                    f"{row.name}: {row.effect} {row.advice}",
+                    f"Current: {names}.",
+                    row.sources,
+                    "routine",
+                )
+
+
+def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
+    kb = w.kb
+    out = []
+    for domain in kb.outcomes.values():
+        why = [kb.conditions[c].name for c in domain.condition_triggers if c in w.current_conditions]
+        why += [kb.signs[s].name for s in domain.sign_triggers if s in w.present_signs]
+        if domain.id == "cardiovascular" and mds.band == "high":
+            why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
+        if not why:
+            continue
+        evidence = tuple(
+            {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": list(e.sources)}
+            for e in domain.evidence
+        )
+        sources = tuple(dict.fromkeys([*domain.sources, *(s for e in domain.evidence for s in e.sources)]))
+        out.append(Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, sources))
+    return tuple(out)
+
+
+def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
+    kb = w.kb
+    w.limit("lim.decision_support", "Always.")
+    if serum.mmol_l is None:
+        w.limit("lim.no_serum_mg", "No serum magnesium result was available.")
+    elif serum.current and serum.band in ("normal", "low_normal"):
+        w.limit("lim.serum_partial", "Serum magnesium is not low.")
+    if serum.current and serum.band in ("normal", "above_lab_range"):
+        w.limit("lim.haemolysis", "A haemolysed sample reads falsely high.")
+    if mds.score is not None:
+        w.limit("lim.mds_not_diagnostic", "The MDS was computed.")
+        if egfr.value is not None:
+            near = [
+                c
+                for c in (kb.param("mds.egfr_mild_below"), kb.param("mds.egfr_reduced_below"))
+                if abs(egfr.value - c) <= 0.1 * c
+            ]
+            if near:
+                w.limit(
+                    "lim.mds_equation",
+                    f"eGFR {_fmt(egfr.value, 0)} is close to the MDS cut-off of {_fmt(near[0], 0)}.",
+                )
+    if w.alcohol_proxy:
+        w.limit(
+            "lim.mds_cohort_alcohol_proxy",
+            "The alcohol item was inferred from a diagnosis or an AUDIT-C score.",
+        )
+
+
+def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: MdsResult, w: _Work) -> str:
+    label = {
+        "excess": "Magnesium excess",
+        "deficient": "Magnesium deficiency",
+        "likely_deficient": "Magnesium deficiency likely",
+        "at_risk": "At risk of magnesium deficiency",
+        "unlikely": "Magnesium deficiency unlikely",
+        "indeterminate": "Magnesium status cannot be judged from what is known",
+    }[status]
+    if severity:
+        label += f" ({severity})"
+    parts = []
+    if serum.mmol_l is not None:
+        parts.append(
+            f"serum Mg {_fmt(serum.mmol_l, 2)} mmol/L"
+            + (f" ({serum.band.replace('_', ' ')})" if serum.band else " (not recent)")
+        )
+    else:
+        parts.append("no serum Mg")
+    if mds.score is not None:
+        parts.append(f"MDS {mds.score}{'' if mds.complete else '+?'}")
+    drivers = [
+        f.id.split(".", 1)[-1].replace("_", " ")
+        for f in w.findings
+        if f.weight == "major" and f.category == "risk_factor"
+    ]
+    if drivers:
+        parts.append("major risk: " + ", ".join(dict.fromkeys(drivers)))
+    return f"{label}: " + "; ".join(parts) + "."

@@ -1,0 +1,240 @@
+"""Recognising drugs, conditions, signs, tests and supplements by code or by name.
+
+One implementation for every adapter: the FHIR reader, the patient document, the batch
+engines and the service all call these functions, so a code or a name is recognised the same
+way everywhere. Codes are tried first; names are matched as whole words in the text, and the
+result says which matched.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from magstat.kb.schema import KnowledgeBase
+
+__all__ = [
+    "ATC",
+    "ICD10",
+    "LOINC",
+    "RXNORM",
+    "SNOMED",
+    "Match",
+    "match_condition",
+    "match_drug",
+    "match_sign",
+    "match_supplement",
+    "match_test",
+]
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
+ATC = "http://www.whocc.no/atc"
+
+_SYSTEM_ALIASES = {
+    "rxnorm": RXNORM,
+    "snomed": SNOMED,
+    "sct": SNOMED,
+    "loinc": LOINC,
+    "icd10": ICD10,
+    "icd-10-cm": ICD10,
+    "icd10cm": ICD10,
+    "http://hl7.org/fhir/sid/icd-10": ICD10,
+    "atc": ATC,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What was recognised (knowledge-base ids) and how (``RxNorm 7646``, ``text "..."``)."""
+
+    ids: tuple[str, ...]
+    matched_by: str | None
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+
+_NO_MATCH = Match((), None)
+
+
+def canonical_system(system: str | None) -> str | None:
+    """Map short system names (``rxnorm``, ``snomed``, ``icd10``) to their FHIR URIs."""
+    if system is None:
+        return None
+    return _SYSTEM_ALIASES.get(system.strip().lower(), system.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    codes: Mapping[tuple[str, str], tuple[str, ...]]
+    icd10: tuple[tuple[str, str], ...]  # (prefix without dot, id), longest first
+    pattern: re.Pattern[str] | None
+    names: Mapping[str, tuple[str, ...]]
+
+
+def _text_index(
+    named: Iterable[tuple[str, Iterable[str]]],
+) -> tuple[re.Pattern[str] | None, dict[str, tuple[str, ...]]]:
+    names: dict[str, list[str]] = {}
+    for entry_id, spellings in named:
+        for spelling in spellings:
+            key = " ".join(spelling.lower().split())
+            if key and entry_id not in names.setdefault(key, []):
+                names[key].append(entry_id)
+    if not names:
+        return None, {}
+    # Longest first, so that "magnesium oxide" wins over "magnesium".
+    alternatives = sorted(names, key=len, reverse=True)
+    body = "|".join(re.escape(n).replace(r"\ ", r"[\s\-]+") for n in alternatives)
+    pattern = re.compile(rf"(?<![a-z0-9])(?:{body})(?![a-z0-9])")
+    return pattern, {k: tuple(v) for k, v in names.items()}
+
+
+_CACHE: dict[tuple[str, str], _Index] = {}
+
+
+def _index(kb: KnowledgeBase, kind: str) -> _Index:
+    key = (kb.sha256, kind)
+    found = _CACHE.get(key)
+    if found is not None:
+        return found
+    codes: dict[tuple[str, str], list[str]] = {}
+    icd: list[tuple[str, str]] = []
+    named: list[tuple[str, Iterable[str]]] = []
+
+    def add(system: str, code: str, entry_id: str) -> None:
+        ids = codes.setdefault((system, code.strip()), [])
+        if entry_id not in ids:
+            ids.append(entry_id)
+
+    if kind == "drug":
+        for drug in kb.drugs.values():
+            for code in drug.rxnorm:
+                add(RXNORM, code, drug.id)
+            for code in drug.atc:
+                add(ATC, code, drug.id)
+            named.append((drug.id, (drug.name, *drug.synonyms)))
+    elif kind in ("condition", "sign"):
+        table = kb.conditions if kind == "condition" else kb.signs
+        for entry in table.values():
+            for code in entry.snomed:
+                add(SNOMED, code, entry.id)
+            icd.extend((c.replace(".", "").upper(), entry.id) for c in entry.icd10)
+            named.append((entry.id, (entry.name, *entry.synonyms)))
+    elif kind == "test":
+        for test in kb.tests.values():
+            for loinc in test.loinc:
+                add(LOINC, loinc.code, test.id)
+            named.append((test.id, test.text_patterns))
+    elif kind == "supplement":
+        for supplement in kb.supplements.values():
+            named.append((supplement.id, (supplement.name, *supplement.synonyms)))
+    pattern, names = _text_index(named)
+    icd.sort(key=lambda item: len(item[0]), reverse=True)
+    index = _Index({k: tuple(v) for k, v in codes.items()}, tuple(icd), pattern, names)
+    _CACHE[key] = index
+    return index
+
+
+def _by_text(index: _Index, text: str | None, *, every: bool) -> Match:
+    if not text or index.pattern is None:
+        return _NO_MATCH
+    lowered = " ".join(text.lower().split())
+    found: list[str] = []
+    spelled: list[str] = []
+    for hit in index.pattern.finditer(lowered):
+        key = " ".join(re.split(r"[\s\-]+", hit.group(0)))
+        for entry_id in index.names.get(key, ()):
+            if entry_id not in found:
+                found.append(entry_id)
+                spelled.append(hit.group(0))
+        if found and not every:
+            break
+    if not found:
+        return _NO_MATCH
+    return Match(tuple(found), "text " + ", ".join(f'"{s}"' for s in spelled))
+
+
+def _by_code(index: _Index, codes: Iterable[tuple[str | None, str | None]]) -> Match:
+    found: list[str] = []
+    how: list[str] = []
+    for system, code in codes:
+        if not code:
+            continue
+        uri = canonical_system(system)
+        if uri is None:
+            continue
+        if uri == ICD10:
+            norm = code.replace(".", "").upper().strip()
+            for prefix, entry_id in index.icd10:
+                if norm.startswith(prefix) and entry_id not in found:
+                    found.append(entry_id)
+                    how.append(f"ICD-10-CM {code}")
+                    break
+            continue
+        for entry_id in index.codes.get((uri, code.strip()), ()):
+            if entry_id not in found:
+                found.append(entry_id)
+                how.append(f"{_system_label(uri)} {code}")
+    return Match(tuple(found), ", ".join(how)) if found else _NO_MATCH
+
+
+def _system_label(uri: str) -> str:
+    return {RXNORM: "RxNorm", SNOMED: "SNOMED CT", LOINC: "LOINC", ATC: "ATC", ICD10: "ICD-10-CM"}.get(
+        uri, uri
+    )
+
+
+def match_drug(
+    kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
+) -> Match:
+    """Recognise the drug ingredients of a medication by RxNorm/ATC code, else by name.
+
+    A combination product named in text ("lisinopril / hydrochlorothiazide") yields each
+    ingredient the knowledge base knows.
+    """
+    index = _index(kb, "drug")
+    by_code = _by_code(index, codes)
+    by_text = _by_text(index, text, every=True)
+    if by_code and by_text:
+        # The text of a product code names all its ingredients; keep both, code first.
+        ids = by_code.ids + tuple(i for i in by_text.ids if i not in by_code.ids)
+        return Match(
+            ids, by_code.matched_by if ids == by_code.ids else f"{by_code.matched_by}; {by_text.matched_by}"
+        )
+    return by_code or by_text
+
+
+def match_condition(
+    kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
+) -> Match:
+    """Recognise a condition by SNOMED CT or ICD-10-CM code, else by name in the text."""
+    index = _index(kb, "condition")
+    return _by_code(index, codes) or _by_text(index, text, every=False)
+
+
+def match_sign(
+    kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
+) -> Match:
+    """Recognise a sign or symptom by SNOMED CT or ICD-10-CM code, else by name in the text."""
+    index = _index(kb, "sign")
+    return _by_code(index, codes) or _by_text(index, text, every=False)
+
+
+def match_test(
+    kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
+) -> Match:
+    """Recognise a lab test by LOINC code, else by the test's text patterns."""
+    index = _index(kb, "test")
+    return _by_code(index, codes) or _by_text(index, text, every=False)
+
+
+def match_supplement(kb: KnowledgeBase, text: str | None) -> Match:
+    """Recognise a magnesium salt or product form by name ("magnesium citrate", "Epsom salt")."""
+    return _by_text(_index(kb, "supplement"), text, every=False)

@@ -1,0 +1,400 @@
+"""The assessment: status, calculators, findings with their basis, next steps, safety.
+
+Everything here is plain frozen data; :func:`Assessment.to_dict` gives the stable JSON
+contract of ``magstat assess --format json``.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "STATUSES",
+    "Action",
+    "Assessment",
+    "EgfrResult",
+    "FemgResult",
+    "Finding",
+    "InputUsed",
+    "IntakeResult",
+    "LoadingResult",
+    "MdsResult",
+    "Relevance",
+    "SerumMagnesium",
+    "Status",
+    "SupplementResult",
+]
+
+Status = Literal["excess", "deficient", "likely_deficient", "at_risk", "unlikely", "indeterminate"]
+
+STATUSES: tuple[Status, ...] = (
+    "excess",
+    "deficient",
+    "likely_deficient",
+    "at_risk",
+    "unlikely",
+    "indeterminate",
+)
+
+DEFICIT_RANK: dict[str, int] = {
+    "unlikely": 0,
+    "indeterminate": 1,
+    "at_risk": 2,
+    "likely_deficient": 3,
+    "deficient": 4,
+}
+"""How strongly a status points to a deficit; ``excess`` stands apart (see ``assess``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputUsed:
+    """One input a finding used, with where it came from."""
+
+    name: str
+    value: str | float | bool | None
+    unit: str | None = None
+    date: dt.date | None = None
+    source: str | None = None
+    matched_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "date": self.date.isoformat() if self.date else None,
+            "source": self.source,
+            "matched_by": self.matched_by,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A statement about the patient with its basis: inputs, rule and cited sources.
+
+    Attributes:
+        id: stable identifier (``serum_mg.below_lab_range``, ``drug.ppi``).
+        category: ``serum_magnesium``, ``risk_factor``, ``sign``, ``test``, ``calculator``,
+            ``diet``, ``supplement``, ``protective``.
+        text: the statement in plain clinical language.
+        weight: what it contributes: ``deficit``, ``excess``, ``major``, ``minor``,
+            ``specific``, ``supportive``, ``nonspecific``, ``reassuring`` or ``info``.
+        rule: the rule applied, in words, with its thresholds.
+        strength: strength of the evidence behind it.
+
+    """
+
+    id: str
+    category: str
+    text: str
+    weight: str
+    rule: str
+    inputs: tuple[InputUsed, ...]
+    sources: tuple[str, ...]
+    strength: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "id": self.id,
+            "category": self.category,
+            "text": self.text,
+            "weight": self.weight,
+            "rule": self.rule,
+            "strength": self.strength,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A next step or a safety consideration, with the reason it applies to this patient."""
+
+    id: str
+    text: str
+    reason: str
+    sources: tuple[str, ...]
+    priority: Literal["urgent", "high", "routine"] = "routine"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "id": self.id,
+            "text": self.text,
+            "reason": self.reason,
+            "priority": self.priority,
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MdsResult:
+    """Magnesium Depletion Score: components, score from the known ones, band."""
+
+    score: int | None
+    complete: bool
+    band: Literal["low", "middle", "high"] | None
+    components: dict[str, int | None]
+    possible_range: tuple[int, int] | None
+    sources: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "score": self.score,
+            "complete": self.complete,
+            "band": self.band,
+            "components": dict(self.components),
+            "possible_range": list(self.possible_range) if self.possible_range else None,
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EgfrResult:
+    """Kidney function used by the rules."""
+
+    value: float | None
+    equation: str | None
+    origin: Literal["reported", "computed"] | None
+    date: dt.date | None
+    inputs: tuple[InputUsed, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "value": None if self.value is None else round(self.value, 1),
+            "equation": self.equation,
+            "origin": self.origin,
+            "date": self.date.isoformat() if self.date else None,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "sources": list(self.sources),
+        }
+
+
+SerumBand = Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
+
+
+@dataclass(frozen=True, slots=True)
+class SerumMagnesium:
+    """The most recent serum magnesium, in three units, against both thresholds."""
+
+    mmol_l: float | None
+    band: SerumBand | None = None
+    mg_dl: float | None = None
+    meq_l: float | None = None
+    date: dt.date | None = None
+    current: bool | None = None
+    lab_low: float | None = None
+    lab_high: float | None = None
+    interval_from: Literal["lab", "default"] | None = None
+    evidence_lower: float | None = None
+    ctcae_grade: int | None = None
+    source: str | None = None
+    history: tuple[tuple[dt.date | None, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "mmol_l": _r(self.mmol_l, 3),
+            "mg_dl": _r(self.mg_dl, 2),
+            "meq_l": _r(self.meq_l, 2),
+            "band": self.band,
+            "date": self.date.isoformat() if self.date else None,
+            "current": self.current,
+            "lab_interval_mmol_l": [_r(self.lab_low, 3), _r(self.lab_high, 3)] if self.interval_from else None,
+            "interval_from": self.interval_from,
+            "evidence_based_lower_mmol_l": self.evidence_lower,
+            "ctcae_grade": self.ctcae_grade,
+            "source": self.source,
+            "history": [{"date": d.isoformat() if d else None, "mmol_l": _r(v, 3)} for d, v in self.history],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FemgResult:
+    """Fractional excretion of magnesium and its reading."""
+
+    percent: float | None
+    interpretation: Literal["renal", "extrarenal", "indeterminate"] | None
+    inputs: tuple[InputUsed, ...] = ()
+    note: str | None = None
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "percent": _r(self.percent, 2),
+            "interpretation": self.interpretation,
+            "note": self.note,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LoadingResult:
+    """Magnesium loading (tolerance) test retention."""
+
+    retention_percent: float | None
+    interpretation: Literal["deficient", "borderline", "normal"] | None
+    valid: bool | None
+    note: str | None = None
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "retention_percent": _r(self.retention_percent, 1),
+            "interpretation": self.interpretation,
+            "valid": self.valid,
+            "note": self.note,
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    """Dietary magnesium against the life stage's EAR and RDA (or AI)."""
+
+    mg_per_day: float | None
+    estimated_from: Literal["reported", "food_frequency"] | None
+    life_stage: str | None
+    ear_mg: float | None
+    rda_mg: float | None
+    rda_is_ai: bool
+    percent_of_rda: float | None
+    below_ear: bool | None
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "mg_per_day": _r(self.mg_per_day, 0),
+            "estimated_from": self.estimated_from,
+            "life_stage": self.life_stage,
+            "ear_mg": self.ear_mg,
+            "rda_mg": self.rda_mg,
+            "rda_is_ai": self.rda_is_ai,
+            "percent_of_rda": _r(self.percent_of_rda, 0),
+            "below_ear": self.below_ear,
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SupplementResult:
+    """Supplemental elemental magnesium against the tolerable upper intake level."""
+
+    elemental_mg_per_day: float | None
+    ul_mg: float | None
+    above_ul: bool | None
+    not_counted: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "elemental_mg_per_day": _r(self.elemental_mg_per_day, 0),
+            "ul_mg": self.ul_mg,
+            "above_ul": self.above_ul,
+            "not_counted": list(self.not_counted),
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Relevance:
+    """An outcome domain that matters for this patient, why, and the evidence."""
+
+    domain: str
+    name: str
+    why: str
+    evidence: tuple[dict[str, Any], ...]
+    sources: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "domain": self.domain,
+            "name": self.name,
+            "why": self.why,
+            "evidence": [dict(e) for e in self.evidence],
+            "sources": list(self.sources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """The explained assessment of one patient at one date."""
+
+    status: Status
+    severity: str | None
+    summary: str
+    as_of: dt.date
+    patient_id: str | None
+    age_years: float | None
+    sex: str | None
+    mds: MdsResult
+    egfr: EgfrResult
+    serum_magnesium: SerumMagnesium
+    femg: FemgResult
+    loading_test: LoadingResult
+    intake: IntakeResult
+    supplements: SupplementResult
+    findings: tuple[Finding, ...]
+    next_steps: tuple[Action, ...]
+    safety: tuple[Action, ...]
+    relevance: tuple[Relevance, ...]
+    limitations: tuple[Action, ...]
+    missing_inputs: tuple[str, ...]
+    unrecognised: tuple[str, ...]
+    excluded: tuple[str, ...]
+    kb_version: str
+    kb_sha256: str
+    sources: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of ``magstat assess --format json`` (see design.md section 3)."""
+        return {
+            "status": self.status,
+            "severity": self.severity,
+            "summary": self.summary,
+            "as_of": self.as_of.isoformat(),
+            "patient": {
+                "id": self.patient_id,
+                "age_years": _r(self.age_years, 1),
+                "sex": self.sex,
+            },
+            "mds": self.mds.to_dict(),
+            "egfr": self.egfr.to_dict(),
+            "serum_magnesium": self.serum_magnesium.to_dict(),
+            "femg": self.femg.to_dict(),
+            "loading_test": self.loading_test.to_dict(),
+            "intake": self.intake.to_dict(),
+            "supplements": self.supplements.to_dict(),
+            "findings": [f.to_dict() for f in self.findings],
+            "next_steps": [a.to_dict() for a in self.next_steps],
+            "safety": [a.to_dict() for a in self.safety],
+            "relevance": [r.to_dict() for r in self.relevance],
+            "limitations": [a.to_dict() for a in self.limitations],
+            "missing_inputs": list(self.missing_inputs),
+            "unrecognised": list(self.unrecognised),
+            "excluded": list(self.excluded),
+            "sources": list(self.sources),
+            "knowledge_base": {"version": self.kb_version, "sha256": self.kb_sha256},
+            "disclaimer": (
+                "Decision support, not a diagnosis: review the basis of each finding before acting on it."
+            ),
+        }
+
+
+def _r(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

@@ -1,0 +1,137 @@
+"""Checks on :class:`PatientFacts` before any rule runs: implausible input is refused.
+
+Adapters check what they read, but the core checks again, so that no surface can hand the
+rules a value that failed: a unit that is not canonical, a value outside physiological
+possibility, a birth date after the as-of date, an id the knowledge base does not define.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import math
+
+from magstat.core.facts import PatientFacts
+from magstat.errors import InvalidInputError
+from magstat.kb.schema import KnowledgeBase
+
+__all__ = ["MAX_AGE_YEARS", "check_facts"]
+
+MAX_AGE_YEARS = 130.0
+"""Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
+
+_MAX_MG_PER_DAY = 10_000.0
+"""Plausibility limit for diet and supplement amounts, mg/day (project choice, MAGSTAT)."""
+
+
+def _where(field: str, resource: str | None) -> str:
+    return f"{field} ({resource})" if resource else field
+
+
+def _number(field: str, value: float, low: float, high: float, allowed: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInputError(field, "must be a finite number", value=value, allowed=allowed)
+    if not low <= value <= high:
+        raise InvalidInputError(field, "physiologically implausible value", value=value, allowed=allowed)
+
+
+def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
+    """Refuse facts that the rules must not interpret.
+
+    Raises:
+        InvalidInputError: naming the field, the value and what is allowed.
+
+    """
+    if facts.birth_date is not None:
+        if facts.birth_date > facts.as_of:
+            raise InvalidInputError(
+                "birth_date",
+                "is after the as-of date",
+                value=facts.birth_date.isoformat(),
+                allowed=f"a date on or before {facts.as_of.isoformat()}",
+            )
+        if (facts.as_of - facts.birth_date).days / 365.2425 > MAX_AGE_YEARS:
+            raise InvalidInputError(
+                "birth_date",
+                "gives an implausible age",
+                value=facts.birth_date.isoformat(),
+                allowed=f"an age of at most {MAX_AGE_YEARS:.0f} years",
+            )
+    if facts.age_years is not None:
+        _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
+    if facts.sex not in (None, "female", "male"):
+        raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
+    for i, lab in enumerate(facts.labs):
+        field = _where(f"labs[{i}]", lab.origin.resource)
+        test = kb.tests.get(lab.test)
+        if test is None:
+            raise InvalidInputError(
+                f"{field}.test", "unknown test", value=lab.test, allowed=", ".join(sorted(kb.tests))
+            )
+        if lab.unit != test.canonical_unit:
+            raise InvalidInputError(
+                f"{field}.unit",
+                "facts must carry the test's canonical unit",
+                value=lab.unit,
+                allowed=test.canonical_unit,
+            )
+        allowed = f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}"
+        _number(f"{field}.value", lab.value, test.plausible_low, test.plausible_high, allowed)
+        for name, limit in (("ref_low", lab.ref_low), ("ref_high", lab.ref_high)):
+            if limit is not None:
+                _number(f"{field}.{name}", limit, test.plausible_low, test.plausible_high, allowed)
+        if lab.ref_low is not None and lab.ref_high is not None and lab.ref_low >= lab.ref_high:
+            raise InvalidInputError(
+                f"{field}.ref_low",
+                "reference range low must be below high",
+                value=[lab.ref_low, lab.ref_high],
+                allowed="low < high",
+            )
+    for i, med in enumerate(facts.medications or ()):
+        for drug in med.drugs:
+            if drug not in kb.drugs:
+                raise InvalidInputError(
+                    _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
+                )
+    for i, cond in enumerate(facts.conditions or ()):
+        if cond.condition is not None and cond.condition not in kb.conditions:
+            raise InvalidInputError(
+                _where(f"conditions[{i}].condition", cond.origin.resource),
+                "unknown condition id",
+                value=cond.condition,
+            )
+    for i, sign in enumerate(facts.signs):
+        if sign.sign not in kb.signs:
+            raise InvalidInputError(
+                _where(f"signs[{i}]", sign.origin.resource),
+                "unknown sign",
+                value=sign.sign,
+                allowed=", ".join(sorted(kb.signs)),
+            )
+    if facts.diet_mg_per_day is not None:
+        _number("diet_mg_per_day", facts.diet_mg_per_day, 0, _MAX_MG_PER_DAY, "0 to 10000 mg/day")
+    for i, serving in enumerate(facts.food_frequency or ()):
+        _number(f"food_frequency[{i}].servings_per_day", serving.servings_per_day, 0, 50, "0 to 50")
+    for i, supplement in enumerate(facts.supplements or ()):
+        field = _where(f"supplements[{i}]", supplement.origin.resource)
+        if supplement.form is not None and supplement.form not in kb.supplements:
+            raise InvalidInputError(
+                f"{field}.form",
+                "unknown supplement form",
+                value=supplement.form,
+                allowed=", ".join(sorted(kb.supplements)),
+            )
+        for name, value in (
+            ("elemental_mg_per_day", supplement.elemental_mg_per_day),
+            ("product_mg_per_day", supplement.product_mg_per_day),
+        ):
+            if value is not None:
+                _number(f"{field}.{name}", value, 0, _MAX_MG_PER_DAY, "0 to 10000 mg/day")
+    if facts.loading_dose_mmol is not None:
+        _number("loading_dose_mmol", facts.loading_dose_mmol, 0.1, 200, "0.1 to 200 mmol")
+    for name, value in (
+        ("loading_urine_mmol", facts.loading_urine_mmol),
+        ("loading_baseline_urine_mmol", facts.loading_baseline_urine_mmol),
+    ):
+        if value is not None:
+            _number(name, value, 0, 200, "0 to 200 mmol")
