@@ -24,7 +24,14 @@ from magstat.core.facts import (
     SignFact,
     SupplementFact,
 )
-from magstat.core.match import match_condition, match_drug, match_sign, match_supplement, match_test
+from magstat.core.match import (
+    describes_past,
+    match_condition,
+    match_drug,
+    match_sign,
+    match_supplement,
+    match_test,
+)
 from magstat.core.units import to_canonical
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
@@ -329,10 +336,13 @@ def _condition(where: str, item: object, kb: KnowledgeBase) -> ConditionFact:
     _keys(where, data, ("name", "code", "current", "onset"))
     name = _text(f"{where}.name", data.get("name"))
     found = match_condition(kb, _codes(f"{where}.code", data.get("code")), name)
+    current = _bool(f"{where}.current", data.get("current", True))
+    if found and (found.matched_by or "").startswith("text") and describes_past(name):
+        current = False  # "history of seizure": recognised, but not a current condition
     return ConditionFact(
         text=name,
         condition=found.ids[0] if found else None,
-        current=_bool(f"{where}.current", data.get("current", True)),
+        current=current,
         onset=_opt_date(f"{where}.onset", data.get("onset")),
         origin=Origin(where, found.matched_by),
     )

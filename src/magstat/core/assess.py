@@ -1399,6 +1399,9 @@ def _safety(
     band = serum.band if serum.current else None
     symptomatic = sorted(set(w.present_signs) & set(_SYMPTOMATIC_SIGNS))
     treating = status in ("deficient", "likely_deficient")
+    # Below the label's GFR limit the oral route is contraindicated (sf.renal_avoid_oral says
+    # so); the oral-repletion advice is then not offered.
+    oral_ok = egfr.value is None or egfr.value >= kb.param("egfr.supplement_avoid_below")
     if status == "deficient":
         assert serum.mmol_l is not None
         if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic:
@@ -1411,11 +1414,11 @@ def _safety(
             w.safe("sf.iv_monitoring", "Intravenous magnesium is in question.", "high")
             if w.facts.pregnant:
                 w.safe("sf.pregnancy_iv_duration", "The patient is pregnant.", "high")
-        else:
+        elif oral_ok:
             w.safe(
                 "sf.oral_mild", f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L without symptoms.", "high"
             )
-    elif status == "likely_deficient":
+    elif status == "likely_deficient" and oral_ok:
         w.safe(
             "sf.oral_mild",
             "If repletion is chosen after confirmation, the oral route fits a deficit without symptoms.",

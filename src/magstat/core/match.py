@@ -23,6 +23,8 @@ __all__ = [
     "RXNORM",
     "SNOMED",
     "Match",
+    "canonical_system",
+    "describes_past",
     "match_condition",
     "match_drug",
     "match_sign",
@@ -189,6 +191,16 @@ def _system_label(uri: str) -> str:
     return {RXNORM: "RxNorm", SNOMED: "SNOMED CT", LOINC: "LOINC", ATC: "ATC", ICD10: "ICD-10-CM"}.get(
         uri, uri
     )
+
+
+def describes_past(text: str | None) -> bool:
+    """Whether a problem-list text describes the past ("History of seizure", "Past ... history").
+
+    Name matching finds "pregnancy" in "Past pregnancy history of miscarriage" and "seizure"
+    in "History of single seizure"; an entry recognised by name only in such a text says the
+    condition was there once, not that it is now. Adapters keep it as not current.
+    """
+    return bool(text) and "history" in (text or "").lower()
 
 
 def match_drug(

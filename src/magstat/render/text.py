@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 
-from magstat.core.result import Action, Assessment
+from magstat.core.result import Action, Assessment, Finding
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = ["render_text"]
@@ -45,6 +45,24 @@ class _Out:
         width = max((len(k) for k, _ in rows), default=0)
         for key, value in rows:
             self.para(value, indent="  " + " " * (width + 2), first=f"  {key.ljust(width)}  ")
+
+
+def _grouped_inputs(finding: Finding) -> list[str]:
+    """Inputs for display; repeats of the same value (a drug ordered five times) are folded."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for u in finding.inputs:
+        key = (u.name, str(u.value), u.unit or "")
+        groups.setdefault(key, []).append(u.source or "")
+    out = []
+    for (name, value, unit), sources in groups.items():
+        text = f"{name} {value}{' ' + unit if unit else ''}"
+        named = [s for s in sources if s]
+        if len(named) == 1:
+            text += f" ({named[0]})"
+        elif named:
+            text += f" ({named[0]} and {len(named) - 1} more)"
+        out.append(text)
+    return out
 
 
 def _actions(out: _Out, actions: tuple[Action, ...], cite: bool) -> None:
@@ -142,10 +160,7 @@ def render_text(result: Assessment, kb: KnowledgeBase, *, colour: bool = False, 
         tag = out.style(f"[{finding.weight}]", "2")
         out.para(f"{finding.text} {tag}", first="  - ", indent="    ")
         basis = [f"Rule: {finding.rule}"]
-        used = [
-            f"{u.name} {u.value}{' ' + u.unit if u.unit else ''}{' (' + u.source + ')' if u.source else ''}"
-            for u in finding.inputs
-        ]
+        used = _grouped_inputs(finding)
         if used:
             basis.append("Inputs: " + "; ".join(used))
         if cite:

@@ -1,0 +1,102 @@
+"""Throughput of the core and of FHIR-bundle-to-assessment, on the shared Synthea patients.
+
+Run from the project root:
+
+    .venv/bin/python benchmarks/bench_core.py [--seconds 5]
+
+It prints one JSON object: patients per second of ``assess`` on facts already built (one core,
+one process), and the per-patient time of parse + FHIR adapter + assess for each data set.
+Not a test: the numbers depend on the machine; compare ratios measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from magstat.adapters.fhir import facts_from_fhir
+from magstat.core import assess
+from magstat.kb import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def bundles() -> list[tuple[str, bytes]]:
+    """Every patient bundle of both shared data sets, as raw bytes."""
+    out = []
+    for path in sorted((SHARED / "synthea").glob("*.json")):
+        if path.name.startswith(("hospital", "practitioner")):
+            continue
+        out.append((path.name, path.read_bytes()))
+    for path in sorted((SHARED / "synthea-py").glob("*.json.gz")):
+        out.append((path.name, gzip.decompress(path.read_bytes())))
+    return out
+
+
+def last_date(bundle: dict) -> dt.date:
+    """The latest clinical date in a bundle: a meaningful as-of date for a record that ended."""
+    latest = "1900-01-01"
+    for entry in bundle.get("entry", []):
+        resource = entry.get("resource", {})
+        for key in ("effectiveDateTime", "authoredOn", "recordedDate", "issued"):
+            value = resource.get(key)
+            if isinstance(value, str) and value > latest:
+                latest = value
+    return dt.date.fromisoformat(latest[:10])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0, help="time budget of the assess loop")
+    args = parser.parse_args()
+    kb = load()
+    raw = bundles()
+    facts = []
+    per_patient_ms = {"synthea": [], "synthea-py": []}
+    for name, data in raw:
+        start = time.perf_counter()
+        bundle = json.loads(data)
+        as_of = last_date(bundle)
+        f = facts_from_fhir(bundle, kb, as_of=as_of, strict=False)
+        assess(f, kb)
+        elapsed = (time.perf_counter() - start) * 1000
+        per_patient_ms["synthea-py" if name.endswith(".gz") else "synthea"].append(elapsed)
+        facts.append(f)
+    # The assess loop: facts already built, one core.
+    count = 0
+    start = time.perf_counter()
+    deadline = start + args.seconds
+    while time.perf_counter() < deadline:
+        for f in facts:
+            assess(f, kb)
+        count += len(facts)
+    elapsed = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "date": dt.datetime.now(dt.UTC).date().isoformat(),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                "patients": len(facts),
+                "assess_per_second": round(count / elapsed),
+                "assess_us_per_patient": round(elapsed / count * 1e6, 1),
+                "bundle_to_assessment_ms": {
+                    k: {"median": round(statistics.median(v), 1), "max": round(max(v), 1), "n": len(v)}
+                    for k, v in per_patient_ms.items()
+                },
+                "bundle_mb": round(sum(len(d) for _, d in raw) / 1e6, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1126 @@
+"""Read a FHIR R4 Bundle, or a single resource, into :class:`~magstat.core.facts.PatientFacts`.
+
+What is read, and the choices made where FHIR leaves room:
+
+- **Input**: a Bundle of any type (collection, transaction, searchset, batch, document,
+  batch-response ...) or one resource. Bundles nested as ``entry.resource`` (a searchset inside
+  a batch-response) are flattened, up to three levels. Entries without a ``resource`` (a
+  transaction-response, a DELETE) are passed over. References may be ``urn:uuid:<id>``,
+  ``Patient/<id>`` or absolute URLs ending in ``Patient/<id>`` (``/_history/..`` dropped).
+- **Which patient**: one Patient in the input is taken as the patient. Several Patients need
+  ``patient_id``; then only resources whose ``subject`` points to that patient are read.
+  Resources without a subject are kept. With a single Patient and no ``patient_id``, a
+  resource whose subject is someone else is left out and listed in ``excluded``.
+- **Patient**: ``birthDate`` to ``birth_date``; a partial date (``1970``, ``1970-04``) becomes
+  its earliest day (1970-01-01, 1970-04-01), the same rule as every other partial date here.
+  ``gender`` male/female to ``sex``; other/unknown stay ``None``.
+- **Observation**: ``entered-in-error`` and ``cancelled`` are passed over; so are results dated
+  after ``as_of`` (not known then) and results without a value (``dataAbsentReason``). A lab
+  test is recognised with :func:`~magstat.core.match.match_test`; its value is converted to the
+  test's canonical unit (the UCUM ``code`` when ``system`` is UCUM, else ``unit``) and refused
+  when the unit is unknown or the converted value is outside the test's plausible range. A
+  result with a comparator (``<0.5``) is not an exact value and is left out with a note. A
+  test recognised *by name only* whose unit or value does not fit is probably another test:
+  it is left out with a note and never refuses the input. The eGFR equation is taken from
+  the knowledge-base note of the LOINC code. An Observation recognised as a sign (no value, a
+  boolean, or a yes/no or present/absent concept) becomes a :class:`SignFact`; the latest
+  report of each sign wins. Observations that name a condition are not read.
+- **Condition**: ``verificationStatus`` refuted/entered-in-error are passed over, as are
+  conditions with onset (else recorded date) after ``as_of``. ``current`` comes from
+  ``clinicalStatus`` (active/recurrence/relapse: true; inactive/remission/resolved: false;
+  absent: unknown), overridden by a dated ``abatement[x]``: abated on or before ``as_of`` is
+  not current, abated after it was current at ``as_of``. Every condition stays on the list,
+  recognised (condition id) or not (``condition=None``); one recognised as a sign and current
+  also gives a :class:`SignFact`. An entry recognised by name only whose name says "history"
+  ("Past pregnancy history of miscarriage") describes the past: it is kept with
+  ``current=False`` and gives no sign. A current ``pregnancy``/``lactation`` sets ``pregnant`` /
+  ``lactating`` to true; otherwise they stay unknown.
+- **MedicationRequest / MedicationStatement**: the drug comes from
+  ``medicationCodeableConcept`` or a ``medicationReference`` to a Medication in the bundle or
+  in ``contained`` (with its ingredients). Request status active/on-hold is current,
+  completed/stopped/cancelled is not, unknown is unknown, entered-in-error/draft are passed
+  over, and a request authored after ``as_of`` is passed over. Statement status
+  active/intended/on-hold is current unless ``effectivePeriod.end`` is before ``as_of``;
+  completed/stopped/not-taken is not; entered-in-error is passed over; a statement whose
+  effective start is after ``as_of`` is passed over. MedicationAdministration and
+  MedicationDispense are not read: they record single events (an injection in hospital, a
+  fill), not the medication list, and counting them would turn one past dose into a current
+  drug.
+- **Known versus empty lists**: ``medications`` is a tuple (possibly empty) when the input
+  holds at least one MedicationRequest or MedicationStatement of the patient, and ``None``
+  (unknown) otherwise; ``conditions`` likewise with Condition. An input without medication
+  resources says nothing about medications.
+- **Bad input**: a malformed resource, an unknown unit or an implausible value raises
+  :class:`~magstat.errors.InvalidInputError` naming the entry, resource and field
+  (``Bundle.entry[12] (Observation/abc).valueQuantity.unit``) when ``strict``; otherwise that
+  resource is left out and a one-line reason is added to ``PatientFacts.excluded``. No other
+  exception escapes. Nothing is logged.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, TypeVar
+
+from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, Sex, SignFact
+from magstat.core.match import (
+    LOINC,
+    Match,
+    canonical_system,
+    describes_past,
+    match_condition,
+    match_drug,
+    match_sign,
+    match_test,
+)
+from magstat.core.units import allowed_units, parse_unit, to_canonical
+from magstat.errors import InvalidInputError
+from magstat.kb.schema import KnowledgeBase
+
+__all__ = ["facts_from_fhir", "is_fhir"]
+
+_UCUM = "http://unitsofmeasure.org"
+_READ = frozenset(
+    {
+        "Patient",
+        "Observation",
+        "Condition",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Medication",
+    }
+)
+_MAX_NESTING = 3
+
+_OBSERVATION_SKIP = frozenset({"entered-in-error", "cancelled"})
+_CLINICAL_STATUS: Mapping[str, bool] = {
+    "active": True,
+    "recurrence": True,
+    "relapse": True,
+    "inactive": False,
+    "remission": False,
+    "resolved": False,
+}
+_VERIFICATION_SKIP = frozenset({"refuted", "entered-in-error"})
+_REQUEST_STATUS: Mapping[str, bool | None] = {
+    "active": True,
+    "on-hold": True,
+    "completed": False,
+    "stopped": False,
+    "cancelled": False,
+    "unknown": None,
+}
+_REQUEST_SKIP = frozenset({"entered-in-error", "draft"})
+_STATEMENT_STATUS: Mapping[str, bool | None] = {
+    "active": True,
+    "intended": True,
+    "on-hold": True,
+    "completed": False,
+    "stopped": False,
+    "not-taken": False,
+    "unknown": None,
+}
+_STATEMENT_SKIP = frozenset({"entered-in-error"})
+_GENDER: Mapping[str, Sex | None] = {
+    "male": "male",
+    "female": "female",
+    "other": None,
+    "unknown": None,
+}
+
+# Answers that say a finding is present or absent: SNOMED CT yes/present/positive and
+# no/absent/negative, HL7 v2 table 0136 Y/N, and the same words as text.
+_PRESENT_CODES = frozenset({"373066001", "52101004", "10828004", "Y"})
+_ABSENT_CODES = frozenset({"373067005", "2667000", "260385009", "N"})
+_PRESENT_WORDS = frozenset({"yes", "present", "positive", "true"})
+_ABSENT_WORDS = frozenset({"no", "absent", "negative", "false"})
+
+# Leading equation name of a knowledge-base LOINC note ("CKD-EPI 2021 race-free ...").
+_EQUATION = re.compile(r"(CKD-EPI(?: \d{4})?|MDRD)\b")
+# Exceptions that odd JSON can cause in the readers below; each becomes an InvalidInputError.
+_MALFORMED = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    ArithmeticError,
+    RecursionError,
+)
+
+_Codes = tuple[tuple[str | None, str | None], ...]
+_T = TypeVar("_T")
+
+
+def is_fhir(data: object) -> bool:
+    """Tell whether ``data`` looks like a FHIR resource (an object with a string ``resourceType``).
+
+    Args:
+        data: parsed JSON or YAML.
+
+    Returns:
+        ``True`` for a FHIR resource or Bundle, ``False`` for anything else (such as magstat's
+        own patient document).
+
+    .. versionadded:: 0.1.0
+
+    """
+    return isinstance(data, Mapping) and isinstance(data.get("resourceType"), str)
+
+
+def facts_from_fhir(
+    data: Mapping[str, Any],
+    kb: KnowledgeBase,
+    *,
+    as_of: date,
+    strict: bool = True,
+    patient_id: str | None = None,
+) -> PatientFacts:
+    """Read a FHIR R4 Bundle or single resource into the facts of one patient.
+
+    The choices made where FHIR leaves room (statuses, dates, which lists are known) are
+    described in the module documentation.
+
+    Args:
+        data: a parsed FHIR R4 resource: a Bundle, or a Patient, Observation, Condition,
+            MedicationRequest or MedicationStatement.
+        kb: the knowledge base that recognises tests, drugs, conditions and signs.
+        as_of: the date of the assessment; later results, orders and diagnoses are not read.
+        strict: refuse the whole input at the first bad resource (``True``), or leave bad
+            resources out and list them in ``PatientFacts.excluded`` (``False``).
+        patient_id: the Patient to read when the input holds several.
+
+    Returns:
+        The patient's facts, every one with the resource it came from.
+
+    Raises:
+        InvalidInputError: the input is not a FHIR resource; it holds several Patients and no
+            ``patient_id``, or not the Patient asked for; or (``strict``) a resource is
+            malformed or has an unknown unit or an implausible value. The field names the
+            entry, resource and element.
+
+    .. versionadded:: 0.1.0
+
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInputError("resourceType", "the input is not a FHIR resource", value=type(data).__name__)
+    if not isinstance(data.get("resourceType"), str):
+        raise InvalidInputError(
+            "resourceType",
+            "missing: the input is not a FHIR resource",
+            allowed="a FHIR R4 resource",
+        )
+    try:
+        return _Reader(kb, as_of, strict).read(data, patient_id)
+    except _MALFORMED as exc:  # a safety net: the readers turn these into field errors
+        raise InvalidInputError(
+            str(data.get("resourceType")), f"malformed FHIR input ({type(exc).__name__})"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading JSON values; each raises InvalidInputError with the element path.
+
+
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _obj(owner: Mapping[str, Any], key: str, where: str = "") -> Mapping[str, Any] | None:
+    value = owner.get(key)
+    if value is None or type(value) is dict or isinstance(value, Mapping):
+        return value
+    raise InvalidInputError(_path(where, key), f"expected an object, got {_kind(value)}")
+
+
+def _str(owner: Mapping[str, Any], key: str, where: str = "") -> str | None:
+    value = owner.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidInputError(_path(where, key), f"expected a string, got {_kind(value)}")
+
+
+def _list(owner: Mapping[str, Any], key: str, where: str = "") -> Sequence[Any]:
+    value = owner.get(key)
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        return value
+    raise InvalidInputError(_path(where, key), f"expected a list, got {_kind(value)}")
+
+
+def _num(owner: Mapping[str, Any], key: str, where: str = "") -> float | None:
+    value = owner.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError(_path(where, key), "not a number", value=value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInputError(_path(where, key), "not a finite number", value=value)
+    return number
+
+
+def _date(owner: Mapping[str, Any], key: str, where: str = "") -> date | None:
+    """Read a FHIR date/dateTime/instant as its date part; a partial date as its first day."""
+    value = owner.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        n = len(value)
+        try:
+            if n >= 10 and value[4] == "-" and value[7] == "-" and (n == 10 or value[10] == "T"):
+                parts = value[0:4], value[5:7], value[8:10]
+                if all(p.isascii() and p.isdigit() for p in parts):
+                    return date(int(parts[0]), int(parts[1]), int(parts[2]))
+            elif n == 7 and value[4] == "-" and value[:4].isdigit() and value[5:].isdigit():
+                return date(int(value[:4]), int(value[5:]), 1)
+            elif n == 4 and value.isascii() and value.isdigit():
+                return date(int(value), 1, 1)
+        except ValueError:
+            pass
+    raise InvalidInputError(
+        _path(where, key),
+        "not a FHIR date or dateTime",
+        value=value,
+        allowed="YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with a zone",
+    )
+
+
+def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | None]:
+    """Codings and text of a CodeableConcept; the text falls back to the displays joined."""
+    if cc is None:
+        return (), None
+    codes: list[tuple[str | None, str | None]] = []
+    displays: list[str] = []
+    for i, coding in enumerate(_list(cc, "coding", where)):
+        if type(coding) is dict:
+            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            if (
+                (system is None or type(system) is str)
+                and (code is None or type(code) is str)
+                and (display is None or type(display) is str)
+            ):  # the common case, read without the per-field helpers
+                codes.append((system, code))
+                if display:
+                    displays.append(display)
+                continue
+        at = f"{where}.coding[{i}]"
+        if not isinstance(coding, Mapping):
+            raise InvalidInputError(at, f"expected an object, got {_kind(coding)}")
+        codes.append((_str(coding, "system", at), _str(coding, "code", at)))
+        display = _str(coding, "display", at)
+        if display:
+            displays.append(display)
+    text = _str(cc, "text", where)
+    if not text and displays:
+        text = " / ".join(dict.fromkeys(displays))
+    return tuple(codes), text or None
+
+
+def _code_words(codes: _Codes) -> str | None:
+    """Name an entry that has codes but no text (``http://snomed.info/sct 123``)."""
+    for system, code in codes:
+        if code:
+            return f"{system} {code}" if system else code
+    return None
+
+
+def _ref_key(reference: str) -> tuple[str | None, str]:
+    """Normalise a reference to (resource type or ``None``, id)."""
+    if reference.startswith("urn:"):  # urn:uuid:<id>, urn:oid:<id>
+        return None, reference.rsplit(":", 1)[-1]
+    parts = [p for p in reference.split("?", 1)[0].split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2:
+        return parts[-2], parts[-1]
+    return None, reference
+
+
+def _quantity_unit(q: Mapping[str, Any], where: str) -> tuple[str | None, str]:
+    """Return the unit of a Quantity and its element: the UCUM code first, else ``unit``."""
+    code = _str(q, "code", where)
+    if code and _str(q, "system", where) == _UCUM:
+        return code, _path(where, "code")
+    unit = _str(q, "unit", where)
+    if unit:
+        return unit, _path(where, "unit")
+    if code:
+        return code, _path(where, "code")
+    return None, _path(where, "unit")
+
+
+# --------------------------------------------------------------------------------------------
+# Knowledge-base lookups, cached per knowledge-base content.
+
+_Matcher = Callable[[KnowledgeBase, _Codes, str | None], Match]
+_MATCHERS: Mapping[str, _Matcher] = {
+    "test": match_test,
+    "sign": match_sign,
+    "condition": match_condition,
+    "drug": match_drug,
+}
+_MEMO: dict[tuple[str, str, _Codes, str | None], Match] = {}
+_MEMO_LIMIT = 100_000
+
+
+def _match(kb: KnowledgeBase, kind: str, codes: _Codes, text: str | None) -> Match:
+    """Call a core matcher once per distinct (codes, text): records repeat them often."""
+    key = (kb.sha256, kind, codes, text)
+    found = _MEMO.get(key)
+    if found is None:
+        if len(_MEMO) >= _MEMO_LIMIT:
+            _MEMO.clear()
+        found = _MATCHERS[kind](kb, codes, text)
+        _MEMO[key] = found
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _TestInfo:
+    loinc_notes: Mapping[str, str]  # LOINC code -> note
+    unitless: bool  # a score or count: a missing unit means the canonical one
+
+
+_TEST_INFO: dict[tuple[str, str], _TestInfo] = {}
+
+
+def _test_info(kb: KnowledgeBase, test_id: str) -> _TestInfo:
+    key = (kb.sha256, test_id)
+    info = _TEST_INFO.get(key)
+    if info is None:
+        test = kb.tests[test_id]
+        unit = parse_unit(test.canonical_unit)
+        info = _TestInfo(
+            {c.code: c.note for c in test.loinc if c.note},
+            unit is not None and unit.dimension in ("score", "drinks"),
+        )
+        _TEST_INFO[key] = info
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# The reader
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One resource of the input and where it sits."""
+
+    bundle: str  # "Bundle", "Bundle.entry[2].resource", or "" for a single resource
+    index: int
+    rtype: str
+    resource: Mapping[str, Any]
+    full_url: str | None
+
+    @property
+    def label(self) -> str:
+        rid = self.resource.get("id")
+        return f"{self.rtype}/{rid}" if isinstance(rid, str) and rid else self.rtype
+
+    @property
+    def where(self) -> str:
+        """The field-path prefix of errors about this resource."""
+        if not self.bundle:
+            return self.label
+        return f"{self.bundle}.entry[{self.index}] ({self.label})"
+
+    @property
+    def origin(self) -> str:
+        rid = self.resource.get("id")
+        if isinstance(rid, str) and rid:
+            return f"{self.rtype}/{rid}"
+        return self.full_url or self.where
+
+    @property
+    def note_label(self) -> str:
+        rid = self.resource.get("id")
+        return self.label if isinstance(rid, str) and rid else self.where
+
+
+@dataclass(frozen=True, slots=True)
+class _DatedSign:
+    when: date | None
+    fact: SignFact
+
+
+@dataclass(frozen=True, slots=True)
+class _Demographics:
+    patient_id: str | None
+    birth_date: date | None
+    sex: Sex | None
+
+
+_Fact = Lab | Medication | ConditionFact | SignFact | _DatedSign
+
+
+class _Reader:
+    """Reads one input; holds the state of that one call only."""
+
+    def __init__(self, kb: KnowledgeBase, as_of: date, strict: bool) -> None:
+        self.kb = kb
+        self.as_of = as_of
+        self.strict = strict
+        self.excluded: list[str] = []
+        self.patient_keys: frozenset[str] | None = None
+        self.note_other_patients = True
+        self.medications_by_ref: dict[str, Mapping[str, Any]] = {}
+
+    # -- input structure ---------------------------------------------------------------------
+
+    def _bad(self, err: InvalidInputError, label: str) -> None:
+        """Refuse the input (strict) or note the left-out part (lenient)."""
+        if self.strict:
+            raise err
+        self.excluded.append(f"{label}: {err.problem}" if err.field == label else f"{label}: {err.message}")
+
+    def _collect(self, data: Mapping[str, Any]) -> list[_Item]:
+        rtype = str(data["resourceType"])
+        if rtype != "Bundle":
+            return [_Item("", 0, rtype, data, None)] if rtype in _READ else []
+        items: list[_Item] = []
+        seen: set[tuple[str, str]] = set()
+        self._walk(data, "Bundle", 0, items, seen)
+        return items
+
+    def _walk(
+        self,
+        bundle: Mapping[str, Any],
+        where: str,
+        depth: int,
+        items: list[_Item],
+        seen: set[tuple[str, str]],
+    ) -> None:
+        entries = bundle.get("entry")
+        if entries is None:
+            return
+        if not isinstance(entries, list):
+            field = f"{where}.entry"
+            self._bad(InvalidInputError(field, f"expected a list, got {_kind(entries)}"), field)
+            return
+        for i, entry in enumerate(entries):
+            if type(entry) is not dict and not isinstance(entry, Mapping):
+                field = f"{where}.entry[{i}]"
+                self._bad(InvalidInputError(field, f"expected an object, got {_kind(entry)}"), field)
+                continue
+            resource = entry.get("resource")
+            if resource is None:
+                continue
+            is_map = type(resource) is dict or isinstance(resource, Mapping)
+            rtype = resource.get("resourceType") if is_map else None
+            if not isinstance(rtype, str) or not rtype:
+                field = f"{where}.entry[{i}].resource"
+                problem = "has no resourceType" if isinstance(resource, Mapping) else "is not an object"
+                self._bad(InvalidInputError(field, problem), field)
+                continue
+            if rtype == "Bundle":
+                field = f"{where}.entry[{i}].resource"
+                if depth >= _MAX_NESTING:
+                    self._bad(InvalidInputError(field, "Bundles nested too deeply"), field)
+                else:
+                    self._walk(resource, field, depth + 1, items, seen)
+                continue
+            if rtype not in _READ:
+                continue
+            rid = resource.get("id")
+            if isinstance(rid, str) and rid:
+                if (rtype, rid) in seen:  # the same resource twice (a searchset _include)
+                    continue
+                seen.add((rtype, rid))
+            full_url = entry.get("fullUrl")
+            items.append(_Item(where, i, rtype, resource, full_url if isinstance(full_url, str) else None))
+
+    # -- the patient -------------------------------------------------------------------------
+
+    @staticmethod
+    def _identity(item: _Item) -> set[str]:
+        keys: set[str] = set()
+        rid = item.resource.get("id")
+        if isinstance(rid, str) and rid:
+            keys.add(rid)
+        if item.full_url:
+            keys.add(_ref_key(item.full_url)[1])
+        return keys or {f"#{item.bundle}.entry[{item.index}]"}
+
+    def _choose_patient(self, patients: list[_Item], patient_id: str | None) -> _Item | None:
+        if patient_id is not None:
+            self.note_other_patients = False
+            chosen = [p for p in patients if patient_id in self._identity(p)]
+            if patients and not chosen:
+                raise InvalidInputError(
+                    "patient_id", "no Patient with this id in the input", value=patient_id
+                )
+            patient = chosen[0] if chosen else None
+            keys = self._identity(patient) if patient else set()
+            self.patient_keys = frozenset(keys | {patient_id})
+            return patient
+        identities: list[set[str]] = []
+        for item in patients:
+            keys = self._identity(item)
+            if not any(keys & known for known in identities):
+                identities.append(keys)
+        if len(identities) > 1:
+            raise InvalidInputError(
+                "Bundle.entry",
+                "more than one Patient; pass a patient id",
+                value=f"{len(identities)} Patients",
+                allowed="a patient id naming one of them",
+            )
+        if patients:
+            self.patient_keys = frozenset(self._identity(patients[0]))
+            return patients[0]
+        return None
+
+    def _for_patient(self, resource: Mapping[str, Any]) -> bool:
+        """Whether the resource is about the chosen patient (or cannot tell: kept)."""
+        if self.patient_keys is None:
+            return True
+        subject = _obj(resource, "subject")
+        if subject is None:
+            return True
+        reference = _str(subject, "reference", "subject")
+        if not reference or reference.startswith("#"):
+            return True
+        rtype, rid = _ref_key(reference)
+        return rtype in (None, "Patient") and rid in self.patient_keys
+
+    def _about_patient(self, resource: Mapping[str, Any]) -> bool:
+        """Like :meth:`_for_patient`, but a malformed subject counts as this patient's."""
+        try:
+            return self._for_patient(resource)
+        except InvalidInputError:
+            return True
+
+    def _patient(self, item: _Item) -> _Demographics:
+        res = item.resource
+        birth = _date(res, "birthDate")
+        if birth is not None and birth > self.as_of:
+            raise InvalidInputError(
+                "birthDate",
+                "the birth date is after the as-of date",
+                value=res.get("birthDate"),
+                allowed=f"a date on or before {self.as_of.isoformat()}",
+            )
+        gender = _str(res, "gender")
+        if gender is not None and gender not in _GENDER:
+            raise InvalidInputError(
+                "gender",
+                "not a FHIR administrative gender",
+                value=gender,
+                allowed=", ".join(_GENDER),
+            )
+        rid = _str(res, "id")
+        return _Demographics(rid or None, birth, _GENDER.get(gender) if gender else None)
+
+    # -- the whole input ---------------------------------------------------------------------
+
+    def read(self, data: Mapping[str, Any], patient_id: str | None) -> PatientFacts:
+        items = self._collect(data)
+        patients = [item for item in items if item.rtype == "Patient"]
+        patient = self._choose_patient(patients, patient_id)
+        for item in items:
+            if item.rtype == "Medication":
+                self._index_medication(item)
+
+        demographics = _Demographics(patient_id, None, None)
+        if patient is not None:
+            found = self._guarded(patient, self._patient)
+            if found is not None:
+                demographics = _Demographics(found.patient_id or patient_id, found.birth_date, found.sex)
+
+        handlers: Mapping[str, Callable[[_Item], list[_Fact]]] = {
+            "Observation": self._observation,
+            "Condition": self._condition,
+            "MedicationRequest": self._medication_request,
+            "MedicationStatement": self._medication_statement,
+        }
+        labs: list[Lab] = []
+        medications: list[Medication] = []
+        conditions: list[ConditionFact] = []
+        signs: list[SignFact] = []
+        observed: dict[str, _DatedSign] = {}
+        has_medications = has_conditions = False
+        for item in items:
+            handler = handlers.get(item.rtype)
+            if handler is None:
+                continue
+            facts = self._guarded(item, handler)
+            if facts is None:
+                continue
+            if item.rtype == "Condition":
+                has_conditions = has_conditions or self._about_patient(item.resource)
+            elif item.rtype != "Observation":
+                has_medications = has_medications or self._about_patient(item.resource)
+            for fact in facts:
+                if isinstance(fact, Lab):
+                    labs.append(fact)
+                elif isinstance(fact, Medication):
+                    medications.append(fact)
+                elif isinstance(fact, ConditionFact):
+                    conditions.append(fact)
+                elif isinstance(fact, SignFact):
+                    signs.append(fact)
+                else:
+                    old = observed.get(fact.fact.sign)
+                    if old is None or (fact.when or date.min) >= (old.when or date.min):
+                        observed[fact.fact.sign] = fact
+        signs.extend(dated.fact for dated in observed.values())
+
+        def flag(condition_id: str) -> bool | None:
+            current = any(c.condition == condition_id and c.current is True for c in conditions)
+            return True if current else None
+
+        return PatientFacts(
+            as_of=self.as_of,
+            patient_id=demographics.patient_id,
+            birth_date=demographics.birth_date,
+            sex=demographics.sex,
+            pregnant=flag("pregnancy"),
+            lactating=flag("lactation"),
+            medications=tuple(medications) if has_medications else None,
+            conditions=tuple(conditions) if has_conditions else None,
+            signs=tuple(signs),
+            labs=tuple(labs),
+            excluded=tuple(self.excluded),
+        )
+
+    def _guarded(self, item: _Item, handler: Callable[[_Item], _T]) -> _T | None:
+        """Run a handler; a failure refuses the input or leaves this resource out."""
+        try:
+            return handler(item)
+        except InvalidInputError as err:
+            failure = err
+        except _MALFORMED as exc:
+            failure = InvalidInputError("", f"malformed {item.rtype} ({type(exc).__name__})")
+        if item.rtype != "Patient" and not self._about_patient(item.resource):
+            return None  # another patient's resource: none of our business
+        if self.strict:
+            raise failure.at(item.where) from None
+        reason = failure.message if failure.field else failure.problem
+        self.excluded.append(f"{item.note_label}: {reason}")
+        return None
+
+    def _other_patient(self, item: _Item) -> list[_Fact]:
+        if self.note_other_patients:
+            self.excluded.append(f"{item.note_label}: subject is not the Patient of this input")
+        return []
+
+    # -- Observation -------------------------------------------------------------------------
+
+    def _observation(self, item: _Item) -> list[_Fact]:
+        res = item.resource
+        status = res.get("status")
+        if isinstance(status, str) and status in _OBSERVATION_SKIP:
+            return []
+        codes, text = _concept(_obj(res, "code"), "code")
+        if not codes and not text:
+            return []
+        test = _match(self.kb, "test", codes, text)
+        sign = None if test else _match(self.kb, "sign", codes, text)
+        if sign and _by_text(sign) and text and _names_history(text):
+            sign = None  # "History of seizure": not a report of the sign now
+        if not test and not sign:
+            return []
+        if not self._for_patient(res):
+            return self._other_patient(item)
+        when = self._observation_date(res)
+        if when is not None and when > self.as_of:
+            return []  # not known at the as-of date
+        if test:
+            return self._lab(item, test, codes, when)
+        assert sign is not None
+        return self._observed_sign(item, sign, when)
+
+    @staticmethod
+    def _observation_date(res: Mapping[str, Any]) -> date | None:
+        when = _date(res, "effectiveDateTime")
+        if when is None:
+            period = _obj(res, "effectivePeriod")
+            when = _date(period, "start", "effectivePeriod") if period else None
+        if when is None:
+            when = _date(res, "effectiveInstant")
+        if when is None:
+            when = _date(res, "issued")
+        return when
+
+    def _lab(self, item: _Item, test: Match, codes: _Codes, when: date | None) -> list[_Fact]:
+        by_name = (test.matched_by or "").startswith("text")
+        try:
+            lab = self._lab_value(item, test.ids[0], test.matched_by, codes, when)
+        except InvalidInputError as err:
+            if not by_name:
+                raise
+            # Recognised by name only: a unit or value that does not fit says it is most
+            # likely another test, so it is noted, never refused.
+            name = self.kb.tests[test.ids[0]].name
+            self.excluded.append(
+                f"{item.note_label}: not read as {name} (recognised by name only): {err.message}"
+            )
+            return []
+        return [] if lab is None else [lab]
+
+    def _lab_value(
+        self,
+        item: _Item,
+        test_id: str,
+        matched_by: str | None,
+        codes: _Codes,
+        when: date | None,
+    ) -> Lab | None:
+        res = item.resource
+        test = self.kb.tests[test_id]
+        info = _test_info(self.kb, test_id)
+        quantity = _obj(res, "valueQuantity")
+        unit: str | None
+        if quantity is not None:
+            comparator = _str(quantity, "comparator", "valueQuantity")
+            if comparator:
+                self.excluded.append(
+                    f"{item.note_label}: valueQuantity.comparator {comparator!r}: "
+                    f"not an exact {test.name} value; left out"
+                )
+                return None
+            value = _num(quantity, "value", "valueQuantity")
+            if value is None:
+                return None
+            value_field = "valueQuantity.value"
+            unit, unit_field = _quantity_unit(quantity, "valueQuantity")
+        elif "valueInteger" in res:
+            value = _num(res, "valueInteger")
+            if value is None:
+                return None
+            value_field = unit_field = "valueInteger"
+            unit = None
+        else:
+            other = next((k for k in res if k.startswith("value") and k != "valueQuantity"), None)
+            if other is not None:
+                self.excluded.append(f"{item.note_label}: {other} is not a number; {test.name} left out")
+            return None  # no value (dataAbsentReason) or not a quantity
+        if unit is None:
+            if not info.unitless:
+                raise InvalidInputError(
+                    unit_field,
+                    f"no unit given for {test.name}",
+                    allowed=", ".join(allowed_units(self.kb, test)),
+                )
+            unit = test.canonical_unit
+        canonical = self._convert(test_id, value, unit, unit_field)
+        if not test.plausible_low <= canonical <= test.plausible_high:
+            raise InvalidInputError(
+                value_field,
+                f"implausible {test.name} ({canonical:g} {test.canonical_unit}); a unit mix-up?",
+                value=f"{value:g} {unit}",
+                allowed=f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}",
+            )
+        ref_low, ref_high = self._reference_range(res, test_id, unit)
+        return Lab(
+            test=test_id,
+            value=canonical,
+            unit=test.canonical_unit,
+            when=when,
+            reported_value=value,
+            reported_unit=unit,
+            ref_low=ref_low,
+            ref_high=ref_high,
+            method=self._method(res, info, codes),
+            origin=Origin(item.origin, matched_by),
+        )
+
+    def _convert(self, test_id: str, value: float, unit: str, field: str) -> float:
+        try:
+            return to_canonical(self.kb, test_id, value, unit)
+        except InvalidInputError as err:
+            raise InvalidInputError(field, err.problem, value=err.value, allowed=err.allowed) from None
+
+    def _reference_range(
+        self, res: Mapping[str, Any], test_id: str, value_unit: str
+    ) -> tuple[float | None, float | None]:
+        for i, rng in enumerate(_list(res, "referenceRange")):
+            at = f"referenceRange[{i}]"
+            if not isinstance(rng, Mapping):
+                raise InvalidInputError(at, f"expected an object, got {_kind(rng)}")
+            bounds: list[float | None] = []
+            for key in ("low", "high"):
+                q = _obj(rng, key, at)
+                number = _num(q, "value", f"{at}.{key}") if q is not None else None
+                if q is None or number is None:
+                    bounds.append(None)
+                    continue
+                # A range without a unit is in the unit of the result.
+                unit, unit_field = _quantity_unit(q, f"{at}.{key}")
+                bounds.append(self._convert(test_id, number, unit or value_unit, unit_field))
+            low, high = bounds
+            if low is None and high is None:
+                continue  # a range given only as text or by age: look at the next one
+            if low is not None and high is not None and low > high:
+                raise InvalidInputError(at, "low is above high", value=f"{low:g} > {high:g}")
+            return low, high
+        return None, None
+
+    @staticmethod
+    def _method(res: Mapping[str, Any], info: _TestInfo, codes: _Codes) -> str | None:
+        for system, code in codes:
+            if code and canonical_system(system) == LOINC and code in info.loinc_notes:
+                found = _EQUATION.match(info.loinc_notes[code])
+                if found:
+                    return found.group(1)
+        codes_m, text = _concept(_obj(res, "method"), "method")
+        return text or _code_words(codes_m)
+
+    def _observed_sign(self, item: _Item, sign: Match, when: date | None) -> list[_Fact]:
+        res = item.resource
+        present: bool | None
+        if "valueBoolean" in res:
+            value = res["valueBoolean"]
+            if not isinstance(value, bool):
+                raise InvalidInputError("valueBoolean", f"expected true/false, got {_kind(value)}")
+            present = value
+        elif "valueCodeableConcept" in res:
+            present = _presence(_obj(res, "valueCodeableConcept"))
+        elif "dataAbsentReason" in res or any(k.startswith("value") for k in res):
+            present = None  # no answer, or a measurement that does not say present/absent
+        else:
+            present = True  # the finding itself was recorded
+        if present is None:
+            return []
+        origin = Origin(item.origin, sign.matched_by)
+        return [_DatedSign(when, SignFact(sign_id, present, origin)) for sign_id in sign.ids]
+
+    # -- Condition ---------------------------------------------------------------------------
+
+    def _condition(self, item: _Item) -> list[_Fact]:
+        res = item.resource
+        verification, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
+        if any(code in _VERIFICATION_SKIP for _, code in verification):
+            return []
+        codes, text = _concept(_obj(res, "code"), "code")
+        if not codes and not text:
+            return []  # nothing to show or recognise
+        if not self._for_patient(res):
+            return self._other_patient(item)
+        onset = _date(res, "onsetDateTime")
+        if onset is None:
+            period = _obj(res, "onsetPeriod")
+            onset = _date(period, "start", "onsetPeriod") if period else None
+        if onset is not None and onset > self.as_of:
+            return []
+        if onset is None:
+            recorded = _date(res, "recordedDate")
+            if recorded is not None and recorded > self.as_of:
+                return []
+        current = self._condition_current(res)
+        found = _match(self.kb, "condition", codes, text)
+        sign = _match(self.kb, "sign", codes, text)
+        name = text or _code_words(codes) or "unnamed condition"
+        history = _names_history(name)
+        facts: list[_Fact] = []
+        for condition_id in found.ids or (None,):
+            origin = Origin(item.origin, found.matched_by)
+            past = history and condition_id is not None and _by_text(found)
+            facts.append(ConditionFact(name, condition_id, False if past else current, onset, origin))
+        if current is True and not (history and _by_text(sign)):
+            origin = Origin(item.origin, sign.matched_by)
+            facts.extend(SignFact(sign_id, True, origin) for sign_id in sign.ids)
+        return facts
+
+    def _condition_current(self, res: Mapping[str, Any]) -> bool | None:
+        status_codes, _ = _concept(_obj(res, "clinicalStatus"), "clinicalStatus")
+        current: bool | None = None
+        for _, code in status_codes:
+            if code is None:
+                continue
+            if code not in _CLINICAL_STATUS:
+                raise InvalidInputError(
+                    "clinicalStatus",
+                    "not a condition clinical status",
+                    value=code,
+                    allowed=", ".join(_CLINICAL_STATUS),
+                )
+            current = _CLINICAL_STATUS[code]
+            break
+        # A dated abatement says when it stopped, which the status (as of today) cannot.
+        abated = _date(res, "abatementDateTime")
+        period = _obj(res, "abatementPeriod")
+        if abated is None and period is not None:
+            end = _date(period, "end", "abatementPeriod")
+            start = _date(period, "start", "abatementPeriod")
+            if end is not None and end <= self.as_of:
+                return False
+            if start is not None and start <= self.as_of:
+                return None  # abating around the as-of date
+            abated = start or end
+        if abated is not None:
+            return abated > self.as_of
+        return current
+
+    # -- MedicationRequest / MedicationStatement ---------------------------------------------
+
+    def _index_medication(self, item: _Item) -> None:
+        rid = item.resource.get("id")
+        if isinstance(rid, str) and rid:
+            self.medications_by_ref[f"Medication/{rid}"] = item.resource
+        if item.full_url:
+            self.medications_by_ref[item.full_url] = item.resource
+            rtype, key = _ref_key(item.full_url)
+            self.medications_by_ref[f"{rtype or 'Medication'}/{key}"] = item.resource
+
+    def _medication(
+        self,
+        item: _Item,
+        current: bool | None,
+        start: date | None,
+        dosage_key: str,
+    ) -> list[_Fact]:
+        res = item.resource
+        codes, name, text = self._drug_concept(res)
+        found = _match(self.kb, "drug", codes, text)
+        dose = None
+        dosages = _list(res, dosage_key)
+        if dosages:
+            first = dosages[0]
+            if not isinstance(first, Mapping):
+                raise InvalidInputError(f"{dosage_key}[0]", f"expected an object, got {_kind(first)}")
+            dose = _str(first, "text", f"{dosage_key}[0]")
+        return [
+            Medication(
+                text=name or _code_words(codes) or "unnamed medication",
+                drugs=found.ids,
+                current=current,
+                start=start,
+                dose=dose,
+                origin=Origin(item.origin, found.matched_by),
+            )
+        ]
+
+    def _drug_concept(self, res: Mapping[str, Any]) -> tuple[_Codes, str | None, str | None]:
+        """Codes, display name and text to match of the medication[x] of a resource."""
+        cc = _obj(res, "medicationCodeableConcept")
+        if cc is not None:
+            codes, text = _concept(cc, "medicationCodeableConcept")
+            return codes, text, text
+        ref = _obj(res, "medicationReference")
+        if ref is None:
+            raise InvalidInputError(
+                "medication[x]",
+                "missing",
+                allowed="medicationCodeableConcept or medicationReference",
+            )
+        reference = _str(ref, "reference", "medicationReference")
+        display = _str(ref, "display", "medicationReference")
+        med = self._resolve_medication(res, reference) if reference else None
+        if med is None:
+            return (), display or reference, display
+        where = f"medicationReference ({reference})"
+        codes, text = _concept(_obj(med, "code", where), f"{where}.code")
+        all_codes = list(codes)
+        words = [text] if text else []
+        for i, ingredient in enumerate(_list(med, "ingredient", where)):
+            at = f"{where}.ingredient[{i}]"
+            if not isinstance(ingredient, Mapping):
+                raise InvalidInputError(at, f"expected an object, got {_kind(ingredient)}")
+            ing_codes, ing_text = _concept(_obj(ingredient, "itemCodeableConcept", at), at)
+            all_codes.extend(ing_codes)
+            if ing_text:
+                words.append(ing_text)
+        name = text or display or (" / ".join(words) or None)
+        return tuple(all_codes), name, " / ".join(words) or display
+
+    def _resolve_medication(self, res: Mapping[str, Any], reference: str) -> Mapping[str, Any] | None:
+        if reference.startswith("#"):
+            for i, contained in enumerate(_list(res, "contained")):
+                if not isinstance(contained, Mapping):
+                    raise InvalidInputError(f"contained[{i}]", f"expected an object, got {_kind(contained)}")
+                if contained.get("id") == reference[1:]:
+                    return contained
+            return None
+        found = self.medications_by_ref.get(reference)
+        if found is None:
+            rtype, rid = _ref_key(reference)
+            found = self.medications_by_ref.get(f"{rtype or 'Medication'}/{rid}")
+        return found
+
+    def _medication_request(self, item: _Item) -> list[_Fact]:
+        res = item.resource
+        status = _str(res, "status")
+        if status in _REQUEST_SKIP:
+            return []
+        if not self._for_patient(res):
+            return self._other_patient(item)
+        if status is not None and status not in _REQUEST_STATUS:
+            raise InvalidInputError(
+                "status",
+                "not a MedicationRequest status",
+                value=status,
+                allowed=", ".join((*_REQUEST_STATUS, *_REQUEST_SKIP)),
+            )
+        authored = _date(res, "authoredOn")
+        if authored is not None and authored > self.as_of:
+            return []  # ordered after the as-of date
+        current = _REQUEST_STATUS[status] if status is not None else None
+        return self._medication(item, current, authored, "dosageInstruction")
+
+    def _medication_statement(self, item: _Item) -> list[_Fact]:
+        res = item.resource
+        status = _str(res, "status")
+        if status in _STATEMENT_SKIP:
+            return []
+        if not self._for_patient(res):
+            return self._other_patient(item)
+        if status is not None and status not in _STATEMENT_STATUS:
+            raise InvalidInputError(
+                "status",
+                "not a MedicationStatement status",
+                value=status,
+                allowed=", ".join((*_STATEMENT_STATUS, *_STATEMENT_SKIP)),
+            )
+        start = _date(res, "effectiveDateTime")
+        end = None
+        period = _obj(res, "effectivePeriod")
+        if period is not None:
+            start = _date(period, "start", "effectivePeriod")
+            end = _date(period, "end", "effectivePeriod")
+        if start is not None and start > self.as_of:
+            return []  # not begun at the as-of date
+        current = _STATEMENT_STATUS[status] if status is not None else None
+        if current is True and end is not None and end < self.as_of:
+            current = False
+        return self._medication(item, current, start, "dosage")
+
+
+def _by_text(found: Match) -> bool:
+    """Whether a match rests on the name only (no code)."""
+    return bool(found) and (found.matched_by or "").startswith("text")
+
+
+def _names_history(name: str) -> bool:
+    """Whether a problem-list name describes the past (see :func:`magstat.core.match.describes_past`)."""
+    return describes_past(name)
+
+
+def _presence(cc: Mapping[str, Any] | None) -> bool | None:
+    """Read a yes/no or present/absent answer; ``None`` for any other answer."""
+    codes, text = _concept(cc, "valueCodeableConcept")
+    for _, code in codes:
+        if code in _PRESENT_CODES:
+            return True
+        if code in _ABSENT_CODES:
+            return False
+    word = (text or "").strip().lower()
+    if word in _PRESENT_WORDS:
+        return True
+    if word in _ABSENT_WORDS:
+        return False
+    return None
