@@ -97,6 +97,7 @@ class _Work:
     current_classes: dict[str, list[Medication]] = field(default_factory=dict)
     low_markers: list[str] = field(default_factory=list)
     alcohol_proxy: bool = False
+    mg_history: list[tuple[date | None, float]] = field(default_factory=list)
 
     def find(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -194,9 +195,21 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
         supplements.sources,
     ):
         cited.update(part)
+    # Unrecognised entries that may be current (not those known to be stopped or resolved),
+    # each text once: a clinician should see what magstat could not read.
     unrecognised = tuple(
-        [f"medication: {m.text}" for m in facts.medications or () if not m.drugs]
-        + [f"condition: {c.text}" for c in facts.conditions or () if c.condition is None]
+        dict.fromkeys(
+            [
+                f"medication: {m.text}"
+                for m in facts.medications or ()
+                if not m.drugs and m.current is not False
+            ]
+            + [
+                f"condition: {c.text}"
+                for c in facts.conditions or ()
+                if c.condition is None and c.current is not False
+            ]
+        )
     )
     return Assessment(
         status=status,
@@ -263,6 +276,8 @@ def _select_labs(w: _Work) -> None:
         when = lab.when or as_of
         if when > as_of:
             continue
+        if lab.test == "serum_mg":
+            w.mg_history.append((lab.when, lab.value))
         key = (when, i)
         old = best.get(lab.test)
         if old is None or key > (old[0], old[1]):
@@ -281,16 +296,7 @@ def _select_labs(w: _Work) -> None:
 def _serum(w: _Work) -> SerumMagnesium:
     kb = w.kb
     test = kb.tests["serum_mg"]
-    history = tuple(
-        sorted(
-            (
-                (lab.when, lab.value)
-                for lab in w.facts.labs
-                if lab.test == "serum_mg" and (lab.when or w.facts.as_of) <= w.facts.as_of
-            ),
-            key=lambda item: item[0] or w.facts.as_of,
-        )
-    )
+    history = tuple(sorted(w.mg_history, key=lambda item: item[0] or w.facts.as_of))
     lab = w.latest.get("serum_mg")
     stale = w.stale.get("serum_mg")
     if lab is None:
@@ -552,9 +558,19 @@ def _conditions(w: _Work) -> None:
     conditions = w.facts.conditions
     if conditions is None:
         w.missing.append("conditions")
-    for cond in conditions or ():
-        if cond.condition is not None and cond.current:
-            w.current_conditions.add(cond.condition)
+    recorded: dict[str, list[InputUsed]] = {}
+    for c in conditions or ():
+        if c.condition is not None and c.current:
+            w.current_conditions.add(c.condition)
+            recorded.setdefault(c.condition, []).append(
+                InputUsed(
+                    "condition",
+                    c.text,
+                    date=c.onset,
+                    source=c.origin.resource,
+                    matched_by=c.origin.matched_by,
+                )
+            )
     # Patient-reported states count like the conditions they name.
     for flag, cond_id in (
         (w.facts.pregnant, "pregnancy"),
@@ -566,13 +582,7 @@ def _conditions(w: _Work) -> None:
             w.current_conditions.add(cond_id)
     for cond_id in sorted(w.current_conditions):
         entry = kb.conditions[cond_id]
-        used = tuple(
-            InputUsed(
-                "condition", c.text, date=c.onset, source=c.origin.resource, matched_by=c.origin.matched_by
-            )
-            for c in conditions or ()
-            if c.condition == cond_id
-        ) or (InputUsed(cond_id, True),)
+        used = tuple(recorded.get(cond_id, ())) or (InputUsed(cond_id, True),)
         if entry.effect == "lowers":
             (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
             w.find(
@@ -602,25 +612,38 @@ def _conditions(w: _Work) -> None:
             )
 
 
+_BY_DRUG: dict[str, dict[str, frozenset[str]]] = {}
+
+
+def _mds_components_by_drug(kb: KnowledgeBase) -> dict[str, frozenset[str]]:
+    """Drug id -> the MDS components its classes count for (computed once per knowledge base)."""
+    found = _BY_DRUG.get(kb.sha256)
+    if found is None:
+        found = {
+            drug.id: frozenset(
+                c for c in (kb.drug_classes[k].mds_component for k in drug.classes) if c is not None
+            )
+            for drug in kb.drugs.values()
+        }
+        _BY_DRUG[kb.sha256] = found
+    return found
+
+
 def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     kb = w.kb
     facts = w.facts
     components: dict[str, int | None] = {}
     inputs: list[InputUsed] = []
+    by_drug = _mds_components_by_drug(kb)
     for component in ("diuretic", "ppi"):
         if facts.medications is None:
             components[component] = None
             continue
-        classes = {c.id for c in kb.drug_classes.values() if c.mds_component == component}
-        taking = [
-            m
-            for m in facts.medications
-            if m.current and any(set(kb.drugs[d].classes) & classes for d in m.drugs)
-        ]
+        taking = [m for m in facts.medications if m.current and any(component in by_drug[d] for d in m.drugs)]
         unsure = [
             m
             for m in facts.medications
-            if m.current is None and any(set(kb.drugs[d].classes) & classes for d in m.drugs)
+            if m.current is None and any(component in by_drug[d] for d in m.drugs)
         ]
         components[component] = 1 if taking else (None if unsure else 0)
         inputs.extend(

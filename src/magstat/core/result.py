@@ -209,7 +209,9 @@ class SerumMagnesium:
             "band": self.band,
             "date": self.date.isoformat() if self.date else None,
             "current": self.current,
-            "lab_interval_mmol_l": [_r(self.lab_low, 3), _r(self.lab_high, 3)] if self.interval_from else None,
+            "lab_interval_mmol_l": [_r(self.lab_low, 3), _r(self.lab_high, 3)]
+            if self.interval_from
+            else None,
             "interval_from": self.interval_from,
             "evidence_based_lower_mmol_l": self.evidence_lower,
             "ctcae_grade": self.ctcae_grade,

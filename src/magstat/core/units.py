@@ -144,9 +144,7 @@ def allowed_units(kb: KnowledgeBase, test: LabTest) -> list[str]:
             family is not None
             and _FAMILY.get(dimension) == family
             and test.analyte is not None
-            and (
-                dimension not in {"charge_conc", "charge_rate"} or kb.analytes[test.analyte].valence
-            )
+            and (dimension not in {"charge_conc", "charge_rate"} or kb.analytes[test.analyte].valence)
         ):
             out.extend(names)
     return out or [test.canonical_unit]

@@ -61,9 +61,22 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
         _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
+    tests = kb.tests
     for i, lab in enumerate(facts.labs):
+        # Fast path: a full record carries hundreds of results; build messages only on failure.
+        test = tests.get(lab.test)
+        value = lab.value
+        if (
+            test is not None
+            and lab.unit == test.canonical_unit
+            and type(value) in (float, int)
+            and test.plausible_low <= value <= test.plausible_high
+            and (lab.ref_low is None or test.plausible_low <= lab.ref_low <= test.plausible_high)
+            and (lab.ref_high is None or test.plausible_low <= lab.ref_high <= test.plausible_high)
+            and (lab.ref_low is None or lab.ref_high is None or lab.ref_low < lab.ref_high)
+        ):
+            continue
         field = _where(f"labs[{i}]", lab.origin.resource)
-        test = kb.tests.get(lab.test)
         if test is None:
             raise InvalidInputError(
                 f"{field}.test", "unknown test", value=lab.test, allowed=", ".join(sorted(kb.tests))
