@@ -134,17 +134,17 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
                 value=supplement.form,
                 allowed=", ".join(sorted(kb.supplements)),
             )
-        for name, value in (
+        for name, amount in (
             ("elemental_mg_per_day", supplement.elemental_mg_per_day),
             ("product_mg_per_day", supplement.product_mg_per_day),
         ):
-            if value is not None:
-                _number(f"{field}.{name}", value, 0, _MAX_MG_PER_DAY, "0 to 10000 mg/day")
+            if amount is not None:
+                _number(f"{field}.{name}", amount, 0, _MAX_MG_PER_DAY, "0 to 10000 mg/day")
     if facts.loading_dose_mmol is not None:
         _number("loading_dose_mmol", facts.loading_dose_mmol, 0.1, 200, "0.1 to 200 mmol")
-    for name, value in (
+    for name, amount in (
         ("loading_urine_mmol", facts.loading_urine_mmol),
         ("loading_baseline_urine_mmol", facts.loading_baseline_urine_mmol),
     ):
-        if value is not None:
-            _number(name, value, 0, 200, "0 to 200 mmol")
+        if amount is not None:
+            _number(name, amount, 0, 200, "0 to 200 mmol")
