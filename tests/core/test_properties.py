@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from magstat.adapters.document import facts_from_document
 from magstat.core import assess
-from magstat.core.facts import Lab, Medication, Origin, PatientFacts
+from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.result import DEFICIT_RANK
 from magstat.errors import InvalidInputError
 from tests.strategies import AS_OF, KB, LOWERING_DRUGS, patient_facts
@@ -145,3 +145,33 @@ def test_only_invalid_input_escapes_from_facts(facts, value):
     """Any lab value, plausible or not, either assesses or raises InvalidInputError."""
     with contextlib.suppress(InvalidInputError):
         assess(with_serum(facts, value), KB)
+
+
+LOWERING_CONDITIONS = sorted(c.id for c in KB.conditions.values() if c.effect == "lowers")
+
+
+@SETTINGS
+@given(patient_facts(), st.sampled_from(LOWERING_CONDITIONS), st.sampled_from(sorted(KB.signs)))
+def test_adding_a_condition_or_sign_never_lowers_deficit(facts, condition, sign):
+    """A new current condition that lowers magnesium, or a new sign, never gives a better status."""
+    before = assess(facts, KB).status
+    conditions = (*(facts.conditions or ()), ConditionFact(condition, condition, True))
+    with_condition = assess(dataclasses.replace(facts, conditions=conditions), KB).status
+    with_sign = assess(dataclasses.replace(facts, signs=(*facts.signs, SignFact(sign, True))), KB).status
+    for after in (with_condition, with_sign):
+        if before == "excess":
+            assert "excess" == after
+        else:
+            assert rank(after) >= rank(before)
+
+
+@SETTINGS
+@given(patient_facts(), st.floats(0, 900), st.floats(0, 900))
+def test_lower_intake_never_lowers_deficit(facts, a, b):
+    """Less dietary magnesium never gives a better status."""
+    first = assess(dataclasses.replace(facts, diet_mg_per_day=max(a, b)), KB).status
+    second = assess(dataclasses.replace(facts, diet_mg_per_day=min(a, b)), KB).status
+    if first == "excess":
+        assert "excess" == second
+    else:
+        assert rank(second) >= rank(first)
