@@ -533,16 +533,19 @@ def _medications(w: _Work) -> None:
                 strength=klass.evidence,
             )
         )
-    for cls_id in ("sglt2_inhibitor",):
-        if cls_id in w.current_classes and cls_id in kb.drug_classes:
-            klass = kb.drug_classes[cls_id]
+    for cls_id in sorted(w.current_classes):
+        klass = kb.drug_classes[cls_id]
+        if klass.effect == "raises":
+            # Magnesium-containing products are a risk of excess; drugs that raise serum
+            # magnesium as an effect (SGLT2 inhibitors) are shown for context.
+            product = cls_id == "magnesium_product"
             w.find(
                 Finding(
                     id=f"drug.{cls_id}",
-                    category="protective",
+                    category="risk_factor" if product else "protective",
                     text=f"Current {klass.name.lower()}: {klass.mechanism}",
-                    weight="info",
-                    rule="drugs that raise serum magnesium are shown; they do not lower the status",
+                    weight="excess_risk" if product else "info",
+                    rule="drugs that raise serum magnesium are shown; they never lower the deficit status",
                     inputs=tuple(
                         InputUsed("medication", m.text, source=m.origin.resource)
                         for m in w.current_classes[cls_id]
@@ -1455,7 +1458,8 @@ def _safety(
     if (treating or w.facts.supplements) and egfr.value is not None:
         if egfr.value < kb.param("egfr.supplement_avoid_below"):
             w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
-            w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+            if treating:
+                w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
         elif egfr.value < kb.param("mds.egfr_reduced_below"):
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
     if "heart_block" in w.current_conditions and (treating or w.facts.supplements):

@@ -148,7 +148,7 @@ def render_text(result: Assessment, kb: KnowledgeBase, *, colour: bool = False, 
         rows.append(
             (
                 "Supplements",
-                f"{sup.elemental_mg_per_day:.0f} mg/day elemental; UL {sup.ul_mg or '—'} mg/day{'; ABOVE UL' if sup.above_ul else ''}",
+                f"{sup.elemental_mg_per_day:.0f} mg/day elemental; UL {f'{sup.ul_mg:.0f}' if sup.ul_mg else '—'} mg/day{'; ABOVE UL' if sup.above_ul else ''}",
             )
         )
     out.table(rows)
