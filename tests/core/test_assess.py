@@ -374,3 +374,18 @@ def test_birth_date_after_as_of_refused(kb):
     with pytest.raises(InvalidInputError) as err:
         assess(PatientFacts(as_of=AS_OF, birth_date=dt.date(2030, 1, 1)), kb)
     assert err.value.field == "birth_date"
+
+
+def test_magnesium_product_is_an_excess_risk(kb):
+    """A magnesium-containing product is shown as a risk of excess, not as protection."""
+    result = assess(facts(labs=(mg(1.3),), medications=(med("magnesium_hydroxide"),)), kb)
+    finding = next(f for f in result.findings if f.id == "drug.magnesium_product")
+    assert "excess_risk" == finding.weight
+    assert "excess" == result.status
+
+
+def test_unrecognised_entries_listed_once(kb):
+    """An unrecognised current medication is listed once, however often it was ordered."""
+    meds = tuple(Medication("mystery tonic", (), True) for _ in range(3))
+    result = assess(facts(medications=meds), kb)
+    assert ("medication: mystery tonic",) == result.unrecognised
