@@ -1016,62 +1016,33 @@ def _alcohol_and_lifestyle(w: _Work) -> None:
     facts = w.facts
     drinks = w.latest.get("alcohol_drinks_per_day")
     audit = w.latest.get("audit_c")
-    alcohol_sources = kb.parameters["alcohol.heavy_female_above"].sources
     if drinks is not None:
-        heavy = calc.heavy_drinking(kb, drinks.value, facts.sex)
-        if heavy:
-            w.major.append("alcohol.heavy")
-            w.find(
-                Finding(
-                    id="alcohol.heavy",
-                    category="risk_factor",
-                    text=f"{_fmt(drinks.value, 1)} drinks a day is heavy drinking (more than 1 a day for women, 2 for men): alcohol increases renal and gut magnesium loss.",
-                    weight="major",
-                    rule="> 1 drink/day (women) or > 2 (men), as the MDS defines heavy drinking",
-                    inputs=(_lab_input("alcohol drinks/day", drinks),),
-                    sources=tuple(
-                        dict.fromkeys(
-                            [
-                                *alcohol_sources,
-                                *(
-                                    kb.conditions["alcohol_use_disorder"].sources
-                                    if "alcohol_use_disorder" in kb.conditions
-                                    else ()
-                                ),
-                            ]
-                        )
-                    ),
-                    strength="strong",
-                )
+        if calc.heavy_drinking(kb, drinks.value, facts.sex):
+            _alcohol_finding(
+                w,
+                "alcohol.heavy",
+                text=f"{_fmt(drinks.value, 1)} drinks a day is heavy drinking (more than 1 a day for women, 2 for men): "
+                "alcohol increases renal and gut magnesium loss.",
+                rule="> 1 drink/day (women) or > 2 (men), as the MDS defines heavy drinking",
+                used=_lab_input("alcohol drinks/day", drinks),
+                param="alcohol.heavy_female_above",
+                strength="strong",
             )
     elif audit is not None and "alcohol_use_disorder" not in w.current_conditions:
         cut = kb.param(
             "audit_c.positive_female_at_least" if facts.sex == "female" else "audit_c.positive_male_at_least"
         )
         if facts.sex is not None and audit.value >= cut:
-            w.major.append("alcohol.audit_c")
-            w.find(
-                Finding(
-                    id="alcohol.audit_c_positive",
-                    category="risk_factor",
-                    text=f"AUDIT-C {audit.value:.0f} is a positive screen for unhealthy drinking (≥ {cut:.0f} for {facts.sex}s); alcohol misuse is a common cause of magnesium loss. The drinks per day are not known, so the MDS alcohol item stays unknown.",
-                    weight="major",
-                    rule="AUDIT-C at or above the sex-specific cut-off is a positive screen",
-                    inputs=(_lab_input("AUDIT-C", audit),),
-                    sources=tuple(
-                        dict.fromkeys(
-                            [
-                                *kb.parameters["audit_c.positive_male_at_least"].sources,
-                                *(
-                                    kb.conditions["alcohol_use_disorder"].sources
-                                    if "alcohol_use_disorder" in kb.conditions
-                                    else ()
-                                ),
-                            ]
-                        )
-                    ),
-                    strength="screening instrument",
-                )
+            _alcohol_finding(
+                w,
+                "alcohol.audit_c_positive",
+                text=f"AUDIT-C {audit.value:.0f} is a positive screen for unhealthy drinking (≥ {cut:.0f} for "
+                f"{facts.sex}s); alcohol misuse is a common cause of magnesium loss. The drinks per day are not "
+                "known, so the MDS alcohol item stays unknown.",
+                rule="AUDIT-C at or above the sex-specific cut-off is a positive screen",
+                used=_lab_input("AUDIT-C", audit),
+                param="audit_c.positive_male_at_least",
+                strength="screening instrument",
             )
     if drinks is None and audit is None and "alcohol_use_disorder" not in w.current_conditions:
         w.missing.append("alcohol")
@@ -1093,6 +1064,28 @@ def _alcohol_and_lifestyle(w: _Work) -> None:
         )
     if facts.sex is None:
         w.missing.append("sex")
+
+
+def _alcohol_finding(
+    w: _Work, finding_id: str, *, text: str, rule: str, used: InputUsed, param: str, strength: str
+) -> None:
+    """Record heavy or unhealthy drinking as a major risk factor, citing the cut-off and AUD."""
+    kb = w.kb
+    aud = kb.conditions.get("alcohol_use_disorder")
+    sources = tuple(dict.fromkeys([*kb.parameters[param].sources, *(aud.sources if aud else ())]))
+    w.major.append(finding_id)
+    w.find(
+        Finding(
+            id=finding_id,
+            category="risk_factor",
+            text=text,
+            weight="major",
+            rule=rule,
+            inputs=(used,),
+            sources=sources,
+            strength=strength,
+        )
+    )
 
 
 def _intake(w: _Work) -> IntakeResult:
