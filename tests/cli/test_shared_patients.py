@@ -81,3 +81,29 @@ def test_golden_patients(capsys, name):
     if os.environ.get("MAGSTAT_UPDATE_GOLDEN") == "1":
         golden.write_text(json.dumps(actual, indent=2) + "\n")
     assert json.loads(golden.read_text()) == actual
+
+
+def test_one_bad_resource_refused_unless_lenient(capsys, tmp_path):
+    """One corrupted Observation in a full record: exit 2 naming it; --lenient lists it and goes on."""
+    path = SHARED / "synthea" / "Barrett_Douglas_d21c38f7-9fc7-4729-b414-3e0fe5ce3d8b.json"
+    bundle = json.loads(path.read_bytes())
+    target = next(
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+        and e["resource"].get("valueQuantity", {}).get("unit") == "mg/dL"
+        and e["resource"]["code"]["coding"][0]["code"] == "38483-4"
+    )
+    target["valueQuantity"]["unit"] = "mg/furlong"
+    target["valueQuantity"]["code"] = "mg/furlong"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bundle))
+    as_of = end_of_record(path)
+    assert 2 == main(["assess", str(bad), "--as-of", as_of])
+    err = capsys.readouterr().err
+    assert f"Observation/{target['id']}" in err
+    assert "unit" in err
+    assert 0 == main(["assess", str(bad), "--as-of", as_of, "--lenient", "--format", "json"])
+    data = json.loads(capsys.readouterr().out)
+    assert any(target["id"] in line for line in data["excluded"])
+    assert "lim.excluded_input" in {a["id"] for a in data["limitations"]}

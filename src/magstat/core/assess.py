@@ -1530,6 +1530,11 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
 def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
     kb = w.kb
     w.limit("lim.decision_support", "Always.")
+    if w.facts.excluded:
+        w.limit(
+            "lim.excluded_input",
+            f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:5]),
+        )
     if serum.mmol_l is None:
         w.limit("lim.no_serum_mg", "No serum magnesium result was available.")
     elif serum.current and serum.band in ("normal", "low_normal"):
