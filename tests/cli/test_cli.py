@@ -11,7 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
+from magstat.adapters.read import parse_bytes
 from magstat.cli import main
+from magstat.errors import InvalidInputError
 from tests.conftest import DATA, ROOT
 
 DEMO = ROOT / "src" / "magstat" / "demo"
@@ -179,3 +181,9 @@ def test_demo(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "case-01" in out
     assert len(list(Path(tmp_path).glob("*.html"))) >= 10
+
+
+def test_deeply_nested_json_is_invalid_input():
+    """JSON nested thousands deep is refused as invalid input, not a crash."""
+    with pytest.raises(InvalidInputError):
+        parse_bytes(b"[" * 100_000 + b"]" * 100_000)

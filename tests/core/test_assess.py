@@ -389,3 +389,9 @@ def test_unrecognised_entries_listed_once(kb):
     meds = tuple(Medication("mystery tonic", (), True) for _ in range(3))
     result = assess(facts(medications=meds), kb)
     assert ("medication: mystery tonic",) == result.unrecognised
+
+
+def test_magnesium_drug_with_poor_kidney_function(kb):
+    """A current magnesium-containing drug with eGFR 22 raises the oral contraindication."""
+    result = assess(facts(labs=(lab("egfr", 22, "mL/min/{1.73_m2}"),), medications=(med("magnesium_oxide"),)), kb)
+    assert "sf.renal_avoid_oral" in {a.id for a in result.safety}

@@ -49,12 +49,20 @@ def parse_bytes(raw: bytes, name: str = "input") -> Any:
             ) from None
         except UnicodeDecodeError:
             raise InvalidInputError(name, "not UTF-8 text") from None
+        except RecursionError:
+            raise InvalidInputError(
+                name, "JSON nested too deeply", allowed="a FHIR resource or patient document"
+            ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError(name, "not UTF-8 text", allowed="JSON or YAML") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise InvalidInputError(
+            name, "YAML nested too deeply", allowed="a FHIR resource or patient document"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from magstat import __version__
-from magstat.cli import assess, demo, kb, schema
+from magstat.cli import assess, demo, kb, schema, screen, serve
 from magstat.errors import InvalidInputError, KnowledgeBaseError
 
 __all__ = ["EXIT_INTERNAL", "EXIT_INVALID", "EXIT_KB", "EXIT_OK", "EXIT_OUTPUT", "main", "main_cli"]
@@ -24,7 +24,14 @@ EXIT_KB = 3
 EXIT_OUTPUT = 4
 EXIT_INTERNAL = 70
 
-_COMMANDS = {"assess": assess, "kb": kb, "schema": schema, "demo": demo}
+_COMMANDS = {
+    "assess": assess,
+    "screen": screen,
+    "serve": serve,
+    "kb": kb,
+    "schema": schema,
+    "demo": demo,
+}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1448,14 +1448,16 @@ def _safety(
             "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
             "urgent",
         )
-    if (treating or w.facts.supplements) and egfr.value is not None:
+    # Magnesium given or taken: a deficit to treat, supplements, or a magnesium-containing drug.
+    taking_mg = bool(w.facts.supplements) or "magnesium_product" in w.current_classes
+    if (treating or taking_mg) and egfr.value is not None:
         if egfr.value < kb.param("egfr.supplement_avoid_below"):
             w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
             if treating:
                 w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
         elif egfr.value < kb.param("mds.egfr_reduced_below"):
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
-    if "heart_block" in w.current_conditions and (treating or w.facts.supplements):
+    if "heart_block" in w.current_conditions and (treating or taking_mg):
         w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
     if treating and (
         {"hypokalaemia", "hypocalcaemia", "refractory_hypokalaemia", "refractory_hypocalcaemia"}

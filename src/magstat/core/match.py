@@ -86,16 +86,21 @@ def _text_index(
     names: dict[str, list[str]] = {}
     for entry_id, spellings in named:
         for spelling in spellings:
-            key = " ".join(spelling.lower().split())
+            key = _fold(spelling)
             if key and entry_id not in names.setdefault(key, []):
                 names[key].append(entry_id)
     if not names:
         return None, {}
     # Longest first, so that "magnesium oxide" wins over "magnesium".
     alternatives = sorted(names, key=len, reverse=True)
-    body = "|".join(re.escape(n).replace(r"\ ", r"[\s\-]+") for n in alternatives)
+    body = "|".join(r"[\s\-]+".join(re.escape(part) for part in n.split(" ")) for n in alternatives)
     pattern = re.compile(rf"(?<![a-z0-9])(?:{body})(?![a-z0-9])")
     return pattern, {k: tuple(v) for k, v in names.items()}
+
+
+def _fold(text: str) -> str:
+    """Lower-case and treat runs of spaces and hyphens alike ("AUDIT-C" == "audit c")."""
+    return " ".join(part for part in re.split(r"[\s\-]+", text.lower()) if part)
 
 
 _CACHE: dict[tuple[str, str], _Index] = {}
@@ -151,7 +156,7 @@ def _by_text(index: _Index, text: str | None, *, every: bool) -> Match:
     found: list[str] = []
     spelled: list[str] = []
     for hit in index.pattern.finditer(lowered):
-        key = " ".join(re.split(r"[\s\-]+", hit.group(0)))
+        key = _fold(hit.group(0))
         for entry_id in index.names.get(key, ()):
             if entry_id not in found:
                 found.append(entry_id)

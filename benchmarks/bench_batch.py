@@ -1,0 +1,203 @@
+"""Batch screening against a bare DuckDB scan of the same NDJSON: throughput and peak memory.
+
+Run from the project root (it takes a few minutes and about 3 GB of temporary disk):
+
+    .venv/bin/python benchmarks/bench_batch.py [--sizes 100,300,1000] [--no-spark] [--data DIR]
+
+For each size (MB of NDJSON) it writes a population with the seeded generator (the shared
+Synthea patients replicated with fresh ids, as a Bulk Data export), warms the page cache, then
+runs, each in its own process:
+
+- ``scan-objects``: ``read_ndjson_objects`` over every file, reading each line's
+  ``resourceType`` (every line is parsed and validated; one field is read);
+- ``scan-read_json``: ``read_json`` over every file (every line parsed into typed columns);
+- ``screen-duckdb``: ``magstat screen`` with the DuckDB engine (default settings);
+- ``screen-spark``: ``magstat screen --engine spark`` in local mode (unless ``--no-spark``).
+
+It prints one JSON object and a Markdown table: seconds (the fastest of ``--repeat`` runs; one
+Spark run), MB/s and patients/s (over the whole export's bytes), peak resident memory of the
+process tree (sampled every 20 ms), and each run's throughput as a ratio of the scans'. Not a
+test: numbers depend on the machine (and on what else runs on it); compare ratios measured in
+one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from magstat.batch import ScreenOptions, screen
+from magstat.batch.popgen import source_bundles, write_bulk
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+AS_OF = dt.date(2020, 1, 1)
+
+
+# -- children: each measurement runs alone in a fresh process -----------------------------------
+
+
+def child(kind: str, data: Path, out: Path) -> dict:
+    files = sorted(str(p) for p in data.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))
+    listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    start = time.perf_counter()
+    if kind == "scan-objects":
+        con = duckdb.connect()
+        rows = con.execute(
+            f"SELECT json_extract_string(json, '$.resourceType') AS rt, count(*) FROM read_ndjson_objects({listed}) GROUP BY rt"
+        ).fetchall()
+        result = {"lines": sum(n for _, n in rows)}
+    elif kind == "scan-read_json":
+        con = duckdb.connect()
+        rows = con.execute(
+            f"SELECT count(*) FROM read_json({listed}, format = 'newline_delimited', union_by_name = true)"
+        ).fetchall()
+        result = {"lines": rows[0][0]}
+    else:
+        engine = kind.split("-", 1)[1]
+        outcome = screen(ScreenOptions(input=data, out=out, as_of=AS_OF, engine=engine))
+        result = {"patients": outcome.summary["patients"], "issues": outcome.issues}
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+# -- parent ---------------------------------------------------------------------------------------
+
+
+def _tree_rss(root: int) -> int:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    total, stack = 0, [root]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        pid = stack.pop()
+        try:
+            with open(f"/proc/{pid}/statm", encoding="utf-8") as handle:
+                total += int(handle.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            pass
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def measure(kind: str, data: Path, work: Path) -> dict:
+    out = work / f"out-{kind}"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out)]
+    wall = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss(proc.pid))
+        time.sleep(0.02)
+    stdout, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} failed ({proc.returncode})")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - wall
+    result["peak_rss_mb"] = round(peak / 2**20)
+    shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def population(size_mb: int, folder: Path) -> tuple[int, int]:
+    marker = folder / ".population.json"
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        return info["bytes"], info["patients"]
+    shutil.rmtree(folder, ignore_errors=True)
+    made = write_bulk(
+        source_bundles(SHARED / "synthea", SHARED / "synthea-py"),
+        folder,
+        target_bytes=size_mb * 10**6,
+        seed=2024,
+    )
+    marker.write_text(json.dumps({"bytes": made.bytes_written, "patients": made.patients}))
+    return made.bytes_written, made.patients
+
+
+def warm(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100,300,1000", help="MB of NDJSON, comma-separated")
+    parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each DuckDB measurement; the fastest is kept"
+    )
+    parser.add_argument("--data", type=Path, help="keep the generated populations here (default: a temp dir)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.data, args.out)))
+        return
+    base = args.data or Path(tempfile.mkdtemp(prefix="magstat-bench-"))
+    kinds = ["scan-objects", "scan-read_json", "screen-duckdb"] + ([] if args.no_spark else ["screen-spark"])
+    report: dict = {
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "runs": [],
+    }
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            folder = base / f"pop-{size}MB"
+            nbytes, patients = population(size, folder)
+            warm(folder)
+            for kind in kinds:
+                tries = [
+                    measure(kind, folder, base) for _ in range(1 if kind == "screen-spark" else args.repeat)
+                ]
+                result = min(tries, key=lambda r: r["seconds"])
+                result["all_seconds"] = [round(r["seconds"], 3) for r in tries]
+                result.update(kind=kind, size_mb=round(nbytes / 1e6), patients=patients)
+                result["mb_per_s"] = round(nbytes / 1e6 / result["seconds"], 1)
+                result["patients_per_s"] = round(patients / result["seconds"], 1)
+                report["runs"].append(result)
+                print(json.dumps(result), file=sys.stderr)
+    finally:
+        if args.data is None:
+            shutil.rmtree(base, ignore_errors=True)
+    rows = []
+    for run in report["runs"]:
+        same = {r["kind"]: r for r in report["runs"] if r["size_mb"] == run["size_mb"]}
+        run["vs_scan_objects"] = round(run["mb_per_s"] / same["scan-objects"]["mb_per_s"], 2)
+        run["vs_scan_read_json"] = round(run["mb_per_s"] / same["scan-read_json"]["mb_per_s"], 2)
+        rows.append(
+            f"| {run['size_mb']} | {run['kind']} | {run['seconds']:.2f} | {run['mb_per_s']:.0f} | "
+            f"{run['patients_per_s']:.0f} | {run['peak_rss_mb']} | {run['vs_scan_objects']:.2f} | {run['vs_scan_read_json']:.2f} |"
+        )
+    print(json.dumps(report, indent=2))
+    print("\n| MB | run | s | MB/s | patients/s | peak RSS MB | x scan-objects | x scan-read_json |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""The DuckDB engine (default): embedded, multi-threaded, spills to disk under a memory cap.
+
+FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
+which validates every line) classifies each line in SQL and keeps the lines the adapter needs
+in a staging table, whose row order is the input order. A second query joins referenced
+Medications, sorts the kept lines by patient (then input order) and streams them to Python,
+where each patient's lines go to :func:`magstat.batch.rows.screen_fhir_chunk` in worker
+processes. DuckDB sorts larger-than-memory data on disk, so memory stays bounded by
+``memory_limit`` and the chunk size, not by the input.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunContext
+from magstat.batch.parallel import WorkerPool
+from magstat.batch.readers import table as table_reader
+from magstat.batch.readers.fhir_bulk import (
+    NEEDED_TYPES,
+    PATIENT_LINKED,
+    BulkFile,
+    BulkSource,
+    code_keyword_patterns,
+    plain_code_pattern,
+)
+from magstat.batch.rows import FhirGroup, Job, PatientResult, screen_fhir_chunk, screen_record_chunk
+from magstat.errors import InvalidInputError
+
+__all__ = ["DuckDBEngine"]
+
+CHUNK_PATIENTS = 64
+"""Patients per unit of work sent to a worker."""
+CHUNK_BYTES = 8 << 20
+"""... or fewer, when their lines pass this many bytes."""
+MAX_LINE_BYTES = 16 << 20
+"""Longest NDJSON line accepted (a resource with large attachments); longer lines are malformed."""
+
+# Kinds of line, as the scan classifies them.
+USED, MALFORMED, NOT_RESOURCE, NOT_NEEDED, NO_PATIENT = 0, 1, 2, 3, 4
+
+
+def _sql_list(values: Iterable[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _ref_id(ref: str, rtype: str) -> str:
+    """SQL: the id of a ``<rtype>`` reference, the way the FHIR adapter reads references.
+
+    ``urn:uuid:<id>``, ``<rtype>/<id>``, an absolute URL ending in ``<rtype>/<id>``, with any
+    ``/_history/..`` and query dropped; a bare id is taken as it is. Anything else is NULL.
+    """
+    path = f"regexp_replace(split_part({ref}, '?', 1), '/_history(/.*)?$', '')"
+    return (
+        f"CASE WHEN {ref} IS NULL OR {ref} = '' OR starts_with({ref}, '#') THEN NULL "
+        f"WHEN starts_with({ref}, 'urn:') THEN nullif(regexp_extract({ref}, '[^:]*$'), '') "
+        f"ELSE nullif(regexp_extract({path}, '^(?:(?:.*/)?{rtype}/)?([^/]+)/*$', 1), '') END"
+    )
+
+
+class DuckDBEngine:
+    """Screening on DuckDB (``--engine duckdb``)."""
+
+    name = "duckdb"
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connect(self, ctx: RunContext) -> duckdb.DuckDBPyConnection:
+        if self.con is None:
+            spill = ctx.work_dir / "duckdb-spill"
+            spill.mkdir(parents=True, exist_ok=True)
+            # A database file, not memory: the staging table then lives in DuckDB's buffer
+            # manager and is written out when it outgrows ``memory_limit``.
+            con = duckdb.connect(str(ctx.work_dir / "staging.duckdb"))
+            con.execute("SET preserve_insertion_order = true")
+            con.execute("SET temp_directory = ?", [str(spill)])
+            con.execute("SET enable_progress_bar = false")
+            if ctx.threads:
+                con.execute(f"SET threads = {int(ctx.threads)}")
+            if ctx.memory_limit:
+                con.execute("SET memory_limit = ?", [ctx.memory_limit])
+            self.con = con
+        return self.con
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+    def _run_with_progress(
+        self, con: duckdb.DuckDBPyConnection, sql: str, stage: str, ctx: RunContext
+    ) -> None:
+        """Execute ``sql``, reporting DuckDB's own progress estimate while it runs."""
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(0.25):
+                try:
+                    percent = con.query_progress()
+                except duckdb.Error:  # pragma: no cover - depends on timing
+                    continue
+                if percent >= 0:
+                    ctx.progress(stage, int(percent), 100)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            con.execute(sql)
+        finally:
+            done.set()
+            watcher.join()
+        ctx.progress(stage, 100, 100)
+
+    # -- FHIR Bulk Data -----------------------------------------------------------------------
+
+    def stage_sql(self, files: list[str], keywords: list[str], plain: str) -> str:
+        """The scan that classifies every line and keeps what the adapter needs."""
+        needed = _sql_list(NEEDED_TYPES)
+        linked = _sql_list(PATIENT_LINKED)
+        kw = " OR ".join(f"regexp_matches(code, '{k.replace(chr(39), chr(39) * 2)}')" for k in keywords)
+        plain_sql = plain.replace("'", "''")
+        # Built as text: file lists and regular expressions go in as escaped literals, because
+        # DuckDB compiles a constant pattern once; nothing here comes from a user but paths.
+        return f"""
+CREATE OR REPLACE TEMP TABLE staged AS
+SELECT file, kind, rt,
+       CASE WHEN kind = {USED} AND rt <> 'Medication' THEN pid END AS pid,
+       CASE WHEN kind = {USED} AND rt = 'Medication' THEN 'Medication/' || rid END AS mkey,
+       CASE WHEN kind = {USED} THEN 'Medication/' || mref END AS mref,
+       CASE WHEN kind = {NO_PATIENT} THEN coalesce(rt, '?') || '/' || coalesce(rid, '(no id)') END AS label,
+       CASE WHEN kind = {USED} THEN doc END AS line
+FROM (
+  SELECT file, doc, rt, rid, pid, mref,
+    CASE WHEN kind0 = {USED} AND (
+      (rt = 'Patient' AND (rid IS NULL OR rid = '')) OR (rt IN ({linked}) AND pid IS NULL)
+    ) THEN {NO_PATIENT} ELSE kind0 END AS kind
+  FROM (
+    SELECT file, doc, rt, rid, kind0,
+      CASE WHEN kind0 <> {USED} THEN NULL WHEN rt = 'Patient' THEN rid ELSE {_ref_id("sref", "Patient")} END AS pid,
+      CASE WHEN kind0 = {USED} AND rt IN ('MedicationRequest', 'MedicationStatement')
+           THEN {_ref_id("mref0", "Medication")} END AS mref
+    FROM (
+      SELECT file, doc, f[1] AS rt, f[2] AS rid, f[3] AS sref, f[4] AS mref0,
+        CASE
+          WHEN doc IS NULL THEN {MALFORMED}
+          WHEN f[1] IS NULL OR f[1] = '' THEN {NOT_RESOURCE}
+          WHEN f[1] NOT IN ({needed}) THEN {NOT_NEEDED}
+          WHEN f[1] = 'Medication' AND (f[2] IS NULL OR f[2] = '') THEN {NOT_NEEDED}
+          WHEN f[1] <> 'Observation' THEN {USED}
+          WHEN code IS NULL OR code = 'null' THEN {NOT_NEEDED}
+          WHEN {kw} THEN {USED}
+          WHEN regexp_matches(code, '{plain_sql}') THEN {NOT_NEEDED}
+          ELSE {USED}
+        END AS kind0
+      FROM (
+        -- One parse per line: every field the scan needs, as JSON, then unquoted.
+        SELECT file, doc,
+          [json_extract_string(g[1], '$'), json_extract_string(g[2], '$'),
+           json_extract_string(g[3], '$'), json_extract_string(g[4], '$')] AS f,
+          CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[5] AS VARCHAR) END AS code
+        FROM (
+          SELECT filename AS file, json AS doc,
+            json_extract(json, ['$.resourceType', '$.id', '$.subject.reference',
+                                '$.medicationReference.reference', '$.code']) AS g
+          FROM read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true,
+                                   maximum_object_size = {MAX_LINE_BYTES})
+        )
+      )
+    )
+  )
+)
+"""  # noqa: S608
+
+    # Only integer constants are interpolated.
+    FETCH_SQL = f"""
+WITH meds AS (
+  SELECT mkey, arg_min(line, rowid) AS line FROM staged WHERE mkey IS NOT NULL GROUP BY mkey
+),
+links AS (
+  SELECT DISTINCT pid, mref FROM staged WHERE mref IS NOT NULL
+)
+SELECT pid, rt, line FROM (
+  SELECT l.pid AS pid, 'Medication' AS rt, -1 AS ord, m.mkey AS tie, m.line AS line
+  FROM links l JOIN meds m ON l.mref = m.mkey
+  UNION ALL
+  SELECT pid, rt, rowid AS ord, NULL AS tie, line FROM staged WHERE kind = {USED} AND rt <> 'Medication'
+)
+ORDER BY pid, ord, tie
+"""  # noqa: S608
+
+    def screen_fhir(self, source: BulkSource, job: Job, ctx: RunContext) -> Iterator[list[PatientResult]]:
+        """Screen a Bulk Data export (see the module documentation)."""
+        read = source.read
+        by_path = {str(f.path): f.name for f in read}
+        for f in source.files:
+            ctx.file_stats[f.name] = FileStats()
+        if not read:
+            return
+        pool = WorkerPool(ctx.workers)  # before DuckDB starts its threads, so that it can fork
+        try:
+            yield from self._screen_fhir(read, by_path, job, ctx, pool)
+        finally:
+            pool.close()
+
+    def _screen_fhir(
+        self, read: tuple[BulkFile, ...], by_path: dict[str, str], job: Job, ctx: RunContext, pool: WorkerPool
+    ) -> Iterator[list[PatientResult]]:
+        con = self._connect(ctx)
+        sql = self.stage_sql(
+            [str(f.path) for f in read], code_keyword_patterns(ctx.kb, "(?i)"), plain_code_pattern()
+        )
+        try:
+            self._run_with_progress(con, sql, "scan", ctx)
+        except duckdb.IOException as exc:
+            # A damaged file (a truncated gzip stream) stops the scan; DuckDB names the file.
+            raise InvalidInputError("input", f"a file could not be read: {exc}") from None
+        for path, kind, count in con.execute(
+            "SELECT file, kind, count(*) FROM staged GROUP BY ALL"
+        ).fetchall():
+            stats = ctx.file_stats[by_path.get(path, path)]
+            stats.lines += count
+            if kind == USED:
+                stats.used += count
+            elif kind in (MALFORMED, NOT_RESOURCE):
+                stats.malformed += count
+            elif kind == NOT_NEEDED:
+                stats.not_needed += count
+            else:
+                stats.no_patient += count
+        for path, label in con.execute(
+            f"SELECT file, label FROM staged WHERE kind = {NO_PATIENT} ORDER BY rowid"  # noqa: S608
+        ).fetchall():
+            ctx.no_patient.append((by_path.get(path, path), label))
+        ctx.after_scan()
+        ((total,),) = con.execute(
+            f"SELECT count(DISTINCT pid) FROM staged WHERE kind = {USED} AND rt <> 'Medication'"  # noqa: S608
+        ).fetchall()
+        reader = con.sql(self.FETCH_SQL).to_arrow_reader(batch_size=8192)
+        work = functools.partial(screen_fhir_chunk, job=job)
+        done = 0
+        for results in pool.map(work, _chunks(_groups(reader))):
+            done += len(results)
+            ctx.progress("assess", done, total)
+            yield results
+
+    # -- tables and records -------------------------------------------------------------------
+
+    def screen_table(self, path: Path, job: Job, ctx: RunContext) -> Iterator[list[PatientResult]]:
+        """Screen a CSV or Parquet table, one row per patient, sorted by ``patient_id``."""
+        pool = WorkerPool(ctx.workers)  # before DuckDB starts its threads, so that it can fork
+        try:
+            yield from self._screen_table(path, job, ctx, pool)
+        finally:
+            pool.close()
+
+    def _screen_table(
+        self, path: Path, job: Job, ctx: RunContext, pool: WorkerPool
+    ) -> Iterator[list[PatientResult]]:
+        con = self._connect(ctx)
+        if table_reader.is_parquet(path):
+            relation = con.read_parquet(str(path))
+        else:
+            relation = con.read_csv(str(path), header=True, all_varchar=True)
+        table_reader.check_columns(relation.columns)
+        total = len(relation)
+        reader = relation.order("CAST(patient_id AS VARCHAR)").to_arrow_reader(batch_size=4096)
+
+        def records() -> Iterator[Record]:
+            for batch in reader:
+                for row in batch.to_pylist():
+                    yield str(row.get("patient_id")), row
+
+        yield from self._records(records(), table_reader.assess_row, job, ctx, pool=pool, total=total)
+
+    def screen_records(
+        self,
+        records: Iterable[Record],
+        function: RecordFunction,
+        job: Job,
+        ctx: RunContext,
+        total: int | None = None,
+    ) -> Iterator[list[PatientResult]]:
+        """Screen records built in Python, in the order given (sorted by the caller)."""
+        pool = WorkerPool(ctx.workers)
+        try:
+            yield from self._records(records, function, job, ctx, pool=pool, total=total)
+        finally:
+            pool.close()
+
+    @staticmethod
+    def _records(
+        records: Iterable[Record],
+        function: RecordFunction,
+        job: Job,
+        ctx: RunContext,
+        *,
+        pool: WorkerPool,
+        total: int | None,
+    ) -> Iterator[list[PatientResult]]:
+        work = functools.partial(screen_record_chunk, function=function, job=job)
+        done = 0
+        for results in pool.map(work, _batched(records, 256)):
+            done += len(results)
+            ctx.progress("assess", done, total)
+            yield results
+
+
+def _groups(reader: Any) -> Iterator[FhirGroup]:
+    """Group the sorted (pid, rt, line) stream into one tuple per patient."""
+    current: str | None = None
+    rtypes: list[str] = []
+    lines: list[str] = []
+    for batch in reader:
+        pids = batch.column(0).to_pylist()
+        types = batch.column(1).to_pylist()
+        texts = batch.column(2).to_pylist()
+        for pid, rtype, line in zip(pids, types, texts, strict=True):
+            if pid != current:
+                if current is not None:
+                    yield current, rtypes, lines
+                current, rtypes, lines = pid, [], []
+            rtypes.append(rtype)
+            lines.append(line)
+    if current is not None:
+        yield current, rtypes, lines
+
+
+def _chunks(groups: Iterable[FhirGroup]) -> Iterator[list[FhirGroup]]:
+    chunk: list[FhirGroup] = []
+    size = 0
+    for group in groups:
+        chunk.append(group)
+        size += sum(len(line) for line in group[2])
+        if len(chunk) >= CHUNK_PATIENTS or size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,401 @@
+"""Population screening: read → facts → ``core.assess`` → results, summary and report.
+
+:func:`screen` is the library entry point behind ``magstat screen``. It picks the input reader
+and the engine, streams the per-patient results (from the one implementation in
+:mod:`magstat.batch.rows`) to the output files, counts every input problem, and puts the
+outputs in place atomically.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from magstat import __version__
+from magstat.batch import issues as issue_mod
+from magstat.batch.engines.base import RunContext, get_engine
+from magstat.batch.issues import Issue, IssueLog, StrictError
+from magstat.batch.output import (
+    MARKER,
+    ResultWriter,
+    StagedOutput,
+    Summary,
+    arrow_schema,
+    write_issues,
+    write_json,
+)
+from magstat.batch.parallel import default_workers
+from magstat.batch.readers import fhir_bulk, nhanes
+from magstat.batch.report import render_report
+from magstat.batch.rows import Job, PatientResult
+from magstat.errors import InvalidInputError
+from magstat.kb import KnowledgeBase, load
+
+__all__ = ["ScreenOptions", "ScreenOutcome", "StrictError", "detect_format", "screen"]
+
+InputFormat = Literal["fhir", "nhanes", "table"]
+
+DUCKDB_MEMORY = "512MB"
+"""DuckDB's memory cap when none is given: it spills to disk beyond it, so memory stays bounded."""
+
+PARALLEL_ABOVE_BYTES = 256 << 20
+"""Inputs smaller than this are assessed in one process (starting workers costs more)."""
+
+
+@dataclass
+class ScreenOptions:
+    """What to screen and how (the options of ``magstat screen``).
+
+    Attributes:
+        input: a Bulk Data folder or NDJSON file, an NHANES folder, or a CSV/Parquet table.
+        out: the output folder (new, empty, or an earlier screening's output).
+        as_of: the date of the assessments.
+        input_format: ``fhir``, ``nhanes`` or ``table``; ``None`` to tell from the input.
+        engine: ``duckdb`` or ``spark``.
+        strict: stop at the first problem in the input instead of counting it.
+        csv: also write ``results.csv``.
+        details: also write every assessment's full JSON (``assessments.ndjson.gz``).
+        nhanes_alcohol: ``recall`` (day-1 24-hour recall) or ``alq`` (questionnaire).
+        workers: Python processes for the per-patient step; ``None`` decides by input size.
+        threads: engine threads (0: the engine's default, all cores).
+        memory_limit: engine memory cap (``"4GB"``); ``None``: the engine's default.
+        spark_master: Spark master URL (``local[2]``, ``spark://host:7077``).
+        spark_remote: Spark Connect URL (``sc://host:15002``).
+        spark_conf: extra Spark settings.
+        progress: show progress bars on standard error.
+
+    """
+
+    input: Path
+    out: Path
+    as_of: dt.date
+    input_format: InputFormat | None = None
+    engine: str = "duckdb"
+    strict: bool = False
+    csv: bool = False
+    details: bool = False
+    nhanes_alcohol: nhanes.AlcoholSource = "recall"
+    workers: int | None = None
+    threads: int = 0
+    memory_limit: str | None = None
+    spark_master: str | None = None
+    spark_remote: str | None = None
+    spark_conf: dict[str, str] = field(default_factory=dict)
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class ScreenOutcome:
+    """What a screening wrote."""
+
+    out: Path
+    summary: dict[str, Any]
+    issues: int
+
+
+def detect_format(path: Path) -> InputFormat:
+    """Tell the input format from the path: NHANES folder, Bulk Data folder/file, or a table.
+
+    Raises:
+        InvalidInputError: the path does not exist or matches no format.
+
+    """
+    if not path.exists():
+        raise InvalidInputError(str(path), "no such file or folder")
+    if path.is_dir():
+        names = [p.name for p in path.iterdir()]
+        if any(re.match(r"^DEMO_[A-Z]\.csv$", n, re.IGNORECASE) for n in names):
+            return "nhanes"
+        if any(p.name.endswith((".ndjson", ".ndjson.gz")) for p in path.rglob("*")):
+            return "fhir"
+        raise InvalidInputError(
+            str(path),
+            "no NDJSON files and no NHANES DEMO file",
+            allowed="a Bulk Data export or an NHANES folder",
+        )
+    if path.name.endswith((".ndjson", ".ndjson.gz")):
+        return "fhir"
+    if path.suffix.lower() in (".csv", ".parquet", ".pq") or path.name.endswith(".csv.gz"):
+        return "table"
+    raise InvalidInputError(
+        str(path), "cannot tell the input format", allowed="--input-format fhir, nhanes or table"
+    )
+
+
+class _Progress:
+    """tqdm bars on standard error, one per stage; silent when not asked for."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        bar = self.bars.get(stage)
+        if bar is None:
+            from tqdm import tqdm  # noqa: PLC0415 - only on a terminal
+
+            unit = "%" if stage == "scan" else " patients"
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, leave=False)
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+
+def _excluded_issue(patient_id: str, note: str) -> Issue:
+    resource, _, problem = note.partition(": ")
+    if not problem:
+        resource, problem = f"Patient/{patient_id}", note
+    return Issue("resource_excluded", None, None, resource, f"{problem} (patient {patient_id})")
+
+
+def _fhir_scan_issues(ctx: RunContext, source: fhir_bulk.BulkSource, log: IssueLog) -> None:
+    """Turn the engine's per-file counts into located issues (runs once, after the scan)."""
+    paths = {f.name: f.path for f in source.files}
+    for name in sorted(ctx.file_stats):
+        stats = ctx.file_stats[name]
+        if not stats.malformed:
+            continue
+        located = 0
+        path = paths.get(name)
+        if path is not None and path.exists():
+            for line, problem in issue_mod.locate_malformed(path):
+                kind = (
+                    "malformed_line"
+                    if problem.startswith(("malformed", "not UTF-8", "JSON"))
+                    else "not_a_resource"
+                )
+                log.add(Issue(kind, name, line, None, problem))
+                located += 1
+        if located != stats.malformed:
+            log.add(
+                Issue(
+                    "malformed_line",
+                    name,
+                    None,
+                    None,
+                    f"{stats.malformed} line(s) could not be read; {located} located by line number",
+                ),
+                count=max(stats.malformed - located, 0) or 1,
+            )
+    for name, label in ctx.no_patient:
+        log.add(
+            Issue(
+                "no_patient_reference", name, None, label, "names no Patient (no subject, or no id); left out"
+            )
+        )
+
+
+def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOutcome:
+    """Screen a population and write ``results.parquet``, ``summary.json``, ``report.html``.
+
+    Also ``issues.csv`` (every input problem), and on request ``results.csv`` and
+    ``assessments.ndjson.gz``. The outputs appear together or not at all.
+
+    Raises:
+        InvalidInputError: the input or output folder is unusable, or (``strict``) the input
+            has a problem.
+        ImportError: the engine's extra is not installed.
+
+    .. versionadded:: 0.1.0
+
+    """
+    kb = kb or load()
+    input_format = options.input_format or detect_format(options.input)
+    if not options.input.exists():
+        raise InvalidInputError(str(options.input), "no such file or folder")
+    job = Job(as_of=options.as_of, strict=options.strict, details=options.details, kb_sha256=kb.sha256)
+    log = IssueLog(strict=options.strict)
+    extra: tuple[tuple[str, str], ...] = nhanes.EXTRA_COLUMNS if input_format == "nhanes" else ()
+    summary = Summary(kb, cohort=input_format == "nhanes")
+    progress = _Progress(options.progress)
+    staged = StagedOutput(options.out)
+    engine_options: dict[str, Any] = {
+        "master": options.spark_master,
+        "remote": options.spark_remote,
+        "conf": dict(options.spark_conf),
+    }
+    engine = get_engine(options.engine, **engine_options)
+    input_info: dict[str, Any] = {"format": input_format, "path": str(options.input)}
+    try:
+        ctx = RunContext(
+            kb=kb,
+            issues=log,
+            work_dir=staged.work,
+            threads=options.threads,
+            workers=0,
+            memory_limit=options.memory_limit or (DUCKDB_MEMORY if options.engine == "duckdb" else None),
+            progress=progress,
+        )
+        metadata = {
+            "magstat_version": __version__,
+            "kb_version": kb.version,
+            "kb_sha256": kb.sha256,
+            "as_of": options.as_of.isoformat(),
+        }
+        writer = ResultWriter(
+            staged.path, arrow_schema(extra), csv_out=options.csv, details=options.details, metadata=metadata
+        )
+        stream: Any
+        if input_format == "fhir":
+            source = fhir_bulk.discover(options.input)
+            ctx.workers = _workers(options, sum(f.size for f in source.read))
+            fhir_source = source
+            ctx.after_scan = lambda: _fhir_scan_issues(ctx, fhir_source, log)
+            stream = engine.screen_fhir(source, job, ctx)
+            input_info.update(
+                bytes=source.total_bytes,
+                bytes_read=sum(f.size for f in source.read),
+                ignored_files=list(source.ignored),
+            )
+        elif input_format == "nhanes":
+            found = nhanes.discover(options.input)
+            records = list(nhanes.participants(found, options.nhanes_alcohol))
+            ctx.workers = _workers(options, 0)
+            stream = engine.screen_records(records, nhanes.assess_participant, job, ctx)
+            input_info.update(
+                cycles=[nhanes.CYCLES[c] for c in found.cycles],
+                files=[{"name": p.name, "bytes": p.stat().st_size} for p in found.files],
+                alcohol=options.nhanes_alcohol,
+            )
+        else:
+            ctx.workers = _workers(options, options.input.stat().st_size)
+            stream = engine.screen_table(options.input, job, ctx)
+            input_info.update(bytes=options.input.stat().st_size)
+        last_id: str | None = None
+        for results in stream:
+            for result in results:
+                last_id = _consume(result, writer=writer, summary=summary, log=log, kb=kb, last_id=last_id)
+        writer.close()
+        progress.close()
+        if input_format == "fhir":
+            input_info["files"] = [
+                {
+                    "name": f.name,
+                    "type": f.rtype,
+                    "bytes": f.size,
+                    "read": f.needed,
+                    **(vars(ctx.file_stats[f.name]) if f.needed and f.name in ctx.file_stats else {}),
+                }
+                for f in source.files
+            ]
+        data = _summary(options, input_format, input_info, summary=summary, log=log, kb=kb)
+        write_json(staged.path / "summary.json", data)
+        write_issues(staged.path / "issues.csv", log.sorted())
+        (staged.path / "report.html").write_text(render_report(data, kb), encoding="utf-8")
+        staged.commit()
+    except BaseException:
+        progress.close()
+        staged.abort()
+        raise
+    finally:
+        engine.close()
+    return ScreenOutcome(options.out, data, log.total)
+
+
+def _workers(options: ScreenOptions, size: int) -> int:
+    if options.workers is not None:
+        return max(0, options.workers)
+    return default_workers() if size >= PARALLEL_ABOVE_BYTES else 0
+
+
+def _consume(
+    result: PatientResult,
+    *,
+    writer: ResultWriter,
+    summary: Summary,
+    log: IssueLog,
+    kb: KnowledgeBase,
+    last_id: str | None,
+) -> str | None:
+    for issue in result.issues:
+        log.add(issue)
+    row = result.row
+    if row is None:
+        return last_id
+    patient_id = row["patient_id"]
+    if row["kb_sha256"] != kb.sha256:
+        raise RuntimeError(
+            f"patient {patient_id} was assessed with another knowledge base ({row['kb_version']})"
+        )
+    if last_id is not None and patient_id is not None and patient_id <= last_id:
+        if patient_id == last_id:
+            log.add(
+                Issue(
+                    "table_value",
+                    None,
+                    None,
+                    f"patient {patient_id}",
+                    "the same patient id appears more than once",
+                )
+            )
+        else:
+            raise RuntimeError("the engine returned patients out of order")  # a bug, never bad input
+    for note in row["excluded"]:
+        log.add(_excluded_issue(patient_id, note))
+    if row["error"]:
+        log.add(Issue("patient_not_assessed", None, None, f"patient {patient_id}", row["error"]))
+    writer.write(row, result.detail)
+    summary.add(row)
+    return patient_id if patient_id is not None else last_id
+
+
+def _summary(
+    options: ScreenOptions,
+    input_format: str,
+    input_info: dict[str, Any],
+    *,
+    summary: Summary,
+    log: IssueLog,
+    kb: KnowledgeBase,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "tool": MARKER,
+        "magstat_version": __version__,
+        "knowledge_base": {"version": kb.version, "sha256": kb.sha256},
+        "as_of": options.as_of.isoformat(),
+        "engine": options.engine,
+        "strict": options.strict,
+        "input": input_info,
+        "outputs": sorted(
+            ["results.parquet", "summary.json", "report.html", "issues.csv"]
+            + (["results.csv"] if options.csv else [])
+            + (["assessments.ndjson.gz"] if options.details else [])
+        ),
+        "issues": {
+            "total": log.total,
+            "counts": dict(sorted(log.counts.items())),
+            "by_file": {name: dict(sorted(c.items())) for name, c in sorted(log.by_file.items())},
+            "listed": min(log.total, log.limit),
+        },
+        "disclaimer": "Decision support, not a diagnosis.",
+    }
+    data.update(summary.to_dict())
+    if input_format == "nhanes":
+        weight = (
+            "WTDRD1 (day-1 dietary recall weight)"
+            if options.nhanes_alcohol == "recall"
+            else "WTMEC2YR (examination weight)"
+        )
+        data["cohort"] = {
+            "definition": (
+                f"Adults aged {nhanes.COHORT_MIN_AGE} and over, not pregnant (RIDEXPRG), with every MDS component "
+                "known (serum creatinine, the prescription-drug answer, alcohol) and a non-zero survey weight."
+            ),
+            "weight": weight + ", divided by the number of cycles combined",
+            "n": summary.cohort_n,
+            "alcohol": options.nhanes_alcohol,
+        }
+    return data

@@ -1,0 +1,259 @@
+"""The ASGI application: routers, error translation, CORS, limits and logging at the edge.
+
+``create_app(settings)`` builds one application with:
+
+- ``GET /healthz``; ``POST /assess`` (REST); ``GET /cds-services`` and ``POST
+  /cds-services/{id}`` (CDS Hooks 2.0) with ``POST /cds-services/{id}/feedback``;
+  ``GET /reports/{token}`` (the report behind a card link); the OpenAPI document at
+  ``/openapi.json`` with its viewer at ``/docs``.
+- Errors as FHIR ``OperationOutcome``: invalid input 422 naming the field, authentication 401
+  with a short message only, no patient data 412, an unavailable knowledge base or database
+  503, anything unexpected 500 (logged by type only, never with its message).
+- CORS open to any origin (browser-based EHRs; the bearer token, not cookies, authenticates),
+  a request body limit (413), a request id on every response, JSON access logs without
+  patient data, and in demo mode a loud warning and a header on every response.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from magstat import __version__
+from magstat.adapters.cds_hooks.models import HookRequest
+from magstat.adapters.cds_hooks.request import prefetch_templates
+from magstat.errors import InvalidInputError, KnowledgeBaseError
+from magstat.kb import load
+from magstat.kb.schema import KnowledgeBase
+from magstat.service.accesslog import DEMO_HEADER, EdgeMiddleware
+from magstat.service.feedback import FeedbackStore, StorageError
+from magstat.service.hooks import PreconditionFailedError
+from magstat.service.reports import ReportStore
+from magstat.service.routes import assess, cds_services, health, reports
+from magstat.service.security import TokenVerifier
+from magstat.service.settings import Settings
+from magstat.web import router as web_router
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("magstat.service")
+
+_DESCRIPTION = """\
+Assesses a person's magnesium status with explained, cited findings, for EHRs.
+**Decision support, not a diagnosis**: every finding shows its inputs, rule and sources.
+
+- CDS Hooks 2.0: `GET /cds-services`, `POST /cds-services/{id}`, `POST /cds-services/{id}/feedback`.
+  Every call carries `Authorization: Bearer <JWT>` signed by a trusted EHR key.
+- REST: `POST /assess` with a FHIR R4 Bundle or a magstat patient document; `?format=fhir` gives a
+  FHIR `RiskAssessment`.
+- Errors are FHIR `OperationOutcome` resources.
+"""
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    kb: KnowledgeBase | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: the service settings (see :mod:`magstat.service.settings`).
+        kb: the knowledge base; default: the shipped one.
+        clock: returns the current time (UTC); the as-of date of every assessment is its date.
+            Default: the system clock.
+
+    Raises:
+        ConfigError: the settings cannot serve safely (authentication without trusted issuers).
+        KnowledgeBaseError: the knowledge base does not load.
+
+    .. versionadded:: 0.1.0
+
+    """
+    settings.check()
+    knowledge = kb or load()
+    store = FeedbackStore(settings.database.url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            store.initialise()
+        except StorageError as exc:
+            # The hooks work without the database; feedback answers 503 until it is back.
+            log.error("feedback database unavailable at start-up: %s", exc)
+        if not settings.auth_enabled:
+            _warn_demo()
+        # The knowledge base and the code live as long as the process: keep them out of every
+        # later full collection (shorter pauses under load).
+        gc.collect()
+        gc.freeze()
+        yield
+        if app.state.http is not None:
+            await app.state.http.aclose()
+            app.state.http = None
+        store.close()
+
+    app = FastAPI(
+        title="magstat",
+        version=__version__,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        license_info={"name": "Apache-2.0"},
+    )
+    app.state.settings = settings
+    app.state.kb = knowledge
+    app.state.templates = prefetch_templates(knowledge)
+    app.state.feedback = store
+    app.state.reports = ReportStore(settings.cds.report_ttl_seconds, settings.cds.report_max_entries)
+    app.state.verifier = TokenVerifier(settings.cds)
+    app.state.clock = clock or _utc_now
+    app.state.http = None
+    app.state.auth_log = logging.getLogger("magstat.service.auth")
+
+    app.include_router(health.router)
+    app.include_router(assess.router)
+    app.include_router(cds_services.router)
+    app.include_router(reports.router)
+    # The clinician web app and the self-check, at "/" (issue: web app served by magstat serve).
+    app.include_router(web_router)
+    _handlers(app)
+    _document_models(app, HookRequest)
+
+    # Added last = outermost: the edge middleware sees every response, CORS ones included.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.server.cors_allow_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-Id"],
+        expose_headers=["X-Request-Id", DEMO_HEADER],
+        allow_credentials=False,
+        max_age=600,
+    )
+    app.add_middleware(
+        EdgeMiddleware, max_body_bytes=settings.server.max_body_bytes, demo=not settings.auth_enabled
+    )
+    return app
+
+
+def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
+    """Add models that handlers validate themselves to the OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, part in definition.pop("$defs", {}).items():
+                components.setdefault(name, part)
+            components.setdefault(model.__name__, definition)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _warn_demo() -> None:
+    banner = "!" * 78
+    for line in (
+        banner,
+        "DEMO MODE: AUTHENTICATION IS DISABLED. Any caller can use this service.",
+        "Never use demo mode with real patient data. Every response carries " + DEMO_HEADER + ".",
+        banner,
+    ):
+        log.warning(line)
+
+
+def outcome(status: int, code: str, text: str, field: str | None = None, **headers: str) -> JSONResponse:
+    """An error response as a FHIR OperationOutcome."""
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": text}
+    if field:
+        issue["expression"] = [field]
+    return JSONResponse(
+        {"resourceType": "OperationOutcome", "issue": [issue]},
+        status_code=status,
+        media_type="application/fhir+json",
+        headers=headers or None,
+    )
+
+
+def _handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidInputError)
+    async def invalid_input(request: Request, exc: InvalidInputError) -> JSONResponse:
+        return outcome(422, "invalid", exc.message, exc.field or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        issues = []
+        for error in exc.errors()[:20]:
+            loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            # The message and the place only: the refused value may be patient data.
+            issues.append(
+                {
+                    "severity": "error",
+                    "code": "invalid",
+                    "diagnostics": f"{loc}: {error.get('msg')}",
+                    "expression": [loc],
+                }
+            )
+        return JSONResponse(
+            {"resourceType": "OperationOutcome", "issue": issues},
+            status_code=422,
+            media_type="application/fhir+json",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "login", 404: "not-found", 405: "not-supported", 413: "too-costly"}.get(
+            exc.status_code, "processing"
+        )
+        return outcome(exc.status_code, code, str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(PreconditionFailedError)
+    async def no_data(request: Request, exc: PreconditionFailedError) -> JSONResponse:
+        return outcome(
+            412,
+            "incomplete",
+            "no patient data: the request had none of the prefetch and the FHIR server could not be read",
+        )
+
+    @app.exception_handler(StorageError)
+    async def storage(request: Request, exc: StorageError) -> JSONResponse:
+        log.error("feedback database error: %s", exc)
+        return outcome(503, "transient", "the feedback database is unavailable; try again later")
+
+    @app.exception_handler(KnowledgeBaseError)
+    async def knowledge_base(request: Request, exc: KnowledgeBaseError) -> JSONResponse:
+        log.error("knowledge base error (%s)", type(exc).__name__)
+        return outcome(503, "exception", "the knowledge base is unavailable")
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return outcome(422, "structure", "the input is nested too deeply")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The type only: an exception's message or traceback can carry patient data.
+        log.error(
+            "internal error", extra={"fields": {"event": "internal_error", "exception": type(exc).__name__}}
+        )
+        return outcome(500, "exception", "internal error; it has been logged")
