@@ -27,6 +27,12 @@ def define_parser(sub: Any) -> None:
     parser.add_argument(
         "--show", metavar="ID", help="print the full text assessment of one demo patient (e.g. case-01)"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="then run the web app and CDS Hooks service in demonstration mode (no authentication)",
+    )
+    parser.add_argument("--port", type=int, help="port for --serve (default: the service's, 8080)")
 
 
 def demo_patients() -> list[tuple[str, str, Any, dt.date | None]]:
@@ -79,4 +85,14 @@ def run(args: argparse.Namespace) -> int:
             (out / f"{stem}.html").write_text(render_html(result, kb), encoding="utf-8")
             (out / f"{stem}.json").write_text(render_json(result), encoding="utf-8")
         sys.stdout.write(f"Reports written to {out}/\n")
+    if args.serve:
+        from magstat.cli import serve  # noqa: PLC0415 - the service extra is optional
+
+        port = args.port or 8080
+        sys.stdout.write(
+            f"\nStarting the web app with these demo patients at http://127.0.0.1:{port}/ "
+            "(demonstration mode: no authentication; Ctrl-C stops it).\n"
+        )
+        sys.stdout.flush()
+        return serve.run(argparse.Namespace(host=None, port=args.port, config=None, demo=True))
     return 0
