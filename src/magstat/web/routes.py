@@ -239,6 +239,12 @@ def _demo_groups() -> list[tuple[str, list[patients.DemoPatient]]]:
     return list(groups.items())
 
 
+def _row_range(values: Mapping[str, str], prefix: str, least: int) -> range:
+    """Rows of a repeatable form section to draw: at least ``least``, and every posted one."""
+    posted = clinician_form.rows(values, prefix)
+    return range(max(least, (posted[-1] + 1) if posted else 0))
+
+
 def _index(
     request: Request,
     kb: KnowledgeBase,
@@ -252,8 +258,7 @@ def _index(
     spec = clinician_form.form_spec(kb)
 
     def count(prefix: str, least: int) -> range:
-        posted = clinician_form.rows(values, prefix)
-        return range(max(least, (posted[-1] + 1) if posted else 0))
+        return _row_range(values, prefix, least)
 
     html = render(
         "index.html",
@@ -437,8 +442,7 @@ def _selfcheck_page(
     spec = selfcheck.selfcheck_spec(kb)
 
     def count(prefix: str, least: int) -> range:
-        posted = clinician_form.rows(values, prefix)
-        return range(max(least, (posted[-1] + 1) if posted else 0))
+        return _row_range(values, prefix, least)
 
     html = render(
         "selfcheck.html",
