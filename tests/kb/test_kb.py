@@ -18,6 +18,7 @@ import magstat.kb
 from magstat.core.units import parse_unit, to_canonical
 from magstat.errors import KnowledgeBaseError
 from magstat.kb import FILES, load_dir
+from magstat.kb.cache import per_kb
 from magstat.kb.schema import EVIDENCE_LEVELS, KnowledgeBase, build
 
 DATA = Path(magstat.kb.__file__).parent / "data"
@@ -519,3 +520,22 @@ def test_sha256_changes_when_a_file_changes(tmp_path: Path) -> None:
     with (folder / "signs.toml").open("a", encoding="utf-8") as handle:
         handle.write("\n# a comment changes the bytes\n")
     assert before != load_dir(folder).sha256
+
+
+def test_per_kb_builds_once_per_content(kb: KnowledgeBase, tmp_path: Path) -> None:
+    """A per_kb function runs once per knowledge-base content and again for a different one."""
+    calls: list[str] = []
+
+    @per_kb
+    def count_drugs(base: KnowledgeBase, label: str) -> int:
+        calls.append(label)
+        return len(base.drugs)
+
+    assert len(kb.drugs) == count_drugs(kb, "a")
+    assert len(kb.drugs) == count_drugs(kb, "a")
+    assert ["a"] == calls
+    folder = _copy_data(tmp_path)
+    with (folder / "signs.toml").open("a", encoding="utf-8") as handle:
+        handle.write("\n# a comment changes the content hash\n")
+    count_drugs(load_dir(folder), "a")
+    assert ["a", "a"] == calls

@@ -40,6 +40,7 @@ from magstat.core.result import (
     SupplementResult,
 )
 from magstat.core.validate import check_facts
+from magstat.kb.cache import per_kb
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = ["assess"]
@@ -615,21 +616,15 @@ def _conditions(w: _Work) -> None:
             )
 
 
-_BY_DRUG: dict[str, dict[str, frozenset[str]]] = {}
-
-
+@per_kb
 def _mds_components_by_drug(kb: KnowledgeBase) -> dict[str, frozenset[str]]:
     """Drug id -> the MDS components its classes count for (computed once per knowledge base)."""
-    found = _BY_DRUG.get(kb.sha256)
-    if found is None:
-        found = {
-            drug.id: frozenset(
-                c for c in (kb.drug_classes[k].mds_component for k in drug.classes) if c is not None
-            )
-            for drug in kb.drugs.values()
-        }
-        _BY_DRUG[kb.sha256] = found
-    return found
+    return {
+        drug.id: frozenset(
+            c for c in (kb.drug_classes[k].mds_component for k in drug.classes) if c is not None
+        )
+        for drug in kb.drugs.values()
+    }
 
 
 def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from magstat.kb.cache import per_kb
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = [
@@ -103,14 +104,9 @@ def _fold(text: str) -> str:
     return " ".join(part for part in re.split(r"[\s\-]+", text.lower()) if part)
 
 
-_CACHE: dict[tuple[str, str], _Index] = {}
-
-
+@per_kb
 def _index(kb: KnowledgeBase, kind: str) -> _Index:
-    key = (kb.sha256, kind)
-    found = _CACHE.get(key)
-    if found is not None:
-        return found
+    """The code and name index of one kind of entry (built once per knowledge base)."""
     codes: dict[tuple[str, str], list[str]] = {}
     icd: list[tuple[str, str]] = []
     named: list[tuple[str, Iterable[str]]] = []
@@ -144,9 +140,7 @@ def _index(kb: KnowledgeBase, kind: str) -> _Index:
             named.append((supplement.id, (supplement.name, *supplement.synonyms)))
     pattern, names = _text_index(named)
     icd.sort(key=lambda item: len(item[0]), reverse=True)
-    index = _Index({k: tuple(v) for k, v in codes.items()}, tuple(icd), pattern, names)
-    _CACHE[key] = index
-    return index
+    return _Index({k: tuple(v) for k, v in codes.items()}, tuple(icd), pattern, names)
 
 
 def _by_text(index: _Index, text: str | None, *, every: bool) -> Match:

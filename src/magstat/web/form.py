@@ -18,6 +18,7 @@ from typing import Any
 
 from magstat.core.units import allowed_units
 from magstat.errors import InvalidInputError
+from magstat.kb.cache import per_kb
 from magstat.kb.schema import Condition, KnowledgeBase
 
 __all__ = [
@@ -129,19 +130,9 @@ def _grouped(items: list[Choice], names: Mapping[str, str]) -> tuple[tuple[str, 
     return tuple((names.get(g, g.replace("_", " ").capitalize()), tuple(v)) for g, v in groups.items())
 
 
-_FORM_SPEC_CACHE: dict[str, FormSpec] = {}
-
-
+@per_kb
 def form_spec(kb: KnowledgeBase) -> FormSpec:
-    """Built once per knowledge-base content (its SHA-256): the knowledge base is immutable."""
-    spec = _FORM_SPEC_CACHE.get(kb.sha256)
-    if spec is None:
-        spec = _FORM_SPEC_CACHE[kb.sha256] = _build_form_spec(kb)
-    return spec
-
-
-def _build_form_spec(kb: KnowledgeBase) -> FormSpec:
-    """The form's fields, taken from the knowledge base."""
+    """The form's fields, taken from the knowledge base (built once per knowledge base)."""
     labs = []
     for test in kb.tests.values():
         if test.id in _NOT_LAB_ROWS:

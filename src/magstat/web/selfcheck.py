@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from magstat.core.result import Assessment, Finding
+from magstat.kb.cache import per_kb
 from magstat.kb.schema import KnowledgeBase
 from magstat.web.form import FORMAT_VERSION, Built, Choice, condition_item, number_or_text, rows
 from magstat.web.view import fmt
@@ -67,19 +68,9 @@ class SelfCheckSpec:
     foods: tuple[Choice, ...]
 
 
-_SELFCHECK_SPEC_CACHE: dict[str, SelfCheckSpec] = {}
-
-
+@per_kb
 def selfcheck_spec(kb: KnowledgeBase) -> SelfCheckSpec:
-    """Built once per knowledge-base content (its SHA-256): the knowledge base is immutable."""
-    spec = _SELFCHECK_SPEC_CACHE.get(kb.sha256)
-    if spec is None:
-        spec = _SELFCHECK_SPEC_CACHE[kb.sha256] = _build_selfcheck_spec(kb)
-    return spec
-
-
-def _build_selfcheck_spec(kb: KnowledgeBase) -> SelfCheckSpec:
-    """The self-check's questions for this knowledge base."""
+    """The self-check's questions for this knowledge base (built once per knowledge base)."""
     groups: dict[str, list[Choice]] = {}
     for c in kb.conditions.values():
         if c.id in _ASKED_APART or c.category in _NOT_ASKED_CATEGORIES:

@@ -80,15 +80,15 @@ def _fhir_partition(batches: Iterable[Any], job: Job) -> Iterator[Any]:
         encoded = [_encode(r) for r in screen_fhir_chunk(groups, job)]
         yield pa.RecordBatch.from_pylist(
             encoded,
-            schema=pa.schema(
-                [
-                    ("patient_id", pa.string()),
-                    ("row", pa.string()),
-                    ("detail", pa.string()),
-                    ("issues", pa.string()),
-                ]
-            ),
+            schema=_result_schema(pa),
         )
+
+
+def _result_schema(pa: Any) -> Any:
+    """The Arrow schema of the encoded results both partition functions yield."""
+    return pa.schema(
+        [("patient_id", pa.string()), ("row", pa.string()), ("detail", pa.string()), ("issues", pa.string())]
+    )
 
 
 def _record_partition(
@@ -106,14 +106,7 @@ def _record_partition(
         encoded = [_encode(r) for r in screen_record_chunk(chunk, function, job)]
         yield pa.RecordBatch.from_pylist(
             encoded,
-            schema=pa.schema(
-                [
-                    ("patient_id", pa.string()),
-                    ("row", pa.string()),
-                    ("detail", pa.string()),
-                    ("issues", pa.string()),
-                ]
-            ),
+            schema=_result_schema(pa),
         )
 
 
