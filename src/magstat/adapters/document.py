@@ -25,6 +25,7 @@ from magstat.core.facts import (
     SupplementFact,
 )
 from magstat.core.match import (
+    describes_absence,
     describes_past,
     match_condition,
     match_drug,
@@ -337,8 +338,12 @@ def _condition(where: str, item: object, kb: KnowledgeBase) -> ConditionFact:
     name = _text(f"{where}.name", data.get("name"))
     found = match_condition(kb, _codes(f"{where}.code", data.get("code")), name)
     current = _bool(f"{where}.current", data.get("current", True))
-    if found and (found.matched_by or "").startswith("text") and describes_past(name):
-        current = False  # "history of seizure": recognised, but not a current condition
+    if (
+        found
+        and (found.matched_by or "").startswith("text")
+        and (describes_past(name) or describes_absence(name))
+    ):
+        current = False  # "history of seizure", "no seizures": recognised, but not a current condition
     return ConditionFact(
         text=name,
         condition=found.ids[0] if found else None,
@@ -360,6 +365,7 @@ def _signs(value: object, kb: KnowledgeBase) -> tuple[SignFact, ...]:
     for where, name, present in pairs:
         sign_id = name if name in kb.signs else None
         matched_by = "field"
+        negated = False
         if sign_id is None:
             found = match_sign(kb, (), name.replace("_", " "))
             if not found:
@@ -367,9 +373,12 @@ def _signs(value: object, kb: KnowledgeBase) -> tuple[SignFact, ...]:
                     where, "unknown sign", value=name, allowed=", ".join(sorted(kb.signs))
                 )
             sign_id, matched_by = found.ids[0], found.matched_by or "text"
+            negated = describes_absence(name)
         flag = _bool(where, present)
         if flag is None:
             continue
+        if negated and flag:
+            flag = False  # "no tetany" listed as a sign: reported absent
         out.append(SignFact(sign_id, flag, Origin(where, matched_by)))
     return tuple(out)
 

@@ -25,6 +25,7 @@ __all__ = [
     "SNOMED",
     "Match",
     "canonical_system",
+    "describes_absence",
     "describes_past",
     "match_condition",
     "match_drug",
@@ -200,6 +201,22 @@ def describes_past(text: str | None) -> bool:
     condition was there once, not that it is now. Adapters keep it as not current.
     """
     return bool(text) and "history" in (text or "").lower()
+
+
+_ABSENCE = re.compile(
+    r"^\s*(?:no|not|denies|denied|without|negative for|absence of|absent|ruled out|r/o|no evidence of)\b",
+    re.IGNORECASE,
+)
+
+
+def describes_absence(text: str | None) -> bool:
+    """Whether a free text reports something absent ("No seizures", "Denies tetany").
+
+    Name matching finds "seizure" in "No seizures"; such a text, recognised by name only,
+    reports the sign absent. Only a negation at the start of the text is read: free text with a
+    negation further in is left to the person reviewing the unrecognised entries.
+    """
+    return bool(text) and _ABSENCE.match(text or "") is not None
 
 
 def match_drug(

@@ -73,6 +73,7 @@ from magstat.core.match import (
     LOINC,
     Match,
     canonical_system,
+    describes_absence,
     describes_past,
     match_condition,
     match_drug,
@@ -1106,8 +1107,12 @@ def _by_text(found: Match) -> bool:
 
 
 def _names_history(name: str) -> bool:
-    """Whether a problem-list name describes the past (see :func:`magstat.core.match.describes_past`)."""
-    return describes_past(name)
+    """Whether a name, matched by text only, is not a current report.
+
+    It describes the past ("History of seizure") or an absence ("No seizures"); see
+    :func:`magstat.core.match.describes_past` and :func:`~magstat.core.match.describes_absence`.
+    """
+    return describes_past(name) or describes_absence(name)
 
 
 def _presence(cc: Mapping[str, Any] | None) -> bool | None:

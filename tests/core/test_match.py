@@ -1,0 +1,88 @@
+"""Recognition of codes and names: hyphens, history and negation."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from magstat.adapters.document import facts_from_document
+from magstat.adapters.fhir import facts_from_fhir
+from magstat.core.match import describes_absence, describes_past, match_condition, match_sign, match_test
+
+
+def test_hyphens_and_spaces_match_alike(kb):
+    """'AUDIT-C' and 'audit c' name the same test; 'pre-eclampsia' the same condition."""
+    assert ("audit_c",) == match_test(kb, (), "AUDIT-C total score").ids
+    assert ("audit_c",) == match_test(kb, (), "audit c").ids
+    assert ("pre_eclampsia",) == match_condition(kb, (), "Pre eclampsia").ids
+
+
+@pytest.mark.parametrize(
+    ("text", "absent"),
+    [
+        ("No seizures", True),
+        ("Denies tetany", True),
+        ("negative for hypokalemia", True),
+        ("Seizure", False),
+        ("Tetany noted", False),
+    ],
+)
+def test_describes_absence(text, absent):
+    """A negation at the start of a text reports absence; elsewhere it is not read."""
+    assert absent == describes_absence(text)
+
+
+def test_describes_past():
+    """'History of' marks a past entry."""
+    assert describes_past("History of single seizure (situation)")
+    assert not describes_past("Seizure disorder")
+
+
+def test_negated_sign_text_in_document_is_absent(kb):
+    """A document listing 'no tetany' as a sign records tetany as absent, not present."""
+    facts = facts_from_document({"signs": ["no tetany"]}, kb, as_of=dt.date(2024, 5, 1))
+    assert [("tetany", False)] == [(s.sign, s.present) for s in facts.signs]
+    assert match_sign(kb, (), "no tetany").ids == ("tetany",)
+
+
+def test_negated_condition_text_is_not_current(kb):
+    """'No alcohol use disorder' is recognised but not current."""
+    facts = facts_from_document({"conditions": ["No alcohol use disorder"]}, kb, as_of=dt.date(2024, 5, 1))
+    assert [("alcohol_use_disorder", False)] == [(c.condition, c.current) for c in facts.conditions]
+
+
+def test_negated_condition_in_fhir_gives_no_sign(kb):
+    """A FHIR Condition whose text is 'No seizures' does not report a current seizure."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "p1",
+                    "gender": "female",
+                    "birthDate": "1960-01-01",
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Condition",
+                    "id": "c1",
+                    "subject": {"reference": "Patient/p1"},
+                    "clinicalStatus": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                "code": "active",
+                            }
+                        ]
+                    },
+                    "code": {"text": "No seizures"},
+                }
+            },
+        ],
+    }
+    facts = facts_from_fhir(bundle, kb, as_of=dt.date(2024, 5, 1))
+    assert [] == [s for s in facts.signs if s.present]
