@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,8 +257,21 @@ def rows(values: Mapping[str, str], prefix: str) -> list[int]:
     return sorted(found)[:_MAX_ROWS]
 
 
-def _get(values: Mapping[str, str], key: str) -> str:
+def field_text(values: Mapping[str, str], key: str) -> str:
+    """The posted text of control ``key``, stripped; empty when it was not posted."""
     return (values.get(key) or "").strip()
+
+
+def food_answers(values: Mapping[str, str], foods: Iterable[Choice], out: Built) -> dict[str, Any]:
+    """Servings per week typed for each food, each recorded against its control for errors."""
+    answers: dict[str, Any] = {}
+    for food in foods:
+        text = field_text(values, f"food-{food.id}")
+        if text:
+            out.put(f"diet.food_frequency.{food.id}", f"food-{food.id}")
+            out.put(f"food_frequency[{len(answers)}]", f"food-{food.id}")
+            answers[food.id] = number_or_text(text)
+    return answers
 
 
 def _tri(text: str) -> bool | None:
@@ -311,25 +324,25 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     ):
         out.put(key, key)
     for key in ("id", "as_of", "birth_date"):
-        if _get(values, key):
-            scalar(key, key, _get(values, key))
-    if _get(values, "age"):
-        scalar("age", "age", number_or_text(_get(values, "age")))
-    if _get(values, "sex"):
-        scalar("sex", "sex", _get(values, "sex"))
+        if field_text(values, key):
+            scalar(key, key, field_text(values, key))
+    if field_text(values, "age"):
+        scalar("age", "age", number_or_text(field_text(values, "age")))
+    if field_text(values, "sex"):
+        scalar("sex", "sex", field_text(values, "sex"))
     for key in ("pregnant", "lactating", "chronic_stress", "high_metabolic_demand"):
-        flag = _tri(_get(values, key))
+        flag = _tri(field_text(values, key))
         if flag is not None:
             scalar(key, key, flag)
     for key in ("alcohol_drinks_per_day", "audit_c"):
-        if _get(values, key):
-            scalar(key, key, number_or_text(_get(values, key)))
+        if field_text(values, key):
+            scalar(key, key, number_or_text(field_text(values, key)))
 
     # Medications
     meds: list[dict[str, Any]] = []
     for n in rows(values, "med"):
-        row = {k: _get(values, f"med-{n}-{k}") for k in ("name", "dose", "start")}
-        if not any(row.values()) and not _get(values, f"med-{n}-code"):
+        row = {k: field_text(values, f"med-{n}-{k}") for k in ("name", "dose", "start")}
+        if not any(row.values()) and not field_text(values, f"med-{n}-code"):
             continue
         where = f"medications[{len(meds)}]"
         item: dict[str, Any] = {}
@@ -337,39 +350,39 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
             out.put(f"{where}.{k}", f"med-{n}-{k}")
             if v:
                 item[k] = v
-        code = _get(values, f"med-{n}-code")
+        code = field_text(values, f"med-{n}-code")
         if code:
-            system = _get(values, f"med-{n}-codesystem") or "rxnorm"
+            system = field_text(values, f"med-{n}-codesystem") or "rxnorm"
             item["code"] = {"system": system, "code": code}
         for path in (".code", ".code.system", ".code.code"):
             out.put(f"{where}{path}", f"med-{n}-code")
-        if _get(values, f"med-{n}-stopped"):
+        if field_text(values, f"med-{n}-stopped"):
             item["current"] = False
         out.put(where, f"med-{n}-name")
         meds.append(item)
-    if meds or _get(values, "meds_known") == "known":
+    if meds or field_text(values, "meds_known") == "known":
         doc["medications"] = meds
 
     # Conditions: ticked knowledge-base conditions, then any others typed in.
     conditions: list[Any] = []
     for group in spec.conditions:
         for choice in group[1]:
-            if _get(values, f"cond-{choice.id}"):
+            if field_text(values, f"cond-{choice.id}"):
                 out.put(f"conditions[{len(conditions)}]", f"cond-{choice.id}")
                 conditions.append(condition_item(kb.conditions[choice.id]))
     for n in rows(values, "condother"):
-        name = _get(values, f"condother-{n}-name")
+        name = field_text(values, f"condother-{n}-name")
         if name:
             out.put(f"conditions[{len(conditions)}]", f"condother-{n}-name")
             conditions.append({"name": name})
-    if conditions or _get(values, "conds_known") == "known":
+    if conditions or field_text(values, "conds_known") == "known":
         doc["conditions"] = conditions
 
     # Signs: present, absent or (left out) unknown.
     signs: dict[str, bool] = {}
     for group in spec.signs:
         for choice in group[1]:
-            flag = _tri(_get(values, f"sign-{choice.id}"))
+            flag = _tri(field_text(values, f"sign-{choice.id}"))
             if flag is not None:
                 signs[choice.id] = flag
                 out.put(f"signs.{choice.id}", f"sign-{choice.id}")
@@ -379,7 +392,7 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     # Laboratory results
     labs: list[dict[str, Any]] = []
     for lab in spec.labs:
-        parts = {k: _get(values, f"{lab.key}-{k}") for k in ("value", "unit", "date", "low", "high")}
+        parts = {k: field_text(values, f"{lab.key}-{k}") for k in ("value", "unit", "date", "low", "high")}
         if not any(parts[k] for k in ("value", "date", "low", "high")):
             continue
         where = f"labs[{len(labs)}]"
@@ -414,17 +427,11 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
 
     # Diet: reported intake, or a food-frequency answer set.
     diet: dict[str, Any] = {}
-    if _get(values, "diet_mg_per_day"):
-        diet["mg_per_day"] = number_or_text(_get(values, "diet_mg_per_day"))
+    if field_text(values, "diet_mg_per_day"):
+        diet["mg_per_day"] = number_or_text(field_text(values, "diet_mg_per_day"))
         out.put("diet.mg_per_day", "diet_mg_per_day")
         out.put("diet_mg_per_day", "diet_mg_per_day")
-    ffq: dict[str, Any] = {}
-    for food in spec.foods:
-        text = _get(values, f"food-{food.id}")
-        if text:
-            out.put(f"diet.food_frequency.{food.id}", f"food-{food.id}")
-            out.put(f"food_frequency[{len(ffq)}]", f"food-{food.id}")
-            ffq[food.id] = number_or_text(text)
+    ffq = food_answers(values, spec.foods, out)
     if ffq:
         diet["food_frequency"] = ffq
     if diet:
@@ -433,7 +440,7 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     # Supplements
     supplements: list[dict[str, Any]] = []
     for n in rows(values, "supp"):
-        form, name, amount = (_get(values, f"supp-{n}-{k}") for k in ("form", "name", "amount"))
+        form, name, amount = (field_text(values, f"supp-{n}-{k}") for k in ("form", "name", "amount"))
         if not (form or name or amount):
             continue
         where = f"supplements[{len(supplements)}]"
@@ -445,7 +452,9 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
         if form:
             supplement["form"] = form
         basis = (
-            "product_mg_per_day" if _get(values, f"supp-{n}-basis") == "product" else "elemental_mg_per_day"
+            "product_mg_per_day"
+            if field_text(values, f"supp-{n}-basis") == "product"
+            else "elemental_mg_per_day"
         )
         if amount:
             supplement[basis] = number_or_text(amount)
@@ -455,13 +464,13 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
         out.put(f"{where}.elemental_mg_per_day", f"supp-{n}-amount")
         out.put(f"{where}.product_mg_per_day", f"supp-{n}-amount")
         supplements.append(supplement)
-    if supplements or _get(values, "supps_known") == "known":
+    if supplements or field_text(values, "supps_known") == "known":
         doc["supplements"] = supplements
 
     # Loading test
     loading: dict[str, Any] = {}
     for key in ("retention_percent", "dose_mmol", "urine_mmol", "baseline_urine_mmol", "date"):
-        text = _get(values, f"loading_{key}")
+        text = field_text(values, f"loading_{key}")
         if text:
             loading[key] = text if key == "date" else number_or_text(text)
             out.put(f"loading_test.{key}", f"loading_{key}")

@@ -22,7 +22,16 @@ from typing import Any, Literal
 from magstat.core.result import Assessment, Finding
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import KnowledgeBase
-from magstat.web.form import FORMAT_VERSION, Built, Choice, condition_item, number_or_text, rows
+from magstat.web.form import (
+    FORMAT_VERSION,
+    Built,
+    Choice,
+    condition_item,
+    field_text,
+    food_answers,
+    number_or_text,
+    rows,
+)
 from magstat.web.view import fmt
 
 __all__ = ["SelfCheckSpec", "Urgency", "document_from_answers", "plain_result", "selfcheck_spec"]
@@ -91,10 +100,6 @@ def selfcheck_spec(kb: KnowledgeBase) -> SelfCheckSpec:
     )
 
 
-def _get(values: Mapping[str, str], key: str) -> str:
-    return (values.get(key) or "").strip()
-
-
 def document_from_answers(values: Mapping[str, str], kb: KnowledgeBase, today: dt.date) -> Built:
     """Turn the self-check answers into a patient document, assessed as of ``today``.
 
@@ -106,56 +111,50 @@ def document_from_answers(values: Mapping[str, str], kb: KnowledgeBase, today: d
     doc = out.document
     doc["magstat"] = FORMAT_VERSION
     doc["as_of"] = today.isoformat()
-    if _get(values, "age"):
-        doc["age"] = number_or_text(_get(values, "age"))
+    if field_text(values, "age"):
+        doc["age"] = number_or_text(field_text(values, "age"))
         out.put("age", "age")
         out.put("age_years", "age")
-    if _get(values, "sex") in ("female", "male"):
-        doc["sex"] = _get(values, "sex")
+    if field_text(values, "sex") in ("female", "male"):
+        doc["sex"] = field_text(values, "sex")
     for key in ("pregnant", "lactating", "chronic_stress", "high_metabolic_demand"):
-        answer = {"yes": True, "no": False}.get(_get(values, key))
+        answer = {"yes": True, "no": False}.get(field_text(values, key))
         if answer is not None:
             doc[key] = answer
             out.put(key, key)
-    if _get(values, "alcohol_drinks_per_day"):
-        doc["alcohol_drinks_per_day"] = number_or_text(_get(values, "alcohol_drinks_per_day"))
+    if field_text(values, "alcohol_drinks_per_day"):
+        doc["alcohol_drinks_per_day"] = number_or_text(field_text(values, "alcohol_drinks_per_day"))
         out.put("alcohol_drinks_per_day", "alcohol_drinks_per_day")
 
     conditions: list[dict[str, Any]] = []
     for _group, choices in spec.conditions:
         for choice in choices:
-            if _get(values, f"cond-{choice.id}"):
+            if field_text(values, f"cond-{choice.id}"):
                 out.put(f"conditions[{len(conditions)}]", f"cond-{choice.id}")
                 conditions.append(condition_item(kb.conditions[choice.id]))
-    if conditions or _get(values, "conds_none"):
+    if conditions or field_text(values, "conds_none"):
         doc["conditions"] = conditions
 
     medicines: list[dict[str, Any]] = []
     for n in rows(values, "med"):
-        name = _get(values, f"med-{n}-name")
+        name = field_text(values, f"med-{n}-name")
         if name:
             out.put(f"medications[{len(medicines)}]", f"med-{n}-name")
             medicines.append({"name": name})
-    if medicines or _get(values, "meds_none"):
+    if medicines or field_text(values, "meds_none"):
         doc["medications"] = medicines
 
-    signs = {s.id: True for s in (*spec.signs_felt, *spec.signs_found) if _get(values, f"sign-{s.id}")}
+    signs = {s.id: True for s in (*spec.signs_felt, *spec.signs_found) if field_text(values, f"sign-{s.id}")}
     if signs:
         doc["signs"] = signs
 
-    foods: dict[str, Any] = {}
-    for food in spec.foods:
-        text = _get(values, f"food-{food.id}")
-        if text:
-            out.put(f"diet.food_frequency.{food.id}", f"food-{food.id}")
-            out.put(f"food_frequency[{len(foods)}]", f"food-{food.id}")
-            foods[food.id] = number_or_text(text)
+    foods = food_answers(values, spec.foods, out)
     if foods:
         doc["diet"] = {"food_frequency": foods}
 
     supplements: list[dict[str, Any]] = []
     for n in rows(values, "supp"):
-        form, amount, basis = (_get(values, f"supp-{n}-{k}") for k in ("form", "amount", "basis"))
+        form, amount, basis = (field_text(values, f"supp-{n}-{k}") for k in ("form", "amount", "basis"))
         if not form:
             continue
         where = f"supplements[{len(supplements)}]"
@@ -170,7 +169,7 @@ def document_from_answers(values: Mapping[str, str], kb: KnowledgeBase, today: d
         for path in (".elemental_mg_per_day", ".product_mg_per_day"):
             out.put(f"{where}{path}", f"supp-{n}-amount")
         supplements.append(item)
-    if supplements or _get(values, "supps_none"):
+    if supplements or field_text(values, "supps_none"):
         doc["supplements"] = supplements
     return out
 
