@@ -64,6 +64,10 @@ def test_mypy_strict_clean():
     """mypy --strict passes on the package."""
     pytest.importorskip("mypy")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--no-incremental"], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "mypy", "--no-incremental"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert 0 == result.returncode, result.stdout[-3000:]

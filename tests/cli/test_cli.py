@@ -131,7 +131,9 @@ def test_text_and_html_output(capsys, tmp_path):
     assert "Magnesium deficiency" in text
     assert "NEXT STEPS" in text
     out = tmp_path / "r.html"
-    assert 0 == main(["assess", str(DEMO / "case-01-ppi-diuretic-deficient.yaml"), "--format", "html", "-o", str(out)])
+    assert 0 == main(
+        ["assess", str(DEMO / "case-01-ppi-diuretic-deficient.yaml"), "--format", "html", "-o", str(out)]
+    )
     html = out.read_text()
     assert html.startswith("<!doctype html>")
     assert "http://" not in html.replace("http://www.w3.org", "")
@@ -158,7 +160,8 @@ def test_kb_validate_refuses_broken_folder(capsys, tmp_path):
     for path in src.glob("*.toml"):
         (tmp_path / path.name).write_bytes(path.read_bytes())
     (tmp_path / "parameters.toml").write_text(
-        (tmp_path / "parameters.toml").read_text() + '\n[parameters."x.uncited"]\nvalue = 1\nunit = "x"\ntext = "t"\n'
+        (tmp_path / "parameters.toml").read_text()
+        + '\n[parameters."x.uncited"]\nvalue = 1\nunit = "x"\ntext = "t"\n'
     )
     assert 3 == main(["kb", "validate", "--dir", str(tmp_path)])
     assert "x.uncited" in capsys.readouterr().err

@@ -18,7 +18,9 @@ from tests.conftest import DATA, SHARED
 
 GOLDEN = DATA / "golden"
 
-SYNTHEA = sorted(p for p in (SHARED / "synthea").glob("*.json") if not p.name.startswith(("hospital", "practitioner")))
+SYNTHEA = sorted(
+    p for p in (SHARED / "synthea").glob("*.json") if not p.name.startswith(("hospital", "practitioner"))
+)
 SYNTHEA_PY = sorted((SHARED / "synthea-py").glob("*.json.gz"))
 pytestmark = pytest.mark.skipif(not SYNTHEA, reason="shared data not present next to the project")
 
@@ -58,7 +60,14 @@ def test_every_shared_patient_assesses(capsys, path):
     """Each shared patient assesses without error, strictly, at the end of its record."""
     assert 0 == main(["assess", str(path), "--as-of", end_of_record(path), "--format", "json"])
     data = json.loads(capsys.readouterr().out)
-    assert data["status"] in ("excess", "deficient", "likely_deficient", "at_risk", "unlikely", "indeterminate")
+    assert data["status"] in (
+        "excess",
+        "deficient",
+        "likely_deficient",
+        "at_risk",
+        "unlikely",
+        "indeterminate",
+    )
     assert [] == data["excluded"]
 
 
@@ -66,8 +75,12 @@ GOLDEN_CASES = {
     "synthea-py-patient-07": SHARED / "synthea-py" / "patient-07.json.gz",
     "synthea-py-patient-06": SHARED / "synthea-py" / "patient-06.json.gz",
     "synthea-coleman-ortiz": SHARED / "synthea" / "Coleman_Ortiz_70e00093-a3d5-42bc-8186-eface8432c02.json",
-    "synthea-barrett-douglas": SHARED / "synthea" / "Barrett_Douglas_d21c38f7-9fc7-4729-b414-3e0fe5ce3d8b.json",
-    "synthea-beatrice-aufderhar": SHARED / "synthea" / "Beatrice_Aufderhar_5451401c-ab1b-4adc-9df6-c02e856e492a.json",
+    "synthea-barrett-douglas": SHARED
+    / "synthea"
+    / "Barrett_Douglas_d21c38f7-9fc7-4729-b414-3e0fe5ce3d8b.json",
+    "synthea-beatrice-aufderhar": SHARED
+    / "synthea"
+    / "Beatrice_Aufderhar_5451401c-ab1b-4adc-9df6-c02e856e492a.json",
 }
 
 

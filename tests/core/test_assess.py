@@ -393,5 +393,7 @@ def test_unrecognised_entries_listed_once(kb):
 
 def test_magnesium_drug_with_poor_kidney_function(kb):
     """A current magnesium-containing drug with eGFR 22 raises the oral contraindication."""
-    result = assess(facts(labs=(lab("egfr", 22, "mL/min/{1.73_m2}"),), medications=(med("magnesium_oxide"),)), kb)
+    result = assess(
+        facts(labs=(lab("egfr", 22, "mL/min/{1.73_m2}"),), medications=(med("magnesium_oxide"),)), kb
+    )
     assert "sf.renal_avoid_oral" in {a.id for a in result.safety}
