@@ -23,8 +23,8 @@ from pathlib import Path
 
 from magstat.adapters.fhir import facts_from_fhir
 from magstat.adapters.read import facts_from_data
-from magstat.cli.demo import demo_patients
 from magstat.core import assess
+from magstat.demo import demo_patients
 from magstat.kb import load
 
 ROOT = Path(__file__).resolve().parents[1]
