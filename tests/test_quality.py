@@ -100,3 +100,16 @@ def test_mypy_strict_clean():
         check=False,
     )
     assert 0 == result.returncode, result.stdout[-3000:]
+
+
+def test_one_version_number():
+    """The version is written once (magstat.__version__); the installed metadata reads it from there."""
+    import importlib.metadata  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    import magstat  # noqa: PLC0415
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "version" not in project
+    assert ["version"] == project["dynamic"]
+    assert magstat.__version__ == importlib.metadata.version("magstat")
