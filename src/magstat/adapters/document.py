@@ -151,7 +151,7 @@ def _number(where: str, value: object, minimum: float | None = None, maximum: fl
         low = "" if minimum is None else f"{minimum:g}"
         high = "" if maximum is None else f"{maximum:g}"
         allowed = f"{low} to {high}" if low and high else (f"{low} or more" if low else f"{high} or less")
-        raise InvalidInputError(where, "out of range", value=value, allowed=allowed)
+        raise InvalidInputError(where, "implausible value", value=value, allowed=allowed)
     return float(value)
 
 
