@@ -117,7 +117,9 @@ class BulkServer:
         token = header.removeprefix("Bearer ").strip()
         return bool(token) and self.tokens.get(token, 0) > time.time()
 
-    def resources(self, types: list[str], patients: set[str] | None, filters: list[str]) -> dict[str, list[bytes]]:
+    def resources(
+        self, types: list[str], patients: set[str] | None, filters: list[str]
+    ) -> dict[str, list[bytes]]:
         """Lines of each requested type, for the patients given, after the ``_typeFilter`` queries."""
         out: dict[str, list[bytes]] = {}
         for path in sorted(self.data.iterdir()):
@@ -166,6 +168,7 @@ def create_app(server: BulkServer) -> FastAPI:
                 "path": request.url.path,
                 "query": dict(request.query_params),
                 "token": "authorization" in request.headers,
+                "t": time.monotonic(),
                 "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
             }
         )
@@ -225,7 +228,12 @@ def create_app(server: BulkServer) -> FastAPI:
         value = secrets.token_urlsafe(24)
         server.tokens[value] = time.time() + server.token_lifetime
         return JSONResponse(
-            {"access_token": value, "token_type": "bearer", "expires_in": server.token_lifetime, "scope": scope}
+            {
+                "access_token": value,
+                "token_type": "bearer",
+                "expires_in": server.token_lifetime,
+                "scope": scope,
+            }
         )
 
     def kickoff(request: Request, patients: set[str] | None) -> Response:
@@ -247,7 +255,10 @@ def create_app(server: BulkServer) -> FastAPI:
         files: dict[str, tuple[str, bytes]] = {}
         for rtype, lines in data.items():
             for i in range(0, len(lines), server.part_lines):
-                files[f"{rtype}-{i // server.part_lines + 1}"] = (rtype, b"\n".join(lines[i : i + server.part_lines]) + b"\n")
+                files[f"{rtype}-{i // server.part_lines + 1}"] = (
+                    rtype,
+                    b"\n".join(lines[i : i + server.part_lines]) + b"\n",
+                )
         errors = {}
         if server.error_outcomes:
             errors["errors-1"] = b"".join(json.dumps(o).encode() + b"\n" for o in server.error_outcomes)
@@ -281,7 +292,9 @@ def create_app(server: BulkServer) -> FastAPI:
             return Response(b"upstream hiccup", status_code=500)
         if job.polls_left > 0:
             job.polls_left -= 1
-            return Response(status_code=202, headers={"X-Progress": "50% done", "Retry-After": server.retry_after})
+            return Response(
+                status_code=202, headers={"X-Progress": "50% done", "Retry-After": server.retry_after}
+            )
         manifest = {
             "transactionTime": "2020-01-01T00:00:00Z",
             "request": job.request,
@@ -295,7 +308,8 @@ def create_app(server: BulkServer) -> FastAPI:
                 for name, (rtype, body) in job.files.items()
             ],
             "error": [
-                {"type": "OperationOutcome", "url": f"{server.base}/files/{job_id}/{name}"} for name in job.errors
+                {"type": "OperationOutcome", "url": f"{server.base}/files/{job_id}/{name}"}
+                for name in job.errors
             ],
         }
         return JSONResponse(manifest, headers={"Expires": "Fri, 31 Dec 2100 23:59:59 GMT"})
@@ -319,7 +333,10 @@ def create_app(server: BulkServer) -> FastAPI:
             return outcome("not-found", "file gone", 404)
         body = job.errors[name] if name in job.errors else job.files[name][1]
         server.files_served += 1
-        if server.faults.expire_tokens_after_files is not None and server.files_served >= server.faults.expire_tokens_after_files:
+        if (
+            server.faults.expire_tokens_after_files is not None
+            and server.files_served >= server.faults.expire_tokens_after_files
+        ):
             server.faults.expire_tokens_after_files = None
             server.tokens.clear()
         headers = {}

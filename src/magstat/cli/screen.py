@@ -257,7 +257,8 @@ def _screen_server(args: argparse.Namespace, options: Any) -> tuple[int, Any]:
         from magstat.kb import load  # noqa: PLC0415
 
         codes = sorted({c.code for test in load().tests.values() for c in test.loinc})
-        type_filter = ("Observation?code=" + ",".join(f"http://loinc.org|{c}" for c in codes),)
+        # One query per code: the queries are OR-ed, and none holds a comma of its own.
+        type_filter = tuple(f"Observation?code=http://loinc.org|{c}" for c in codes)
     level: Literal["system", "patient", "group"] = (
         "group" if args.group else ("patient" if args.patient_level else "system")
     )

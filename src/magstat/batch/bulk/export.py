@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import httpx
 
@@ -83,16 +83,21 @@ class ExportRequest:
             return f"{base}/Patient/$export"
         return f"{base}/$export"
 
-    def params(self, with_type_filter: bool = True) -> dict[str, str]:
-        """The kick-off query parameters."""
+    def query(self, with_type_filter: bool = True) -> str:
+        """The kick-off query string.
+
+        Each ``_typeFilter`` query is percent-encoded on its own and the queries are joined with
+        literal commas, as the specification asks, so that a server can split them before decoding.
+        """
         params = {"_outputFormat": "application/fhir+ndjson"}
         if self.types:
             params["_type"] = ",".join(self.types)
         if self.since:
             params["_since"] = self.since
+        text = urlencode(params, safe=",")
         if with_type_filter and self.type_filter:
-            params["_typeFilter"] = ",".join(self.type_filter)
-        return params
+            text += "&_typeFilter=" + ",".join(quote(q, safe="") for q in self.type_filter)
+        return text
 
     def key(self) -> dict[str, Any]:
         """What makes two requests the same export (compared with the kept one)."""
@@ -368,7 +373,7 @@ class _Exporter:
         level = self.request.level + (f" (Group/{self.request.group})" if self.request.group else "")
         self.say(f"export: kick-off at {url} ({level} level, _type={','.join(self.request.types)})")
         response = self.client.request(
-            "GET", url, headers=headers, params=self.request.params(use_filter), what="kick-off"
+            "GET", f"{url}?{self.request.query(use_filter)}", headers=headers, what="kick-off"
         )
         if use_filter and 400 <= response.status_code < 500 and response.status_code != 429:
             self.say(
@@ -377,7 +382,7 @@ class _Exporter:
             )
             use_filter = False
             response = self.client.request(
-                "GET", url, headers=headers, params=self.request.params(False), what="kick-off"
+                "GET", f"{url}?{self.request.query(False)}", headers=headers, what="kick-off"
             )
         if response.status_code != 202:
             raise BulkExportError(f"the server did not start the export at {url}: {outcome_text(response)}")
@@ -435,6 +440,7 @@ class _Exporter:
             else:
                 wait = min(wait, policy.max_retry_after)
             if now + wait > deadline:
+                self.cancel()
                 raise BulkExportError(
                     f"the export was not ready after {policy.timeout:g} s (--export-timeout); "
                     "it was cancelled"
@@ -495,6 +501,7 @@ class _Exporter:
                 record.url, headers=headers, use_auth=self._send_token(record.url), what=f"file {record.name}"
             ) as response:
                 if response.status_code != 200:
+                    response.read()
                     record.problem = f"{outcome_text(response)} for {record.url}"
                     return
                 with part.open("wb") as handle:
