@@ -57,6 +57,7 @@ class Faults:
     expire_tokens_after_files: int | None = None
     reject_type_filter: bool = False
     wrong_count: str | None = None
+    unsupported_types: tuple[str, ...] = ()
 
 
 @dataclass
@@ -106,6 +107,8 @@ class BulkServer:
     seen_jti: set[str] = field(default_factory=set)
     jobs: dict[str, Job] = field(default_factory=dict)
     files_served: int = 0
+    smart_v1: bool = False
+    scopes_asked: list[str] = field(default_factory=list)
     base: str = ""
 
     # -- helpers ------------------------------------------------------------------------------
@@ -183,7 +186,10 @@ def create_app(server: BulkServer) -> FastAPI:
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
             "scopes_supported": ["system/*.rs"],
-            "capabilities": ["client-confidential-asymmetric", "permission-v2"],
+            "capabilities": [
+                "client-confidential-asymmetric",
+                "permission-v1" if server.smart_v1 else "permission-v2",
+            ],
         }
 
     @app.post("/fhir/auth/token")
@@ -222,6 +228,7 @@ def create_app(server: BulkServer) -> FastAPI:
             return refuse("invalid_client", "jti replayed")
         server.seen_jti.add(claims["jti"])
         scope = str(form.get("scope") or "")
+        server.scopes_asked.append(scope)
         for item in scope.split():
             if not item.startswith("system/"):
                 return refuse("invalid_scope", f"{item} is not a system scope", 400)
@@ -251,6 +258,14 @@ def create_app(server: BulkServer) -> FastAPI:
         if filters and server.faults.reject_type_filter:
             return outcome("not-supported", "_typeFilter is not supported", 400)
         types = [t for t in params.get("_type", "").split(",") if t]
+        # As the SMART reference server does: refuse the first requested type it does not hold.
+        for rtype in types:
+            if rtype in server.faults.unsupported_types:
+                return outcome(
+                    "processing",
+                    f'The requested resource type "{rtype}" is not available on this server',
+                    400,
+                )
         data = server.resources(types, patients, filters)
         files: dict[str, tuple[str, bytes]] = {}
         for rtype, lines in data.items():

@@ -173,6 +173,17 @@ def test_backend_services_rsa(auth_server, key_file, tmp_path, capsys):
         assert secret not in "".join(p.read_text() for p in (tmp_path / "out" / "export").glob("*.json"))
 
 
+def test_scopes(auth_server, key_file, tmp_path, capsys):
+    """The client asks for system/<Type>.rs by default, and the v1 spelling from a server that speaks only v1."""
+    assert 0 == screen_server(auth_server, tmp_path / "a", *with_key(key_file), capsys=capsys)[0]
+    assert [" ".join(f"system/{t}.rs" for t in NEEDED_TYPES)] == auth_server.scopes_asked
+    auth_server.smart_v1 = True
+    code, _, stderr = screen_server(auth_server, tmp_path / "b", *with_key(key_file), capsys=capsys)
+    assert 0 == code, stderr
+    assert " ".join(f"system/{t}.read" for t in NEEDED_TYPES) == auth_server.scopes_asked[-1]
+    assert "SMART v1 scopes" in stderr
+
+
 def test_backend_services_es384(tmp_path, capsys):
     """An EC P-384 key signs ES384 assertions that the server accepts."""
     key = ec.generate_private_key(ec.SECP384R1())
@@ -333,6 +344,20 @@ def test_type_filter_sent_and_refused(open_server, tmp_path, capsys):
     assert "refused _typeFilter" in stderr
     retry = requests(open_server, "$export")[-1]
     assert "_typeFilter" not in retry["query"]
+
+
+def test_types_the_server_lacks_are_dropped(open_server, tmp_path, capsys):
+    """A kick-off refused for a named type is sent again without that type, and the run says so."""
+    open_server.faults = Faults(unsupported_types=("MedicationStatement", "Medication"))
+    code, _, stderr = screen_server(open_server, tmp_path / "out", capsys=capsys)
+    assert 0 == code, stderr
+    kickoffs = requests(open_server, "$export")
+    assert 3 == len(kickoffs)
+    assert ["Patient", "Condition", "MedicationRequest", "Observation"] == kickoffs[-1]["query"][
+        "_type"
+    ].split(",")
+    assert "refused _type MedicationStatement" in stderr
+    assert "refused _type Medication " in stderr
 
 
 def test_group_export(open_server, tmp_path, capsys):

@@ -155,6 +155,7 @@ class BackendServicesAuth:
         http: httpx.Client,
         *,
         clock: Callable[[], float] = time.time,
+        say: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
@@ -162,6 +163,7 @@ class BackendServicesAuth:
         self.scope = scope
         self.http = http
         self.clock = clock
+        self.say = say
         self.token_endpoint: str | None = None
         self.granted_scope: str | None = None
         self._token: str | None = None
@@ -203,6 +205,18 @@ class BackendServicesAuth:
                 f"the server signs client assertions with {', '.join(map(str, algs))} only; this key gives "
                 f"{self.key.alg} (use an {'EC P-384' if 'ES384' in algs else 'RSA'} key)"
             )
+        capabilities = config.get("capabilities")
+        if (
+            isinstance(capabilities, list)
+            and "permission-v1" in capabilities
+            and "permission-v2" not in capabilities
+            and ".rs" in self.scope
+        ):
+            # A SMART v1 server: system/Patient.rs is spelled system/Patient.read there.
+            self.scope = " ".join(
+                s.removesuffix(".rs") + ".read" if s.endswith(".rs") else s for s in self.scope.split()
+            )
+            self.say(f"auth: the server speaks SMART v1 scopes; asking for {self.scope}")
         self.token_endpoint = endpoint
         return endpoint
 

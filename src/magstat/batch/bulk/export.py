@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -83,15 +84,16 @@ class ExportRequest:
             return f"{base}/Patient/$export"
         return f"{base}/$export"
 
-    def query(self, with_type_filter: bool = True) -> str:
-        """The kick-off query string.
+    def query(self, with_type_filter: bool = True, types: tuple[str, ...] | None = None) -> str:
+        """The kick-off query string (``types`` replaces the request's ``_type`` when given).
 
         Each ``_typeFilter`` query is percent-encoded on its own and the queries are joined with
         literal commas, as the specification asks, so that a server can split them before decoding.
         """
         params = {"_outputFormat": "application/fhir+ndjson"}
-        if self.types:
-            params["_type"] = ",".join(self.types)
+        types = self.types if types is None else types
+        if types:
+            params["_type"] = ",".join(types)
         if self.since:
             params["_since"] = self.since
         text = urlencode(params, safe=",")
@@ -367,23 +369,40 @@ class _Exporter:
 
     # -- kick-off and polling --------------------------------------------------------------
     def kickoff(self) -> str:
+        """Start the export; drop a refused ``_typeFilter``, then types the server says it lacks.
+
+        A server answers a ``_type`` it does not hold with a 4xx whose OperationOutcome names the
+        type (the SMART reference server does so for MedicationStatement, for example). Such a
+        type is dropped and the kick-off sent again, announced each time: a type the server does
+        not have holds no data to miss. Any other refusal ends the run.
+        """
         url = self.request.url()
         headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
         use_filter = bool(self.request.type_filter)
+        types = tuple(self.request.types)
         level = self.request.level + (f" (Group/{self.request.group})" if self.request.group else "")
-        self.say(f"export: kick-off at {url} ({level} level, _type={','.join(self.request.types)})")
-        response = self.client.request(
-            "GET", f"{url}?{self.request.query(use_filter)}", headers=headers, what="kick-off"
-        )
-        if use_filter and 400 <= response.status_code < 500 and response.status_code != 429:
-            self.say(
-                f"export: the server refused _typeFilter ({outcome_text(response)}); "
-                "asking again without it (every Observation will be exported)"
-            )
-            use_filter = False
+        self.say(f"export: kick-off at {url} ({level} level, _type={','.join(types)})")
+        for _ in range(len(types) + 2):
             response = self.client.request(
-                "GET", f"{url}?{self.request.query(False)}", headers=headers, what="kick-off"
+                "GET", f"{url}?{self.request.query(use_filter, types)}", headers=headers, what="kick-off"
             )
+            if response.status_code == 202 or not (400 <= response.status_code < 500):
+                break
+            if response.status_code in (401, 403, 404, 429):
+                break
+            if use_filter:
+                self.say(
+                    f"export: the server refused _typeFilter ({outcome_text(response)}); "
+                    "asking again without it (every Observation will be exported)"
+                )
+                use_filter = False
+                continue
+            text = outcome_text(response)
+            named = tuple(t for t in types if re.search(rf"\b{t}\b", text) and t != "Patient")
+            if not named or len(named) == len(types):
+                break
+            types = tuple(t for t in types if t not in named)
+            self.say(f"export: the server refused _type {','.join(named)} ({text}); asking again without it")
         if response.status_code != 202:
             raise BulkExportError(f"the server did not start the export at {url}: {outcome_text(response)}")
         location = response.headers.get("Content-Location")
@@ -396,6 +415,7 @@ class _Exporter:
             status_url=status_url,
             kickoff=dt.datetime.fromtimestamp(self.clock(), dt.UTC).isoformat(timespec="seconds"),
             type_filter_used=use_filter,
+            types_requested=list(types),
         )
         self.save()
         return status_url

@@ -139,7 +139,7 @@ def screen_from_server(
         auth: Auth = NoAuth()
         if config.client_id and config.key:
             auth = BackendServicesAuth(
-                config.request.base_url, config.client_id, config.key, config.scope, http
+                config.request.base_url, config.client_id, config.key, config.scope, http, say=say
             )
         client = BulkHttp(http, auth, config.policy, sleep=sleep, say=say)
         started = time.monotonic()
