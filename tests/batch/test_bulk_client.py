@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,19 +376,27 @@ def test_group_export(open_server, tmp_path, capsys):
     assert "Group/nope is unknown" in stderr
 
 
-def test_interrupt_cancels_the_export(open_server, tmp_path):
-    """Ctrl-C while the export is being built sends DELETE to the status URL, and the server forgets it."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupt_cancels_the_export(open_server, tmp_path, how):
+    """Ctrl-C or SIGTERM while the export is being built sends DELETE to the status URL; the server forgets it."""
     open_server.polls = 100
 
     def interrupt(_seconds: float) -> None:
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler interrupts this wait
         raise KeyboardInterrupt
 
+    previous = signal.getsignal(signal.SIGTERM)
     with httpx.Client() as http:
         client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=interrupt)
         with pytest.raises(KeyboardInterrupt):
             run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "export", client)
+    assert previous == signal.getsignal(signal.SIGTERM)
     assert 1 == len(requests(open_server, "/jobs/", "DELETE"))
     assert all(job.cancelled for job in open_server.jobs.values())
+    state = json.loads((tmp_path / "export" / "magstat-export.json").read_text())
+    assert state["status_url"] is None
 
 
 def test_export_timeout_is_bounded(open_server, tmp_path, capsys):
