@@ -108,6 +108,7 @@ class BulkServer:
     jobs: dict[str, Job] = field(default_factory=dict)
     files_served: int = 0
     smart_v1: bool = False
+    manifest_page_items: int | None = None
     scopes_asked: list[str] = field(default_factory=list)
     base: str = ""
 
@@ -327,7 +328,29 @@ def create_app(server: BulkServer) -> FastAPI:
                 for name in job.errors
             ],
         }
+        if server.manifest_page_items:
+            return JSONResponse(manifest_page(manifest, job_id, 0))
         return JSONResponse(manifest, headers={"Expires": "Fri, 31 Dec 2100 23:59:59 GMT"})
+
+    def manifest_page(manifest: dict[str, Any], job_id: str, number: int) -> dict[str, Any]:
+        """Page ``number`` of a manifest split into pages of ``manifest_page_items`` output items."""
+        size = server.manifest_page_items or 1
+        items = manifest["output"]
+        page = dict(manifest, output=items[number * size : (number + 1) * size])
+        if number:
+            page["error"] = []
+        if (number + 1) * size < len(items):
+            page["link"] = [{"relation": "next", "url": f"{server.base}/jobs/{job_id}/manifest/{number + 1}"}]
+        return page
+
+    @app.get("/fhir/jobs/{job_id}/manifest/{number}")
+    def later_page(job_id: str, number: int, request: Request) -> Response:
+        job = server.jobs[job_id]
+        job.polls_left = 0
+        server.manifest_page_items, size = None, server.manifest_page_items
+        whole = json.loads(status(job_id, request).body)
+        server.manifest_page_items = size
+        return JSONResponse(manifest_page(whole, job_id, number))
 
     @app.delete("/fhir/jobs/{job_id}")
     def delete(job_id: str, request: Request) -> Response:

@@ -362,6 +362,19 @@ def test_types_the_server_lacks_are_dropped(open_server, tmp_path, capsys):
     assert "refused _type Medication " in stderr
 
 
+def test_paged_manifest_is_followed(open_server, tmp_path, capsys):
+    """A manifest split into pages (link relation next) is read whole: every file of every page is fetched."""
+    open_server.part_lines = 100
+    open_server.manifest_page_items = 2
+    out = tmp_path / "out"
+    code, _, stderr = screen_server(open_server, out, capsys=capsys)
+    assert 0 == code, stderr
+    assert "the manifest came in 4 pages" in stderr
+    assert 7 == len(list((out / "export").glob("*.ndjson")))
+    assert 330 == sum(len(read_lines(p)) for p in (out / "export").glob("Observation.*.ndjson"))
+    assert 6 == json.loads((out / "summary.json").read_text())["patients"]
+
+
 def test_group_export(open_server, tmp_path, capsys):
     """--group exports Group/ID/$export with only the group's patients; an unknown group fails with exit 5."""
     ids = [json.loads(line)["id"] for line in read_lines(EXPORT / "Patient.ndjson.gz")][:2]

@@ -467,6 +467,54 @@ class _Exporter:
                 )
             self.client.sleep(max(wait, 0.05))
 
+    def whole_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Follow a paged manifest's ``link`` (relation ``next``) and join its pages into one.
+
+        Bulk Data allows a server to split a long manifest into pages; reading only the first
+        would drop files silently.
+        """
+        pages = 1
+        current = manifest
+        joined = dict(manifest)
+        for key in ("output", "error", "deleted"):
+            joined[key] = list(manifest.get(key) or [])
+        while True:
+            links = current.get("link") or []
+            after = next(
+                (
+                    link.get("url")
+                    for link in links
+                    if isinstance(link, dict)
+                    and link.get("relation") == "next"
+                    and isinstance(link.get("url"), str)
+                ),
+                None,
+            )
+            if not after:
+                break
+            if pages >= 10_000:
+                raise BulkExportError("the manifest has more than 10,000 pages; refusing to follow more")
+            response = self.client.request(
+                "GET", after, headers={"Accept": "application/json"}, what="manifest page"
+            )
+            page: Any = None
+            try:
+                page = response.json() if response.status_code == 200 else None
+            except ValueError:
+                page = None
+            if not isinstance(page, dict):
+                raise BulkExportError(
+                    f"the manifest page {after} could not be read: {outcome_text(response)}"
+                )
+            current = page
+            for key in ("output", "error", "deleted"):
+                joined[key].extend(current.get(key) or [])
+            pages += 1
+        if pages > 1:
+            joined.pop("link", None)
+            self.say(f"export: the manifest came in {pages} pages")
+        return joined
+
     def cancel(self) -> None:
         status_url = self.state.get("status_url")
         if not status_url or self.state.get("manifest"):
@@ -589,6 +637,7 @@ class _Exporter:
                             self.fresh_state()
                     if manifest is None:
                         manifest, expires = self.poll(self.kickoff())
+                    manifest = self.whole_manifest(manifest)
                     fetch, skipped = _records_from_manifest(manifest, set(self.request.types))
                     _write_json(self.folder / MANIFEST_FILE, manifest)
                     self.state.update(
