@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 pytest.importorskip("uvicorn", reason="the service extra is not installed")
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from magstat.batch.bulk import BulkHttp, ExportRequest, NoAuth, RetryPolicy, run_export
-from magstat.batch.bulk.auth import load_client_key
+from magstat.batch.bulk.auth import BackendServicesAuth, load_client_key
 from magstat.batch.bulk.http import parse_retry_after
 from magstat.batch.readers.fhir_bulk import NEEDED_TYPES
 from magstat.cli import main
@@ -184,6 +185,26 @@ def test_scopes(auth_server, key_file, tmp_path, capsys):
     assert 0 == code, stderr
     assert " ".join(f"system/{t}.read" for t in NEEDED_TYPES) == auth_server.scopes_asked[-1]
     assert "SMART v1 scopes" in stderr
+
+
+def test_print_jwks_registers_the_key(rsa_key, key_file, capsys):
+    """--print-jwks prints the public JWK (kid, alg RS384) that verifies the client's assertions; no private part."""
+    assert 0 == main(["screen", "--print-jwks", "--private-key", str(key_file)])
+    (jwk,) = json.loads(capsys.readouterr().out)["keys"]
+    assert {"kty", "n", "e", "kid", "alg", "use"} == set(jwk)
+    assert "RS384" == jwk["alg"]
+    client = load_client_key(key_file)
+    assert client.kid == jwk["kid"]
+    with httpx.Client() as http:
+        auth = BackendServicesAuth("http://127.0.0.1:9/fhir", "magstat", client, "system/*.rs", http)
+        auth.token_endpoint = "http://127.0.0.1:9/fhir/auth/token"
+        assertion = auth.assertion()
+    assert jwk["kid"] == jwt.get_unverified_header(assertion)["kid"]
+    claims = jwt.decode(
+        assertion, jwt.PyJWK(jwk).key, algorithms=["RS384"], audience=auth.token_endpoint, issuer="magstat"
+    )
+    assert "magstat" == claims["sub"]
+    assert claims["exp"] - time.time() <= 300
 
 
 def test_backend_services_es384(tmp_path, capsys):

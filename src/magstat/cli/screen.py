@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +54,7 @@ def define_parser(sub: Any) -> None:
         help="Bulk Data folder or .ndjson file, NHANES folder, or table (or --fhir-server)",
     )
     parser.add_argument(
-        "--out", type=Path, required=True, help="output folder (new, empty, or an earlier screening's)"
+        "--out", type=Path, help="output folder (new, empty, or an earlier screening's); required"
     )
     parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="default: duckdb")
     parser.add_argument(
@@ -147,6 +148,11 @@ def _define_server_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--new-export", action="store_true", help="ignore a kept export and start a new one")
     group.add_argument(
+        "--print-jwks",
+        action="store_true",
+        help="print the public JWK Set of --private-key (to register the client at the server) and stop",
+    )
+    group.add_argument(
         "--export-timeout",
         type=float,
         default=6 * 3600.0,
@@ -166,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.engine == "duckdb" and (args.spark_master or args.spark_remote or args.spark_conf):
         raise InvalidInputError("--spark-master", "given without --engine spark")
+    if args.print_jwks:
+        return _print_jwks(args)
+    if args.out is None:
+        raise InvalidInputError("--out", "missing", allowed="--out DIR, the output folder")
     if args.fhir_server and args.input:
         raise InvalidInputError("INPUT", "given with --fhir-server", allowed="one of INPUT or --fhir-server")
     if not args.fhir_server and not args.input:
@@ -222,6 +232,22 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"  input problems: {outcome.issues}" + (" (see issues.csv)" if outcome.issues else ""))
     lines.append(f"  written to {outcome.out}: {', '.join(summary['outputs'])}")
     sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _print_jwks(args: argparse.Namespace) -> int:
+    """Print the public JWK Set of ``--private-key`` (never the private key)."""
+    if not args.private_key:
+        raise InvalidInputError("--print-jwks", "needs --private-key FILE")
+    try:
+        from magstat.batch.bulk.auth import load_client_key  # noqa: PLC0415 - the bulk extra is optional
+    except ImportError as exc:
+        sys.stderr.write(
+            f"magstat: --print-jwks needs the bulk extra: pip install 'magstat[bulk]' ({exc.name} missing)\n"
+        )
+        return 2
+    key = load_client_key(args.private_key, args.key_id)
+    sys.stdout.write(json.dumps({"keys": [key.public_jwk()]}, indent=2) + "\n")
     return 0
 
 
