@@ -58,6 +58,8 @@ class Faults:
     reject_type_filter: bool = False
     wrong_count: str | None = None
     unsupported_types: tuple[str, ...] = ()
+    status_fatal: bool = False
+    wrong_type: str | None = None
 
 
 @dataclass
@@ -306,11 +308,14 @@ def create_app(server: BulkServer) -> FastAPI:
         if server.faults.status_500:
             server.faults.status_500 -= 1
             return Response(b"upstream hiccup", status_code=500)
+        if server.faults.status_fatal:
+            return outcome("processing", "the export failed for good", 500)
         if job.polls_left > 0:
             job.polls_left -= 1
-            return Response(
-                status_code=202, headers={"X-Progress": "50% done", "Retry-After": server.retry_after}
-            )
+            headers = {"X-Progress": "50% done"}
+            if server.retry_after:
+                headers["Retry-After"] = server.retry_after
+            return Response(status_code=202, headers=headers)
         manifest = {
             "transactionTime": "2020-01-01T00:00:00Z",
             "request": job.request,
@@ -319,7 +324,8 @@ def create_app(server: BulkServer) -> FastAPI:
                 {
                     "type": rtype,
                     "url": f"{server.base}/files/{job_id}/{name}",
-                    "count": body.count(b"\n") + (1 if name == server.faults.wrong_count else 0),
+                    "count": body.count(b"\n")
+                    + (1 if name in (server.faults.wrong_count, server.faults.wrong_type) else 0),
                 }
                 for name, (rtype, body) in job.files.items()
             ],
@@ -370,6 +376,8 @@ def create_app(server: BulkServer) -> FastAPI:
         if name == server.faults.missing_file:
             return outcome("not-found", "file gone", 404)
         body = job.errors[name] if name in job.errors else job.files[name][1]
+        if name == server.faults.wrong_type:
+            body += b'{"resourceType": "Encounter", "id": "stray"}\n'
         server.files_served += 1
         if (
             server.faults.expire_tokens_after_files is not None

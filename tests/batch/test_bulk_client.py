@@ -166,6 +166,7 @@ def test_backend_services_rsa(auth_server, key_file, tmp_path, capsys):
     """An RSA key signs an RS384 assertion the server checks; every request carries the token; none is printed."""
     code, stdout, stderr = screen_server(auth_server, tmp_path / "out", *with_key(key_file), capsys=capsys)
     assert 0 == code, stderr
+    assert "warning: sending a client assertion and tokens over plain http" in stderr
     assert 1 == len(auth_server.seen_jti)
     exchanges = [e for e in auth_server.log if "/auth/" not in e["path"] and ".well-known" not in e["path"]]
     assert exchanges and all(e["token"] for e in exchanges)
@@ -320,8 +321,41 @@ def test_gzip_transfer(open_server, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, stderr = screen_server(open_server, out, capsys=capsys)
     assert 0 == code, stderr
-    assert "gzip" in requests(open_server, "/files/")[0]["headers"]["accept-encoding"]
+    file_request = requests(open_server, "/files/")[0]["headers"]
+    assert "gzip" in file_request["accept-encoding"]
+    assert "application/fhir+ndjson" == file_request["accept"]
     assert read_lines(EXPORT / "Patient.ndjson.gz") == read_lines(out / "export" / "Patient.1.ndjson")
+
+
+def test_resource_of_another_type_fails(open_server, tmp_path, capsys):
+    """A file holding a resource of a type other than the manifest's fails the run by name (exit 5)."""
+    open_server.faults = Faults(wrong_type="Condition-1")
+    code, _, stderr = screen_server(open_server, tmp_path / "out", capsys=capsys)
+    assert 5 == code
+    assert (
+        "Condition.1.ndjson: the manifest says Condition, but the file holds 1 Encounter (first at line 36)"
+        in stderr
+    )
+
+
+def test_final_error_status_is_not_retried(open_server, tmp_path, capsys):
+    """A 5xx whose OperationOutcome code is not transient ends the run at once (exit 5) with the server's words."""
+    open_server.faults = Faults(status_fatal=True)
+    code, _, stderr = screen_server(open_server, tmp_path / "out", capsys=capsys)
+    assert 5 == code
+    assert "the export failed: HTTP 500 (error/processing: the export failed for good)" in stderr
+    assert 1 == len(requests(open_server, "/jobs/"))
+
+
+def test_polling_backs_off_without_retry_after(open_server, tmp_path):
+    """Without Retry-After the status is polled after 1, 2, 4 ... seconds."""
+    open_server.polls = 4
+    open_server.retry_after = ""
+    waits: list[float] = []
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "export", client)
+    assert [1.0, 2.0, 4.0, 8.0] == waits
 
 
 def test_count_mismatch_fails(open_server, tmp_path, capsys):
