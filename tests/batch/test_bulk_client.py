@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from magstat.batch.bulk import BulkHttp, ExportRequest, NoAuth, RetryPolicy, run_export
-from magstat.batch.bulk.auth import BackendServicesAuth, load_client_key
+from magstat.batch.bulk.auth import BackendServicesAuth, ClientKey, load_client_key
 from magstat.batch.bulk.http import parse_retry_after
 from magstat.batch.readers.fhir_bulk import NEEDED_TYPES
 from magstat.cli import main
@@ -290,17 +290,23 @@ def test_expired_token_is_renewed_mid_download(auth_server, key_file, tmp_path, 
     assert "asking for a new one" in stderr
 
 
-def test_token_renewed_before_it_expires(rsa_key, key_file, tmp_path, capsys):
-    """A token that lives 2 s is renewed before use once it is about to expire, without a 401."""
-    server = BulkServer(
-        EXPORT, client_id="magstat", public_key=public_pem(rsa_key), token_lifetime=2, polls=3
-    )
-    server.retry_after = "1"
-    with running(server):
-        code, _, stderr = screen_server(server, tmp_path / "out", *with_key(key_file), capsys=capsys)
-    assert 0 == code, stderr
-    assert len(server.seen_jti) >= 2
-    assert "HTTP 401" not in stderr
+def test_token_renewed_before_it_expires(auth_server, rsa_key):
+    """A token is reused while it is fresh and renewed (new assertion, new jti) shortly before expires_in runs out."""
+    auth_server.token_lifetime = 30
+    now = [time.time()]
+    with httpx.Client() as http:
+        client_key = ClientKey(rsa_key, "RS384", "test-key")
+        auth = BackendServicesAuth(
+            auth_server.base, "magstat", client_key, "system/*.rs", http, clock=lambda: now[0]
+        )
+        first = auth.header()
+        now[0] += 20
+        assert first == auth.header()
+        assert 1 == len(auth_server.seen_jti)
+        now[0] += 5  # 25 s: within the last fifth of the token's 30 s
+        second = auth.header()
+    assert first != second
+    assert 2 == len(auth_server.seen_jti)
 
 
 def test_files_without_token_when_not_required(rsa_key, key_file, tmp_path, capsys):
