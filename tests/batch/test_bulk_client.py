@@ -31,6 +31,7 @@ from magstat.batch.bulk.auth import BackendServicesAuth, ClientKey, load_client_
 from magstat.batch.bulk.http import parse_retry_after
 from magstat.batch.readers.fhir_bulk import NEEDED_TYPES
 from magstat.cli import main
+from magstat.cli.screen import _since_arg
 from tests.batch.bulk_server import BulkServer, Faults, read_lines, running
 from tests.conftest import DATA
 
@@ -515,6 +516,13 @@ def test_usage_errors(tmp_path, capsys):
             ]
         )
     assert "no time zone" in capsys.readouterr().err
+
+
+def test_since_is_a_fhir_instant():
+    """--since takes a date (midnight UTC) or a zoned date-time, and gives a FHIR instant in UTC."""
+    assert "2019-06-01T00:00:00Z" == _since_arg("2019-06-01")
+    assert "2019-06-01T08:30:00Z" == _since_arg("2019-06-01T10:30:00+02:00")
+    assert "2019-06-01T10:30:00Z" == _since_arg("2019-06-01T10:30:00Z")
 
 
 def test_retry_after_forms():
