@@ -292,11 +292,17 @@ def _records_from_manifest(
             raise BulkExportError(f"the manifest's {key!r} is not a list of file items with a url")
         return value
 
-    for kind, key, folder, default in (
-        ("output", "output", "", None),
-        ("error", "error", "errors/", "OperationOutcome"),
-        ("deleted", "deleted", "deleted/", "Bundle"),
-    ):
+    if not isinstance(manifest.get("output"), list):
+        raise BulkExportError(
+            "the manifest has no 'output' list (Bulk Data requires one, empty when nothing matched)"
+        )
+    kinds: tuple[tuple[Literal["output", "error", "deleted"], str, str | None], ...] = (
+        ("output", "", None),
+        ("error", "errors/", "OperationOutcome"),
+        ("deleted", "deleted/", "Bundle"),
+    )
+    for kind, folder, default in kinds:
+        key = kind
         for item in items(key):
             rtype = item.get("type") if isinstance(item.get("type"), str) else default
             if not rtype or not rtype.isalnum():
@@ -304,7 +310,7 @@ def _records_from_manifest(
             count = item.get("count")
             numbers[folder + rtype] += 1
             record = FileRecord(
-                kind,  # type: ignore[arg-type]
+                kind,
                 rtype,
                 item["url"],
                 f"{folder}{rtype}.{numbers[folder + rtype]}.ndjson",
