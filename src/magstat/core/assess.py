@@ -310,6 +310,7 @@ def _select_labs(w: _Work) -> None:
             continue
         if old is None or key > (old[0], old[1]):
             best[lab.test] = (when, i, lab)
+            w.conflicts.pop(lab.test, None)  # a newer date: earlier disagreements no longer matter
     for test, labs in w.conflicts.items():
         if best[test][2] in labs:
             _conflict_finding(w, test, labs, best[test][2])
@@ -530,7 +531,19 @@ def _egfr(w: _Work) -> EgfrResult:
     else:
         w.missing.append("egfr_or_creatinine")
         return EgfrResult(None, None, None, None)
-    result = _egfr_agreement(w, result, reported, creatinine)
+    chosen = _egfr_agreement(w, result, reported, creatinine)
+    if chosen is not result:
+        result = chosen
+        text = (
+            f"eGFR {_fmt(result.value or 0.0, 0)} mL/min/1.73 m² "
+            + (
+                f"as reported ({result.equation})"
+                if result.origin == "reported"
+                else "computed by CKD-EPI 2021 from creatinine"
+            )
+            + ": the lower of two conflicting estimates (see egfr.discrepancy)."
+        )
+        rule = "when a reported and a computed eGFR conflict, the lower is used for dosing advice"
     w.find(
         Finding(
             id="egfr",
@@ -566,7 +579,7 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
     when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
     w.find(
         Finding(
-            id="conflict.egfr",
+            id="egfr.discrepancy",
             category="calculator",
             text=(
                 f"The reported eGFR {_fmt(reported.value, 0)} ({when_r}) and the eGFR {_fmt(computed, 0)} computed "
@@ -1321,7 +1334,10 @@ def _supplements(w: _Work) -> SupplementResult:
     unknown_content: list[str] = []
     not_counted: list[str] = []
     sources: list[str] = []
+    therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
     for item in facts.supplements:
+        if item.origin.resource is not None and item.origin.resource in therapy_sources:
+            continue  # magnesium given as treatment is not a supplement (see _safety)
         entry = kb.supplements.get(item.form) if item.form else None
         if entry is not None:
             sources.extend(entry.sources)
