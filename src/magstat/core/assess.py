@@ -720,6 +720,30 @@ def _medications(w: _Work) -> None:
                 strength=klass.evidence,
             )
         )
+    if "qt_prolonging" in w.current_classes:
+        klass = kb.drug_classes["qt_prolonging"]
+        taken = w.current_classes["qt_prolonging"]
+        names = ", ".join(
+            dict.fromkeys(
+                kb.drugs[d].name for m in taken for d in m.drugs if "qt_prolonging" in kb.drugs[d].classes
+            )
+        )
+        w.find(
+            Finding(
+                id="drug.qt_prolonging",
+                category="interaction",
+                text=f"Current {klass.name.lower()} ({names}): {klass.mechanism}",
+                weight="info",
+                rule="a QT-prolonging drug does not lower magnesium; with a low or low-normal magnesium, low "
+                "potassium or calcium it calls for an ECG and a safety note",
+                inputs=tuple(
+                    InputUsed("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    for m in taken
+                ),
+                sources=klass.sources,
+                strength=klass.evidence,
+            )
+        )
     for cls_id in sorted(w.current_classes):
         klass = kb.drug_classes[cls_id]
         if klass.effect == "raises":
@@ -1742,7 +1766,9 @@ def _safety(
             and serum.mmol_l is not None
             and serum.mmol_l > kb.param("mg_therapy.therapeutic_high")
         )
-        w.safe("sf.mg_therapy", f"Magnesium therapy: {therapy}.", "high")
+        if not above:
+            # Above the therapeutic range sf.excess applies instead (toxicity: stop or reduce).
+            w.safe("sf.mg_therapy", f"Magnesium therapy: {therapy}.", "high")
         w.safe(
             "sf.mg_infusion_monitoring",
             f"Magnesium therapy: {therapy}."
@@ -1886,6 +1912,8 @@ def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: M
     }[status]
     if severity:
         label += f" ({severity})"
+    if any(f.id == "serum_mg.therapeutic" for f in w.findings):
+        label = "Serum magnesium within the therapeutic range of magnesium therapy (not excess)"
     parts = []
     if serum.mmol_l is not None:
         parts.append(
