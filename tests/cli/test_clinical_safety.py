@@ -115,6 +115,7 @@ def test_child_supplement_from_fhir_dosage_above_ul(capsys, tmp_path, text, dose
     assert 110 == out["supplements"]["ul_mg"]
     assert "sf.above_ul" in by_id(out["safety"])
     assert "supplements.above_ul" in by_id(out["findings"])
+    assert [] == [u for u in out["unrecognised"] if text in u]
 
 
 def test_same_timestamp_creatinines_are_flagged(capsys, tmp_path):

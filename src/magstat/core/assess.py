@@ -218,7 +218,9 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
             [
                 f"medication: {m.text}"
                 for m in facts.medications or ()
-                if not m.drugs and m.current is not False
+                if not m.drugs
+                and m.current is not False
+                and m.text not in {s.text for s in facts.supplements or ()}  # read as a supplement
             ]
             + [
                 f"condition: {c.text}"
