@@ -15,6 +15,7 @@ from tests.service.ehr import Record, prefetch_for
 
 PV = "/cds-services/magstat-patient-view"
 SELECT = "/cds-services/magstat-order-select"
+SIGN = "/cds-services/magstat-order-sign"
 
 
 def clock() -> dt.datetime:
@@ -82,8 +83,9 @@ def test_refractory_hypokalaemia_card_is_critical_with_iv(server, kb):
     assert "intravenous" in cards[0]["detail"]
 
 
-def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb):
-    """order-select of IV MgSO4 for pre-eclampsia with eGFR about 25: a product card with the IV renal limit."""
+@pytest.mark.parametrize(("hook", "path"), [("order-select", SELECT), ("order-sign", SIGN)])
+def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook, path):
+    """order-select or order-sign of IV MgSO4 for pre-eclampsia with eGFR about 25: the IV renal limit, not the oral one."""
     bundle = cases.Case("os-mgso4", birth="1990-01-01").condition("Pre-eclampsia").creatinine(2.4).bundle()
     record = Record(bundle)
     draft = {
@@ -98,15 +100,15 @@ def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb):
         "reasonCode": [{"text": "Severe pre-eclampsia"}],
     }
     body = hook_request(
-        "order-select",
+        hook,
         record.patient_id,
         context={
-            "selections": ["MedicationRequest/d1"],
+            **({"selections": ["MedicationRequest/d1"]} if hook == "order-select" else {}),
             "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
         },
     )
     body["prefetch"] = prefetch_for(prefetch_templates(kb), body["context"], record)
-    response = post(server, SELECT, body)
+    response = post(server, path, body)
     assert 200 == response.status_code, response.text
     cards = response.json()["cards"]
     assert ["magnesium-product-kidney"] == [c["source"]["topic"]["code"] for c in cards]
