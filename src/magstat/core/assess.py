@@ -625,15 +625,14 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
 def _is_mg_therapy(w: _Work, med: Medication) -> bool:
     """Whether a current magnesium product is given as treatment (parenteral, or for a named indication)."""
     kb = w.kb
-    if not any("magnesium_product" in kb.drugs[d].classes for d in med.drugs):
-        form = match_supplement(kb, med.text)
-        if not (form and kb.supplements[form.ids[0]].route == "parenteral"):
-            return False
-    route = (med.route or "").lower()
-    if route in _PARENTERAL_ROUTES:
-        return True
+    is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
+    if not is_product and "magnesium" not in med.text.lower():
+        return False  # the common case, decided without a name lookup
     form = match_supplement(kb, med.text)
-    if form and kb.supplements[form.ids[0]].route == "parenteral":
+    parenteral_form = bool(form) and kb.supplements[form.ids[0]].route == "parenteral"
+    if not (is_product or parenteral_form):
+        return False
+    if parenteral_form or (med.route or "").lower() in _PARENTERAL_ROUTES:
         return True
     reason = (med.reason or "").lower()
     return any(word in reason for word in _MG_THERAPY_INDICATIONS)
