@@ -98,7 +98,17 @@ DOCUMENTS = st.fixed_dictionaries(
         "sex": st.one_of(st.sampled_from(["female", "male", "other", None]), ANY),
         "medications": st.one_of(
             st.none(),
-            st.lists(_named(code=CODES, start=DATE, current=TRI, dose=st.one_of(TEXT, NUMBER)), max_size=3),
+            st.lists(
+                _named(
+                    code=CODES,
+                    start=DATE,
+                    current=TRI,
+                    dose=st.one_of(TEXT, NUMBER),
+                    route=st.sampled_from(["oral", "intravenous", "by mouth", None, 1]),
+                    reason=TEXT,
+                ),
+                max_size=3,
+            ),
             st.sampled_from(["omeprazole", {}, 0]),
         ),
         "conditions": st.one_of(
