@@ -21,14 +21,22 @@ OMEPRAZOLE = "7646"  # RxNorm ingredient omeprazole
 
 def patient(**extra: Any) -> dict[str, Any]:
     """A Patient born 1960-03-02, female, with any extra elements (``deceasedDateTime`` ...)."""
-    return {"resourceType": "Patient", "id": PATIENT_ID, "gender": "female", "birthDate": "1960-03-02", **extra}
+    return {
+        "resourceType": "Patient",
+        "id": PATIENT_ID,
+        "gender": "female",
+        "birthDate": "1960-03-02",
+        **extra,
+    }
 
 
 def _subject() -> dict[str, str]:
     return {"reference": f"Patient/{PATIENT_ID}"}
 
 
-def condition(rid: str, *, text: str | None = None, snomed: str | None = None, **extra: Any) -> dict[str, Any]:
+def condition(
+    rid: str, *, text: str | None = None, snomed: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """An active Condition with a SNOMED CT code and/or a text."""
     code: dict[str, Any] = {}
     if snomed:
@@ -93,7 +101,9 @@ def denial(verb: str = "denies") -> dict[str, Any]:
     return bundle(
         patient(),
         statement("hctz", HCTZ, "hydrochlorothiazide 25 MG Oral Tablet"),
-        condition("c-deny", text=f"Patient {verb} tetany, seizures or muscle cramps", recordedDate="2024-04-20"),
+        condition(
+            "c-deny", text=f"Patient {verb} tetany, seizures or muscle cramps", recordedDate="2024-04-20"
+        ),
     )
 
 

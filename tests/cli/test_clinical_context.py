@@ -18,7 +18,9 @@ from tests.conftest import DATA
 SYNTHEA = sorted((DATA / "fhir" / "synthea-context").glob("*.json.gz"))
 
 
-def assess(capsys: pytest.CaptureFixture[str], tmp_path: Path, bundle: dict[str, Any], as_of: str) -> dict[str, Any]:
+def assess(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, bundle: dict[str, Any], as_of: str
+) -> dict[str, Any]:
     """Write the bundle, run the CLI on it and return its JSON."""
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
@@ -80,7 +82,9 @@ def test_recent_seizure_still_counts(capsys, tmp_path):
     assert "sf.severe_iv" in [s["id"] for s in result["safety"]]
 
 
-@pytest.mark.parametrize(("a1c", "poor"), [(None, False), (5.9, False), (6.9, False), (7.0, True), (8.4, True)])
+@pytest.mark.parametrize(
+    ("a1c", "poor"), [(None, False), (5.9, False), (6.9, False), (7.0, True), (8.4, True)]
+)
 def test_glycaemic_control_comes_from_hba1c(capsys, tmp_path, a1c, poor):
     """Diabetes for 20 years is a risk factor; poor control only from HbA1c at or above 7 %."""
     result = assess(capsys, tmp_path, cases.diabetes_for_twenty_years(a1c), AS_OF)
@@ -105,7 +109,11 @@ def test_deceased_patient_is_not_assessed(capsys, tmp_path):
 def test_deceased_boolean_is_not_assessed(capsys, tmp_path):
     """deceasedBoolean true without a date: not assessed either."""
     result = assess(capsys, tmp_path, cases.deceased(deceasedBoolean=True), AS_OF)
-    assert ("indeterminate", ["patient.deceased"], []) == (result["status"], ids(result), result["next_steps"])
+    assert ("indeterminate", ["patient.deceased"], []) == (
+        result["status"],
+        ids(result),
+        result["next_steps"],
+    )
 
 
 def test_death_after_the_as_of_date_is_not_yet_death(capsys, tmp_path):
@@ -119,7 +127,9 @@ def test_death_after_the_as_of_date_is_not_yet_death(capsys, tmp_path):
 def test_patient_document_deceased_date(capsys, tmp_path):
     """A patient document with deceased_date on or before as_of is not assessed."""
     path = tmp_path / "doc.json"
-    path.write_text(json.dumps({"as_of": AS_OF, "deceased_date": "2024-02-01", "medications": ["omeprazole"]}))
+    path.write_text(
+        json.dumps({"as_of": AS_OF, "deceased_date": "2024-02-01", "medications": ["omeprazole"]})
+    )
     assert 0 == main(["assess", str(path), "--format", "json"])
     result = json.loads(capsys.readouterr().out)
     assert ("indeterminate", ["patient.deceased"], []) == (result["status"], ids(result), result["safety"])

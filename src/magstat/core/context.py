@@ -28,13 +28,16 @@ from dataclasses import dataclass
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import KnowledgeBase
 
-__all__ = ["CONTEXTS", "PRECEDENCE", "Context", "ContextOf", "context_of", "sentences"]
+__all__ = ["CONTEXTS", "FACT_CONTEXTS", "PRECEDENCE", "Context", "ContextOf", "context_of", "sentences"]
 
 Context = str
 """One of :data:`CONTEXTS`."""
 
 CONTEXTS: tuple[Context, ...] = ("current", "negated", "historical", "hypothetical", "family", "chronic")
 """``chronic`` is not from ConText: it marks a term inside the name of a lifelong diagnosis."""
+
+FACT_CONTEXTS: tuple[Context, ...] = (*CONTEXTS, "resolved", "inactive", "remission", "unknown_status")
+"""Every context a sign or condition fact may carry: the text contexts and the FHIR statuses."""
 
 PRECEDENCE: tuple[Context, ...] = ("negated", "family", "hypothetical", "historical")
 """Which context wins when a term lies in the scope of triggers of several categories."""
