@@ -3,7 +3,9 @@
 One implementation for every adapter: the FHIR reader, the patient document, the batch
 engines and the service all call these functions, so a code or a name is recognised the same
 way everywhere. Codes are tried first; names are matched as whole words in the text, and the
-result says which matched.
+result says which matched. A sign or condition named in text carries its context (negated,
+historical, hypothetical, family; :mod:`magstat.core.context`), and a lifelong diagnosis named
+after a sign (epilepsy for seizure) the context ``chronic``.
 
 .. versionadded:: 0.1.0
 """

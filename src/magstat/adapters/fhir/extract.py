@@ -13,7 +13,9 @@ What is read, and the choices made where FHIR leaves room:
   resource whose subject is someone else is left out and listed in ``excluded``.
 - **Patient**: ``birthDate`` to ``birth_date``; a partial date (``1970``, ``1970-04``) becomes
   its earliest day (1970-01-01, 1970-04-01), the same rule as every other partial date here.
-  ``gender`` male/female to ``sex``; other/unknown stay ``None``.
+  ``gender`` male/female to ``sex``; other/unknown stay ``None``. ``deceasedDateTime`` on or
+  before ``as_of`` (or ``deceasedBoolean`` true) sets ``deceased``; a later date of death is not
+  death at ``as_of``.
 - **Observation**: ``entered-in-error`` and ``cancelled`` are passed over; so are results dated
   after ``as_of`` (not known then) and results without a value (``dataAbsentReason``). A lab
   test is recognised with :func:`~magstat.core.match.match_test`; its value is converted to the
@@ -23,17 +25,22 @@ What is read, and the choices made where FHIR leaves room:
   test recognised *by name only* whose unit or value does not fit is probably another test:
   it is left out with a note and never refuses the input. The eGFR equation is taken from
   the knowledge-base note of the LOINC code. An Observation recognised as a sign (no value, a
-  boolean, or a yes/no or present/absent concept) becomes a :class:`SignFact`; the latest
-  report of each sign wins. Observations that name a condition are not read.
-- **Condition**: ``verificationStatus`` refuted/entered-in-error are passed over, as are
-  conditions with onset (else recorded date) after ``as_of``. ``current`` comes from
-  ``clinicalStatus`` (active/recurrence/relapse: true; inactive/remission/resolved: false;
-  absent: unknown), overridden by a dated ``abatement[x]``: abated on or before ``as_of`` is
-  not current, abated after it was current at ``as_of``. Every condition stays on the list,
-  recognised (condition id) or not (``condition=None``); one recognised as a sign and current
-  also gives a :class:`SignFact`. An entry recognised by name only whose name says "history"
-  ("Past pregnancy history of miscarriage") describes the past: it is kept with
-  ``current=False`` and gives no sign. A current ``pregnancy``/``lactation`` sets ``pregnant`` /
+  boolean, or a yes/no or present/absent concept) becomes a :class:`SignFact` with its date; an
+  answer of no/absent is context ``negated``; the latest report of each sign wins. Observations
+  that name a condition are not read.
+- **Condition**: ``verificationStatus`` refuted/entered-in-error are passed over (provisional,
+  differential and the rest are read and kept in ``verification``), as are conditions with onset
+  (else recorded date) after ``as_of``. ``onset[x]`` and ``abatement[x]`` are read as dateTime,
+  Period or Age (Age counted from the birth date). ``current`` comes from ``clinicalStatus``
+  (active/recurrence/relapse: true; inactive/remission/resolved: false; absent: unknown),
+  overridden by a dated abatement: abated on or before ``as_of`` is not current, abated after it
+  was current at ``as_of``. ``category`` is kept. Every condition stays on the list, recognised
+  (condition id) or not (``condition=None``). A name found in the text carries its ConText
+  context (:mod:`magstat.core.context`): "History of ...", "No ...", "Mother has ..." are kept
+  with ``current=False``. Every sign named by the codes or text becomes a :class:`SignFact` with
+  its context and date: ``current`` only when the text puts it so and the condition is current;
+  otherwise the ConText context, ``chronic`` (a lifelong diagnosis named after the sign, such as
+  epilepsy), or the clinical status. A current ``pregnancy``/``lactation`` sets ``pregnant`` /
   ``lactating`` to true; otherwise they stay unknown.
 - **MedicationRequest / MedicationStatement**: the drug comes from
   ``medicationCodeableConcept`` or a ``medicationReference`` to a Medication in the bundle or
@@ -1187,11 +1194,6 @@ class _Reader:
         if current is True and end is not None and end < self.as_of:
             current = False
         return self._medication(item, current, start, "dosage")
-
-
-def _by_text(found: Match) -> bool:
-    """Whether a match rests on the name only (no code)."""
-    return bool(found) and (found.matched_by or "").startswith("text")
 
 
 def _presence(cc: Mapping[str, Any] | None) -> bool | None:
