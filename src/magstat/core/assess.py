@@ -262,7 +262,7 @@ def _deceased(facts: PatientFacts, kb: KnowledgeBase, age: float | None) -> Asse
         id="patient.deceased",
         category="status",
         text=(
-            f"Deceased{on}. magstat does not assess a patient who has died: no status, next steps, "
+            f"Deceased{on}. magstat does not assess a patient who has died: no magnesium status, next steps, "
             "treatment or safety advice are given."
         ),
         weight="info",
@@ -1150,12 +1150,12 @@ def _signs(w: _Work) -> None:
         if sign_id in w.present_signs:
             continue
         sign = kb.signs[sign_id]
-        contexts = ", ".join(dict.fromkeys((i.context or "").split(" ")[0] for i in aside[sign_id]))
+        reasons = "; ".join(dict.fromkeys((i.context or "").replace("_", " ", 1) for i in aside[sign_id]))
         w.find(
             Finding(
                 id=f"context.sign.{sign_id}",
                 category="context",
-                text=f"{sign.name}: recorded, but not a current sign ({contexts.replace('_', ' ')}); not counted.",
+                text=f"{sign.name}: named in the record, but not a current sign ({reasons}); not counted.",
                 weight="info",
                 rule=(
                     "a sign counts only when reported present now: ConText triggers mark it negated, "
