@@ -45,6 +45,7 @@ def contexts(kb, text):
             [("seizure", "family"), ("tetany", "current")],
         ),
         ("Tetany", [("tetany", "current")]),
+        ("Potassium does not correct: refractory hypokalaemia", [("refractory_hypokalaemia", "current")]),
         ("Seizure disorder", [("seizure", "chronic")]),
         ("Epilepsy", [("seizure", "chronic")]),
     ],
