@@ -119,8 +119,8 @@ def epilepsy_from_birth(acute_seizure: bool = False) -> dict[str, Any]:
     return bundle(*resources)
 
 
-def diabetes_for_twenty_years(a1c: float | None) -> dict[str, Any]:
-    """Type 2 diabetes since 2004 with a hyperglycaemia entry of 2004; an HbA1c if given."""
+def diabetes_for_twenty_years(a1c: float | None, glucose_mg_dl: float | None = None) -> dict[str, Any]:
+    """Type 2 diabetes since 2004 with a hyperglycaemia entry of 2004; an HbA1c and a glucose if given."""
     resources = [
         patient(),
         condition("c-dm", snomed="44054006", text="Diabetes", onsetDateTime="2004-02-01"),
@@ -128,6 +128,8 @@ def diabetes_for_twenty_years(a1c: float | None) -> dict[str, Any]:
     ]
     if a1c is not None:
         resources.append(hba1c(a1c))
+    if glucose_mg_dl is not None:
+        resources.append(lab("glu", "2345-7", glucose_mg_dl, "mg/dL", "2024-04-21"))
     return bundle(*resources)
 
 

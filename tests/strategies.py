@@ -26,6 +26,7 @@ LAB_RANGES = {
     "loading_retention": (-30.0, 80.0),
     "rbc_mg": (1.0, 3.5),
     "hba1c": (4.0, 14.0),
+    "glucose": (2.0, 30.0),
 }
 
 LOWERING_DRUGS = sorted(

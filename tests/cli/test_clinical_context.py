@@ -93,6 +93,15 @@ def test_glycaemic_control_comes_from_hba1c(capsys, tmp_path, a1c, poor):
     assert "at_risk" == result["status"]
 
 
+@pytest.mark.parametrize(
+    ("a1c", "glucose", "poor"), [(None, 250, True), (None, 180, False), (6.2, 250, False), (8.0, 100, True)]
+)
+def test_glucose_counts_only_without_a_recent_hba1c(capsys, tmp_path, a1c, glucose, poor):
+    """Glucose 250 mg/dL (13.9 mmol/L) 10 days ago is poor control, unless a recent HbA1c says otherwise."""
+    result = assess(capsys, tmp_path, cases.diabetes_for_twenty_years(a1c, glucose), AS_OF)
+    assert poor == ("sign.poor_glycaemic_control" in ids(result))
+
+
 def test_deceased_patient_is_not_assessed(capsys, tmp_path):
     """Died 2023-01-10: indeterminate, one 'deceased' finding with the date, no steps, no safety."""
     result = assess(capsys, tmp_path, cases.deceased(deceasedDateTime="2023-01-10T08:00:00Z"), AS_OF)

@@ -1046,9 +1046,10 @@ def _glycaemia(w: _Work) -> None:
     kb = w.kb
     sign_id = "poor_glycaemic_control"
     lab = w.latest.get("hba1c")
-    if lab is None or sign_id not in kb.signs or "hba1c.goal_below" not in kb.parameters:
+    if sign_id not in kb.signs or "hba1c.goal_below" not in kb.parameters:
         return
-    if (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("hba1c.recent_days"):
+    if lab is None or (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("hba1c.recent_days"):
+        _glucose(w)
         return
     goal = kb.param("hba1c.goal_below")
     test = kb.tests["hba1c"]
@@ -1078,6 +1079,36 @@ def _glycaemia(w: _Work) -> None:
         w.supportive_signs.append(sign_id)
     elif sign.specificity == "specific":
         w.specific_signs.append(sign_id)
+
+
+def _glucose(w: _Work) -> None:
+    """Without a recent HbA1c: a recent glucose at or above the ADA hyperglycaemia threshold."""
+    kb = w.kb
+    sign_id = "poor_glycaemic_control"
+    lab = w.latest.get("glucose")
+    param = "glucose.hyperglycaemia_at_least"
+    if lab is None or param not in kb.parameters or sign_id in w.present_signs:
+        return
+    if (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("signs.recent_days"):
+        return
+    threshold = kb.param(param)
+    if lab.value < threshold:
+        return
+    sign = kb.signs[sign_id]
+    test = kb.tests["glucose"]
+    w.present_signs.add(sign_id)
+    w.find(
+        Finding(
+            id=f"sign.{sign_id}",
+            category="sign",
+            text=f"{sign.name}: glucose {_fmt(lab.value, 1)} mmol/L is at or above {_fmt(threshold, 1)} mmol/L (marked hyperglycaemia); no recent HbA1c. {sign.text}",
+            weight=sign.specificity,
+            rule=f"without an HbA1c within {_fmt(kb.param('hba1c.recent_days'), 0)} days, a glucose of {_fmt(threshold, 1)} mmol/L or more within {_fmt(kb.param('signs.recent_days'), 0)} days counts as poor glycaemic control",
+            inputs=(_lab_input(test.name, lab),),
+            sources=tuple(dict.fromkeys([*kb.parameters[param].sources, *test.sources, *sign.sources])),
+        )
+    )
+    {"specific": w.specific_signs, "supportive": w.supportive_signs}.get(sign.specificity, []).append(sign_id)
 
 
 def _sign_input(w: _Work, fact: SignFact, context: str | None) -> InputUsed:
