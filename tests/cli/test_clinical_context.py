@@ -75,9 +75,9 @@ def test_epilepsy_from_birth_is_not_a_seizure(capsys, tmp_path):
 
 
 def test_recent_seizure_still_counts(capsys, tmp_path):
-    """A seizure recorded five days ago with Mg 0.68 is a current sign: moderate, IV route."""
+    """A seizure recorded five days ago with Mg 0.68 is a current sign: severe (symptomatic), IV route."""
     result = assess(capsys, tmp_path, cases.epilepsy_from_birth(acute_seizure=True), AS_OF)
-    assert ("deficient", "moderate") == (result["status"], result["severity"])
+    assert ("deficient", "severe") == (result["status"], result["severity"])
     assert "sign.seizure" in ids(result)
     assert "sf.severe_iv" in [s["id"] for s in result["safety"]]
 

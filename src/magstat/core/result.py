@@ -372,12 +372,15 @@ class Assessment:
     deceased: bool = False
     """The patient died at or before ``as_of``: not assessed as living (status indeterminate)."""
     deceased_date: dt.date | None = None
+    severity_reason: str | None = None
+    """Why the severity is what it is (the value, symptoms, refractory hypokalaemia ...)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of ``magstat assess --format json`` (see design.md section 3)."""
         return {
             "status": self.status,
             "severity": self.severity,
+            "severity_reason": self.severity_reason,
             "summary": self.summary,
             "as_of": self.as_of.isoformat(),
             "patient": {
