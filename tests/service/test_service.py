@@ -21,7 +21,7 @@ def test_healthz_reports_versions_and_demo_mode(demo_server, kb):
     assert "ok" == data["status"]
     assert kb.version == data["knowledge_base"]["version"]
     assert "DISABLED" in data["auth"]
-    assert {"kind": "sqlite", "state": "ok"} == data["database"]
+    assert {"kind": "sqlite", "state": "ok", "feedback_table": True} == data["database"]
 
 
 def test_demo_mode_marks_every_response(demo_server):

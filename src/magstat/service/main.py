@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import logging
@@ -39,7 +40,7 @@ from magstat.errors import InvalidInputError, KnowledgeBaseError
 from magstat.kb import load
 from magstat.kb.schema import KnowledgeBase
 from magstat.service.accesslog import DEMO_HEADER, EdgeMiddleware
-from magstat.service.feedback import FeedbackStore, StorageError
+from magstat.service.feedback import DatabaseRunner, FeedbackStore, StorageError
 from magstat.service.hooks import PreconditionFailedError
 from magstat.service.reports import ReportStore
 from magstat.service.routes import assess, cds_services, health, reports
@@ -90,15 +91,19 @@ def create_app(
     """
     settings.check()
     knowledge = kb or load()
-    store = FeedbackStore(settings.database.url)
+    store = FeedbackStore(settings.database.url, settings.database.timeout_seconds)
+    runner = DatabaseRunner(
+        threads=settings.database.threads,
+        queue_limit=4 * settings.database.threads,
+        timeout_seconds=settings.database.timeout_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            store.initialise()
-        except StorageError as exc:
-            # The hooks work without the database; feedback answers 503 until it is back.
-            log.error("feedback database unavailable at start-up: %s", exc)
+        # In the background: a database that does not answer must not hold up the start. The
+        # hooks work without it; feedback answers 503 until it is back, and the table is then
+        # created by the first call that reaches it.
+        app.state.database_start = asyncio.ensure_future(_initialise(runner, store))
         if not settings.auth_enabled:
             _warn_demo()
         # The knowledge base and the code live as long as the process: keep them out of every
@@ -109,6 +114,7 @@ def create_app(
         if app.state.http is not None:
             await app.state.http.aclose()
             app.state.http = None
+        runner.stop()
         store.close()
 
     app = FastAPI(
@@ -122,6 +128,7 @@ def create_app(
     app.state.kb = knowledge
     app.state.templates = prefetch_templates(knowledge)
     app.state.feedback = store
+    app.state.database = runner
     app.state.reports = ReportStore(settings.cds.report_ttl_seconds, settings.cds.report_max_entries)
     app.state.verifier = TokenVerifier(settings.cds)
     app.state.clock = clock or _utc_now
@@ -151,6 +158,13 @@ def create_app(
         EdgeMiddleware, max_body_bytes=settings.server.max_body_bytes, demo=not settings.auth_enabled
     )
     return app
+
+
+async def _initialise(runner: DatabaseRunner, store: FeedbackStore) -> None:
+    try:
+        await runner.run(store.initialise)
+    except StorageError as exc:
+        log.error("feedback database unavailable at start-up: %s", exc)
 
 
 def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:

@@ -147,6 +147,13 @@ class DatabaseSettings(_Section):
         default="sqlite:///magstat-feedback.sqlite3",
         description="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user:pass@host/db",
     )
+    timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="the longest wait for the database (connect, statement, a free connection); then 503",
+    )
+    threads: int = Field(default=4, ge=1, le=64, description="database calls that may run at once")
 
     @field_validator("url")
     @classmethod
