@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import socket
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -388,3 +391,85 @@ def test_fetch_keeps_its_deadline_and_frees_the_pool(accept):
         took, later = asyncio.run(run(f"http://{host}:{port}/fhir", healthy))
     assert max(took) < deadline + 0.5
     assert ([], {"patient", "observations"}) == (later.notes, later.complete)
+
+
+# ---------------------------------------------------------------------------------------------
+# /assess: a gzip bomb, text that cannot be echoed, dates, headers, disconnects
+
+
+def _bomb(inflated_bytes: int) -> bytes:
+    """Gzip data of a JSON document padded with spaces to ``inflated_bytes`` (a decompression bomb)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(b'{"age": 50, "sex": "female"')]
+    block = b" " * (1 << 20)
+    parts += [packer.compress(block) for _ in range(inflated_bytes >> 20)]
+    parts.append(packer.compress(b"}") + packer.flush())
+    return b"".join(parts)
+
+
+def test_gzip_bomb_is_refused_without_inflating_it(make_settings):
+    """A 64 MiB gzip bomb sent to /assess is 422 'too large once decompressed', with bounded memory."""
+    settings = make_settings(demo=True)
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"max_body_bytes": 1 << 20})}
+    )
+    bomb = _bomb(64 << 20)
+    assert len(bomb) < 1 << 20
+    with live(settings) as server:
+        tracemalloc.start()
+        try:
+            response = httpx.post(
+                server.url("/assess"), content=bomb, headers={"Content-Type": "application/json"}, timeout=30
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert 422 == response.status_code
+    assert "too large once decompressed" in response.json()["issue"][0]["diagnostics"]
+    assert peak < 32 << 20  # the cap is 8 x the 1 MiB body limit; the bomb's 64 MiB never exist
+
+
+def test_lone_surrogate_in_an_echoed_field_is_422(demo_server):
+    """A lone surrogate escape (\\ud800) in a field /assess would echo is 422 naming it, not 500."""
+    body = b'{"id": "p\\ud800", "age": 50, "sex": "female"}'
+    response = httpx.post(
+        demo_server.url("/assess"), content=body, headers={"Content-Type": "application/json"}
+    )
+    assert 422 == response.status_code
+    assert ["body.id"] == response.json()["issue"][0]["expression"]
+
+
+@pytest.mark.parametrize("value", ["0", "20210601", "2021-02-30", "1e3"])
+def test_as_of_must_be_a_calendar_date(demo_server, value):
+    """as_of=0 (and any non YYYY-MM-DD value) is 422, never read as 1970-01-01."""
+    response = httpx.post(demo_server.url(f"/assess?as_of={value}"), json={"age": 50, "sex": "female"})
+    assert 422 == response.status_code
+
+
+def test_assess_html_has_the_report_security_headers(demo_server):
+    """/assess?format=html carries the same CSP, nosniff and no-store headers as /reports."""
+    response = httpx.post(demo_server.url("/assess?format=html"), json={"age": 50, "sex": "female"})
+    assert 200 == response.status_code
+    assert "nosniff" == response.headers["x-content-type-options"]
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "no-store" == response.headers["cache-control"]
+
+
+def test_client_disconnect_is_logged_as_a_disconnect(demo_server, caplog):
+    """A client that goes away mid-body is logged as a disconnect, not as an internal error."""
+    host, port = urlsplit(demo_server.base).hostname, urlsplit(demo_server.base).port
+    with caplog.at_level(logging.INFO, logger="magstat.service"):
+        with socket.create_connection((host, port), timeout=5) as conn:
+            conn.sendall(
+                b"POST /assess HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"age": 5'
+            )
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            getattr(r, "fields", {}).get("event") == "client_disconnected" for r in caplog.records
+        ):
+            time.sleep(0.05)
+    events = [getattr(r, "fields", {}).get("event") for r in caplog.records]
+    assert "client_disconnected" in events
+    assert "internal_error" not in events

@@ -29,9 +29,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from magstat import __version__
 from magstat.adapters.cds_hooks.models import HookRequest
@@ -263,6 +264,12 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(RecursionError)
     async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
         return outcome(422, "structure", "the input is nested too deeply")
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # The caller went away before sending its whole request: not an error of the service.
+        log.info("client disconnected", extra={"fields": {"event": "client_disconnected"}})
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
