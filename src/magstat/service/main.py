@@ -35,19 +35,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from magstat import __version__
-from magstat.adapters.cds_hooks.models import HookRequest
+from magstat.adapters.cds_hooks.models import FeedbackRequest, HookRequest
 from magstat.adapters.cds_hooks.request import prefetch_templates
 from magstat.errors import InvalidInputError, KnowledgeBaseError
 from magstat.kb import load
 from magstat.kb.schema import KnowledgeBase
 from magstat.service.accesslog import DEMO_HEADER, EdgeMiddleware
 from magstat.service.feedback import DatabaseRunner, FeedbackStore, StorageError
-from magstat.service.hooks import PreconditionFailedError
+from magstat.service.hooks import SERVICES, PreconditionFailedError
 from magstat.service.reports import ReportStore
 from magstat.service.routes import assess, cds_services, health, reports
 from magstat.service.security import TokenVerifier
 from magstat.service.settings import Settings
 from magstat.web import router as web_router
+from magstat.web.routes import WebAccess
 
 __all__ = ["create_app"]
 
@@ -124,6 +125,10 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "Apache-2.0"},
+        # No bundled viewer: Swagger UI would load its scripts from a CDN, which fails offline
+        # and is a third-party script on the service's origin. /openapi.json opens in any viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.kb = knowledge
@@ -135,6 +140,12 @@ def create_app(
     app.state.clock = clock or _utc_now
     app.state.http = None
     app.state.auth_log = logging.getLogger("magstat.service.auth")
+    # The clinician web app: open in demo mode; with authentication on, only for the operator's
+    # web credential, and disabled without one (docs/web.md, "Who may use the web app").
+    password = settings.web.password.get_secret_value() if settings.web.password else None
+    app.state.web_access = WebAccess(
+        open=not settings.auth_enabled, username=settings.web.username, password=password
+    )
 
     app.include_router(health.router)
     app.include_router(assess.router)
@@ -143,7 +154,7 @@ def create_app(
     # The clinician web app and the self-check, at "/" (issue: web app served by magstat serve).
     app.include_router(web_router)
     _handlers(app)
-    _document_models(app, HookRequest)
+    _document_models(app, HookRequest, FeedbackRequest)
 
     # Added last = outermost: the edge middleware sees every response, CORS ones included.
     app.add_middleware(
@@ -169,7 +180,11 @@ async def _initialise(runner: DatabaseRunner, store: FeedbackStore) -> None:
 
 
 def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
-    """Add models that handlers validate themselves to the OpenAPI components."""
+    """Add models that handlers validate themselves to the OpenAPI components, and finish the document.
+
+    The document then states what the handlers require: one path per CDS service with the hook
+    it answers and the context fields it needs, and, in demo mode, no security scheme at all.
+    """
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -182,9 +197,87 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
             for name, part in definition.pop("$defs", {}).items():
                 components.setdefault(name, part)
             components.setdefault(model.__name__, definition)
+        _hook_paths(schema)
+        for name in ("Feedback", "OverrideReason", "AcceptedSuggestion", "Coding"):
+            for prop in components.get(name, {}).get("properties", {}).values():
+                for option in [prop, *prop.get("anyOf", [])]:
+                    if option.get("type") == "string":
+                        option["pattern"] = "^[^\\u0000]*$"  # no database stores a NUL character
+        feedback = components.get("Feedback")
+        if isinstance(feedback, dict):
+            # What the model's own check says: an accepted card names the suggestions accepted.
+            feedback["if"] = {"properties": {"outcome": {"const": "accepted"}}, "required": ["outcome"]}
+            feedback["then"] = {
+                "required": ["acceptedSuggestions"],
+                "properties": {"acceptedSuggestions": {"type": "array", "minItems": 1}},
+            }
+        if not app.state.settings.auth_enabled:
+            _without_security(schema)
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _context_schema(hook: str) -> dict[str, Any]:
+    """The hook context a magstat service needs (CDS Hooks 2.0 hook definitions, fields it reads)."""
+    text = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
+    properties: dict[str, Any] = {"patientId": {**text, "description": "the FHIR id of the patient"}}
+    required = ["patientId"]
+    if hook in ("order-select", "order-sign"):
+        properties["draftOrders"] = {
+            "type": "object",
+            "description": "a FHIR Bundle of the draft orders",
+            "required": ["resourceType"],
+            "properties": {"resourceType": {"const": "Bundle"}},
+        }
+        required.append("draftOrders")
+    if hook == "order-select":
+        properties["selections"] = {"type": "array", "items": {"type": "string"}}
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _hook_paths(schema: dict[str, Any]) -> None:
+    """Document ``POST /cds-services/{service_id}`` as one path per service, with its hook and context."""
+    paths = schema.get("paths", {})
+    generic = paths.pop("/cds-services/{service_id}", None)
+    if generic is None:
+        return
+    operation = generic["post"]
+    for service in SERVICES.values():
+        body = {
+            "allOf": [
+                {"$ref": "#/components/schemas/HookRequest"},
+                {
+                    "type": "object",
+                    "properties": {"hook": {"const": service.hook}, "context": _context_schema(service.hook)},
+                    # fhirAuthorization needs fhirServer (the request model checks it too).
+                    "dependentSchemas": {
+                        "fhirAuthorization": {
+                            "required": ["fhirServer"],
+                            "properties": {"fhirServer": {"type": "string", "minLength": 1}},
+                        }
+                    },
+                },
+            ]
+        }
+        one = {
+            **operation,
+            "operationId": f"call_{service.id.replace('-', '_')}",
+            "summary": f"{service.title} ({service.hook})",
+            "parameters": [p for p in operation.get("parameters", []) if p.get("name") != "service_id"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        }
+        paths[f"/cds-services/{service.id}"] = {"post": one}
+
+
+def _without_security(schema: dict[str, Any]) -> None:
+    """Demo mode: no operation asks for a credential, so the document advertises none."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    schema.get("components", {}).pop("securitySchemes", None)
 
 
 def _warn_demo() -> None:

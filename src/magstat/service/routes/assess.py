@@ -32,7 +32,7 @@ _BODY = {
     "content": {
         "application/json": {"schema": {"type": "object", "additionalProperties": True}},
         "application/fhir+json": {"schema": {"type": "object", "additionalProperties": True}},
-        "application/yaml": {"schema": {"type": "string"}},
+        "application/yaml": {"schema": {"type": "object", "additionalProperties": True}},
     },
 }
 
