@@ -190,8 +190,10 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def read_input(source: str | Path, stdin: IO[bytes] | None = None) -> Any:
-    """Read and parse a file path, or ``-`` for standard input.
+def read_input(
+    source: str | Path, stdin: IO[bytes] | None = None, *, max_inflated: int = MAX_INFLATED_BYTES
+) -> Any:
+    """Read and parse a file path, or ``-`` for standard input (gzip inflated up to ``max_inflated``).
 
     Raises:
         InvalidInputError: the file cannot be read or parsed.
@@ -213,7 +215,7 @@ def read_input(source: str | Path, stdin: IO[bytes] | None = None) -> Any:
         raise InvalidInputError(name, f"cannot be read: {exc.strerror}") from None
     if len(raw) > MAX_INPUT_BYTES:
         raise InvalidInputError(name, "input too large", allowed=f"at most {MAX_INPUT_BYTES // 2**20} MiB")
-    return parse_bytes(raw, name)
+    return parse_bytes(raw, name, max_inflated=max_inflated)
 
 
 def facts_from_data(

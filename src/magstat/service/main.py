@@ -5,10 +5,11 @@
 - ``GET /healthz``; ``POST /assess`` (REST); ``GET /cds-services`` and ``POST
   /cds-services/{id}`` (CDS Hooks 2.0) with ``POST /cds-services/{id}/feedback``;
   ``GET /reports/{token}`` (the report behind a card link); the OpenAPI document at
-  ``/openapi.json`` with its viewer at ``/docs``.
+  ``/openapi.json`` (no bundled viewer: it would load Swagger UI from a CDN).
 - Errors as FHIR ``OperationOutcome``: invalid input 422 naming the field, authentication 401
   with a short message only, no patient data 412, an unavailable knowledge base or database
-  503, anything unexpected 500 (logged by type only, never with its message).
+  503, anything unexpected 500 (logged by type only, never with its message); a client that
+  went away mid-request is logged as a disconnect.
 - CORS open to any origin (browser-based EHRs; the bearer token, not cookies, authenticates),
   a request body limit (413), a request id on every response, JSON access logs without
   patient data, and in demo mode a loud warning and a header on every response.
