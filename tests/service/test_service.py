@@ -61,7 +61,9 @@ def test_openapi_document_lists_every_endpoint(demo_server):
         "/healthz",
         "/assess",
         "/cds-services",
-        "/cds-services/{service_id}",
+        "/cds-services/magstat-patient-view",
+        "/cds-services/magstat-order-select",
+        "/cds-services/magstat-order-sign",
         "/cds-services/{service_id}/feedback",
     ):
         assert path in paths

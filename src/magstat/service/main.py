@@ -222,8 +222,9 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
 
 def _context_schema(hook: str) -> dict[str, Any]:
     """The hook context a magstat service needs (CDS Hooks 2.0 hook definitions, fields it reads)."""
-    text = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": r"\S"}
-    properties: dict[str, Any] = {"patientId": {**text, "description": "the FHIR id of the patient"}}
+    # A FHIR R4 id (the id datatype); the service itself refuses only a blank one.
+    fhir_id = {"type": "string", "pattern": r"^[A-Za-z0-9\-.]{1,64}$"}
+    properties: dict[str, Any] = {"patientId": {**fhir_id, "description": "the FHIR id of the patient"}}
     required = ["patientId"]
     if hook in ("order-select", "order-sign"):
         properties["draftOrders"] = {
