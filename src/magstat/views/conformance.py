@@ -69,6 +69,8 @@ def run_test(engine: Engine, resources: Sequence[dict[str, Any]], test: dict[str
         if test.get("expectError"):
             return Outcome(file, name, True, None)
         return Outcome(file, name, False, f"refused: {exc.message}")
+    except Exception as exc:  # noqa: BLE001 - an engine failure is a failed test, reported with its cause
+        return Outcome(file, name, False, f"engine error: {type(exc).__name__}: {str(exc)[:300]}")
     if test.get("expectError"):
         return Outcome(file, name, False, "the view was accepted but the specification says it must fail")
     if "expectColumns" in test:
