@@ -7,8 +7,9 @@ engine evaluates the whole view and no Python runs per row. Each row is a list o
 values, exploded once at the end. The two dialects differ only in the primitives of
 :class:`Dialect`.
 
-``repeat`` is unrolled to :data:`REPEAT_DEPTH` levels (SQL has no recursive expressions); a
-resource nested deeper makes the query fail with a message saying so, never a silent cut.
+``repeat`` is unrolled to :data:`REPEAT_DEPTH` levels (SQL has no recursive expressions, and
+DuckDB's planning time doubles with each level); a resource nested deeper makes the query fail
+with a message saying so, never a silent cut.
 
 .. versionadded:: 0.2.0
 """
@@ -16,7 +17,6 @@ resource nested deeper makes the query fail with a message saying so, never a si
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from magstat.views.fhirpath import Node
 
 __all__ = ["REPEAT_DEPTH", "DuckDBEngine", "SparkEngine", "compile_sql"]
 
-REPEAT_DEPTH = 12
+REPEAT_DEPTH = 8
 
 _INTEGER_TYPES = {"integer", "positiveInt", "unsignedInt", "integer64"}
 _STRING_TYPES = {
@@ -778,18 +778,13 @@ def compile_sql(view: View, dialect: Dialect, source: str, resource_column: str)
     condition = "true"
     for f in reversed(filters):
         condition = f"CASE WHEN {f} THEN {condition} ELSE false END"
-    columns = ", ".join(
-        f"{dialect.text(dialect.at('row_', str(i)))} AS {_ident(n)}" for i, n in enumerate(names)
-    )
+    quote = '"' if dialect.name == "duckdb" else "`"
+    columns = ", ".join(f"{dialect.text(dialect.at('row_', str(i)))} AS {quote}{n}{quote}" for i, n in enumerate(names))
     explode = "unnest" if dialect.name == "duckdb" else "explode"
     return (
         f"SELECT {columns} FROM (SELECT {explode}({rows}) AS row_ "
         f"FROM (SELECT {resource_column} AS r FROM {source}) AS resources_ WHERE {condition}) AS rows_"
     )
-
-
-def _ident(name: str) -> str:
-    return '"' + name + '"' if re.match(r"^[A-Za-z][A-Za-z0-9_]*$", name) else name
 
 
 def _decode(row: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:

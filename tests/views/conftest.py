@@ -1,0 +1,35 @@
+"""Fixtures of the views tests: the specification's conformance suite, one case per test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SUITE = Path(__file__).resolve().parents[1] / "data" / "sql-on-fhir-v2"
+
+# Tests an engine is known to fail, with the reason; run as xfail(strict=True) so a fix shows.
+KNOWN_FAILURES: dict[str, dict[tuple[str, str], str]] = {"python": {}, "duckdb": {}, "spark": {}}
+
+
+def suite_cases(engine: str) -> list[Any]:
+    """Every (file, test) of the suite as a pytest parameter, marked xfail where known to fail."""
+    cases = []
+    for path in sorted(SUITE.glob("*.json")):
+        suite = json.loads(path.read_text(encoding="utf-8"))
+        for test in suite["tests"]:
+            key = (path.name, test["title"])
+            marks = []
+            if key in KNOWN_FAILURES[engine]:
+                marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[engine][key]))
+            cases.append(pytest.param(path.name, test["title"], id=f"{path.stem}:{test['title']}", marks=marks))
+    return cases
+
+
+def load_case(file: str, title: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The resources of a suite file and one of its tests."""
+    suite = json.loads((SUITE / file).read_text(encoding="utf-8"))
+    test = next(t for t in suite["tests"] if t["title"] == title)
+    return suite["resources"], test
