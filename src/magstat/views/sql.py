@@ -117,6 +117,10 @@ class Dialect:
     def error(self, message: str, type_of: str) -> str:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def decimal_scale(self, elem: str) -> str:
+        """The number of decimal places a JSON number was written with."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
     def concat(self, a: str, b: str) -> str:
         return f"concat({a}, {b})"
 
@@ -206,6 +210,10 @@ class DuckDBDialect(Dialect):
 
     def json_array(self, items: str) -> str:
         return f"to_json({items})"
+
+    def decimal_scale(self, elem: str) -> str:
+        text = self.text(elem)
+        return f"(CASE WHEN contains({text}, '.') THEN length({text}) - strpos({text}, '.') ELSE 0 END)"
 
     def error(self, message: str, type_of: str) -> str:
         return f"CAST(error({_q(_ERROR_MARK + message)}) AS {type_of})"
@@ -298,6 +306,15 @@ class SparkDialect(Dialect):
 
     def json_array(self, items: str) -> str:
         return f"parse_json(concat('[', array_join(transform({items}, j -> to_json(j)), ','), ']'))"
+
+    def decimal_scale(self, elem: str) -> str:
+        # A variant keeps 1.0 as DECIMAL(2,1) but prints it as 1: the scale is in its type.
+        schema = f"schema_of_variant({elem})"
+        text = self.text(elem)
+        return (
+            f"(CASE WHEN startswith({schema}, 'DECIMAL') THEN CAST(regexp_extract({schema}, ',([0-9]+)', 1) AS INT) "
+            f"WHEN contains({text}, '.') THEN length({text}) - instr({text}, '.') ELSE 0 END)"
+        )
 
     def error(self, message: str, type_of: str) -> str:
         return f"CAST(raise_error({_q(_ERROR_MARK + message)}) AS {type_of})"
@@ -631,12 +648,11 @@ class _Compiler:
             f"WHEN length({s}) = 5 THEN concat({s}, ':{time_end}') "
             f"WHEN length({s}) = 2 THEN concat({s}, ':{minute_end}') ELSE NULL END"
         )
-        text = d.text(elem)
-        scale = f"(CASE WHEN contains({text}, '.') THEN length({text}) - strpos({text}, '.') ELSE 0 END)"
-        if d.name == "spark":
-            scale = scale.replace("strpos(", "instr(")
-        half = f"(0.5 * power(10, -({scale})))"
-        number = d.from_sql(f"round({d.as_num(elem)} {'+' if high else '-'} {half}, CAST({scale} + 1 AS INTEGER))")
+        scale = d.decimal_scale(elem)
+        # round(x * 10^(s+1)) +/- 5, over 10^(s+1): exact for the digits given, with no
+        # run-time scale argument to round() (Spark wants that one constant).
+        power = f"power(10, {scale} + 1)"
+        number = d.from_sql(f"(round({d.as_num(elem)} * {power}) {'+' if high else '-'} 5) / {power}")
         if hint in ("dateTime", "instant"):
             return f"CASE WHEN {d.kind(elem)} = 'string' THEN {d.from_sql(date_time)} END"
         if hint == "time":
@@ -792,7 +808,8 @@ def _decode(row: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
 
 
 def _view_error(exc: Exception) -> InvalidInputError | None:
-    text = str(exc)
+    # Only the first line is the error: the rest may quote the plan, which holds every message.
+    text = str(exc).strip().split("\n")[0]
     if _ERROR_MARK in text:
         message = text.split(_ERROR_MARK, 1)[1].split("\n")[0].strip().rstrip("'\"")
         field, _, problem = message.partition(": ")
