@@ -24,7 +24,9 @@ def suite_cases(engine: str) -> list[Any]:
             marks = []
             if key in KNOWN_FAILURES[engine]:
                 marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[engine][key]))
-            cases.append(pytest.param(path.name, test["title"], id=f"{path.stem}:{test['title']}", marks=marks))
+            cases.append(
+                pytest.param(path.name, test["title"], id=f"{path.stem}:{test['title']}", marks=marks)
+            )
     return cases
 
 

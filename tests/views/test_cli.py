@@ -45,7 +45,9 @@ def _ndjson(path: Path) -> Path:
 
 
 @pytest.mark.parametrize("engine", ["python", "duckdb"])
-def test_run_writes_ndjson_rows_in_column_order(engine: str, view_file: Path, tmp_path: Path, capsys: Any) -> None:
+def test_run_writes_ndjson_rows_in_column_order(
+    engine: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
     """By default one JSON object per row goes to stdout, keys in the view's column order."""
     source = _ndjson(tmp_path / "Patient.ndjson")
     assert 0 == main(["views", "run", str(view_file), "--input", str(source), "--engine", engine])
@@ -56,7 +58,9 @@ def test_run_writes_ndjson_rows_in_column_order(engine: str, view_file: Path, tm
 
 
 @pytest.mark.parametrize("engine", ["python", "duckdb"])
-def test_run_reads_gzip_folders_bundles_and_arrays(engine: str, view_file: Path, tmp_path: Path, capsys: Any) -> None:
+def test_run_reads_gzip_folders_bundles_and_arrays(
+    engine: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
     """A folder of gzip NDJSON, a Bundle and a JSON array give the same rows."""
     folder = tmp_path / "export"
     folder.mkdir()
@@ -77,7 +81,9 @@ def test_run_writes_csv_and_parquet(view_file: Path, tmp_path: Path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     source = _ndjson(tmp_path / "Patient.ndjson")
     out_csv = tmp_path / "rows.csv"
-    assert 0 == main(["views", "run", str(view_file), "--input", str(source), "--format", "csv", "--out", str(out_csv)])
+    assert 0 == main(
+        ["views", "run", str(view_file), "--input", str(source), "--format", "csv", "--out", str(out_csv)]
+    )
     lines = out_csv.read_text(encoding="utf-8").splitlines()
     assert ["id,family,system", "p1,Ames,phone", "p2,,"] == [lines[0], *sorted(lines[1:])]
     out_pq = tmp_path / "rows.parquet"
@@ -94,11 +100,21 @@ def test_run_writes_csv_and_parquet(view_file: Path, tmp_path: Path) -> None:
     [
         ({"select": [{"column": [{"name": "id", "path": "id"}]}]}, "resource"),
         ({"resource": "Patient", "select": [{"forEach": "@@"}]}, "forEach"),
-        ({"resource": "Patient", "select": [{"column": [{"name": "id", "path": "name.where(use = %x)"}]}]}, "%x"),
+        (
+            {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "name.where(use = %x)"}]}]},
+            "%x",
+        ),
         (
             {
                 "resource": "Patient",
-                "select": [{"unionAll": [{"column": [{"name": "a", "path": "id"}]}, {"column": [{"name": "b", "path": "id"}]}]}],
+                "select": [
+                    {
+                        "unionAll": [
+                            {"column": [{"name": "a", "path": "id"}]},
+                            {"column": [{"name": "b", "path": "id"}]},
+                        ]
+                    }
+                ],
             },
             "unionAll[1]",
         ),
@@ -121,9 +137,13 @@ def test_run_refuses_an_invalid_view_with_exit_2(
 def test_run_refuses_several_values_in_a_plain_column(engine: str, tmp_path: Path, capsys: Any) -> None:
     """A path giving several values for a non-collection column exits 2 naming the column."""
     path = tmp_path / "view.json"
-    path.write_text(json.dumps({"resource": "Patient", "select": [{"column": [{"name": "fam", "path": "name.family"}]}]}))
+    path.write_text(
+        json.dumps({"resource": "Patient", "select": [{"column": [{"name": "fam", "path": "name.family"}]}]})
+    )
     source = tmp_path / "p.ndjson"
-    source.write_text(json.dumps({"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B"}]}) + "\n")
+    source.write_text(
+        json.dumps({"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B"}]}) + "\n"
+    )
     assert 2 == main(["views", "run", str(path), "--input", str(source), "--engine", engine])
     assert "column fam" in capsys.readouterr().err
 

@@ -33,7 +33,9 @@ def define_parser(sub: Any) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     run_p = actions.add_parser("run", help="evaluate one ViewDefinition and write its rows")
     run_p.add_argument("view", help="a ViewDefinition JSON file")
-    run_p.add_argument("--input", required=True, help="NDJSON file or folder (plain or gzip), JSON array or Bundle")
+    run_p.add_argument(
+        "--input", required=True, help="NDJSON file or folder (plain or gzip), JSON array or Bundle"
+    )
     run_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
     run_p.add_argument("--format", choices=("ndjson", "csv", "parquet"), default="ndjson")
     run_p.add_argument("--out", default="-", help="output file, or - for stdout (default)")
@@ -51,7 +53,9 @@ def _shipped() -> dict[str, Any]:
     folder = resources.files("magstat.kb").joinpath("views")
     if not folder.is_dir():
         return {}
-    return {p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".json")}
+    return {
+        p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".json")
+    }
 
 
 def _cell(value: Any) -> Any:
@@ -93,7 +97,11 @@ def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dic
         for name, typ in zip(names, types, strict=True):
             value = row[name]
             if typ == pa.string() and value is not None and not isinstance(value, str):
-                value = json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else str(value)
+                value = (
+                    json.dumps(value, separators=(",", ":"))
+                    if isinstance(value, (dict, list))
+                    else str(value)
+                )
             data[name].append(value)
     schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
     pq.write_table(pa.table(data, schema=schema), path)
@@ -157,9 +165,13 @@ def run(args: Any) -> int:
     if args.action == "list":
         for name, path in shipped.items():
             raw = json.loads(path.read_text(encoding="utf-8"))
-            sys.stdout.write(f"{name}\t{raw.get('resource', '?')}\t{raw.get('title', raw.get('description', ''))}\n")
+            sys.stdout.write(
+                f"{name}\t{raw.get('resource', '?')}\t{raw.get('title', raw.get('description', ''))}\n"
+            )
         return 0
     if args.name not in shipped:
-        raise InvalidInputError("name", "is not a shipped view", value=args.name, allowed=", ".join(shipped) or "none")
+        raise InvalidInputError(
+            "name", "is not a shipped view", value=args.name, allowed=", ".join(shipped) or "none"
+        )
     sys.stdout.write(shipped[args.name].read_text(encoding="utf-8"))
     return 0

@@ -82,13 +82,13 @@ def boundary(value: object, high: bool, hint: str | None = None) -> object:
         return None
     if kind == "date":
         match = _DATE.match(value)
-        assert match is not None  # noqa: S101 - classify matched it
+        assert match is not None
         return _date_parts(match[1], match[2], match[3], high)
     if kind == "dateTime":
         match = _DATETIME.match(value) or _DATE.match(value)
-        assert match is not None  # noqa: S101 - classify matched it
+        assert match is not None
         groups = list(match.groups()) + [None] * (8 - len(match.groups()))
-        date = _date_parts(groups[0], groups[1], groups[2], high)  # type: ignore[arg-type]
+        date = _date_parts(str(groups[0]), groups[1], groups[2], high)
         hh = groups[3] or ("23" if high else "00")
         mm = groups[4] or ("59" if high else "00")
         ss = groups[5] or ("59" if high else "00")
@@ -97,7 +97,7 @@ def boundary(value: object, high: bool, hint: str | None = None) -> object:
         return f"{date}T{hh}:{mm}:{ss}.{frac}{zone}"
     if kind == "time":
         match = _TIME.match(value)
-        assert match is not None  # noqa: S101 - classify matched it
+        assert match is not None
         mm = match[2] or ("59" if high else "00")
         ss = match[3] or ("59" if high else "00")
         frac = (match[4] or "").ljust(3, "9" if high else "0")[:3]

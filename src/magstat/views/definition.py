@@ -152,7 +152,10 @@ class _Builder:
         name = raw.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidInputError(
-                f"{field}.name", "is not a valid column name", value=name, allowed="a letter, then letters, digits or _"
+                f"{field}.name",
+                "is not a valid column name",
+                value=name,
+                allowed="a letter, then letters, digits or _",
             )
         kind = raw.get("type")
         if kind is not None and not isinstance(kind, str):
@@ -168,21 +171,33 @@ class _Builder:
             raise InvalidInputError(field, "must be an object", value=raw)
         present = [k for k in ("forEach", "forEachOrNull", "repeat") if k in raw]
         if len(present) > 1:
-            raise InvalidInputError(field, f"has both {present[0]} and {present[1]}", allowed="at most one of them")
+            raise InvalidInputError(
+                field, f"has both {present[0]} and {present[1]}", allowed="at most one of them"
+            )
         iterate = present[0] if present else None
         paths: tuple[Node, ...] = ()
         if iterate == "repeat":
             value = raw["repeat"]
             if not isinstance(value, list) or not value:
-                raise InvalidInputError(f"{field}.repeat", "must be a non-empty list of FHIRPath expressions", value=value)
+                raise InvalidInputError(
+                    f"{field}.repeat", "must be a non-empty list of FHIRPath expressions", value=value
+                )
             paths = tuple(self.path(p, f"{field}.repeat[{i}]") for i, p in enumerate(value))
         elif iterate is not None:
             paths = (self.path(raw[iterate], f"{field}.{iterate}"),)
-        columns = tuple(self.column(c, f"{field}.column[{i}]") for i, c in enumerate(_list(raw, "column", field)))
-        selects = tuple(self.select(s, f"{field}.select[{i}]") for i, s in enumerate(_list(raw, "select", field)))
-        union = tuple(self.select(s, f"{field}.unionAll[{i}]") for i, s in enumerate(_list(raw, "unionAll", field)))
+        columns = tuple(
+            self.column(c, f"{field}.column[{i}]") for i, c in enumerate(_list(raw, "column", field))
+        )
+        selects = tuple(
+            self.select(s, f"{field}.select[{i}]") for i, s in enumerate(_list(raw, "select", field))
+        )
+        union = tuple(
+            self.select(s, f"{field}.unionAll[{i}]") for i, s in enumerate(_list(raw, "unionAll", field))
+        )
         if "unionAll" in raw and not union:
-            raise InvalidInputError(f"{field}.unionAll", "must list at least one select", value=raw["unionAll"])
+            raise InvalidInputError(
+                f"{field}.unionAll", "must list at least one select", value=raw["unionAll"]
+            )
         for i, branch in enumerate(union[1:], start=1):
             if branch.names != union[0].names:
                 raise InvalidInputError(
@@ -246,7 +261,9 @@ def parse_view(raw: object) -> View:
         raise InvalidInputError("resourceType", "is not ViewDefinition", value=raw.get("resourceType"))
     resource = raw.get("resource")
     if not isinstance(resource, str) or not re.match(r"^[A-Z][A-Za-z]*$", resource):
-        raise InvalidInputError("resource", "must name a FHIR resource type", value=resource, allowed="e.g. Patient")
+        raise InvalidInputError(
+            "resource", "must name a FHIR resource type", value=resource, allowed="e.g. Patient"
+        )
     constants: dict[str, Constant] = {}
     for i, item in enumerate(_list(raw, "constant", "ViewDefinition")):
         constant = _constant(item, f"constant[{i}]")
@@ -269,8 +286,8 @@ def parse_view(raw: object) -> View:
         if not isinstance(item, dict):
             raise InvalidInputError(f"where[{i}]", "must be an object with a path", value=item)
         where.append(builder.path(item.get("path"), f"where[{i}].path"))
-    name = raw.get("name")
-    return View(name if isinstance(name, str) else None, resource, constants, root, tuple(where), raw)
+    label = raw.get("name")
+    return View(label if isinstance(label, str) else None, resource, constants, root, tuple(where), raw)
 
 
 def load_view(path: str | Path) -> View:

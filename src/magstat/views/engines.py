@@ -31,7 +31,9 @@ class Engine(Protocol):
 
     name: str
 
-    def evaluate(self, raw_view: object, resources: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    def evaluate(
+        self, raw_view: object, resources: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         """Rows of a view over resources in memory: (column names, rows as dicts)."""
         ...
 
@@ -48,7 +50,9 @@ def ndjson_files(source: Path) -> list[Path]:
     """The NDJSON files (plain or gzip) at ``source``: the file itself or a folder's, sorted."""
     if source.is_dir():
         found = sorted(
-            p for p in source.iterdir() if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"))
+            p
+            for p in source.iterdir()
+            if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"))
         )
         if not found:
             raise InvalidInputError(str(source), "the folder holds no .ndjson or .ndjson.gz file")
@@ -97,7 +101,7 @@ def read_resources(source: Path) -> Iterator[dict[str, Any]]:
                     continue
                 try:
                     resource = json.loads(line)
-                except ValueError as exc:
+                except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{path.name}:{number}", f"is not JSON: {exc.msg}") from exc
                 if isinstance(resource, dict):
                     yield resource
@@ -108,7 +112,9 @@ class PythonEngine:
 
     name = "python"
 
-    def evaluate(self, raw_view: object, resources: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    def evaluate(
+        self, raw_view: object, resources: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         """Rows of a view over resources in memory."""
         compiled = compile_view(parse_view(raw_view))
         return list(compiled.names), list(compiled.run(resources))

@@ -103,7 +103,10 @@ def _tokens(text: str, field: str) -> list[tuple[str, str]]:
         match = _TOKEN.match(text, pos)
         if match is None:
             raise InvalidInputError(
-                field, f"FHIRPath syntax error at character {pos + 1}", value=text, allowed="a FHIRPath expression"
+                field,
+                f"FHIRPath syntax error at character {pos + 1}",
+                value=text,
+                allowed="a FHIRPath expression",
             )
         kind = match.lastgroup or ""
         if kind != "ws":

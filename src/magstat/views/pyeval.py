@@ -51,7 +51,7 @@ _ABSENT = object()
 
 
 def _is_type(value: Any, name: str) -> bool:
-    short = name.split(".")[-1]
+    short = name.rsplit(".", maxsplit=1)[-1]
     if short in ("boolean", "Boolean"):
         return isinstance(value, bool)
     if short in _INTEGER_TYPES or short == "Integer":
@@ -82,7 +82,9 @@ def _truth(items: list[Any]) -> bool | None:
     if not items:
         return None
     if len(items) > 1:
-        raise InvalidInputError("path", "a boolean was expected but the expression gave several values", value=items)
+        raise InvalidInputError(
+            "path", "a boolean was expected but the expression gave several values", value=items
+        )
     value = items[0]
     return value if isinstance(value, bool) else True
 
@@ -131,7 +133,7 @@ class _Compiler:
     def __init__(self, view: View) -> None:
         self.constants = {name: [c.value] for name, c in view.constants.items()}
 
-    def node(self, node: Node) -> Fn:  # noqa: C901, PLR0911, PLR0912 - one branch per node kind
+    def node(self, node: Node) -> Fn:
         kind = node[0]
         if kind == "lit":
             if node[1] == "empty":
@@ -176,7 +178,7 @@ class _Compiler:
     def base(self, node: Node | None) -> Fn | None:
         return None if node is None else self.node(node)
 
-    def binop(self, op: str, left: Fn, right: Fn) -> Fn:  # noqa: C901 - one branch per operator
+    def binop(self, op: str, left: Fn, right: Fn) -> Fn:
         if op in ("and", "or", "xor", "implies"):
 
             def logic(items: list[Any], idx: int) -> list[Any]:
@@ -240,7 +242,7 @@ class _Compiler:
         return self.arithmetic(op, left, right)
 
     def arithmetic(self, op: str, left: Fn, right: Fn) -> Fn:
-        def apply(items: list[Any], idx: int) -> list[Any]:  # noqa: PLR0911 - one per operator
+        def apply(items: list[Any], idx: int) -> list[Any]:
             a = left(items, idx)
             b = right(items, idx)
             if op == "&":
@@ -268,7 +270,7 @@ class _Compiler:
 
         return apply
 
-    def call(self, node: Node) -> Fn:  # noqa: C901, PLR0911, PLR0912, PLR0915 - one branch per function
+    def call(self, node: Node) -> Fn:
         _, base_node, name, args = node
         if name == "ofType" and base_node is not None and base_node[0] == "member":
             # A choice element (value[x]) is stored under valueQuantity, valueString, ...
@@ -279,7 +281,9 @@ class _Compiler:
 
             def of_type_member(items: list[Any], idx: int) -> list[Any]:
                 source = items if owner is None else owner(items, idx)
-                return _children(source, choice) + [v for v in _children(source, key) if _is_type(v, type_name)]
+                return _children(source, choice) + [
+                    v for v in _children(source, key) if _is_type(v, type_name)
+                ]
 
             return of_type_member
         base = self.base(base_node)
@@ -363,7 +367,9 @@ class _Compiler:
 
             return extension
         if name == "getResourceKey":
-            return lambda items, idx: [v["id"] for v in source(items, idx) if isinstance(v, dict) and "id" in v]
+            return lambda items, idx: [
+                v["id"] for v in source(items, idx) if isinstance(v, dict) and "id" in v
+            ]
         if name == "getReferenceKey":
             ref_type = args[0][1] if args else None
 
@@ -417,11 +423,13 @@ class CompiledView:
         self._where_text = [str(w.get("path")) for w in view.raw.get("where", [])]
         self._rows = self._select(view.root, compiler)
 
-    def _select(self, select: Select, compiler: _Compiler) -> RowsFn:  # noqa: C901 - one branch per select kind
+    def _select(self, select: Select, compiler: _Compiler) -> RowsFn:
         columns = [(c.name, c.collection, compiler.node(c.node)) for c in select.columns]
         children = [self._select(s, compiler) for s in select.selects]
         branches = [self._select(s, compiler) for s in select.union]
-        nested_widths = [len(s.names) for s in select.selects] + ([len(select.union[0].names)] if select.union else [])
+        nested_widths = [len(s.names) for s in select.selects] + (
+            [len(select.union[0].names)] if select.union else []
+        )
 
         def body(element: Any, idx: int) -> list[tuple[Any, ...]]:
             parts: list[list[tuple[Any, ...]]] = []

@@ -321,7 +321,9 @@ class SparkDialect(Dialect):
 
     def slice(self, items: str, start: int, length: int) -> str:
         if start < 0:
-            return f"CASE WHEN size({items}) = 0 THEN {self.empty()} ELSE slice({items}, {start}, {length}) END"
+            return (
+                f"CASE WHEN size({items}) = 0 THEN {self.empty()} ELSE slice({items}, {start}, {length}) END"
+            )
         return f"slice({items}, {start + 1}, {length})"
 
     def regex_matches(self, text: str, pattern: str) -> str:
@@ -357,7 +359,9 @@ class _Compiler:
     def bool_coll(self, value: str) -> str:
         return self.let(
             value,
-            lambda b: f"CASE WHEN {b} IS NULL THEN {self.d.empty()} ELSE {self.d.array([self.d.from_sql(b)])} END",
+            lambda b: (
+                f"CASE WHEN {b} IS NULL THEN {self.d.empty()} ELSE {self.d.array([self.d.from_sql(b)])} END"
+            ),
         )
 
     def truth(self, coll: str) -> str:
@@ -376,7 +380,7 @@ class _Compiler:
 
     def type_check(self, elem: str, type_name: str) -> str:
         d = self.d
-        short = type_name.split(".")[-1]
+        short = type_name.rsplit(".", maxsplit=1)[-1]
         if short in ("boolean", "Boolean"):
             return f"({d.kind(elem)} = 'boolean')"
         if short in _INTEGER_TYPES or short == "Integer":
@@ -387,7 +391,7 @@ class _Compiler:
             return f"({d.kind(elem)} = 'string')"
         return f"({d.kind(elem)} = 'object')"
 
-    def node(self, node: Node, ctx: str, idx: str) -> str:  # noqa: C901, PLR0911 - one branch per node kind
+    def node(self, node: Node, ctx: str, idx: str) -> str:
         d = self.d
         kind = node[0]
         if kind == "lit":
@@ -427,7 +431,7 @@ class _Compiler:
             f"ELSE {d.text(x)} = {d.text(y)} END)"
         )
 
-    def binop(self, op: str, left: str, right: str) -> str:  # noqa: PLR0911 - one branch per operator family
+    def binop(self, op: str, left: str, right: str) -> str:
         d = self.d
         if op in ("and", "or", "xor", "implies"):
             a, b = self.truth(left), self.truth(right)
@@ -501,7 +505,9 @@ class _Compiler:
             elif op == "div":
                 value = f"CASE WHEN {ny} = 0 THEN NULL ELSE {d.from_sql(f'CAST(floor({nx} / {ny}) AS BIGINT)')} END"
             else:
-                value = f"CASE WHEN {ny} = 0 THEN NULL ELSE {d.from_sql(f'{nx} - {ny} * floor({nx} / {ny})')} END"
+                value = (
+                    f"CASE WHEN {ny} = 0 THEN NULL ELSE {d.from_sql(f'{nx} - {ny} * floor({nx} / {ny})')} END"
+                )
             if op == "+":
                 strings = f"{d.kind(x)} = 'string' AND {d.kind(y)} = 'string'"
                 value = f"CASE WHEN {strings} THEN {d.from_sql(f'concat({d.as_str(x)}, {d.as_str(y)})')} ELSE {value} END"
@@ -523,7 +529,7 @@ class _Compiler:
 
         return self.let(left, lambda a: self.let(right, lambda b: apply(a, b)))
 
-    def call(self, node: Node, ctx: str, idx: str) -> str:  # noqa: C901, PLR0911, PLR0912 - one branch per function
+    def call(self, node: Node, ctx: str, idx: str) -> str:
         d = self.d
         _, base_node, name, args = node
         if name == "ofType" and base_node is not None and base_node[0] == "member":
@@ -534,7 +540,9 @@ class _Compiler:
 
             def fused(v: str) -> str:
                 e = self.var("e")
-                return d.concat(d.child(v, choice), d.filter(d.child(v, key), e, self.type_check(e, type_name)))
+                return d.concat(
+                    d.child(v, choice), d.filter(d.child(v, key), e, self.type_check(e, type_name))
+                )
 
             return self.map_flat(owner, fused)
         source = ctx if base_node is None else self.node(base_node, ctx, idx)
@@ -567,7 +575,9 @@ class _Compiler:
             return self.bool_coll(f"NOT ({self.truth(source)})")
         if name == "join":
             if args and args[0][0] != "lit":
-                raise InvalidInputError("path", "join() takes a literal separator in the SQL back ends", value=args[0])
+                raise InvalidInputError(
+                    "path", "join() takes a literal separator in the SQL back ends", value=args[0]
+                )
             sep = _q(str(args[0][2])) if args else "''"
             v = self.var()
             return d.array([d.from_sql(d.join(d.transform(source, [v], d.as_str(v)), sep))])
@@ -602,7 +612,11 @@ class _Compiler:
 
             def pick(r: str) -> str:
                 ref = f"regexp_replace({d.as_str(d.at(r, '0'))}, '/_history/[^/]*$', '')"
-                type_ok = "true" if ref_type is None else f"regexp_extract({ref}, {_q(pattern)}, 2) = {_q(ref_type)}"
+                type_ok = (
+                    "true"
+                    if ref_type is None
+                    else f"regexp_extract({ref}, {_q(pattern)}, 2) = {_q(ref_type)}"
+                )
                 return (
                     f"CASE WHEN {d.size(r)} = 1 AND {d.regex_matches(ref, pattern[1:-1])} AND {type_ok} "
                     f"THEN {d.array([d.from_sql(f'regexp_extract({ref}, {_q(pattern)}, 3)')])} ELSE {d.empty()} END"
@@ -686,7 +700,9 @@ class _Compiler:
         message = f"column {column.name}: the path gave several values but the column is not a collection"
         return self.let(
             coll,
-            lambda c: f"CASE WHEN {d.size(c)} > 1 THEN {d.error(message, d.elem_type())} ELSE {d.at(c, '0')} END",
+            lambda c: (
+                f"CASE WHEN {d.size(c)} > 1 THEN {d.error(message, d.elem_type())} ELSE {d.at(c, '0')} END"
+            ),
         )
 
     def body(self, select: Select, elem: str | None, idx: str) -> str:
@@ -725,7 +741,9 @@ class _Compiler:
             null_rows = self.body(select, None, "0")
             return self.let(
                 items,
-                lambda t: f"CASE WHEN {d.size(t)} = 0 THEN {null_rows} ELSE {d.flatten(d.transform(t, [v, i], body))} END",
+                lambda t: (
+                    f"CASE WHEN {d.size(t)} = 0 THEN {null_rows} ELSE {d.flatten(d.transform(t, [v, i], body))} END"
+                ),
             )
         return d.flatten(d.transform(items, [v, i], body))
 
@@ -795,10 +813,13 @@ def compile_sql(view: View, dialect: Dialect, source: str, resource_column: str)
     for f in reversed(filters):
         condition = f"CASE WHEN {f} THEN {condition} ELSE false END"
     quote = '"' if dialect.name == "duckdb" else "`"
-    columns = ", ".join(f"{dialect.text(dialect.at('row_', str(i)))} AS {quote}{n}{quote}" for i, n in enumerate(names))
+    columns = ", ".join(
+        f"{dialect.text(dialect.at('row_', str(i)))} AS {quote}{n}{quote}" for i, n in enumerate(names)
+    )
     explode = "unnest" if dialect.name == "duckdb" else "explode"
+    # The query is built from the parsed view: names are checked, literals quoted by _q().
     return (
-        f"SELECT {columns} FROM (SELECT {explode}({rows}) AS row_ "
+        f"SELECT {columns} FROM (SELECT {explode}({rows}) AS row_ "  # noqa: S608
         f"FROM (SELECT {resource_column} AS r FROM {source}) AS resources_ WHERE {condition}) AS rows_"
     )
 
@@ -833,7 +854,7 @@ class DuckDBEngine:
         """The query of ``view`` over NDJSON or Parquet files."""
         listing = "[" + ", ".join(_q(str(f)) for f in files) + "]"
         if files and all(f.suffix == ".parquet" for f in files):
-            source = f"(SELECT CAST(resource AS JSON) AS json FROM read_parquet({listing}))"
+            source = f"(SELECT CAST(resource AS JSON) AS json FROM read_parquet({listing}))"  # noqa: S608
         else:
             source = f"read_json_objects({listing}, format = 'newline_delimited')"
         return compile_sql(view, self.dialect, source, "json")
@@ -849,7 +870,9 @@ class DuckDBEngine:
             raise
         return list(view.root.names), rows
 
-    def evaluate(self, raw_view: object, resources: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    def evaluate(
+        self, raw_view: object, resources: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         """Rows of a view over resources in memory (written to a temporary NDJSON file)."""
         view = parse_view(raw_view)
         path = write_temp_ndjson(resources)
@@ -929,7 +952,9 @@ class SparkEngine:
             self.spark.catalog.dropTempView(name)
         return list(view.root.names), rows
 
-    def evaluate(self, raw_view: object, resources: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    def evaluate(
+        self, raw_view: object, resources: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
         """Rows of a view over resources in memory."""
         view = parse_view(raw_view)
         frame = self.spark.createDataFrame([(json.dumps(r),) for r in resources], "value STRING")
