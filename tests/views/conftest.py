@@ -11,7 +11,19 @@ import pytest
 SUITE = Path(__file__).resolve().parents[1] / "data" / "sql-on-fhir-v2"
 
 # Tests an engine is known to fail, with the reason; run as xfail(strict=True) so a fix shows.
-KNOWN_FAILURES: dict[str, dict[tuple[str, str], str]] = {"python": {}, "duckdb": {}, "spark": {}}
+_SPARK_DECIMAL = (
+    "Spark's JSON-to-VARIANT parser stores 1.0 as DECIMAL(1,0), so the precision the JSON was "
+    "written with (its trailing zeros) is gone before the view runs, and the boundary of 1.0 "
+    "comes out as that of 1 (0.5 / 1.5 instead of 0.95 / 1.05)"
+)
+KNOWN_FAILURES: dict[str, dict[tuple[str, str], str]] = {
+    "python": {},
+    "duckdb": {},
+    "spark": {
+        ("fn_boundary.json", "decimal lowBoundary"): _SPARK_DECIMAL,
+        ("fn_boundary.json", "decimal highBoundary"): _SPARK_DECIMAL,
+    },
+}
 
 
 def suite_cases(engine: str) -> list[Any]:

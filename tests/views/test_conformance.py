@@ -34,7 +34,7 @@ def spark_engine() -> Engine:
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:  # pragma: no cover - depends on the machine
         pytest.skip("Spark needs a Java runtime")
-    return get_engine("spark", master="local[1]")
+    return get_engine("spark", master="local[2]")
 
 
 def _check(engine: Any, file: str, title: str) -> None:

@@ -271,11 +271,10 @@ class SparkDialect(Dialect):
     def child(self, elem: str, key: str) -> str:
         path = _q("$['" + key + "']")
         value = f"variant_get({elem}, {path})"
+        # An array casts to ARRAY<VARIANT>; anything else gives NULL, then becomes a one-item list.
         return (
-            f"CASE WHEN {value} IS NULL OR is_variant_null({value}) THEN {self.empty()} "
-            f"WHEN startswith(schema_of_variant({value}), 'ARRAY') "
-            f"THEN filter(CAST({value} AS ARRAY<VARIANT>), e -> NOT is_variant_null(e)) "
-            f"ELSE array({value}) END"
+            f"coalesce(try_variant_get({elem}, {path}, 'ARRAY<VARIANT>'), "
+            f"CASE WHEN {value} IS NULL OR is_variant_null({value}) THEN {self.empty()} ELSE array({value}) END)"
         )
 
     def kind(self, elem: str) -> str:
@@ -930,6 +929,11 @@ class SparkEngine:
                 .config("spark.ui.enabled", "false")
                 .config("spark.sql.shuffle.partitions", "2")
                 .config("spark.driver.host", "127.0.0.1")
+                # A view compiles to large nested lambda expressions that exceed the JVM's 64 KB
+                # method limit; Spark would compile, fail and fall back to interpreting them
+                # anyway, so skip the doomed code generation.
+                .config("spark.sql.codegen.wholeStage", "false")
+                .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
                 .getOrCreate()
             )
         self.spark = session
