@@ -78,3 +78,44 @@ def test_python_refuses_where_that_is_not_boolean() -> None:
     }
     with pytest.raises(InvalidInputError, match=r"where\[0\]"):
         get_engine("python").evaluate(view, [{"resourceType": "Patient", "id": "p", "gender": "female"}])
+
+
+OBSERVATION_VIEW = {
+    "resource": "Observation",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "getResourceKey()"},
+                {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
+                {"name": "loinc", "path": "code.coding.where(system = 'http://loinc.org').code.first()"},
+                {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                {"name": "unit", "path": "value.ofType(Quantity).code"},
+                {"name": "effective", "path": "effective.ofType(dateTime)"},
+                {"name": "codes", "path": "code.coding.code", "collection": True},
+            ]
+        },
+        {"forEachOrNull": "referenceRange", "column": [{"name": "low", "path": "low.value"}]},
+    ],
+    "where": [{"path": "status != 'entered-in-error'"}],
+}
+
+
+def test_python_and_duckdb_give_the_same_rows_for_the_fhir_fixtures(tmp_path: Path) -> None:
+    """Every FHIR bundle in tests/data/fhir flattens to the same rows on both back ends."""
+    pytest.importorskip("duckdb")
+    fixtures = sorted((Path(__file__).resolve().parents[1] / "data" / "fhir").glob("*.json"))
+    resources: list[dict[str, Any]] = []
+    for path in fixtures:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("resourceType") == "Bundle":
+            resources.extend(e["resource"] for e in doc.get("entry", []) if "resource" in e)
+    assert resources
+    _, expected = get_engine("python").evaluate(OBSERVATION_VIEW, resources)
+    engine = get_engine("duckdb")
+    try:
+        _, actual = engine.evaluate(OBSERVATION_VIEW, resources)
+    finally:
+        engine.close()
+    assert expected
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731 - a sort key
+    assert sorted(expected, key=key) == sorted(actual, key=key)
