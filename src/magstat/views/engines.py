@@ -146,12 +146,17 @@ def get_engine(name: str, **options: Any) -> Engine:
     """
     if name == "python":
         return PythonEngine()
-    if name == "duckdb":
-        from magstat.views.sql import DuckDBEngine  # noqa: PLC0415 - optional extra
+    extra = {"duckdb": "magstat[batch]", "spark": "magstat[spark]"}.get(name)
+    if extra is not None:
+        try:
+            from magstat.views import sql  # noqa: PLC0415 - optional extras
 
-        return DuckDBEngine()
-    if name == "spark":
-        from magstat.views.sql import SparkEngine  # noqa: PLC0415 - optional extra
-
-        return SparkEngine(**options)
+            return sql.DuckDBEngine() if name == "duckdb" else sql.SparkEngine(**options)
+        except ImportError as exc:
+            raise InvalidInputError(
+                "engine",
+                f"the {name} engine is not installed ({exc.name})",
+                value=name,
+                allowed=f"pip install '{extra}'",
+            ) from None
     raise InvalidInputError("engine", "is not a view engine", value=name, allowed=", ".join(ENGINES))
