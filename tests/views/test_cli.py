@@ -163,3 +163,16 @@ def test_show_unknown_view_exits_2(capsys: Any) -> None:
     """views show with a name that is not shipped exits 2 and says which names exist."""
     assert 2 == main(["views", "show", "no-such-view"])
     assert "no-such-view" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_run_refuses_a_malformed_ndjson_line(
+    engine: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """A line that is not JSON exits 2 with a message naming the file, not a traceback."""
+    source = tmp_path / "broken.ndjson"
+    source.write_text('{"resourceType": "Patient", "id": "a"}\n{not json\n', encoding="utf-8")
+    assert 2 == main(["views", "run", str(view_file), "--input", str(source), "--engine", engine])
+    err = capsys.readouterr().err
+    assert "broken.ndjson" in err
+    assert "Traceback" not in err

@@ -866,6 +866,10 @@ class DuckDBEngine:
             error = _view_error(exc)
             if error is not None:
                 raise error from None
+            if isinstance(exc, self._duckdb.InvalidInputException):
+                # Malformed input (a line that is not JSON): DuckDB names the file and line.
+                first = str(exc).strip().split("\n")[0]
+                raise InvalidInputError("--input", first) from None
             raise
         return list(view.root.names), rows
 
