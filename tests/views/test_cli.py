@@ -176,3 +176,16 @@ def test_run_refuses_a_malformed_ndjson_line(
     err = capsys.readouterr().err
     assert "broken.ndjson" in err
     assert "Traceback" not in err
+
+
+def test_list_and_show_print_shipped_views(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """views list names each shipped view with its resource; views show prints the JSON."""
+    from magstat.cli import views as views_cli  # noqa: PLC0415 - the module under test
+
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps({**VIEW, "title": "Patients"}), encoding="utf-8")
+    monkeypatch.setattr(views_cli, "_shipped", lambda: {"patient": path})
+    assert 0 == main(["views", "list"])
+    assert "patient\tPatient\tPatients\n" == capsys.readouterr().out
+    assert 0 == main(["views", "show", "patient"])
+    assert "Patient" == json.loads(capsys.readouterr().out)["resource"]
