@@ -196,6 +196,9 @@ PROBES = [
     ({"signs": ["not_a_sign"]}, False),
     ({"diet": {"food_frequency": {FOODS[0]: -1}}}, False),
     ({"labs": 0}, False),
+    ({"deceased": False, "deceased_date": "2020-01-01"}, False),
+    ({"deceased": True, "deceased_date": "2020-01-01"}, True),
+    ({"deceased": False, "deceased_date": None}, True),
 ]
 
 
