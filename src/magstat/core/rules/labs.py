@@ -1,0 +1,360 @@
+"""Current lab results (step 2) and the first calculators: serum magnesium and eGFR."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from magstat.core import calculators as calc
+from magstat.core.facts import Lab
+from magstat.core.result import EgfrResult, Finding, InputUsed, SerumMagnesium
+from magstat.core.rules.work import _fmt, _lab_input, _Work
+
+# Tests for which the higher of two conflicting same-day results is the safer reading (it
+# gives the lower kidney function); for the others the lower reading is the safer one.
+_HIGHER_IS_SAFER = ("serum_creatinine",)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: current results
+
+
+def _select_labs(w: _Work) -> None:
+    """Keep, per test, the most recent result at or before the as-of date.
+
+    A result without a date counts as taken on the as-of date (patient documents often carry
+    none). A dated result older than ``labs.recent_days`` is kept aside as stale: shown, not
+    used for the status.
+    """
+    recent_days = w.kb.param("labs.recent_days")
+    as_of = w.facts.as_of
+    best: dict[str, tuple[date, int, Lab]] = {}
+    for i, lab in enumerate(w.facts.labs):
+        when = lab.when or as_of
+        if when > as_of:
+            continue
+        if lab.test == "serum_mg":
+            w.mg_history.append((lab.when, lab.value))
+        key = (when, i)
+        old = best.get(lab.test)
+        if old is not None and when == old[0] and lab.when is not None and old[2].when is not None:
+            # Two results of one test on the same date: not silently one or the other. Keep the
+            # reading that is safer for advice and say so (see _conflict_finding).
+            if abs(lab.value - old[2].value) > 1e-9:
+                seen = w.conflicts.setdefault(lab.test, [old[2]])
+                seen.append(lab)
+                higher = lab.test in _HIGHER_IS_SAFER
+                safer = lab.value > old[2].value if higher else lab.value < old[2].value
+                if safer:
+                    best[lab.test] = (when, i, lab)
+            continue
+        if old is None or key > (old[0], old[1]):
+            best[lab.test] = (when, i, lab)
+            w.conflicts.pop(lab.test, None)  # a newer date: earlier disagreements no longer matter
+    for test, labs in w.conflicts.items():
+        if best[test][2] in labs:
+            _conflict_finding(w, test, labs, best[test][2])
+    for test, (when, _i, lab) in best.items():
+        if (as_of - when).days > recent_days:
+            w.stale[test] = lab
+        else:
+            w.latest[test] = lab
+
+
+def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None:
+    """Flag same-date results of one test that disagree, and show which one was used."""
+    kb = w.kb
+    name = kb.tests[test].name if test in kb.tests else test
+    values = ", ".join(f"{_fmt(lab.value, 2)} {lab.unit}" for lab in labs)
+    direction = "higher" if test in _HIGHER_IS_SAFER else "lower"
+    w.find(
+        Finding(
+            id=f"conflict.{test}",
+            category="test",
+            text=(
+                f"Conflicting {name} results on {chosen.when.isoformat() if chosen.when else 'the same date'}: "
+                f"{values}. The {direction} value ({_fmt(chosen.value, 2)} {chosen.unit}) was used, as the "
+                "safer reading for advice; repeat the test to settle it."
+            ),
+            weight="info",
+            rule=f"same test, same date, different values → flagged; the {direction} value is used (the safer reading)",
+            inputs=tuple(_lab_input(name, lab) for lab in labs),
+            sources=kb.statement("lim.conflicting_results").sources,
+        )
+    )
+    w.limit("lim.conflicting_results", f"Conflicting {name} results on the same date.")
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: calculators
+
+
+def _serum(w: _Work) -> SerumMagnesium:
+    kb = w.kb
+    test = kb.tests["serum_mg"]
+    history = tuple(sorted(w.mg_history, key=lambda item: item[0] or w.facts.as_of))
+    lab = w.latest.get("serum_mg")
+    stale = w.stale.get("serum_mg")
+    if lab is None:
+        if stale is not None:
+            w.find(
+                Finding(
+                    id="serum_mg.not_recent",
+                    category="serum_magnesium",
+                    text=(
+                        f"The last serum magnesium ({_fmt(stale.value, 2)} mmol/L on "
+                        f"{stale.when.isoformat() if stale.when else 'an unknown date'}) is older than "
+                        f"{kb.param('labs.recent_days'):.0f} days before the as-of date, so it is shown "
+                        "but not used."
+                    ),
+                    weight="info",
+                    rule=f"results older than labs.recent_days ({kb.param('labs.recent_days'):.0f} days) are not current",
+                    inputs=(_lab_input("serum magnesium", stale),),
+                    sources=kb.parameters["labs.recent_days"].sources,
+                )
+            )
+            w.limit("lim.old_result", "The most recent serum magnesium is not recent.")
+            return SerumMagnesium(
+                mmol_l=stale.value,
+                mg_dl=calc.mg_mmol_to_mg_dl(kb, stale.value),
+                meq_l=calc.mg_mmol_to_meq(kb, stale.value),
+                date=stale.when,
+                current=False,
+                source=stale.origin.resource,
+                history=history,
+            )
+        w.missing.append("serum_mg")
+        return SerumMagnesium(mmol_l=None, history=history)
+
+    low = lab.ref_low if lab.ref_low is not None else test.default_low
+    high = lab.ref_high if lab.ref_high is not None else test.default_high
+    interval_from: Literal["lab", "default"] = (
+        "lab" if lab.ref_low is not None and lab.ref_high is not None else "default"
+    )
+    evidence_lower = kb.param("serum_mg.evidence_lower")
+    value = lab.value
+    band: Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
+    grade: int | None = None
+    if low is not None and value < low:
+        band = "below_lab_range"
+        grade = 1
+        for g, key in (
+            (2, "ctcae_hypo_grade2_below"),
+            (3, "ctcae_hypo_grade3_below"),
+            (4, "ctcae_hypo_grade4_below"),
+        ):
+            if value < kb.param(f"serum_mg.{key}"):
+                grade = g
+    elif high is not None and value > high:
+        band = "above_lab_range"
+        grade = 1
+        for g, key in ((3, "ctcae_hyper_grade3_above"), (4, "ctcae_hyper_grade4_above")):
+            if value > kb.param(f"serum_mg.{key}"):
+                grade = g
+    elif value < evidence_lower:
+        band = "low_normal"
+    else:
+        band = "normal"
+    interval = f"{_fmt(low or 0, 2)}–{_fmt(high or 0, 2)} mmol/L ({'reported by the lab' if interval_from == 'lab' else 'default interval: the lab reported none'})"
+    mg_dl = calc.mg_mmol_to_mg_dl(kb, value)
+    shown = f"{_fmt(value, 2)} mmol/L ({_fmt(mg_dl, 2)} mg/dL)"
+    texts = {
+        "below_lab_range": f"Serum magnesium {shown} is below the lab interval {interval}: hypomagnesaemia, CTCAE grade {grade}.",
+        "low_normal": (
+            f"Serum magnesium {shown} is within the lab interval {interval} but below the "
+            f"evidence-based lower limit of {_fmt(evidence_lower)} mmol/L: the grey zone where a deficit "
+            "is common when other markers are low."
+        ),
+        "normal": f"Serum magnesium {shown} is within the lab interval {interval} and at or above {_fmt(evidence_lower)} mmol/L.",
+        "above_lab_range": f"Serum magnesium {shown} is above the lab interval {interval}: hypermagnesaemia, CTCAE grade {grade}.",
+    }
+    weights = {
+        "below_lab_range": "deficit",
+        "low_normal": "supportive",
+        "normal": "reassuring",
+        "above_lab_range": "excess",
+    }
+    sources = [*test.sources, *kb.parameters["serum_mg.evidence_lower"].sources]
+    if grade is not None:
+        sources.extend(kb.parameters["serum_mg.ctcae_hypo_grade2_below"].sources)
+    if band == "low_normal":
+        sources.extend(kb.statement("ex.grey_zone").sources)
+    w.find(
+        Finding(
+            id=f"serum_mg.{band}",
+            category="serum_magnesium",
+            text=texts[band],
+            weight=weights[band],
+            rule=(
+                f"below the lab's lower limit → below_lab_range; lower limit to < {_fmt(evidence_lower)} mmol/L → "
+                "low_normal; above the lab's upper limit → above_lab_range; grade by CTCAE v5.0"
+            ),
+            inputs=(_lab_input("serum magnesium", lab),),
+            sources=tuple(dict.fromkeys(sources)),
+            strength="laboratory measurement; interval population-derived, 0.85 mmol/L an expert proposal",
+        )
+    )
+    if interval_from == "default":
+        w.limit("lim.default_interval", f"No reference range came with the result; {interval} was used.")
+    return SerumMagnesium(
+        mmol_l=value,
+        band=band,
+        mg_dl=mg_dl,
+        meq_l=calc.mg_mmol_to_meq(kb, value),
+        date=lab.when,
+        current=True,
+        lab_low=low,
+        lab_high=high,
+        interval_from=interval_from,
+        evidence_lower=evidence_lower,
+        ctcae_grade=grade,
+        source=lab.origin.resource,
+        history=history,
+    )
+
+
+def _egfr(w: _Work) -> EgfrResult:
+    """Kidney function: a reported CKD-EPI 2021 (or unlabelled) eGFR, else computed, else other."""
+    kb = w.kb
+    facts = w.facts
+    reported = w.latest.get("egfr")
+    creatinine = w.latest.get("serum_creatinine")
+    sources = kb.parameters["ckd_epi.constant"].sources
+    method = (reported.method or "") if reported else ""
+    computable = (
+        creatinine is not None
+        and w.age is not None
+        and facts.sex is not None
+        and w.age >= kb.param("ckd_epi.min_age")
+    )
+    # A reported eGFR is preferred when it is CKD-EPI 2021 or unlabelled, unless a creatinine
+    # taken later gives a newer estimate: kidney function can fall within weeks.
+    newer_creatinine = (
+        computable
+        and reported is not None
+        and creatinine is not None
+        and (creatinine.when or facts.as_of) > (reported.when or facts.as_of)
+    )
+    reported_preferred = (
+        reported is not None
+        and (not method or method.upper().startswith("CKD-EPI 2021"))
+        and not newer_creatinine
+    )
+    if creatinine is not None and w.age is not None and w.age < kb.param("ckd_epi.min_age"):
+        w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
+    if reported is not None and (reported_preferred or not computable):
+        equation = method or "as reported (equation not stated)"
+        result = EgfrResult(
+            value=reported.value,
+            equation=equation,
+            origin="reported",
+            date=reported.when,
+            inputs=(_lab_input("eGFR", reported),),
+            sources=kb.tests["egfr"].sources,
+        )
+        text = f"eGFR {_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({equation})."
+        rule = "a reported eGFR is used when it is CKD-EPI 2021 or unlabelled, or when none can be computed"
+    elif computable:
+        assert creatinine is not None and w.age is not None and facts.sex is not None
+        value = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+        inputs = (
+            _lab_input("serum creatinine", creatinine),
+            InputUsed("age", round(w.age, 1), "years"),
+            InputUsed("sex", facts.sex),
+        )
+        result = EgfrResult(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
+        text = (
+            f"eGFR {_fmt(value, 0)} mL/min/1.73 m² computed by CKD-EPI 2021 from creatinine "
+            f"{_fmt(creatinine.value, 2)} mg/dL, age {w.age:.0f}, {facts.sex}."
+        )
+        rule = "CKD-EPI 2021: 142 × min(Scr/κ,1)^α × max(Scr/κ,1)^−1.200 × 0.9938^age × 1.012 if female"
+    else:
+        w.missing.append("egfr_or_creatinine")
+        return EgfrResult(None, None, None, None)
+    chosen = _egfr_agreement(w, result, reported, creatinine)
+    if chosen is not result:
+        result = chosen
+        text = (
+            f"eGFR {_fmt(result.value or 0.0, 0)} mL/min/1.73 m² "
+            + (
+                f"as reported ({result.equation})"
+                if result.origin == "reported"
+                else "computed by CKD-EPI 2021 from creatinine"
+            )
+            + ": the lower of two conflicting estimates (see egfr.discrepancy)."
+        )
+        rule = "when a reported and a computed eGFR conflict, the lower is used for dosing advice"
+    w.find(
+        Finding(
+            id="egfr",
+            category="calculator",
+            text=text,
+            weight="info",
+            rule=rule,
+            inputs=result.inputs,
+            sources=result.sources or sources,
+        )
+    )
+    return result
+
+
+def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatinine: Lab | None) -> EgfrResult:
+    """Compare a reported eGFR with the one computed from creatinine; flag a large gap.
+
+    When both exist and differ by more than ``egfr.discrepancy_fraction`` of the higher value,
+    a finding shows both and the lower (safer for dosing) value is used.
+    """
+    kb = w.kb
+    facts = w.facts
+    if reported is None or creatinine is None or w.age is None or facts.sex is None:
+        return result
+    if w.age < kb.param("ckd_epi.min_age") or result.value is None:
+        return result
+    computed = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+    high, low = max(computed, reported.value), min(computed, reported.value)
+    if high <= 0 or (high - low) / high <= kb.param("egfr.discrepancy_fraction"):
+        return result
+    fraction = kb.param("egfr.discrepancy_fraction")
+    when_r = reported.when.isoformat() if reported.when else "an unknown date"
+    when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
+    w.find(
+        Finding(
+            id="egfr.discrepancy",
+            category="calculator",
+            text=(
+                f"The reported eGFR {_fmt(reported.value, 0)} ({when_r}) and the eGFR {_fmt(computed, 0)} computed "
+                f"by CKD-EPI 2021 from creatinine {_fmt(creatinine.value, 2)} mg/dL ({when_c}) differ by more than "
+                f"{fraction * 100:.0f}%. The lower value, {_fmt(low, 0)} mL/min/1.73 m², is used for dosing advice as the "
+                "safer reading; repeat creatinine to settle it."
+            ),
+            weight="info",
+            rule=f"reported and computed eGFR more than {fraction * 100:.0f}% apart → flagged; the lower is used",
+            inputs=(_lab_input("eGFR (reported)", reported), _lab_input("serum creatinine", creatinine)),
+            sources=kb.parameters["egfr.discrepancy_fraction"].sources,
+        )
+    )
+    w.limit("lim.conflicting_results", "A reported eGFR is far from the one computed from creatinine.")
+    if low == result.value:
+        return result
+    if low == computed:
+        inputs = (
+            _lab_input("serum creatinine", creatinine),
+            InputUsed("age", round(w.age, 1), "years"),
+            InputUsed("sex", facts.sex),
+        )
+        return EgfrResult(
+            computed,
+            "CKD-EPI 2021",
+            "computed",
+            creatinine.when,
+            inputs,
+            kb.parameters["ckd_epi.constant"].sources,
+        )
+    return EgfrResult(
+        reported.value,
+        reported.method or "as reported (equation not stated)",
+        "reported",
+        reported.when,
+        (_lab_input("eGFR", reported),),
+        kb.tests["egfr"].sources,
+    )

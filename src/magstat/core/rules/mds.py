@@ -1,0 +1,128 @@
+"""The Magnesium Depletion Score (MDS): its components, points and band."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from magstat.core import calculators as calc
+from magstat.core.result import EgfrResult, Finding, InputUsed, MdsResult
+from magstat.core.rules.work import _lab_input, _Work
+from magstat.kb.cache import per_kb
+from magstat.kb.schema import KnowledgeBase
+
+_MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
+
+
+@per_kb
+def _mds_components_by_drug(kb: KnowledgeBase) -> dict[str, frozenset[str]]:
+    """Drug id -> the MDS components its classes count for (computed once per knowledge base)."""
+    return {
+        drug.id: frozenset(
+            c for c in (kb.drug_classes[k].mds_component for k in drug.classes) if c is not None
+        )
+        for drug in kb.drugs.values()
+    }
+
+
+def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
+    kb = w.kb
+    facts = w.facts
+    components: dict[str, int | None] = {}
+    inputs: list[InputUsed] = []
+    by_drug = _mds_components_by_drug(kb)
+    for component in ("diuretic", "ppi"):
+        if facts.medications is None:
+            components[component] = None
+            continue
+        taking = [m for m in facts.medications if m.current and any(component in by_drug[d] for d in m.drugs)]
+        unsure = [
+            m
+            for m in facts.medications
+            if m.current is None and any(component in by_drug[d] for d in m.drugs)
+        ]
+        components[component] = 1 if taking else (None if unsure else 0)
+        inputs.extend(
+            InputUsed(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+            for m in taking
+        )
+    components["kidney"] = None if egfr.value is None else calc.mds_kidney_points(kb, egfr.value)
+    if egfr.value is not None:
+        inputs.append(InputUsed("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
+    components["alcohol"] = _mds_alcohol(w, inputs)
+    known = [v for v in components.values() if v is not None]
+    score = sum(known) if known else None
+    complete = len(known) == len(components)
+    band: Literal["low", "middle", "high"] | None = None
+    possible: tuple[int, int] | None = None
+    if score is not None:
+        upper = score + sum(_MDS_MAX[k] for k, v in components.items() if v is None)
+        possible = (score, upper)
+        low_band, high_band = calc.mds_band(kb, score), calc.mds_band(kb, upper)
+        if low_band == high_band:
+            band = low_band  # type: ignore[assignment]
+    sources = tuple(
+        dict.fromkeys(
+            [*kb.parameters["mds.egfr_mild_below"].sources, *kb.parameters["mds.band_high"].sources]
+        )
+    )
+    if score is not None:
+        parts = ", ".join(f"{k} {'unknown' if v is None else v}" for k, v in components.items())
+        text = f"Magnesium Depletion Score {score}" + (
+            ""
+            if complete
+            else f" from the known components (could be {possible[0]}–{possible[1]})"
+            if possible
+            else ""
+        )
+        text += f": {parts}." + (
+            f" Band: {band}." if band else " Band undecided until the unknown components are known."
+        )
+        if band in {"high", "middle"}:
+            (w.major if band == "high" else w.minor).append("mds")
+        w.find(
+            Finding(
+                id="mds",
+                category="calculator",
+                text=text,
+                weight="major" if band == "high" else "minor" if band == "middle" else "info",
+                rule="diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high",
+                inputs=tuple(inputs),
+                sources=tuple(dict.fromkeys([*sources, *kb.statement("ex.mds").sources])),
+                strength="observational: predicts inflammation and mortality in NHANES; AUC 0.63 against the loading test",
+            )
+        )
+    if not complete:
+        unknown = ", ".join(k for k, v in components.items() if v is None)
+        w.limit("lim.mds_incomplete", f"Unknown MDS components: {unknown}.")
+    return MdsResult(score, complete, band, components, possible, sources)
+
+
+def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:
+    """Heavy drinking: from drinks/day; else a current alcohol use disorder; else AUDIT-C."""
+    kb = w.kb
+    sex = w.facts.sex
+    drinks = w.latest.get("alcohol_drinks_per_day")
+    if drinks is not None:
+        heavy = calc.heavy_drinking(kb, drinks.value, sex)
+        inputs.append(_lab_input("alcohol drinks/day", drinks))
+        if heavy is not None:
+            return int(heavy)
+    if "alcohol_use_disorder" in w.current_conditions:
+        w.alcohol_proxy = True
+        inputs.append(InputUsed("alcohol use disorder (current diagnosis)", True))
+        return 1
+    audit = w.latest.get("audit_c")
+    if audit is not None:
+        inputs.append(_lab_input("AUDIT-C", audit))
+        female_cut = kb.param("audit_c.positive_female_at_least")
+        male_cut = kb.param("audit_c.positive_male_at_least")
+        cut = female_cut if sex == "female" else male_cut if sex == "male" else min(female_cut, male_cut)
+        if audit.value < cut:
+            w.alcohol_proxy = True
+            return 0
+    return None
+
+
+def mds_high(w: _Work) -> bool:
+    """Whether the MDS finding was counted as a major risk (band high)."""
+    return "mds" in w.major

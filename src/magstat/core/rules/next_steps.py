@@ -1,0 +1,134 @@
+"""Next steps: which tests and actions are worth doing now, and why."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from magstat.core.result import EgfrResult, FemgResult, SerumMagnesium, Status
+from magstat.core.rules.mds import mds_high
+from magstat.core.rules.safety import _arrhythmia_risk
+from magstat.core.rules.signs import _ECG_SIGNS
+from magstat.core.rules.work import _sentence, _Work
+
+_CANCER_THERAPY_CLASSES = ("platinum", "anti_egfr_antibody", "calcineurin_inhibitor")
+
+
+# --------------------------------------------------------------------------------------------
+# Step 6: what to do next, what is safe, why it matters, what it cannot show
+
+
+def _has_recent(w: _Work, *tests: str) -> bool:
+    return any(t in w.latest for t in tests)
+
+
+def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, femg: FemgResult) -> None:
+    kb = w.kb
+    band = serum.band if serum.current else None
+    if band is None:
+        priority: Literal["urgent", "high", "routine"] = (
+            "high" if status in ("likely_deficient", "at_risk") else "routine"
+        )
+        if w.specific_signs:
+            priority = "urgent"
+        reason = (
+            "No current serum magnesium result."
+            if serum.mmol_l is None
+            else "The last serum magnesium is not recent."
+        )
+        watched = [
+            kb.drug_classes[c].name.lower()
+            for c in ("cardiac_glycoside", "qt_prolonging")
+            if c in w.current_classes
+        ]
+        if watched:
+            # Digoxin and QT-prolonging drugs call for a magnesium check whatever the status.
+            reason += f" Current {' and '.join(watched)}: low magnesium adds to their risk."
+            if priority == "routine":
+                priority = "high"
+        w.step("ns.measure_serum_mg", reason, priority)
+    if band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
+        w.step(
+            "ns.femg_or_24h_urine",
+            "Serum magnesium is low; the cause (renal or extrarenal) is not yet known.",
+            "high",
+        )
+    if band == "low_normal":
+        w.step("ns.loading_test_grey_zone", "Serum magnesium is in the grey zone.", "routine")
+        w.step(
+            "ns.body_stores", "Serum magnesium is in the grey zone, where serum alone cannot tell.", "routine"
+        )
+    if band == "normal" and status == "at_risk" and (w.major or mds_high(w)):
+        w.step(
+            "ns.body_stores",
+            "Strong risk factors with a normal serum value: serum can stay normal despite depletion.",
+        )
+    if status in ("deficient", "likely_deficient") or w.supportive_signs or w.specific_signs:
+        missing = [
+            name
+            for name, tests in (
+                ("potassium", ("potassium",)),
+                ("calcium", ("calcium_total", "calcium_ionised", "calcium_corrected")),
+            )
+            if not _has_recent(w, *tests)
+        ]
+        reason = "Magnesium deficiency causes hypokalaemia and hypocalcaemia."
+        if missing:
+            reason += f" No current {' or '.join(missing)} result."
+        w.step("ns.check_k_ca", reason, "high" if status == "deficient" else "routine")
+    ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs]
+    if serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
+        ecg_reasons.append("serum magnesium below 0.5 mmol/L")
+    arrhythmia_risk = _arrhythmia_risk(w, serum)
+    if arrhythmia_risk:
+        ecg_reasons.append(arrhythmia_risk)
+    if status == "excess" and (serum.ctcae_grade or 0) >= 3:
+        ecg_reasons.append("hypermagnesaemia above 1.23 mmol/L")
+    if "cardiac_glycoside" in w.current_classes and status in (
+        "deficient",
+        "likely_deficient",
+        "at_risk",
+        "excess",
+    ):
+        ecg_reasons.append("digoxin with a magnesium disturbance or risk")
+    if ecg_reasons:
+        w.step(
+            "ns.ecg",
+            _sentence("; ".join(dict.fromkeys(ecg_reasons))),
+            "urgent" if band == "below_lab_range" or status == "excess" else "high",
+        )
+    if egfr.value is None and (status in ("deficient", "likely_deficient", "excess") or w.facts.supplements):
+        w.step(
+            "ns.kidney_function",
+            "Kidney function is unknown and magnesium treatment or supplements are in question.",
+            "high",
+        )
+    if "ppi" in w.current_classes:
+        w.step("ns.ppi_baseline", "A proton-pump inhibitor is current.", "routine" if band else "high")
+    lowering = [
+        kb.drug_classes[c].name
+        for c in w.current_classes
+        if kb.drug_classes[c].effect == "lowers" and kb.drug_classes[c].weight
+    ]
+    if lowering and status in ("deficient", "likely_deficient"):
+        w.step(
+            "ns.review_culprit_drugs", f"Current drugs that lower magnesium: {', '.join(lowering)}.", "high"
+        )
+    if (
+        w.facts.diet_mg_per_day is None
+        and not w.facts.food_frequency
+        and status in ("deficient", "likely_deficient", "at_risk")
+    ):
+        w.step("ns.diet_assessment", "Dietary magnesium intake is unknown.")
+    if (
+        (w.facts.supplements or "magnesium_product" in w.current_classes)
+        and egfr.value is not None
+        and egfr.value < kb.param("mds.egfr_reduced_below")
+    ):
+        w.step(
+            "ns.recheck_on_supplement", "Magnesium products are taken with reduced kidney function.", "high"
+        )
+    cancer = [kb.drug_classes[c].name for c in _CANCER_THERAPY_CLASSES if c in w.current_classes]
+    if cancer:
+        w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(cancer).lower()}.", "high")
+    if "refeeding_syndrome" in w.current_conditions:
+        w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")

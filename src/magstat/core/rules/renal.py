@@ -1,0 +1,186 @@
+"""Renal magnesium handling: FEMg, 24-hour urine magnesium and the magnesium loading test."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from magstat.core import calculators as calc
+from magstat.core.result import EgfrResult, FemgResult, Finding, InputUsed, LoadingResult, SerumMagnesium
+from magstat.core.rules.work import _fmt, _lab_input, _Work
+
+
+def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
+    kb = w.kb
+    needed = ("urine_mg_spot", "urine_creatinine", "serum_mg", "serum_creatinine")
+    labs = [w.latest.get(t) for t in needed]
+    if any(lab is None for lab in labs):
+        return FemgResult(None, None)
+    u_mg, u_cr, s_mg, s_cr = labs
+    assert u_mg is not None and u_cr is not None and s_mg is not None and s_cr is not None
+    dates = [lab.when for lab in (u_mg, u_cr, s_mg, s_cr) if lab.when is not None]
+    gap = kb.param("femg.max_gap_days")
+    inputs = tuple(
+        _lab_input(name, lab)
+        for name, lab in zip(
+            ("urine Mg", "urine creatinine", "serum Mg", "serum creatinine"), labs, strict=True
+        )
+        if lab
+    )
+    sources = tuple(
+        dict.fromkeys(
+            [
+                *kb.parameters["femg.renal_above"].sources,
+                *kb.parameters["femg.extrarenal_below"].sources,
+                *kb.parameters["femg.ultrafilterable_fraction"].sources,
+            ]
+        )
+    )
+    if dates and (max(dates) - min(dates)).days > gap:
+        w.limit(
+            "lim.femg_conditions",
+            f"FEMg not computed: the urine and serum samples are more than {gap:.0f} days apart.",
+        )
+        return FemgResult(None, None, inputs, "samples too far apart", sources)
+    # Magnesium: urine spot in mmol/L, serum in mmol/L; creatinine both in mg/dL.
+    percent = calc.femg_percent(kb, u_mg.value, s_mg.value, u_cr.value, s_cr.value)
+    interpretation: Literal["renal", "extrarenal", "indeterminate"]
+    if percent > kb.param("femg.renal_above"):
+        interpretation = "renal"
+        text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(kb.param('femg.renal_above'))}%): the kidneys are losing magnesium (renal wasting)."
+    elif percent < kb.param("femg.extrarenal_below"):
+        interpretation = "extrarenal"
+        text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(kb.param('femg.extrarenal_below'))}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."
+    else:
+        interpretation = "indeterminate"
+        text = f"FEMg {_fmt(percent, 1)}%: between the extrarenal (< 2%) and renal (> 4%) cut-offs; not decisive."
+    note = None
+    if serum.band not in ("below_lab_range", "low_normal"):
+        note = "read as renal vs extrarenal loss mainly when serum magnesium is low"
+    w.find(
+        Finding(
+            id=f"femg.{interpretation}",
+            category="test",
+            text=text,
+            weight="info",
+            rule="FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > 4% renal, < 2% extrarenal",
+            inputs=inputs,
+            sources=sources,
+            strength="cut-offs from a JAMA review (via secondary) and Elisaf's distributions",
+        )
+    )
+    w.limit(
+        "lim.femg_conditions", "FEMg is valid mainly with near-normal kidney function and in hypomagnesaemia."
+    )
+    return FemgResult(percent, interpretation, inputs, note, sources)
+
+
+def _urine_24h(w: _Work, serum: SerumMagnesium) -> None:
+    lab = w.latest.get("urine_mg_24h")
+    if lab is None:
+        return
+    kb = w.kb
+    cut = kb.param("urine_mg_24h.renal_wasting_above")
+    param_sources = kb.parameters["urine_mg_24h.renal_wasting_above"].sources
+    if serum.band == "below_lab_range":
+        renal = lab.value > cut
+        text = f"24-hour urine magnesium {_fmt(lab.value, 2)} mmol/day while serum is low: " + (
+            "above 1 mmol/day, which points to renal wasting."
+            if renal
+            else "at or below 1 mmol/day, which points to loss outside the kidney or low intake."
+        )
+        finding_id = "urine_24h.renal_wasting" if renal else "urine_24h.extrarenal"
+    else:
+        text = f"24-hour urine magnesium {_fmt(lab.value, 2)} mmol/day: without hypomagnesaemia it mainly reflects recent intake."
+        finding_id = "urine_24h.intake_marker"
+        w.limit("lim.urine_reflects_intake", "Urine magnesium was measured without hypomagnesaemia.")
+    w.find(
+        Finding(
+            id=finding_id,
+            category="test",
+            text=text,
+            weight="info",
+            rule="in hypomagnesaemia, > 1 mmol/day in 24-h urine indicates renal wasting",
+            inputs=(_lab_input("24-h urine magnesium", lab),),
+            sources=param_sources,
+        )
+    )
+
+
+def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
+    kb = w.kb
+    facts = w.facts
+    lab = w.latest.get("loading_retention")
+    inputs: tuple[InputUsed, ...]
+    if lab is not None:
+        retention = lab.value
+        inputs = (_lab_input("loading-test retention", lab),)
+    elif facts.loading_dose_mmol is not None and facts.loading_urine_mmol is not None:
+        baseline = facts.loading_baseline_urine_mmol or 0.0
+        retention = calc.loading_retention_percent(
+            facts.loading_dose_mmol, facts.loading_urine_mmol, baseline
+        )
+        inputs = (
+            InputUsed("loading dose", facts.loading_dose_mmol, "mmol"),
+            InputUsed("urine magnesium after load", facts.loading_urine_mmol, "mmol"),
+            InputUsed("baseline urine magnesium", facts.loading_baseline_urine_mmol, "mmol"),
+        )
+    else:
+        return LoadingResult(None, None, None)
+    deficient_cut = kb.param("loading.retention_deficient_above")
+    borderline_cut = kb.param("loading.retention_borderline_above")
+    interpretation: Literal["deficient", "borderline", "normal"] = (
+        "deficient" if retention > deficient_cut else "borderline" if retention > borderline_cut else "normal"
+    )
+    reasons = []
+    diuretic_classes = {c.id for c in kb.drug_classes.values() if c.mds_component == "diuretic"}
+    if diuretic_classes & set(w.current_classes):
+        reasons.append("a current diuretic")
+    if egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below"):
+        reasons.append("reduced kidney function")
+    if femg.interpretation == "renal":
+        reasons.append("renal magnesium wasting")
+    valid: bool | None = not reasons
+    if not reasons and facts.medications is None:
+        valid = None
+    sources = tuple(
+        dict.fromkeys(
+            [
+                *kb.parameters["loading.retention_deficient_above"].sources,
+                *kb.parameters["loading.retention_borderline_above"].sources,
+            ]
+        )
+    )
+    note = None
+    if reasons:
+        note = "outside the conditions the test was validated for: " + ", ".join(reasons)
+        w.limit("lim.loading_invalid", f"The loading test was done with {', '.join(reasons)}.")
+    # A high retention still counts when the conditions are not met: dropping it would let a
+    # worse input (a new diuretic, a lower eGFR) give a more reassuring status. The finding and
+    # the limitation say that the test was not done under its validated conditions.
+    if interpretation == "deficient":
+        w.low_markers.append("loading_test")
+    w.find(
+        Finding(
+            id=f"loading_test.{interpretation}",
+            category="test",
+            text=(
+                f"Magnesium loading test: {_fmt(retention, 1)}% of the load retained ("
+                + {
+                    "deficient": f"> {_fmt(deficient_cut)}%, suggests deficiency",
+                    "borderline": f"{_fmt(borderline_cut)}–{_fmt(deficient_cut)}%, borderline",
+                    "normal": f"≤ {_fmt(borderline_cut)}%, normal retention",
+                }[interpretation]
+                + ")"
+                + (f"; {note}." if note else ".")
+            ),
+            weight="supportive" if interpretation == "deficient" else "info",
+            rule=(
+                "retention > 25% suggests deficiency (> 20% borderline); the test is validated only without "
+                "renal wasting, diuretics or reduced kidney function"
+            ),
+            inputs=inputs,
+            sources=sources,
+            strength="no single standard protocol; healthy 97.5th percentile 27.5%",
+        )
+    )
+    return LoadingResult(retention, interpretation, valid, note, sources)

@@ -1,0 +1,92 @@
+"""Outcome-domain relevance, the limitations of the assessment and its one-line summary."""
+
+from __future__ import annotations
+
+from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status
+from magstat.core.rules.work import _fmt, _Work
+
+
+def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
+    kb = w.kb
+    out = []
+    for domain in kb.outcomes.values():
+        why = [kb.conditions[c].name for c in domain.condition_triggers if c in w.current_conditions]
+        why += [kb.signs[s].name for s in domain.sign_triggers if s in w.present_signs]
+        if domain.id == "cardiovascular" and mds.band == "high":
+            why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
+        if not why:
+            continue
+        evidence = tuple(
+            {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": list(e.sources)}
+            for e in domain.evidence
+        )
+        sources = tuple(dict.fromkeys([*domain.sources, *(s for e in domain.evidence for s in e.sources)]))
+        out.append(Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, sources))
+    return tuple(out)
+
+
+def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
+    kb = w.kb
+    w.limit("lim.decision_support", "Always.")
+    if w.facts.excluded:
+        w.limit(
+            "lim.excluded_input",
+            f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:5]),
+        )
+    if serum.mmol_l is None:
+        w.limit("lim.no_serum_mg", "No serum magnesium result was available.")
+    elif serum.current and serum.band in ("normal", "low_normal"):
+        w.limit("lim.serum_partial", "Serum magnesium is not low.")
+    if serum.current and serum.band in ("normal", "above_lab_range"):
+        w.limit("lim.haemolysis", "A haemolysed sample reads falsely high.")
+    if mds.score is not None:
+        w.limit("lim.mds_not_diagnostic", "The MDS was computed.")
+        if egfr.value is not None:
+            near = [
+                c
+                for c in (kb.param("mds.egfr_mild_below"), kb.param("mds.egfr_reduced_below"))
+                if abs(egfr.value - c) <= 0.1 * c
+            ]
+            if near:
+                w.limit(
+                    "lim.mds_equation",
+                    f"eGFR {_fmt(egfr.value, 0)} is close to the MDS cut-off of {_fmt(near[0], 0)}.",
+                )
+    if w.alcohol_proxy:
+        w.limit(
+            "lim.mds_cohort_alcohol_proxy",
+            "The alcohol item was inferred from a diagnosis or an AUDIT-C score.",
+        )
+
+
+def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: MdsResult, w: _Work) -> str:
+    label = {
+        "excess": "Magnesium excess",
+        "deficient": "Magnesium deficiency",
+        "likely_deficient": "Magnesium deficiency likely",
+        "at_risk": "At risk of magnesium deficiency",
+        "unlikely": "Magnesium deficiency unlikely",
+        "indeterminate": "Magnesium status cannot be judged from what is known",
+    }[status]
+    if severity:
+        label += f" ({severity})"
+    if any(f.id == "serum_mg.therapeutic" for f in w.findings):
+        label = "Serum magnesium within the therapeutic range of magnesium therapy (not excess)"
+    parts = []
+    if serum.mmol_l is not None:
+        parts.append(
+            f"serum Mg {_fmt(serum.mmol_l, 2)} mmol/L"
+            + (f" ({serum.band.replace('_', ' ')})" if serum.band else " (not recent)")
+        )
+    else:
+        parts.append("no serum Mg")
+    if mds.score is not None:
+        parts.append(f"MDS {mds.score}{'' if mds.complete else '+?'}")
+    drivers = [
+        f.id.split(".", 1)[-1].replace("_", " ")
+        for f in w.findings
+        if f.weight == "major" and f.category == "risk_factor"
+    ]
+    if drivers:
+        parts.append("major risk: " + ", ".join(dict.fromkeys(drivers)))
+    return f"{label}: " + "; ".join(parts) + "."

@@ -1,0 +1,170 @@
+"""Safety: route and monitoring of treatment, kidney function, the heart and interacting drugs."""
+
+from __future__ import annotations
+
+from magstat.core.result import Action, EgfrResult, SerumMagnesium, Status, SupplementResult
+from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
+from magstat.core.rules.work import _fmt, _sentence, _Work
+
+
+def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
+    """Why a low or low-normal magnesium is an arrhythmia risk here, or ``None``.
+
+    Low or low-normal means a current serum value below ``serum_mg.evidence_lower``
+    (0.85 mmol/L), or no current value while a QT-prolonging drug or digoxin meets low
+    potassium or calcium (unknown is not normal). It counts with low potassium or calcium, a
+    QT-prolonging drug, digoxin or a sign of arrhythmia (S341, S346).
+    """
+    kb = w.kb
+    partners = [kb.signs[s].name.lower() for s in _LOW_K_CA_SIGNS if s in w.present_signs]
+    drugs = [
+        kb.drugs[d].name
+        for c in ("qt_prolonging", "cardiac_glycoside")
+        for m in w.current_classes.get(c, ())
+        for d in m.drugs
+        if c in kb.drugs[d].classes
+    ]
+    signs = [kb.signs[s].name.lower() for s in _ECG_SIGNS if s in w.present_signs]
+    low_mg = serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.evidence_lower")
+    if low_mg and (partners or drugs or signs):
+        with_what = ", ".join(dict.fromkeys([*partners, *drugs, *signs]))
+        return f"serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L (below 0.85) with {with_what}"
+    if not serum.current and drugs and partners:
+        return f"no current serum magnesium, with {', '.join(dict.fromkeys([*partners, *drugs]))}"
+    return None
+
+
+def _safety(
+    w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, supplements: SupplementResult
+) -> None:
+    kb = w.kb
+    band = serum.band if serum.current else None
+    symptomatic = sorted(set(w.present_signs) & set(_SYMPTOMATIC_SIGNS))
+    treating = status in ("deficient", "likely_deficient")
+    # Below the label's GFR limit the oral route is contraindicated (sf.renal_avoid_oral says
+    # so); the oral-repletion advice is then not offered.
+    oral_ok = egfr.value is None or egfr.value >= kb.param("egfr.supplement_avoid_below")
+    refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
+    if status == "deficient":
+        assert serum.mmol_l is not None
+        if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic or refractory:
+            why = (
+                f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"
+                + (
+                    f" with {', '.join(kb.signs[s].name.lower() for s in [*symptomatic, *refractory])}"
+                    if symptomatic or refractory
+                    else ""
+                )
+                + "."
+            )
+            w.safe("sf.severe_iv", why, "urgent")
+            w.safe("sf.iv_monitoring", "Intravenous magnesium is in question.", "high")
+            if symptomatic or refractory:
+                w.safe("sf.iv_route_reason", f"Severity {w.severity_reason}.", "high")
+            if w.facts.pregnant:
+                w.safe("sf.pregnancy_iv_duration", "The patient is pregnant.", "high")
+        elif oral_ok:
+            w.safe(
+                "sf.oral_mild", f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L without symptoms.", "high"
+            )
+    elif status == "likely_deficient" and oral_ok:
+        w.safe(
+            "sf.oral_mild",
+            "If repletion is chosen after confirmation, the oral route fits a deficit without symptoms.",
+        )
+    if "torsades_de_pointes" in w.present_signs:
+        w.safe(
+            "sf.torsades",
+            "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
+            "urgent",
+        )
+    arrhythmia_risk = _arrhythmia_risk(w, serum)
+    if arrhythmia_risk:
+        w.safe("sf.qt_risk", _sentence(arrhythmia_risk), "urgent" if band == "below_lab_range" else "high")
+    if w.mg_therapy:
+        therapy = "; ".join(m.text for m in w.mg_therapy)
+        above = (
+            serum.current
+            and serum.mmol_l is not None
+            and serum.mmol_l > kb.param("mg_therapy.therapeutic_high")
+        )
+        if not above:
+            # Above the therapeutic range sf.excess applies instead (toxicity: stop or reduce).
+            w.safe("sf.mg_therapy", f"Magnesium therapy: {therapy}.", "high")
+        w.safe(
+            "sf.mg_infusion_monitoring",
+            f"Magnesium therapy: {therapy}."
+            + (
+                f" Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is above the therapeutic range."
+                if above
+                else ""
+            ),
+            "urgent" if above else "high",
+        )
+        if w.facts.pregnant:
+            w.safe(
+                "sf.pregnancy_iv_duration", "The patient is pregnant and receives magnesium sulfate.", "high"
+            )
+    # Magnesium given or taken: a deficit to treat, supplements, or a magnesium-containing drug.
+    oral_products = [m for m in w.current_classes.get("magnesium_product", ()) if m not in w.mg_therapy]
+    taking_mg = bool(w.facts.supplements) or bool(oral_products)
+    if (treating or taking_mg or w.mg_therapy) and egfr.value is not None:
+        if egfr.value < kb.param("egfr.supplement_avoid_below"):
+            if treating or taking_mg:
+                w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
+            if treating or w.mg_therapy:
+                w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+        elif egfr.value < kb.param("mds.egfr_reduced_below") and (treating or taking_mg):
+            w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+    if "heart_block" in w.current_conditions and (treating or taking_mg):
+        w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
+    if treating and (
+        {"hypokalaemia", "hypocalcaemia", "refractory_hypokalaemia", "refractory_hypocalcaemia"}
+        & w.present_signs
+    ):
+        w.safe("sf.correct_mg_first", "Low potassium or calcium is present.", "high")
+    if status == "excess":
+        grade = serum.ctcae_grade or 1
+        w.safe(
+            "sf.excess",
+            f"Serum magnesium {_fmt(serum.mmol_l or 0, 2)} mmol/L (CTCAE grade {grade}).",
+            "urgent" if grade >= 3 else "high",
+        )
+    kidney_impaired = (
+        egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below")
+    ) or "chronic_kidney_disease" in w.current_conditions
+    if kidney_impaired and (
+        "magnesium_product" in w.current_classes or w.facts.supplements or status == "excess"
+    ):
+        w.safe(
+            "sf.ckd_mg_products",
+            "Reduced kidney function with magnesium-containing products or a high value.",
+            "high",
+        )
+    if supplements.above_ul:
+        w.safe(
+            "sf.above_ul",
+            f"About {supplements.elemental_mg_per_day or 0:.0f} mg/day of supplemental magnesium, above the UL of {supplements.ul_mg or 0:.0f} mg/day.",
+            "high",
+        )
+    if "cardiac_glycoside" in w.current_classes:
+        # Whatever the status: low magnesium raises the risk of digoxin toxicity (S20).
+        w.safe("sf.digoxin", "Digoxin is current.", "high")
+    # Interactions matter when magnesium is, or may be, given; rows whose advice is a magnesium
+    # check apply whenever the drug is current.
+    giving_mg = treating or bool(w.facts.supplements) or "magnesium_product" in w.current_classes
+    current_drugs = {d for m in w.facts.medications or () if m.current for d in m.drugs}
+    for row in kb.interactions:
+        if giving_mg or row.check_mg:
+            hit = sorted(current_drugs & set(row.drugs)) + sorted(
+                c for c in row.classes if c in w.current_classes
+            )
+            if hit:
+                names = ", ".join(kb.drugs[h].name if h in kb.drugs else kb.drug_classes[h].name for h in hit)
+                w.safety[f"ix.{row.id}"] = Action(
+                    f"ix.{row.id}",
+                    f"{row.name}: {row.effect} {row.advice}",
+                    f"Current: {names}.",
+                    row.sources,
+                    "routine",
+                )
