@@ -150,6 +150,15 @@ class FeedbackStore:
                     ) from None
         raise StorageError("unreachable")  # pragma: no cover
 
+    def execute(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool = False) -> list[Any]:
+        """Run statements in one transaction on this store's connection (other tables of the service).
+
+        Raises:
+            StorageError: the database cannot be reached or written.
+
+        """
+        return self._run(statements, fetch)
+
     def initialise(self) -> None:
         """Create the tables if they are missing.
 

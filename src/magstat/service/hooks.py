@@ -19,6 +19,7 @@ import httpx
 
 from magstat import __version__
 from magstat.adapters.cds_hooks.cards import CardContext, add_report_link, order_cards, patient_view_cards
+from magstat.adapters.cds_hooks.concerns import card_concern, card_state
 from magstat.adapters.cds_hooks.models import HookRequest
 from magstat.adapters.cds_hooks.request import (
     CONDITION_KEYS,
@@ -35,6 +36,7 @@ from magstat.kb.schema import KnowledgeBase
 from magstat.service.fhirclient import fetch_templates
 from magstat.service.reports import ReportStore
 from magstat.service.settings import Settings
+from magstat.service.suppression import CardMemory, ShownCard
 
 __all__ = ["SERVICES", "CdsService", "Gathered", "PreconditionFailedError", "answer", "discovery", "gather"]
 
@@ -194,8 +196,14 @@ def answer(
     today: dt.date,
     reports: ReportStore,
     base_url: str,
+    memory: CardMemory | None = None,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Assess the patient and return the CDS Hooks response (``{"cards": [...]}``).
+
+    ``info`` cards are left out when ``cds.show_info_cards`` is false; with a ``memory``, cards
+    that feedback or an earlier hook already covered are held back
+    (:mod:`magstat.service.suppression`). The call blocks on the database: run it in a thread.
 
     Raises:
         InvalidInputError: the hook context is not what the hook defines, or the data name
@@ -252,6 +260,11 @@ def answer(
         )
     else:
         cards = patient_view_cards(result, kb, ctx)
+    if not settings.cds.show_info_cards:
+        cards = [c for c in cards if c["indicator"] != "info"]
+    if memory is not None and cards:
+        candidates = [ShownCard(c, card_concern(c, result), card_state(c, result, facts, kb)) for c in cards]
+        cards = memory.select(service.id, patient_id, candidates, now or dt.datetime.now(dt.UTC))
     if cards:
         # The report is kept only when a card links to it: no card, no patient data kept.
         add_report_link(cards, f"{base_url}/reports/{reports.put(result)}")

@@ -45,6 +45,7 @@ from magstat.service.reports import ReportStore
 from magstat.service.routes import assess, cds_services, health, reports
 from magstat.service.security import TokenVerifier
 from magstat.service.settings import Settings
+from magstat.service.suppression import CardMemory
 from magstat.web import router as web_router
 
 __all__ = ["create_app"]
@@ -91,11 +92,13 @@ def create_app(
     settings.check()
     knowledge = kb or load()
     store = FeedbackStore(settings.database.url)
+    memory = CardMemory(store, settings.cds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             store.initialise()
+            memory.initialise()
         except StorageError as exc:
             # The hooks work without the database; feedback answers 503 until it is back.
             log.error("feedback database unavailable at start-up: %s", exc)
@@ -122,6 +125,7 @@ def create_app(
     app.state.kb = knowledge
     app.state.templates = prefetch_templates(knowledge)
     app.state.feedback = store
+    app.state.memory = memory
     app.state.reports = ReportStore(settings.cds.report_ttl_seconds, settings.cds.report_max_entries)
     app.state.verifier = TokenVerifier(settings.cds)
     app.state.clock = clock or _utc_now

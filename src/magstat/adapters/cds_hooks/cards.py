@@ -11,11 +11,13 @@ Card rules:
   ``at_risk`` when a next step or safety action is of high or urgent priority (for example a
   high MDS with no recent magnesium result); a *renal wasting* card when FEMg reads renal; a
   *safety* card when no status card is shown but a high or urgent safety action exists.
-  Indicator: ``critical`` for a severe or life-threatening status or any urgent action,
-  ``warning`` for the other deficit and excess statuses, ``info`` for ``at_risk``.
+  Indicator: ``critical`` only when the assessment holds an urgent action (the knowledge base's
+  statements that the core marks urgent: a severe or symptomatic deficit, an excess, an unsafe
+  product with kidney failure), ``warning`` for the other deficit and excess statuses, ``info``
+  for ``at_risk``.
 - ``order-select`` / ``order-sign``: a *drug lowers magnesium* card when a selected draft drug
   belongs to a knowledge-base class whose effect is ``lowers`` (``warning`` when the latest serum
-  magnesium is below the lab range or in the grey zone, ``critical`` for a severe deficit,
+  magnesium is below the lab range or in the grey zone, ``critical`` only with an urgent action,
   otherwise ``info``), with the FDA 2011 advice when the assessment carries it
   (``ns.ppi_baseline``) and a suggestion that creates a serum magnesium order; a *magnesium
   product* card when a selected draft is a magnesium-containing product and the assessment
@@ -165,7 +167,7 @@ def patient_view_cards(result: Assessment, kb: KnowledgeBase, ctx: CardContext) 
 
 
 def _status_card(result: Assessment, kb: KnowledgeBase, ctx: CardContext, urgent: bool) -> dict[str, Any]:
-    if result.severity in ("severe", "life-threatening") or urgent:
+    if urgent:
         indicator = "critical"
     elif result.status == "at_risk":
         indicator = "info"
@@ -316,7 +318,7 @@ def _lowering_card(
             if d in kb.drugs
         )
     )
-    if result.status == "deficient" and result.severity == "severe":
+    if any(a.priority == "urgent" for a in (*result.next_steps, *result.safety)):
         indicator = "critical"
     elif low:
         indicator = "warning"

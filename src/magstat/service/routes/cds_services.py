@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
@@ -101,15 +102,21 @@ async def call_service(
     gathered = await hooks.gather(
         body, request.app.state.templates, settings=settings, issuer_servers=allowed, http=http
     )
-    response = hooks.answer(
-        service,
-        body,
-        gathered,
-        kb=kb,
-        settings=settings,
-        today=clock().date(),
-        reports=reports,
-        base_url=base_url(request, settings),
+    now = clock()
+    response = await run_in_threadpool(
+        functools.partial(
+            hooks.answer,
+            service,
+            body,
+            gathered,
+            kb=kb,
+            settings=settings,
+            today=now.date(),
+            reports=reports,
+            base_url=base_url(request, settings),
+            memory=request.app.state.memory,
+            now=now,
+        )
     )
     return JSONResponse(response)
 
@@ -121,7 +128,13 @@ async def call_service(
     responses={**_ERRORS, 503: {"description": "the feedback database is unavailable"}},
 )
 async def feedback(
-    service_id: ServiceId, body: FeedbackRequest, *, client: ClientDep, store: FeedbackDep
+    service_id: ServiceId,
+    body: FeedbackRequest,
+    *,
+    request: Request,
+    client: ClientDep,
+    store: FeedbackDep,
+    clock: ClockDep,
 ) -> FeedbackResponse:
     """Store what the clinician did with cards: accepted suggestions or an override reason."""
     if service_id not in hooks.SERVICES:
@@ -149,4 +162,6 @@ async def feedback(
         for item in body.feedback
     ]
     stored = await run_in_threadpool(store.add, records)
+    # Overrides with the card's own reasons and accepted lab orders hold the card back for a while.
+    await run_in_threadpool(request.app.state.memory.learn, records, clock())
     return FeedbackResponse(stored=stored)
