@@ -505,10 +505,12 @@ def test_suggestion_fields(cards):
 
 
 def test_actions(cards):
-    """Actions have a type and description; create carries a new FHIR resource, delete a resourceId and no resource (127, 128, 130, 131, 133-135)."""
+    """Actions have a type and description; create carries a new FHIR resource, delete a resourceId and no resource (125, 127, 128, 130, 131, 133-135)."""
     seen = set()
     for card in cards:
         for suggestion in card.get("suggestions", ()):
+            # one action per suggestion: accepting it applies all of it, never a part (125)
+            assert 1 == len(suggestion["actions"])
             for action in suggestion["actions"]:
                 seen.add(action["type"])
                 assert action["type"] in ("create", "update", "delete")
