@@ -660,3 +660,67 @@ def test_kb_loads_for_the_conformance_tests():
     """The knowledge base the service uses loads (a guard for the tests above)."""
     assert load().version
     assert json.dumps(prefetch_templates(load()))
+
+
+def test_critical_only_with_an_urgent_action(kb):
+    """Across serum magnesium values, drugs and kidney function, a card is critical exactly when an action is urgent."""
+    import datetime as dt  # noqa: PLC0415
+
+    from magstat.adapters.cds_hooks.cards import CardContext, DraftDrug, order_cards, patient_view_cards  # noqa: PLC0415
+    from magstat.core import assess  # noqa: PLC0415
+    from magstat.core.facts import Lab, Medication, Origin, PatientFacts  # noqa: PLC0415
+    from magstat.core.match import match_drug  # noqa: PLC0415
+
+    as_of = dt.date(2024, 3, 1)
+    ctx = CardContext(service_id="magstat-patient-view", hook_instance="h", patient_id="p", version="0")
+    seen = set()
+    for mg in (None, 0.3, 0.45, 0.6, 0.8, 0.95, 1.3, 2.5):
+        for drug in ((), ("furosemide",), ("omeprazole",), ("magnesium oxide",)):
+            for egfr in (None, 20.0, 90.0):
+                labs = []
+                if mg is not None:
+                    labs.append(
+                        Lab("serum_mg", mg, "mmol/L", as_of, origin=Origin("Observation/mg", "LOINC"))
+                    )
+                if egfr is not None:
+                    labs.append(
+                        Lab(
+                            "egfr",
+                            egfr,
+                            kb.tests["egfr"].canonical_unit,
+                            as_of,
+                            origin=Origin("Observation/e", "LOINC"),
+                        )
+                    )
+                meds = tuple(
+                    Medication(
+                        d, match_drug(kb, (), d).ids, True, origin=Origin("MedicationRequest/m", "text")
+                    )
+                    for d in drug
+                )
+                facts = PatientFacts(
+                    as_of=as_of,
+                    patient_id="p",
+                    age_years=70.0,
+                    sex="female",
+                    medications=meds,
+                    conditions=(),
+                    labs=tuple(labs),
+                )
+                result = assess(facts, kb)
+                urgent = any(a.priority == "urgent" for a in (*result.next_steps, *result.safety))
+                drafts = [
+                    DraftDrug("MedicationRequest/m", d, m.drugs) for d, m in zip(drug, meds, strict=True)
+                ]
+                for card in (*patient_view_cards(result, kb, ctx), *order_cards(result, kb, ctx, drafts)):
+                    seen.add(card["indicator"])
+                    if card["indicator"] == "critical":
+                        assert urgent, (mg, drug, egfr, card["summary"])
+                    elif card["source"]["topic"]["code"] in (
+                        "status",
+                        "safety",
+                        "drug-lowers-magnesium",
+                        "magnesium-product-kidney",
+                    ):
+                        assert not urgent, (mg, drug, egfr, card["summary"])
+    assert {"info", "warning", "critical"} == seen
