@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,8 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from magstat.adapters.cds_hooks.cards import OVERRIDE_SYSTEM, SUGGESTION_ORDER_SERUM_MG
 from magstat.service import Settings
+from magstat.service.feedback import FeedbackStore
 from tests.service.conftest import AS_OF, Live, live, post
 
 PV = "/cds-services/magstat-patient-view"
@@ -39,11 +43,16 @@ class Clock:
         self.now += dt.timedelta(**delta)
 
 
+PG_URL = os.environ.get("MAGSTAT_TEST_POSTGRES_URL")
+
+
 @contextmanager
-def service(make_settings: Callable[..., Settings], **cds: Any) -> Iterator[tuple[Live, Clock]]:
+def service(
+    make_settings: Callable[..., Settings], database: str | None = None, **cds: Any
+) -> Iterator[tuple[Live, Clock]]:
     """A demo-mode service with a hand-moved clock."""
     clock = Clock()
-    with live(make_settings(demo=True, **cds), clock=clock) as server:
+    with live(make_settings(demo=True, database=database, **cds), clock=clock) as server:
         yield server, clock
 
 
@@ -265,3 +274,33 @@ def test_no_patient_id_or_drug_is_stored_in_the_clear(make_settings, tmp_path: P
     assert "magstat_cds_suppression" in dump
     for secret in (PATIENT, "omeprazole", "furosemide", "serum-mg"):
         assert secret not in dump
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(
+                not PG_URL, reason="MAGSTAT_TEST_POSTGRES_URL is not set (CI starts PostgreSQL and sets it)"
+            ),
+        ),
+    ],
+)
+def test_override_holds_back_on_each_database(make_settings, tmp_path: Path, backend: str):
+    """The override rule works the same on SQLite and PostgreSQL."""
+    url = f"sqlite:///{tmp_path / 'own.sqlite3'}"
+    if backend == "postgresql":
+        assert PG_URL
+        url = PG_URL
+        store = FeedbackStore(url)
+        store.execute(
+            [(f"DROP TABLE IF EXISTS {t}", ()) for t in ("magstat_cds_card", "magstat_cds_suppression")]
+        )
+        store.close()
+    with service(make_settings, database=url) as (server, clock):
+        card = call(server, PV, "patient-view", prefetch())[0]
+        override(server, PV, card, "already-monitored", clock)
+        assert [] == call(server, PV, "patient-view", prefetch())
+        assert 1 == len(call(server, PV, "patient-view", prefetch(meds=(OMEPRAZOLE, FUROSEMIDE))))

@@ -234,8 +234,8 @@ def _e(text: object) -> str:
 
 def _line_chart(title: str, periods: Sequence[str], series: dict[str, list[float | None]]) -> str:
     """An SVG line chart of rates (0-100 %) per period, one line per series."""
-    width, height, left, bottom, top = 640, 260, 48, 40, 16
-    plot_w, plot_h = width - left - 150, height - bottom - top
+    width, height, left, bottom, top = 760, 260, 48, 40, 16
+    plot_w, plot_h = width - left - 230, height - bottom - top
     step = plot_w / max(len(periods) - 1, 1)
     body = []
     for pct in (0, 25, 50, 75, 100):
@@ -343,7 +343,7 @@ def render_html(summary: FeedbackSummary, source: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>magstat card feedback</title>'
         "<style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}"
-        "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}</style></head><body>"
+        "td:nth-child(-n+2),th:nth-child(-n+2){text-align:left;white-space:nowrap}</style></head><body>"
         "<h1>magstat CDS Hooks card feedback</h1>"
         f"<p>Database: {_e(source)}. Periods: {len(summary.periods)}. CSV: {_RATES}, {_REASONS}.</p>"
         f"{body}<section><h2>Counts</h2>{table}</section></body></html>\n"
