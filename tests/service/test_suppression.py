@@ -304,3 +304,12 @@ def test_override_holds_back_on_each_database(make_settings, tmp_path: Path, bac
         override(server, PV, card, "already-monitored", clock)
         assert [] == call(server, PV, "patient-view", prefetch())
         assert 1 == len(call(server, PV, "patient-view", prefetch(meds=(OMEPRAZOLE, FUROSEMIDE))))
+
+
+def test_cards_are_shown_when_the_card_memory_is_down(make_settings):
+    """With the database unreachable every warranted card is shown (a repeat is safer than a gap)."""
+    with service(make_settings, database="postgresql://magstat@127.0.0.1:9/none") as (server, _clock):
+        assert ["status"] == [
+            c["source"]["topic"]["code"] for c in call(server, PV, "patient-view", prefetch())
+        ]
+        assert 1 == len(call(server, PV, "patient-view", prefetch()))

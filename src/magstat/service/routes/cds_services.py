@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
@@ -103,20 +102,17 @@ async def call_service(
         body, request.app.state.templates, settings=settings, issuer_servers=allowed, http=http
     )
     now = clock()
-    response = await run_in_threadpool(
-        functools.partial(
-            hooks.answer,
-            service,
-            body,
-            gathered,
-            kb=kb,
-            settings=settings,
-            today=now.date(),
-            reports=reports,
-            base_url=base_url(request, settings),
-            memory=request.app.state.memory,
-            now=now,
-        )
+    response = await hooks.answer(
+        service,
+        body,
+        gathered,
+        kb=kb,
+        settings=settings,
+        today=now.date(),
+        reports=reports,
+        base_url=base_url(request, settings),
+        memory=request.app.state.memory,
+        now=now,
     )
     return JSONResponse(response)
 
