@@ -146,6 +146,10 @@ def scenarios() -> dict[str, tuple[str, dict[str, Any]]]:
             "patient-view",
             _call("patient-view", "c7", _prefetch("c7", obs=(_obs("c7", "mg", "19123-9", 2.2, "mg/dL"),))),
         ),
+        "part of the record not read": (
+            "patient-view",
+            _call("patient-view", "c8", {"patient": _patient("c8"), "observations": _bundle()}),
+        ),
         "order-select PPI": (
             "order-select",
             _call(
@@ -403,7 +407,13 @@ def test_no_guidance_is_an_empty_cards_array(answers):
 def test_scenarios_give_every_kind_of_card(cards):
     """The scenarios between them give each kind of magstat card, so the card tests see them all."""
     kinds = {c["source"]["topic"]["code"] for c in cards}
-    assert {"status", "renal-wasting", "drug-lowers-magnesium", "magnesium-product-kidney"} <= kinds
+    assert {
+        "status",
+        "renal-wasting",
+        "drug-lowers-magnesium",
+        "magnesium-product-kidney",
+        "data-not-read",
+    } <= kinds
     assert {"info", "warning", "critical"} == {c["indicator"] for c in cards}
 
 

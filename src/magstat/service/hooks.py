@@ -36,6 +36,7 @@ from magstat.adapters.fhir import facts_from_fhir
 from magstat.core.assess import assess
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
+from magstat.service.datagaps import TOPIC_DATA_UNREAD, unread_data_card
 from magstat.service.feedback import StorageError
 from magstat.service.fhirclient import fetch_templates
 from magstat.service.reports import ReportStore
@@ -120,6 +121,8 @@ class Gathered:
     values: dict[str, Any] = field(default_factory=dict)
     complete: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    unread: set[str] = field(default_factory=set)
+    """Keys that were neither sent nor read (failed, timed out, refused): unknown, not empty."""
 
 
 async def gather(
@@ -152,16 +155,19 @@ async def gather(
     server = body.fhirServer
     if not server:
         out.notes.append(f"not sent and no FHIR server to read: {', '.join(missing)}")
+        out.unread.update(missing)
         return out
     refusal = _server_refused(server, settings, issuer_servers)
     if refusal:
         out.notes.append(f"the FHIR server was not read ({refusal}): {', '.join(missing)}")
+        out.unread.update(missing)
         return out
     queries: dict[str, str] = {}
     for key in missing:
         query = render_template(templates[key], body.context)
         if query is None:
             out.notes.append(f"{key}: the hook context lacks a value the query needs")
+            out.unread.add(key)
         else:
             queries[key] = query
     token = body.fhirAuthorization.access_token if body.fhirAuthorization else None
@@ -176,6 +182,7 @@ async def gather(
     out.values.update(fetched.values)
     out.complete |= fetched.complete
     out.notes += fetched.notes
+    out.unread |= fetched.failed
     return out
 
 
@@ -268,9 +275,22 @@ async def answer(
         )
     else:
         cards = patient_view_cards(result, kb, ctx)
+        if not cards and gathered.unread:
+            # Part of the record could not be read: no card would read as "no concern".
+            cards = [
+                unread_data_card(
+                    service_id=service.id,
+                    hook_instance=body.hookInstance,
+                    version=__version__,
+                    kb_version=kb.version,
+                    unread=gathered.unread,
+                    notes=notes,
+                )
+            ]
     if not settings.cds.show_info_cards:
         cards = [c for c in cards if c["indicator"] != "info"]
-    if memory is not None and cards:
+    # The "could not read" card comes alone and only when nothing else is said: never held back.
+    if memory is not None and cards and cards[0]["source"]["topic"]["code"] != TOPIC_DATA_UNREAD:
         candidates = [ShownCard(c, card_concern(c, result), card_state(c, result, facts, kb)) for c in cards]
         select = functools.partial(
             memory.select, service.id, patient_id, candidates, now or dt.datetime.now(dt.UTC)

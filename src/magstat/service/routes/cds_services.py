@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from magstat.adapters.cds_hooks.models import (
     CdsResponse,
     Discovery,
+    Feedback,
     FeedbackRequest,
     FeedbackResponse,
     HookRequest,
@@ -23,6 +25,7 @@ from magstat.service.deps import (
     AuthenticatedRoute,
     ClientDep,
     ClockDep,
+    DatabaseDep,
     FeedbackDep,
     HttpDep,
     KBDep,
@@ -30,7 +33,10 @@ from magstat.service.deps import (
     SettingsDep,
     base_url,
 )
-from magstat.service.feedback import FeedbackRecord
+from magstat.service.feedback import FeedbackRecord, StorageError
+from magstat.service.security import ClientIdentity
+
+log = logging.getLogger("magstat.service.cds")
 
 ServiceId = Annotated[
     str,
@@ -113,8 +119,16 @@ async def call_service(
         base_url=base_url(request, settings),
         memory=request.app.state.memory,
         now=now,
+        # The card memory may hold a hook call up to the FHIR deadline; then every card is shown.
+        run_db=lambda call: request.app.state.database.run(call, settings.cds.fhir_deadline_seconds),
     )
     return JSONResponse(response)
+
+
+_FEEDBACK_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+}
 
 
 @router.post(
@@ -122,42 +136,82 @@ async def call_service(
     response_model=FeedbackResponse,
     summary="Feedback on cards",
     responses={**_ERRORS, 503: {"description": "the feedback database is unavailable"}},
+    openapi_extra={"requestBody": _FEEDBACK_BODY},
 )
 async def feedback(
     service_id: ServiceId,
-    body: FeedbackRequest,
     *,
     request: Request,
     client: ClientDep,
     store: FeedbackDep,
+    database: DatabaseDep,
     clock: ClockDep,
-) -> FeedbackResponse:
+) -> JSONResponse:
     """Store what the clinician did with cards: accepted suggestions or an override reason."""
     if service_id not in hooks.SERVICES:
         raise HTTPException(status_code=404, detail="no such CDS service")
-    records = [
-        FeedbackRecord(
-            service_id=service_id,
-            card_uuid=item.card,
-            outcome=item.outcome,
-            accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
-            outcome_timestamp=item.outcomeTimestamp,
-            override_system=item.overrideReason.reason.system
-            if item.overrideReason and item.overrideReason.reason
-            else None,
-            override_code=item.overrideReason.reason.code
-            if item.overrideReason and item.overrideReason.reason
-            else None,
-            override_display=item.overrideReason.reason.display
-            if item.overrideReason and item.overrideReason.reason
-            else None,
-            user_comment=item.overrideReason.userComment if item.overrideReason else None,
-            issuer=client.iss if client else None,
-            tenant=client.tenant if client else None,
-        )
-        for item in body.feedback
-    ]
-    stored = await run_in_threadpool(store.add, records)
+    # Read like the hook calls, so that a body that is not JSON is a 422 as everywhere else.
+    try:
+        body = FeedbackRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+    records = [_record(service_id, i, item, client) for i, item in enumerate(body.feedback)]
+    stored = await database.run(lambda: store.add(records))
     # Overrides with the card's own reasons and accepted lab orders hold the card back for a while.
-    await run_in_threadpool(request.app.state.memory.learn, records, clock())
-    return FeedbackResponse(stored=stored)
+    # The feedback is stored by now: a card memory that fails is logged, not answered with 503.
+    now = clock()
+    try:
+        await database.run(lambda: request.app.state.memory.learn(records, now))
+    except StorageError as exc:
+        log.error("card memory unavailable, feedback made no suppression rule: %s", exc)
+    return JSONResponse(FeedbackResponse(stored=stored).model_dump())
+
+
+def _record(service_id: str, index: int, item: Feedback, client: ClientIdentity | None) -> FeedbackRecord:
+    """One feedback item as a row, refusing what no database can store (a permanent 422)."""
+    where = f"feedback[{index}]"
+    stamp = item.outcomeTimestamp
+    try:
+        (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInputError(
+            f"{where}.outcomeTimestamp",
+            "is out of range once converted to UTC",
+            allowed="a date-time between 0001-01-02 and 9999-12-30",
+        ) from None
+    reason = item.overrideReason.reason if item.overrideReason else None
+    record = FeedbackRecord(
+        service_id=service_id,
+        card_uuid=item.card,
+        outcome=item.outcome,
+        accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
+        outcome_timestamp=stamp,
+        override_system=reason.system if reason else None,
+        override_code=reason.code if reason else None,
+        override_display=reason.display if reason else None,
+        user_comment=item.overrideReason.userComment if item.overrideReason else None,
+        issuer=client.iss if client else None,
+        tenant=client.tenant if client else None,
+    )
+    texts = {
+        "card": record.card_uuid,
+        "overrideReason.reason.system": record.override_system,
+        "overrideReason.reason.code": record.override_code,
+        "overrideReason.reason.display": record.override_display,
+        "overrideReason.userComment": record.user_comment,
+        **{f"acceptedSuggestions[{n}].id": s for n, s in enumerate(record.accepted_suggestions)},
+    }
+    for name, text in texts.items():
+        if text is not None:
+            _storable(f"{where}.{name}", text)
+    return record
+
+
+def _storable(field: str, text: str) -> None:
+    """Refuse text a database cannot store: a NUL character, or a lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        raise InvalidInputError(field, "contains a NUL character", allowed="text without control character 0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(field, "is not valid Unicode text (a lone surrogate)") from None
