@@ -38,6 +38,7 @@ from magstat.errors import InvalidInputError
 from magstat.kb import load
 from magstat.kb.schema import KnowledgeBase
 from magstat.render import render_json
+from magstat.render.html import REPORT_CSS
 from magstat.web import form as clinician_form
 from magstat.web import patients, selfcheck
 from magstat.web.pages import render
@@ -520,8 +521,9 @@ _MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; char
 @functools.cache
 def _static_files() -> dict[str, tuple[bytes, str, str]]:
     folder = resources.files("magstat.web") / "static"
+    shared = resources.files("magstat.render") / "templates" / REPORT_CSS  # the result's styles
     out = {}
-    for entry in folder.iterdir():
+    for entry in (*folder.iterdir(), shared):
         suffix = "." + entry.name.rsplit(".", 1)[-1]
         if entry.is_file() and suffix in _MEDIA_TYPES:
             body = entry.read_bytes()
