@@ -43,7 +43,7 @@ class Shape:
 
 def trend_shapes(chart: TrendChart, width: float = 640, height: float = 220) -> list[Shape]:
     """The trend chart as shapes: band, limit line, axis with ticks and label, results."""
-    left, right, top, bottom = 58.0, 150.0, 12.0, 40.0
+    left, right, top, bottom = 58.0, 150.0, 24.0, 40.0
     y_min, y_max = chart.y_range
     first, last = chart.points[0][0], chart.points[-1][0]
     span = max((last - first).days, 1)
@@ -58,28 +58,21 @@ def trend_shapes(chart: TrendChart, width: float = 640, height: float = 220) -> 
 
     plot_right = width - right
     shapes: list[Shape] = []
+    labels: list[tuple[float, str, str]] = []  # right-hand labels: (y, text, colour)
     if chart.band:
         low, high = chart.band
         shapes.append(Shape("rect", left, y(high), plot_right, y(low), BAND))
-        shapes.append(Shape("text", plot_right + 6, y(high) + 4, text=f"{fmt(high, 2)} lab upper"))
-        shapes.append(Shape("text", plot_right + 6, y(low) + 4, text=f"{fmt(low, 2)} lab lower"))
+        labels += [(y(high), f"{fmt(high, 2)} lab upper", INK), (y(low), f"{fmt(low, 2)} lab lower", INK)]
     if chart.limit is not None:
         shapes.append(Shape("dashed", left, y(chart.limit), plot_right, y(chart.limit), LIMIT))
-        shapes.append(
-            Shape(
-                "text",
-                plot_right + 6,
-                y(chart.limit) + 4,
-                colour=LIMIT,
-                text=f"{fmt(chart.limit, 2)} lower limit",
-            )
-        )
+        labels.append((y(chart.limit), f"{fmt(chart.limit, 2)} lower limit", LIMIT))
+    shapes += [Shape("text", plot_right + 6, at + 4, colour=c, text=t) for at, t, c in _spread(labels, 12)]
     # Value axis: a line, three ticks, and its name with the unit.
     shapes.append(Shape("line", left, top, left, height - bottom))
     for value in (y_min, (y_min + y_max) / 2, y_max):
         shapes.append(Shape("line", left - 4, y(value), left, y(value)))
         shapes.append(Shape("text", left - 6, y(value) + 4, text=fmt(value, 2), anchor="end"))
-    shapes.append(Shape("text", 4, top + 2, text=chart.unit))
+    shapes.append(Shape("text", 4, top - 10, text=f"Serum magnesium ({chart.unit})"))
     shapes.append(Shape("line", left, height - bottom, plot_right, height - bottom))
     if not single:
         shapes.append(Shape("path", 0, 0, colour=BLUE, points=tuple((x(d), y(v)) for d, v in chart.points)))
@@ -98,6 +91,15 @@ def trend_shapes(chart: TrendChart, width: float = 640, height: float = 220) -> 
             Shape("text", (left + plot_right) / 2, height - 6, text="date of result", anchor="middle")
         )
     return shapes
+
+
+def _spread(labels: list[tuple[float, str, str]], gap: float) -> list[tuple[float, str, str]]:
+    """Labels sorted top to bottom and pushed apart so that no two are closer than ``gap``."""
+    out: list[tuple[float, str, str]] = []
+    for wanted, text, colour in sorted(labels):
+        at = max(wanted, out[-1][0] + gap) if out else wanted
+        out.append((at, text, colour))
+    return out
 
 
 def bar_shapes(chart: BarChart, width: float = 520, height: float = 80) -> list[Shape]:
