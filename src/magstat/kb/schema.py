@@ -182,6 +182,7 @@ class Sign:
     icd10: tuple[str, ...]
     synonyms: tuple[str, ...]
     sources: tuple[str, ...]
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,6 +579,7 @@ def _sign(entry_id: str, e: _Entry) -> Sign:
         icd10=e.strs("icd10"),
         synonyms=e.strs("synonyms"),
         sources=e.sources(),
+        urgent=e.boolean("urgent", False),
     )
 
 
