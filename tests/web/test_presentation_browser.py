@@ -12,6 +12,7 @@ import io
 import unicodedata
 
 import pytest
+from playwright.sync_api import expect
 
 from magstat.adapters.read import facts_from_data
 from magstat.core.assess import assess
@@ -85,3 +86,17 @@ def test_first_screen_print_and_pdf_open_with_status_and_urgent_action(browser, 
     assert f"Status: {view.status_label}" in first_page
     for action in view.urgent:
         assert _words(action.text)[:60] in first_page
+
+
+def test_a_refused_form_moves_focus_to_the_error_list(browser, page):
+    """After a refused submission the keyboard focus is on the error list, which states the range in mg/dL."""
+    page.goto(browser.base + "/")
+    page.get_by_label("Serum magnesium: value").first.fill("90")
+    page.get_by_label("Serum magnesium: unit").first.fill("mg/dL")
+    page.get_by_label("Serum magnesium: date").first.fill("2024-04-28")
+    page.get_by_role("button", name="Assess this patient").click()
+    summary = page.get_by_role("alert")
+    assert "0.024 to 48.6 mg/dL" in summary.inner_text()
+    page.wait_for_load_state("load")
+    expect(page.locator(".error-summary")).to_be_focused()
+    page.screenshot(path=str(SCREENSHOTS / "form-error-focus.png"))

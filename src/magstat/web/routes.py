@@ -395,7 +395,7 @@ async def _assess_form(request: Request, kb: KnowledgeBase, values: dict[str, st
     except InvalidInputError as error:
         spec = clinician_form.form_spec(kb)
         control = clinician_form.control_for(error, built.controls)
-        message = clinician_form.error_message(error)
+        message = clinician_form.error_message(error, kb, control)
         label = clinician_form.label_for(spec, control) if control else error.field
         return _index(
             request,
