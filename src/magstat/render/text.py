@@ -72,13 +72,11 @@ def _lay_out(view: AssessmentView, out: _Out, cite: bool) -> None:
 
     out.heading("Measurements and calculators")
     out.table([row for row in view.measurements if not row.secondary])
-    if view.trend is not None:
-        out.para(
-            "Trend: "
-            + ", ".join(f"{d}: {v}" for d, v in view.trend_points[-6:])
-            + " mmol/L. "
-            + view.trend.note
-        )
+    if view.trend is not None and len(view.trend_points) > 1:
+        points = ", ".join(f"{d}: {v}" for d, v in view.trend_points[-6:])
+        out.para(f"Trend (mmol/L): {points}. {view.trend.note}")
+    elif view.trend is not None:
+        out.para(view.trend.note)
     secondary = [row for row in view.measurements if row.secondary]
     if secondary:
         out.para("Not bearing on this status: " + "; ".join(f"{x.label} {x.value}" for x in secondary))
