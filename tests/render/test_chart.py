@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_labels_at_the_right_of_the_trend_never_overlap():
     shapes = chart.trend_shapes(_trend([("2024-04-29", 0.45)], band=(0.70, 0.91), limit=0.85))
     right = sorted(s.y for s in shapes if s.kind == "text" and ("lab" in s.text or "limit" in s.text))
     assert 3 == len(right)
-    assert all(b - a >= 12 for a, b in zip(right, right[1:], strict=False))
+    assert all(b - a >= 12 for a, b in itertools.pairwise(right))
 
 
 def test_bar_chart_names_the_value_and_each_mark():
