@@ -10,6 +10,7 @@ the EAR, RDA and UL) are those of :mod:`magstat.render.model`; nothing here know
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from html import escape
 from typing import Any, Literal
@@ -69,7 +70,7 @@ def trend_shapes(chart: TrendChart, width: float = 640, height: float = 220) -> 
     shapes += [Shape("text", plot_right + 6, at + 4, colour=c, text=t) for at, t, c in _spread(labels, 12)]
     # Value axis: a line, three ticks, and its name with the unit.
     shapes.append(Shape("line", left, top, left, height - bottom))
-    for value in (y_min, (y_min + y_max) / 2, y_max):
+    for value in _ticks(y_min, y_max):
         shapes.append(Shape("line", left - 4, y(value), left, y(value)))
         shapes.append(Shape("text", left - 6, y(value) + 4, text=fmt(value, 2), anchor="end"))
     shapes.append(Shape("text", 4, top - 10, text=f"Serum magnesium ({chart.unit})"))
@@ -91,6 +92,16 @@ def trend_shapes(chart: TrendChart, width: float = 640, height: float = 220) -> 
             Shape("text", (left + plot_right) / 2, height - 6, text="date of result", anchor="middle")
         )
     return shapes
+
+
+def _ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round values for the axis ticks: the smallest common step giving at most ``most``."""
+    for step in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0):
+        first = math.ceil(low / step - 1e-9)
+        last = math.floor(high / step + 1e-9)
+        if last - first + 1 <= most:
+            return [round(i * step, 4) for i in range(first, last + 1)]
+    return [low, high]
 
 
 def _spread(labels: list[tuple[float, str, str]], gap: float) -> list[tuple[float, str, str]]:

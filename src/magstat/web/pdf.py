@@ -221,7 +221,7 @@ def _measurements(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
             rows.append(
                 [
                     Paragraph(_text(name), st["small"]),
-                    x.value + (" L" if x.flag == "low" else " H" if x.flag == "high" else ""),
+                    x.value + (f" ({x.flag})" if x.flag else ""),
                     Paragraph(_text(x.unit), st["small"]),
                     Paragraph(_text(x.reported), st["small"]),
                     Paragraph(
@@ -230,7 +230,7 @@ def _measurements(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
                     x.date,
                 ]
             )
-        story.append(_table(rows, [46 * mm, 16 * mm, 30 * mm, 26 * mm, 30 * mm, 22 * mm]))
+        story.append(_table(rows, [42 * mm, 20 * mm, 30 * mm, 26 * mm, 30 * mm, 22 * mm]))
     return story
 
 
