@@ -188,7 +188,10 @@ def test_self_check(browser, page):
     text = _visible_text(page)
     assert "You take omeprazole" in text
     assert "You take furosemide" in text
-    assert "Muscle cramps: this is common" in text
+    assert (
+        "Ordinary muscle cramps (for example in the calf or foot, often at night, easing when you stretch): this is common"
+        in text
+    )
     assert "magnesium oil" in text.lower() and "Not counted" in text
     assert "From your food answers" in text
     words = page.locator("body").inner_text().lower()
