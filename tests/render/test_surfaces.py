@@ -26,7 +26,17 @@ pypdf = pytest.importorskip("pypdf", reason="pypdf reads the PDF (pip install -e
 
 DEMOS = [p for p in patients.catalogue() if p.path is None]
 # UCUM codes and raw values that must not reach a person.
-NOT_FOR_PEOPLE = ("{drinks}", "{1.73_m2}", " L mmol/L", " H mmol/L", "{score}", "0.4526", "0.453 ", " True", " False")
+NOT_FOR_PEOPLE = (
+    "{drinks}",
+    "{1.73_m2}",
+    " L mmol/L",
+    " H mmol/L",
+    "{score}",
+    "0.4526",
+    "0.453 ",
+    " True",
+    " False",
+)
 
 
 def _assessed(patient, kb):

@@ -81,7 +81,11 @@ def define_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="extra Spark setting",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress on standard error (bars on a terminal, lines with totals elsewhere)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on standard error (bars on a terminal, lines with totals elsewhere)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
