@@ -138,14 +138,14 @@ def test_status_banner_names_the_first_urgent_action(kb):
 
 
 def test_labels_for_people_not_identifiers(kb):
-    """Inputs and MDS components read as names ("Proton-pump inhibitor: ...", "Fatigue: reported")."""
+    """Inputs and MDS components read as names ("Proton-pump inhibitors: ...", "Fatigue: reported")."""
     patient = next(p for p in DEMOS if p.id == "case-01-ppi-diuretic-deficient")
     result, facts = _assessed(patient, kb)
     view = assessment_view(result, kb, facts)
     inputs = [i.text for g in view.groups for f in g.findings for i in f.inputs]
     assert any(t.startswith("Fatigue: reported") for t in inputs)
-    assert any(t.startswith("Proton-pump inhibitor: ") for t in inputs)
-    assert "Proton-pump inhibitor" in [r.label for r in view.mds_rows]
+    assert any(t.startswith("Proton-pump inhibitors: ") for t in inputs)
+    assert "Proton-pump inhibitors" in [r.label for r in view.mds_rows]
     assert not any(t.startswith(("ppi:", "diuretic:")) for t in inputs)
 
 

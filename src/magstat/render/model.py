@@ -116,8 +116,10 @@ _DECIMALS = {
 
 # Identifiers that reach the page as input names; the knowledge base names the rest.
 _NAME_LABELS = {
-    "ppi": "Proton-pump inhibitor",
-    "diuretic": "Diuretic",
+    "heavy": "Heavy drinking",
+    "audit_c_positive": "Unhealthy drinking (AUDIT-C)",
+    "ppi": "Proton-pump inhibitors",
+    "diuretic": "Diuretics",
     "kidney": "Kidney function",
     "alcohol": "Heavy drinking",
     "alcohol_drinks_per_day": "Alcohol",
@@ -189,13 +191,13 @@ def quantity(value: float | None, unit: str | None) -> str:
 
 def label(identifier: str, kb: KnowledgeBase | None = None) -> str:
     """A name for people for an identifier that reached the page (``thiazide_diuretic``)."""
-    if identifier in _NAME_LABELS:
-        return _NAME_LABELS[identifier]
     if kb is not None:
         for table in (kb.drug_classes, kb.conditions, kb.signs):
             entry = table.get(identifier)
             if entry is not None:
                 return entry.name
+    if identifier in _NAME_LABELS:
+        return _NAME_LABELS[identifier]
     if identifier in STATUS_LABELS:
         return STATUS_LABELS[identifier]
     text = identifier.replace("_", " ")
@@ -365,7 +367,7 @@ class AssessmentView:
     result: Assessment
     status: str
     status_label: str
-    summary: str
+    summary: str  # the core's summary, worded for people (see _headline)
     banner: str
     who: str
     first_actions: tuple[ActionView, ...]
@@ -685,6 +687,31 @@ def _who(result: Assessment) -> str:
     )
 
 
+def _headline(result: Assessment, kb: KnowledgeBase, status_label: str) -> str:
+    """The core's summary in words for people: names of risk factors, not their identifiers.
+
+    It says what the core's ``summary`` says (status, serum value and band, MDS, major risk
+    factors), from the same fields; the JSON keeps the core's own sentence.
+    """
+    s = result.serum_magnesium
+    if s.mmol_l is None:
+        parts = ["no serum magnesium result"]
+    else:
+        band = BAND_LABELS.get(s.band or "", "").split(":")[0] if s.current else "not recent"
+        parts = [f"serum magnesium {quantity(s.mmol_l, 'mmol/L')}" + (f" ({band})" if band else "")]
+    m = result.mds
+    if m.score is not None:
+        parts.append(f"Magnesium Depletion Score {m.score}" + ("" if m.complete else " or more"))
+    drivers = [
+        label(f.id.split(".", 1)[-1], kb)
+        for f in result.findings
+        if f.weight == "major" and f.category == "risk_factor"
+    ]
+    if drivers:
+        parts.append("major risk factors: " + ", ".join(dict.fromkeys(drivers)))
+    return f"{status_label}: " + "; ".join(parts) + "."
+
+
 def _banner(status_label: str, urgent: Iterable[ActionView]) -> str:
     first = list(urgent)
     text = f"Status: {status_label}"
@@ -739,7 +766,7 @@ def assessment_view(
         result=result,
         status=result.status,
         status_label=status_label,
-        summary=result.summary,
+        summary=_headline(result, kb, status_label),
         banner=_banner(status_label, (a for a in first if a.priority == "urgent")),
         who=_who(result),
         first_actions=first,
