@@ -205,7 +205,7 @@ def _status_detail(result: Assessment, kb: KnowledgeBase, only: Sequence[Action]
     first = [a for a in view.first_actions if wanted is None or a.id in wanted]
     rest = [a for a in view.other_actions if wanted is None or a.id in wanted]
     detail = _Detail(kb)
-    detail.para(f"**Status: {_md_text(view.status_label)}.** {_md_text(result.summary)}")
+    detail.para(f"**Status: {_md_text(view.status_label)}.** {_md_text(view.summary)}")
     detail.actions("Act first", first)
     detail.findings("Why", [f for f in result.findings if f.weight in _CARD_WEIGHTS])
     detail.status_basis(result)
