@@ -44,13 +44,14 @@ def test_empty_sections_say_no_data_instead_of_drawing_empty_axes(kb):
 
 
 def test_legend_and_row_labels_stay_inside_the_chart(kb):
-    """Every status name in the legend fits the chart width, and statuses read as words."""
+    """Legend and row labels fit the chart; statuses and drug classes read as words, not ids."""
     summary = _summary(10)
     summary["status_by_age_band_and_sex"] = [
         {"sex": "female", "age_band": "40-59", "status": s, "patients": 1} for s in STATUS_ORDER
     ]
     summary["drug_class_prevalence"] = {
         "Proton-pump inhibitors and other long names of classes": {"percent": 12.5, "patients": 1234},
+        "thiazide_diuretic": {"percent": 5.0, "patients": 500},
     }
     page = render_report(summary, kb)
     stacked = re.search(
@@ -65,6 +66,7 @@ def test_legend_and_row_labels_stay_inside_the_chart(kb):
     assert rows is not None
     shown = re.findall(r'<text x="([\d.]+)" y="\d+">(12\.5% \(1234\))</text>', rows[0])
     assert shown and float(shown[0][0]) + len(shown[0][1]) * CHAR_PX <= int(rows[1])
+    assert kb.drug_classes["thiazide_diuretic"].name in rows[0] and "thiazide_diuretic" not in rows[0]
 
 
 def test_progress_is_written_as_lines_with_totals_outside_a_terminal(capsys):

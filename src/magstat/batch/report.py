@@ -62,7 +62,8 @@ def _columns(
     labels: Sequence[str], series: Sequence[tuple[str, Sequence[float], str]], label: str, unit: str = "%"
 ) -> str:
     """Vertical bars, one group per label, one bar per series."""
-    width, height, left, bottom, top = 560, 260, 48, 36, 20
+    # The legend sits above ``top``; value labels sit above their bars, inside the plot.
+    width, height, left, bottom, top = 560, 276, 48, 36, 40
     if not any(v for _, values, _ in series for v in values):
         return _no_data(width, label)
     peak = max([v for _, values, _ in series for v in values] + [1e-9])
@@ -224,7 +225,11 @@ def render_report(summary: dict[str, Any], kb: KnowledgeBase) -> str:
         )
     base = summary["mds_distribution_base"]
     drugs = [
-        (name, item["percent"], f"{item['percent']:g}% ({item['patients']})")
+        (
+            kb.drug_classes[name].name if name in kb.drug_classes else name.replace("_", " "),
+            item["percent"],
+            f"{item['percent']:g}% ({item['patients']})",
+        )
         for name, item in sorted(
             summary["drug_class_prevalence"].items(), key=lambda kv: (-kv[1]["patients"], kv[0])
         )
