@@ -53,3 +53,22 @@ def test_the_form_offers_the_shortcut(client):
     html = client.get("/").text
     assert f'name="{form.SIGNS_REST}"' in html
     assert "Every sign I leave as “Not known” is absent" in html
+
+
+def test_web_result_and_cli_report_are_one_template(client, kb):
+    """The web result page and the standalone report show the same sections in the same order."""
+    from magstat.adapters.read import facts_from_data  # noqa: PLC0415
+    from magstat.core.assess import assess  # noqa: PLC0415
+    from magstat.render import render_html  # noqa: PLC0415
+    from magstat.web import patients  # noqa: PLC0415
+
+    patient = next(p for p in patients.catalogue() if p.id == "case-01-ppi-diuretic-deficient")
+    facts = facts_from_data(patient.load(), kb, as_of=patient.as_of, strict=False)
+    report = render_html(assess(facts, kb), kb, facts)
+    page = client.get(f"/ui/demo/{patient.id}").text
+
+    def headings(html: str) -> list[str]:
+        return re.findall(r'<h2 id="(h-[a-z]+)"', html)
+
+    assert headings(report) == headings(page)
+    assert ["h-first", "h-measure"] == headings(page)[:2]

@@ -42,6 +42,14 @@ def test_carpopedal_spasm_and_other_urgent_signs_are_urgent(client, sign):
     assert "today" == _urgency(client, {"age": "30", "sex": "male", f"sign-{sign}": "1", "meds_none": "1"})
 
 
+def test_the_urgent_advice_names_the_sign_behind_it(client, kb):
+    """ "Contact a clinician today" says which ticked sign it is for."""
+    html = client.post("/self-check", data={"sign-tetany": "1", "sign-muscle_cramps": "1"}).text
+    because = html.split("Because you ticked:", 1)[1].split("</p>", 1)[0]
+    assert kb.signs["tetany"].plain_name.split(" (")[0] in because
+    assert "Ordinary muscle cramps" not in because
+
+
 def test_lay_wording_separates_cramps_from_carpopedal_spasm(kb):
     """The two lay labels differ and each says what sets it apart from the other."""
     tetany, cramps = kb.signs["tetany"].plain_name.lower(), kb.signs["muscle_cramps"].plain_name.lower()

@@ -205,6 +205,7 @@ class PlainResult:
     supplements: tuple[str, ...]
     urgency: Urgency
     when: str
+    urgent_because: tuple[str, ...]
     more_answers: tuple[str, ...]
     sources: tuple[str, ...]
 
@@ -381,6 +382,7 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
         supplements=tuple(supplements),
         urgency=urgency,
         when=_WHEN[urgency],
+        urgent_because=tuple(kb.signs[sid].plain_name for sid in urgent_signs(result, kb)),
         more_answers=tuple(more),
         sources=sources,
     )
