@@ -78,9 +78,9 @@ def test_mild_hypomagnesaemia_is_oral(kb):
 
 
 def test_tetany_makes_mild_deficit_symptomatic(kb):
-    """A mild value with tetany is treated as symptomatic: IV advice, severity moderate."""
+    """A mild value with tetany is treated as symptomatic: IV advice, severity severe (S54)."""
     result = assess(facts(labs=(mg(0.6),), signs=(SignFact("tetany", True),)), kb)
-    assert (result.status, result.severity) == ("deficient", "moderate")
+    assert ("deficient", "severe") == (result.status, result.severity)
     assert "sf.severe_iv" in {a.id for a in result.safety}
 
 
@@ -205,11 +205,11 @@ def test_mdrd_egfr_yields_to_computed_ckd_epi(kb):
     result = assess(
         facts(
             age_years=55,
-            labs=(lab("egfr", 50, "mL/min/{1.73_m2}", method="MDRD"), lab("serum_creatinine", 0.9, "mg/dL")),
+            labs=(lab("egfr", 80, "mL/min/{1.73_m2}", method="MDRD"), lab("serum_creatinine", 0.9, "mg/dL")),
         ),
         kb,
     )
-    assert result.egfr.origin == "computed"
+    assert "computed" == result.egfr.origin
 
 
 def test_old_result_not_used(kb):

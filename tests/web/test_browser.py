@@ -39,7 +39,7 @@ def test_pick_a_demo_patient(browser, page):
     page.get_by_role("link", name="Assess PPI + loop diuretic, symptomatic low Mg").click()
     page.wait_for_url("**/ui/demo/case-01-ppi-diuretic-deficient")
     banner = page.get_by_role("status")
-    assert "Status: Deficient (moderate)" in banner.inner_text()
+    assert "Status: Deficient (severe)" in banner.inner_text()  # 0.45 mmol/L with tetany: severe (S54)
     assert page.get_by_role("img", name="Serum magnesium over time").is_visible()
     assert page.get_by_role("heading", name="Magnesium Depletion Score").is_visible()
     assert "Score 4" in _visible_text(page)

@@ -104,7 +104,7 @@ def test_every_demo_patient_has_a_result_page_and_reports(client, demo_id):
 def test_result_page_shows_the_core_assessment(client):
     """Case 01: the banner, the trend chart against the band and 0.85, the MDS and cited findings."""
     html = client.get("/ui/demo/case-01-ppi-diuretic-deficient").text
-    assert "Status: Deficient (moderate)" in html
+    assert "Status: Deficient (severe)" in html  # 0.45 mmol/L with tetany: severe (S54)
     assert "<svg" in html and "0.85" in html
     assert "diuretic" in html and "Score 4" in html
     assert "0.45 mmol/L" in html and "1.1 mg/dL" in html

@@ -311,16 +311,26 @@ def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
     )
 
 
+_ROUTES = ("oral", "intravenous", "intramuscular", "subcutaneous", "transdermal")
+"""Routes a medication entry may name (``route``); magnesium given IV or IM is treatment."""
+
+
 def _medication(where: str, item: object, kb: KnowledgeBase) -> Medication:
     if isinstance(item, str):
         item = {"name": item}
     data = _mapping(where, item)
-    _keys(where, data, ("name", "code", "start", "current", "dose"))
+    _keys(where, data, ("name", "code", "start", "current", "dose", "route", "reason"))
     name = _text(f"{where}.name", data.get("name"))
     found = match_drug(kb, _codes(f"{where}.code", data.get("code")), name)
     current = _bool(f"{where}.current", data.get("current", True))
     dose = data.get("dose")
+    route = data.get("route")
+    if route is not None and route not in _ROUTES:
+        raise InvalidInputError(f"{where}.route", "unknown route", value=route, allowed=", ".join(_ROUTES))
+    reason = data.get("reason")
     return Medication(
+        route=route,
+        reason=None if reason is None else _text(f"{where}.reason", reason),
         text=name,
         drugs=found.ids,
         current=current,
@@ -463,6 +473,8 @@ def json_schema(kb: KnowledgeBase) -> dict[str, Any]:
                                 "start": iso,
                                 "current": {"type": "boolean", "default": True},
                                 "dose": {"type": "string"},
+                                "route": {"enum": list(_ROUTES)},
+                                "reason": {"type": "string"},
                             },
                         },
                     ]

@@ -4,14 +4,23 @@ Writes ``DIR/results.parquet`` (one row per patient), ``DIR/summary.json``, ``DI
 and ``DIR/issues.csv``; prints a short summary. Exit codes as for every subcommand: 0 done
 (input problems are counted in the summary unless ``--strict``), 2 invalid input or usage
 (including an engine whose extra is not installed), 4 output not writable.
+
+``magstat screen --fhir-server BASE_URL --out DIR`` exports from a FHIR server first (Bulk
+Data ``$export``, SMART Backend Services with ``--client-id`` and ``--private-key``) into
+``DIR/export/`` and screens that folder. Further exit codes: 5 the export could not be
+completed (an export error, a file missing or not matching the manifest, the server
+unreachable after the retries, the export timed out; nothing is screened), 6 the server
+refused the client's authorisation, 130 interrupted (an export still being built is cancelled).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from magstat.cli.common import as_of_arg, today
 from magstat.errors import InvalidInputError
@@ -38,9 +47,14 @@ def define_parser(sub: Any) -> None:
             "all at once when the run succeeds. See docs/screening.md."
         ),
     )
-    parser.add_argument("input", type=Path, help="Bulk Data folder or .ndjson file, NHANES folder, or table")
     parser.add_argument(
-        "--out", type=Path, required=True, help="output folder (new, empty, or an earlier screening's)"
+        "input",
+        type=Path,
+        nargs="?",
+        help="Bulk Data folder or .ndjson file, NHANES folder, or table (or --fhir-server)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output folder (new, empty, or an earlier screening's); required"
     )
     parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="default: duckdb")
     parser.add_argument(
@@ -86,6 +100,69 @@ def define_parser(sub: Any) -> None:
         action="store_true",
         help="no progress on standard error (bars on a terminal, lines with totals elsewhere)",
     )
+    _define_server_options(parser)
+
+
+def _since_arg(text: str) -> str:
+    """``--since``: a date (midnight UTC) or a date-time with its time zone, as a FHIR instant."""
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text).isoformat() + "T00:00:00Z"
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--since: {text!r} is not a date; allowed: YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with a time zone"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"--since: {text!r} has no time zone; allowed: YYYY-MM-DD, or a date-time ending in Z or +hh:mm"
+        )
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _define_server_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "FHIR server (Bulk Data $export)",
+        "Instead of INPUT: export from a FHIR server into OUT/export/ (kept, with its manifest), then "
+        "screen it. A rerun with the same request reuses a complete export and resumes an incomplete one.",
+    )
+    group.add_argument("--fhir-server", metavar="BASE_URL", help="FHIR base URL of a Bulk Data server")
+    group.add_argument("--group", metavar="ID", help="group-level export: Group/ID/$export")
+    group.add_argument(
+        "--patient-level",
+        action="store_true",
+        help="patient-level export: Patient/$export (default: system level)",
+    )
+    group.add_argument(
+        "--since",
+        type=_since_arg,
+        metavar="DATE",
+        help="_since: only resources changed since DATE (each patient's result then uses those alone)",
+    )
+    group.add_argument("--client-id", help="SMART Backend Services client id (with --private-key)")
+    group.add_argument(
+        "--private-key", type=Path, metavar="FILE", help="PEM private key: RSA (RS384) or EC P-384 (ES384)"
+    )
+    group.add_argument("--key-id", help="kid of the key (default: its RFC 7638 JWK thumbprint)")
+    group.add_argument("--scope", help="scopes to ask for (default: system/<Type>.rs for each exported type)")
+    group.add_argument(
+        "--type-filter",
+        action="store_true",
+        help="send _typeFilter: Observations by the knowledge base's LOINC codes only (see docs/screening.md)",
+    )
+    group.add_argument("--new-export", action="store_true", help="ignore a kept export and start a new one")
+    group.add_argument(
+        "--print-jwks",
+        action="store_true",
+        help="print the public JWK Set of --private-key (to register the client at the server) and stop",
+    )
+    group.add_argument(
+        "--export-timeout",
+        type=float,
+        default=6 * 3600.0,
+        metavar="SECONDS",
+        help="give up (and cancel) when the export is not ready after this long (default: 6 hours)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,8 +176,22 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.engine == "duckdb" and (args.spark_master or args.spark_remote or args.spark_conf):
         raise InvalidInputError("--spark-master", "given without --engine spark")
+    if args.print_jwks:
+        return _print_jwks(args)
+    if args.out is None:
+        raise InvalidInputError("--out", "missing", allowed="--out DIR, the output folder")
+    if args.fhir_server and args.input:
+        raise InvalidInputError("INPUT", "given with --fhir-server", allowed="one of INPUT or --fhir-server")
+    if not args.fhir_server and not args.input:
+        raise InvalidInputError("INPUT", "missing", allowed="an input path, or --fhir-server BASE_URL")
+    if not args.fhir_server:
+        server_only = ("group", "patient_level", "since", "client_id", "private_key", "key_id", "scope")
+        given = [f"--{n.replace('_', '-')}" for n in server_only if getattr(args, n)]
+        if given or args.type_filter or args.new_export:
+            flag = given[0] if given else ("--type-filter" if args.type_filter else "--new-export")
+            raise InvalidInputError(flag, "given without --fhir-server")
     options = ScreenOptions(
-        input=args.input,
+        input=args.input or args.out,
         out=args.out,
         as_of=args.as_of or today(),
         input_format=args.input_format,
@@ -118,7 +209,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,  # bars on a terminal, plain lines in logs and CI
     )
     try:
-        outcome = screen(options)
+        if args.fhir_server:
+            code, outcome = _screen_server(args, options)
+            if outcome is None:
+                return code
+        else:
+            outcome = screen(options)
     except ImportError as exc:
         extra = "spark" if args.engine == "spark" else "batch"
         sys.stderr.write(
@@ -141,3 +237,97 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"  written to {outcome.out}: {', '.join(summary['outputs'])}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
+
+
+def _print_jwks(args: argparse.Namespace) -> int:
+    """Print the public JWK Set of ``--private-key`` (never the private key)."""
+    if not args.private_key:
+        raise InvalidInputError("--print-jwks", "needs --private-key FILE")
+    try:
+        from magstat.batch.bulk.auth import load_client_key  # noqa: PLC0415 - the bulk extra is optional
+    except ImportError as exc:
+        sys.stderr.write(
+            f"magstat: --print-jwks needs the bulk extra: pip install 'magstat[bulk]' ({exc.name} missing)\n"
+        )
+        return 2
+    key = load_client_key(args.private_key, args.key_id)
+    sys.stdout.write(json.dumps({"keys": [key.public_jwk()]}, indent=2) + "\n")
+    return 0
+
+
+def _screen_server(args: argparse.Namespace, options: Any) -> tuple[int, Any]:
+    """Export from ``--fhir-server`` and screen; return (exit code, outcome or ``None``)."""
+    try:
+        from magstat.batch import bulk  # noqa: PLC0415 - the bulk extra is optional
+        from magstat.batch.bulk.errors import BulkExportError  # noqa: PLC0415
+        from magstat.batch.readers.fhir_bulk import NEEDED_TYPES  # noqa: PLC0415
+    except ImportError as exc:
+        sys.stderr.write(
+            f"magstat: --fhir-server needs the bulk extra: pip install 'magstat[bulk]' ({exc.name} missing)\n"
+        )
+        return 2, None
+    url = args.fhir_server
+    if not url.startswith(("https://", "http://")):
+        raise InvalidInputError("--fhir-server", "is not an http(s) URL", value=url)
+    if bool(args.client_id) != bool(args.private_key):
+        raise InvalidInputError(
+            "--client-id" if args.private_key else "--private-key",
+            "missing",
+            allowed="--client-id and --private-key together (SMART Backend Services), or neither (an open server)",
+        )
+    if args.group and args.patient_level:
+        raise InvalidInputError("--group", "given with --patient-level", allowed="one export level")
+    if args.export_timeout <= 0:
+        raise InvalidInputError("--export-timeout", "must be positive", value=args.export_timeout)
+    if url.startswith("http://") and args.client_id:
+        sys.stderr.write("magstat screen: warning: sending a client assertion and tokens over plain http\n")
+    types = tuple(NEEDED_TYPES)
+    type_filter: tuple[str, ...] = ()
+    if args.type_filter:
+        from magstat.kb import load  # noqa: PLC0415
+
+        codes = sorted({c.code for test in load().tests.values() for c in test.loinc})
+        # One query per code: the queries are OR-ed, and none holds a comma of its own.
+        type_filter = tuple(f"Observation?code=http://loinc.org|{c}" for c in codes)
+    level: Literal["system", "patient", "group"] = (
+        "group" if args.group else ("patient" if args.patient_level else "system")
+    )
+    request = bulk.ExportRequest(
+        base_url=url.rstrip("/"),
+        level=level,
+        group=args.group,
+        since=args.since,
+        types=types,
+        type_filter=type_filter,
+    )
+    key = bulk.load_client_key(args.private_key, args.key_id) if args.private_key else None
+    config = bulk.ServerScreening(
+        request=request,
+        client_id=args.client_id,
+        key=key,
+        scope=args.scope or bulk.default_scope(types),
+        policy=bulk.RetryPolicy(timeout=args.export_timeout),
+        new_export=args.new_export,
+    )
+    if args.since:
+        sys.stderr.write(
+            f"magstat screen: note: --since exports only what changed since {args.since}; each patient's "
+            "result uses those resources alone, not the whole record\n"
+        )
+    try:
+        outcome, export = bulk.screen_from_server(config, options)
+    except BulkExportError as exc:
+        sys.stderr.write(f"magstat: export failed: {exc}\n")
+        return exc.exit_code, None
+    sys.stdout.write(
+        f"magstat screen: export from {url} ({'kept export reused' if export.reused else 'new export'}, "
+        f"transactionTime {export.transaction_time}): "
+        + ", ".join(f"{k} {v}" for k, v in export.resources.items())
+        + (
+            f"; server errors: {export.error_resources} OperationOutcome(s) in {bulk.EXPORT_FOLDER}/errors/"
+            if export.error_resources
+            else ""
+        )
+        + "\n"
+    )
+    return 0, outcome

@@ -24,6 +24,7 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab, Medication, PatientFacts
+from magstat.core.match import match_supplement
 from magstat.core.result import (
     Action,
     Assessment,
@@ -50,6 +51,17 @@ _MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
 # Signs whose presence means a deficit is symptomatic (route: IV), per S54.
 _SYMPTOMATIC_SIGNS = ("tetany", "seizure", "arrhythmia", "torsades_de_pointes")
 _ECG_SIGNS = ("arrhythmia", "qt_prolongation", "torsades_de_pointes")
+# Low potassium or calcium: with a low or low-normal magnesium they add to the risk of
+# torsades de pointes (S341, S346); refractory forms point to the IV route (S54, S63).
+_LOW_K_CA_SIGNS = ("hypokalaemia", "hypocalcaemia", "refractory_hypokalaemia", "refractory_hypocalcaemia")
+_REFRACTORY_SIGNS = ("refractory_hypokalaemia", "refractory_hypocalcaemia")
+# Routes and recorded indications that show magnesium is given as treatment (S56, S60, S61):
+# parenteral magnesium sulfate for (pre-)eclampsia, tocolysis, torsades or severe asthma.
+_PARENTERAL_ROUTES = ("intravenous", "intramuscular")
+_MG_THERAPY_INDICATIONS = ("eclampsia", "tocoly", "preterm labo", "torsade", "asthma")
+# Tests for which the higher of two conflicting same-day results is the safer reading (it
+# gives the lower kidney function); for the others the lower reading is the safer one.
+_HIGHER_IS_SAFER = ("serum_creatinine",)
 _CANCER_THERAPY_CLASSES = ("platinum", "anti_egfr_antibody", "calcineurin_inhibitor")
 
 
@@ -99,6 +111,9 @@ class _Work:
     low_markers: list[str] = field(default_factory=list)
     alcohol_proxy: bool = False
     mg_history: list[tuple[date | None, float]] = field(default_factory=list)
+    conflicts: dict[str, list[Lab]] = field(default_factory=dict)
+    mg_therapy: list[Medication] = field(default_factory=list)
+    severity_reason: str | None = None
 
     def find(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -203,7 +218,9 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
             [
                 f"medication: {m.text}"
                 for m in facts.medications or ()
-                if not m.drugs and m.current is not False
+                if not m.drugs
+                and m.current is not False
+                and m.text not in {s.text for s in facts.supplements or ()}  # read as a supplement
             ]
             + [
                 f"condition: {c.text}"
@@ -238,6 +255,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
         kb_version=kb.version,
         kb_sha256=kb.sha256,
         sources=tuple(sorted(cited)),
+        severity_reason=w.severity_reason,
     )
 
 
@@ -281,13 +299,52 @@ def _select_labs(w: _Work) -> None:
             w.mg_history.append((lab.when, lab.value))
         key = (when, i)
         old = best.get(lab.test)
+        if old is not None and when == old[0] and lab.when is not None and old[2].when is not None:
+            # Two results of one test on the same date: not silently one or the other. Keep the
+            # reading that is safer for advice and say so (see _conflict_finding).
+            if abs(lab.value - old[2].value) > 1e-9:
+                seen = w.conflicts.setdefault(lab.test, [old[2]])
+                seen.append(lab)
+                higher = lab.test in _HIGHER_IS_SAFER
+                safer = lab.value > old[2].value if higher else lab.value < old[2].value
+                if safer:
+                    best[lab.test] = (when, i, lab)
+            continue
         if old is None or key > (old[0], old[1]):
             best[lab.test] = (when, i, lab)
+            w.conflicts.pop(lab.test, None)  # a newer date: earlier disagreements no longer matter
+    for test, labs in w.conflicts.items():
+        if best[test][2] in labs:
+            _conflict_finding(w, test, labs, best[test][2])
     for test, (when, _i, lab) in best.items():
         if (as_of - when).days > recent_days:
             w.stale[test] = lab
         else:
             w.latest[test] = lab
+
+
+def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None:
+    """Flag same-date results of one test that disagree, and show which one was used."""
+    kb = w.kb
+    name = kb.tests[test].name if test in kb.tests else test
+    values = ", ".join(f"{_fmt(lab.value, 2)} {lab.unit}" for lab in labs)
+    direction = "higher" if test in _HIGHER_IS_SAFER else "lower"
+    w.find(
+        Finding(
+            id=f"conflict.{test}",
+            category="test",
+            text=(
+                f"Conflicting {name} results on {chosen.when.isoformat() if chosen.when else 'the same date'}: "
+                f"{values}. The {direction} value ({_fmt(chosen.value, 2)} {chosen.unit}) was used, as the "
+                "safer reading for advice; repeat the test to settle it."
+            ),
+            weight="info",
+            rule=f"same test, same date, different values → flagged; the {direction} value is used (the safer reading)",
+            inputs=tuple(_lab_input(name, lab) for lab in labs),
+            sources=kb.statement("lim.conflicting_results").sources,
+        )
+    )
+    w.limit("lim.conflicting_results", f"Conflicting {name} results on the same date.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,12 +483,24 @@ def _egfr(w: _Work) -> EgfrResult:
     creatinine = w.latest.get("serum_creatinine")
     sources = kb.parameters["ckd_epi.constant"].sources
     method = (reported.method or "") if reported else ""
-    reported_preferred = reported is not None and (not method or method.upper().startswith("CKD-EPI 2021"))
     computable = (
         creatinine is not None
         and w.age is not None
         and facts.sex is not None
         and w.age >= kb.param("ckd_epi.min_age")
+    )
+    # A reported eGFR is preferred when it is CKD-EPI 2021 or unlabelled, unless a creatinine
+    # taken later gives a newer estimate: kidney function can fall within weeks.
+    newer_creatinine = (
+        computable
+        and reported is not None
+        and creatinine is not None
+        and (creatinine.when or facts.as_of) > (reported.when or facts.as_of)
+    )
+    reported_preferred = (
+        reported is not None
+        and (not method or method.upper().startswith("CKD-EPI 2021"))
+        and not newer_creatinine
     )
     if creatinine is not None and w.age is not None and w.age < kb.param("ckd_epi.min_age"):
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
@@ -464,6 +533,19 @@ def _egfr(w: _Work) -> EgfrResult:
     else:
         w.missing.append("egfr_or_creatinine")
         return EgfrResult(None, None, None, None)
+    chosen = _egfr_agreement(w, result, reported, creatinine)
+    if chosen is not result:
+        result = chosen
+        text = (
+            f"eGFR {_fmt(result.value or 0.0, 0)} mL/min/1.73 m² "
+            + (
+                f"as reported ({result.equation})"
+                if result.origin == "reported"
+                else "computed by CKD-EPI 2021 from creatinine"
+            )
+            + ": the lower of two conflicting estimates (see egfr.discrepancy)."
+        )
+        rule = "when a reported and a computed eGFR conflict, the lower is used for dosing advice"
     w.find(
         Finding(
             id="egfr",
@@ -478,6 +560,84 @@ def _egfr(w: _Work) -> EgfrResult:
     return result
 
 
+def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatinine: Lab | None) -> EgfrResult:
+    """Compare a reported eGFR with the one computed from creatinine; flag a large gap.
+
+    When both exist and differ by more than ``egfr.discrepancy_fraction`` of the higher value,
+    a finding shows both and the lower (safer for dosing) value is used.
+    """
+    kb = w.kb
+    facts = w.facts
+    if reported is None or creatinine is None or w.age is None or facts.sex is None:
+        return result
+    if w.age < kb.param("ckd_epi.min_age") or result.value is None:
+        return result
+    computed = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+    high, low = max(computed, reported.value), min(computed, reported.value)
+    if high <= 0 or (high - low) / high <= kb.param("egfr.discrepancy_fraction"):
+        return result
+    fraction = kb.param("egfr.discrepancy_fraction")
+    when_r = reported.when.isoformat() if reported.when else "an unknown date"
+    when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
+    w.find(
+        Finding(
+            id="egfr.discrepancy",
+            category="calculator",
+            text=(
+                f"The reported eGFR {_fmt(reported.value, 0)} ({when_r}) and the eGFR {_fmt(computed, 0)} computed "
+                f"by CKD-EPI 2021 from creatinine {_fmt(creatinine.value, 2)} mg/dL ({when_c}) differ by more than "
+                f"{fraction * 100:.0f}%. The lower value, {_fmt(low, 0)} mL/min/1.73 m², is used for dosing advice as the "
+                "safer reading; repeat creatinine to settle it."
+            ),
+            weight="info",
+            rule=f"reported and computed eGFR more than {fraction * 100:.0f}% apart → flagged; the lower is used",
+            inputs=(_lab_input("eGFR (reported)", reported), _lab_input("serum creatinine", creatinine)),
+            sources=kb.parameters["egfr.discrepancy_fraction"].sources,
+        )
+    )
+    w.limit("lim.conflicting_results", "A reported eGFR is far from the one computed from creatinine.")
+    if low == result.value:
+        return result
+    if low == computed:
+        inputs = (
+            _lab_input("serum creatinine", creatinine),
+            InputUsed("age", round(w.age, 1), "years"),
+            InputUsed("sex", facts.sex),
+        )
+        return EgfrResult(
+            computed,
+            "CKD-EPI 2021",
+            "computed",
+            creatinine.when,
+            inputs,
+            kb.parameters["ckd_epi.constant"].sources,
+        )
+    return EgfrResult(
+        reported.value,
+        reported.method or "as reported (equation not stated)",
+        "reported",
+        reported.when,
+        (_lab_input("eGFR", reported),),
+        kb.tests["egfr"].sources,
+    )
+
+
+def _is_mg_therapy(w: _Work, med: Medication) -> bool:
+    """Whether a current magnesium product is given as treatment (parenteral, or for a named indication)."""
+    kb = w.kb
+    is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
+    if not is_product and "magnesium" not in med.text.lower():
+        return False  # the common case, decided without a name lookup
+    form = match_supplement(kb, med.text)
+    parenteral_form = bool(form) and kb.supplements[form.ids[0]].route == "parenteral"
+    if not (is_product or parenteral_form):
+        return False
+    if parenteral_form or (med.route or "").lower() in _PARENTERAL_ROUTES:
+        return True
+    reason = (med.reason or "").lower()
+    return any(word in reason for word in _MG_THERAPY_INDICATIONS)
+
+
 def _medications(w: _Work) -> None:
     kb = w.kb
     meds = w.facts.medications
@@ -490,6 +650,33 @@ def _medications(w: _Work) -> None:
         for drug_id in med.drugs:
             for class_id in kb.drugs[drug_id].classes:
                 w.current_classes.setdefault(class_id, []).append(med)
+        if _is_mg_therapy(w, med):
+            w.mg_therapy.append(med)
+    if w.mg_therapy:
+        w.find(
+            Finding(
+                id="drug.magnesium_therapy",
+                category="treatment",
+                text=(
+                    "Magnesium is being given as treatment: "
+                    + "; ".join(
+                        m.text
+                        + (f" ({m.route})" if m.route else "")
+                        + (f", for {m.reason}" if m.reason else "")
+                        for m in w.mg_therapy
+                    )
+                    + ". Serum magnesium is read against the therapeutic range of magnesium sulfate therapy."
+                ),
+                weight="info",
+                rule="a current magnesium product given intravenously or intramuscularly, or recorded for eclampsia, "
+                "tocolysis, torsades or asthma, is intended magnesium therapy",
+                inputs=tuple(
+                    InputUsed("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    for m in w.mg_therapy
+                ),
+                sources=kb.statement("sf.mg_therapy").sources,
+            )
+        )
     for cls_id, taken in w.current_classes.items():
         klass = kb.drug_classes[cls_id]
         if klass.effect != "lowers" or klass.weight is None:
@@ -531,6 +718,30 @@ def _medications(w: _Work) -> None:
                     for m in taken
                 ),
                 sources=tuple(dict.fromkeys(sources)),
+                strength=klass.evidence,
+            )
+        )
+    if "qt_prolonging" in w.current_classes:
+        klass = kb.drug_classes["qt_prolonging"]
+        taken = w.current_classes["qt_prolonging"]
+        names = ", ".join(
+            dict.fromkeys(
+                kb.drugs[d].name for m in taken for d in m.drugs if "qt_prolonging" in kb.drugs[d].classes
+            )
+        )
+        w.find(
+            Finding(
+                id="drug.qt_prolonging",
+                category="interaction",
+                text=f"Current {klass.name.lower()} ({names}): {klass.mechanism}",
+                weight="info",
+                rule="a QT-prolonging drug does not lower magnesium; with a low or low-normal magnesium, low "
+                "potassium or calcium it calls for an ECG and a safety note",
+                inputs=tuple(
+                    InputUsed("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    for m in taken
+                ),
+                sources=klass.sources,
                 strength=klass.evidence,
             )
         )
@@ -1148,7 +1359,10 @@ def _supplements(w: _Work) -> SupplementResult:
     unknown_content: list[str] = []
     not_counted: list[str] = []
     sources: list[str] = []
+    therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
     for item in facts.supplements:
+        if item.origin.resource is not None and item.origin.resource in therapy_sources:
+            continue  # magnesium given as treatment is not a supplement (see _safety)
         entry = kb.supplements.get(item.form) if item.form else None
         if entry is not None:
             sources.extend(entry.sources)
@@ -1209,8 +1423,14 @@ def _supplements(w: _Work) -> SupplementResult:
 def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, str | None, Finding]:
     """Combine the evidence into a status, by precedence (first rule that holds wins).
 
-    1. excess: current serum Mg above the lab's upper limit.
-    2. deficient: current serum Mg below the lab's lower limit.
+    1. excess: current serum Mg above the lab's upper limit, unless magnesium is being given as
+       treatment and the value is within the labelled therapeutic range (up to 2.5 mmol/L):
+       that is a therapeutic finding and the status is indeterminate (a value raised by an
+       infusion says nothing about body stores). Above the therapeutic range it is excess.
+    2. deficient: current serum Mg below the lab's lower limit. Severity from the value
+       (< 0.4 severe, < 0.5 moderate, else mild) and from what makes it dangerous: tetany,
+       seizures or arrhythmia make it severe; refractory hypokalaemia or hypocalcaemia at
+       least moderate. The reason is given with the grade.
     3. likely_deficient: a body-store marker is low (RBC or ionised Mg below interval, loading
        test retention > 25%); or serum is low-normal with a strong risk (a major risk factor,
        MDS high), a specific or supportive sign, or intake below the EAR; or, with no current
@@ -1231,23 +1451,71 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         if f.weight in ("deficit", "excess", "major", "minor", "specific", "supportive")
     ]
     severity: str | None = None
-    if band == "above_lab_range":
-        status: Status = "excess"
+    therapeutic_high = kb.param("mg_therapy.therapeutic_high")
+    if band == "above_lab_range" and w.mg_therapy and (serum.mmol_l or 0.0) <= therapeutic_high:
+        status: Status = "indeterminate"
+        rule = (
+            f"serum magnesium above the lab's upper limit but at or below {_fmt(therapeutic_high)} mmol/L during "
+            "intended magnesium therapy → within the therapeutic range, not excess; deficit status cannot be judged"
+        )
+        w.find(
+            Finding(
+                id="serum_mg.therapeutic",
+                category="serum_magnesium",
+                text=(
+                    f"Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is raised as expected during magnesium "
+                    f"therapy and is within the labelled therapeutic range "
+                    f"({_fmt(kb.param('mg_therapy.therapeutic_low'))}–{_fmt(therapeutic_high)} mmol/L, 2.5–5 mEq/L): "
+                    "a therapeutic level, not magnesium excess."
+                ),
+                weight="info",
+                rule=f"intended magnesium therapy and serum ≤ {_fmt(therapeutic_high)} mmol/L → therapeutic",
+                inputs=(InputUsed("serum magnesium", serum.mmol_l, "mmol/L", serum.date, serum.source),),
+                sources=kb.parameters["mg_therapy.therapeutic_high"].sources,
+            )
+        )
+    elif band == "above_lab_range":
+        status = "excess"
         grade = serum.ctcae_grade or 1
         severity = {1: "mild", 3: "severe", 4: "life-threatening"}.get(grade, "mild")
         rule = "serum magnesium above the lab's upper limit → excess (severity by CTCAE grade)"
+        w.severity_reason = f"serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L, CTCAE grade {grade}"
+        if w.mg_therapy:
+            rule = (
+                f"serum magnesium above the therapeutic range of magnesium therapy ({_fmt(therapeutic_high)} mmol/L) "
+                "→ excess (toxicity; severity by CTCAE grade)"
+            )
+            w.severity_reason += (
+                f", above the therapeutic range of {_fmt(therapeutic_high)} mmol/L during magnesium therapy"
+            )
     elif band == "below_lab_range":
         status = "deficient"
         assert serum.mmol_l is not None
+        order = {"mild": 0, "moderate": 1, "severe": 2}
         if serum.mmol_l < kb.param("serum_mg.ctcae_hypo_grade3_below"):
             severity = "severe"
         elif serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
             severity = "moderate"
         else:
             severity = "mild"
-        if severity == "mild" and set(w.present_signs) & set(_SYMPTOMATIC_SIGNS):
-            severity = "moderate"
-        rule = "serum magnesium below the lab's lower limit → deficient (≥ 0.5 mild, 0.4–0.5 moderate, < 0.4 mmol/L severe; symptomatic at least moderate)"
+        reasons = [f"serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"]
+        symptomatic = [s for s in _SYMPTOMATIC_SIGNS if s in w.present_signs]
+        refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
+        if symptomatic:
+            severity = "severe"
+            reasons.append("with " + ", ".join(kb.signs[s].name.lower() for s in symptomatic))
+        if refractory:
+            if order[severity] < order["moderate"]:
+                severity = "moderate"
+            reasons.append("with " + ", ".join(kb.signs[s].name.lower() for s in refractory))
+        if not symptomatic and not refractory:
+            reasons.append("no symptoms or refractory hypokalaemia/hypocalcaemia recorded")
+        w.severity_reason = "; ".join(reasons)
+        rule = (
+            "serum magnesium below the lab's lower limit → deficient (≥ 0.5 mild, 0.4–0.5 moderate, < 0.4 mmol/L "
+            "severe; tetany, seizures or arrhythmia → severe; refractory hypokalaemia or hypocalcaemia → at least "
+            f"moderate): {w.severity_reason}"
+        )
     elif w.low_markers:
         status = "likely_deficient"
         rule = "a body-store marker is low (RBC or ionised magnesium below interval, or loading-test retention above 25%) → likely deficient"
@@ -1309,13 +1577,22 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
         )
         if w.specific_signs:
             priority = "urgent"
-        w.step(
-            "ns.measure_serum_mg",
+        reason = (
             "No current serum magnesium result."
             if serum.mmol_l is None
-            else "The last serum magnesium is not recent.",
-            priority,
+            else "The last serum magnesium is not recent."
         )
+        watched = [
+            kb.drug_classes[c].name.lower()
+            for c in ("cardiac_glycoside", "qt_prolonging")
+            if c in w.current_classes
+        ]
+        if watched:
+            # Digoxin and QT-prolonging drugs call for a magnesium check whatever the status.
+            reason += f" Current {' and '.join(watched)}: low magnesium adds to their risk."
+            if priority == "routine":
+                priority = "high"
+        w.step("ns.measure_serum_mg", reason, priority)
     if band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
         w.step(
             "ns.femg_or_24h_urine",
@@ -1348,6 +1625,9 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
     ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs]
     if serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
         ecg_reasons.append("serum magnesium below 0.5 mmol/L")
+    arrhythmia_risk = _arrhythmia_risk(w, serum)
+    if arrhythmia_risk:
+        ecg_reasons.append(arrhythmia_risk)
     if status == "excess" and (serum.ctcae_grade or 0) >= 3:
         ecg_reasons.append("hypermagnesaemia above 1.23 mmol/L")
     if "cardiac_glycoside" in w.current_classes and status in (
@@ -1360,7 +1640,7 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
     if ecg_reasons:
         w.step(
             "ns.ecg",
-            _sentence("; ".join(ecg_reasons)),
+            _sentence("; ".join(dict.fromkeys(ecg_reasons))),
             "urgent" if band == "below_lab_range" or status == "excess" else "high",
         )
     if egfr.value is None and (status in ("deficient", "likely_deficient", "excess") or w.facts.supplements):
@@ -1401,6 +1681,33 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
         w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")
 
 
+def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
+    """Why a low or low-normal magnesium is an arrhythmia risk here, or ``None``.
+
+    Low or low-normal means a current serum value below ``serum_mg.evidence_lower``
+    (0.85 mmol/L), or no current value while a QT-prolonging drug or digoxin meets low
+    potassium or calcium (unknown is not normal). It counts with low potassium or calcium, a
+    QT-prolonging drug, digoxin or a sign of arrhythmia (S341, S346).
+    """
+    kb = w.kb
+    partners = [kb.signs[s].name.lower() for s in _LOW_K_CA_SIGNS if s in w.present_signs]
+    drugs = [
+        kb.drugs[d].name
+        for c in ("qt_prolonging", "cardiac_glycoside")
+        for m in w.current_classes.get(c, ())
+        for d in m.drugs
+        if c in kb.drugs[d].classes
+    ]
+    signs = [kb.signs[s].name.lower() for s in _ECG_SIGNS if s in w.present_signs]
+    low_mg = serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.evidence_lower")
+    if low_mg and (partners or drugs or signs):
+        with_what = ", ".join(dict.fromkeys([*partners, *drugs, *signs]))
+        return f"serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L (below 0.85) with {with_what}"
+    if not serum.current and drugs and partners:
+        return f"no current serum magnesium, with {', '.join(dict.fromkeys([*partners, *drugs]))}"
+    return None
+
+
 def mds_high(w: _Work) -> bool:
     """Whether the MDS finding was counted as a major risk (band high)."""
     return "mds" in w.major
@@ -1416,16 +1723,23 @@ def _safety(
     # Below the label's GFR limit the oral route is contraindicated (sf.renal_avoid_oral says
     # so); the oral-repletion advice is then not offered.
     oral_ok = egfr.value is None or egfr.value >= kb.param("egfr.supplement_avoid_below")
+    refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
     if status == "deficient":
         assert serum.mmol_l is not None
-        if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic:
+        if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic or refractory:
             why = (
                 f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"
-                + (f" with {', '.join(kb.signs[s].name.lower() for s in symptomatic)}" if symptomatic else "")
+                + (
+                    f" with {', '.join(kb.signs[s].name.lower() for s in [*symptomatic, *refractory])}"
+                    if symptomatic or refractory
+                    else ""
+                )
                 + "."
             )
             w.safe("sf.severe_iv", why, "urgent")
             w.safe("sf.iv_monitoring", "Intravenous magnesium is in question.", "high")
+            if symptomatic or refractory:
+                w.safe("sf.iv_route_reason", f"Severity {w.severity_reason}.", "high")
             if w.facts.pregnant:
                 w.safe("sf.pregnancy_iv_duration", "The patient is pregnant.", "high")
         elif oral_ok:
@@ -1443,14 +1757,43 @@ def _safety(
             "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
             "urgent",
         )
+    arrhythmia_risk = _arrhythmia_risk(w, serum)
+    if arrhythmia_risk:
+        w.safe("sf.qt_risk", _sentence(arrhythmia_risk), "urgent" if band == "below_lab_range" else "high")
+    if w.mg_therapy:
+        therapy = "; ".join(m.text for m in w.mg_therapy)
+        above = (
+            serum.current
+            and serum.mmol_l is not None
+            and serum.mmol_l > kb.param("mg_therapy.therapeutic_high")
+        )
+        if not above:
+            # Above the therapeutic range sf.excess applies instead (toxicity: stop or reduce).
+            w.safe("sf.mg_therapy", f"Magnesium therapy: {therapy}.", "high")
+        w.safe(
+            "sf.mg_infusion_monitoring",
+            f"Magnesium therapy: {therapy}."
+            + (
+                f" Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is above the therapeutic range."
+                if above
+                else ""
+            ),
+            "urgent" if above else "high",
+        )
+        if w.facts.pregnant:
+            w.safe(
+                "sf.pregnancy_iv_duration", "The patient is pregnant and receives magnesium sulfate.", "high"
+            )
     # Magnesium given or taken: a deficit to treat, supplements, or a magnesium-containing drug.
-    taking_mg = bool(w.facts.supplements) or "magnesium_product" in w.current_classes
-    if (treating or taking_mg) and egfr.value is not None:
+    oral_products = [m for m in w.current_classes.get("magnesium_product", ()) if m not in w.mg_therapy]
+    taking_mg = bool(w.facts.supplements) or bool(oral_products)
+    if (treating or taking_mg or w.mg_therapy) and egfr.value is not None:
         if egfr.value < kb.param("egfr.supplement_avoid_below"):
-            w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
-            if treating:
+            if treating or taking_mg:
+                w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
+            if treating or w.mg_therapy:
                 w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
-        elif egfr.value < kb.param("mds.egfr_reduced_below"):
+        elif egfr.value < kb.param("mds.egfr_reduced_below") and (treating or taking_mg):
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
     if "heart_block" in w.current_conditions and (treating or taking_mg):
         w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
@@ -1483,14 +1826,15 @@ def _safety(
             f"About {supplements.elemental_mg_per_day or 0:.0f} mg/day of supplemental magnesium, above the UL of {supplements.ul_mg or 0:.0f} mg/day.",
             "high",
         )
-    if "cardiac_glycoside" in w.current_classes and (
-        treating or status in ("at_risk", "excess") or band is not None
-    ):
+    if "cardiac_glycoside" in w.current_classes:
+        # Whatever the status: low magnesium raises the risk of digoxin toxicity (S20).
         w.safe("sf.digoxin", "Digoxin is current.", "high")
-    # Interactions matter when magnesium is, or may be, given.
-    if treating or w.facts.supplements or "magnesium_product" in w.current_classes:
-        current_drugs = {d for m in w.facts.medications or () if m.current for d in m.drugs}
-        for row in kb.interactions:
+    # Interactions matter when magnesium is, or may be, given; rows whose advice is a magnesium
+    # check apply whenever the drug is current.
+    giving_mg = treating or bool(w.facts.supplements) or "magnesium_product" in w.current_classes
+    current_drugs = {d for m in w.facts.medications or () if m.current for d in m.drugs}
+    for row in kb.interactions:
+        if giving_mg or row.check_mg:
             hit = sorted(current_drugs & set(row.drugs)) + sorted(
                 c for c in row.classes if c in w.current_classes
             )
@@ -1569,6 +1913,8 @@ def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: M
     }[status]
     if severity:
         label += f" ({severity})"
+    if any(f.id == "serum_mg.therapeutic" for f in w.findings):
+        label = "Serum magnesium within the therapeutic range of magnesium therapy (not excess)"
     parts = []
     if serum.mmol_l is not None:
         parts.append(

@@ -84,6 +84,13 @@ class Medication:
         current: taken at the as-of date; ``None`` if that cannot be told.
         start: when it was started, if known (long-term PPI use depends on it).
         dose: the dose as written, if given.
+        route: how it is given (``intravenous``, ``intramuscular``, ``oral`` or the route as
+            written), if recorded.
+        reason: the indication recorded with it (``reasonCode``), if any.
+        dose_mg_per_day: the amount per day in mg, when the structured dosage gives a mass dose
+            and a frequency (dose x frequency / period); ``None`` otherwise.
+
+    .. versionchanged:: 0.2.0 ``route``, ``reason`` and ``dose_mg_per_day``.
 
     """
 
@@ -93,6 +100,9 @@ class Medication:
     start: date | None = None
     dose: str | None = None
     origin: Origin = field(default_factory=Origin)
+    route: str | None = None
+    reason: str | None = None
+    dose_mg_per_day: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

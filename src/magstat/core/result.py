@@ -362,12 +362,15 @@ class Assessment:
     kb_version: str
     kb_sha256: str
     sources: tuple[str, ...] = field(default=())
+    severity_reason: str | None = None
+    """Why the severity is what it is (the value, symptoms, refractory hypokalaemia ...)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON contract of ``magstat assess --format json`` (see design.md section 3)."""
         return {
             "status": self.status,
             "severity": self.severity,
+            "severity_reason": self.severity_reason,
             "summary": self.summary,
             "as_of": self.as_of.isoformat(),
             "patient": {

@@ -237,6 +237,9 @@ class Interaction:
     effect: str
     advice: str
     sources: tuple[str, ...]
+    check_mg: bool = False
+    """The advice includes a magnesium check, so the row applies whenever the drug is current,
+    not only when magnesium is given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,6 +633,7 @@ def _interaction(e: _Entry) -> Interaction:
         effect=e.string("effect"),
         advice=e.string("advice"),
         sources=e.sources(),
+        check_mg=e.boolean("check_mg", False),
     )
 
 

@@ -68,7 +68,16 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
-from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, Sex, SignFact
+from magstat.core.facts import (
+    ConditionFact,
+    Lab,
+    Medication,
+    Origin,
+    PatientFacts,
+    Sex,
+    SignFact,
+    SupplementFact,
+)
 from magstat.core.match import (
     LOINC,
     Match,
@@ -78,6 +87,7 @@ from magstat.core.match import (
     match_condition,
     match_drug,
     match_sign,
+    match_supplement,
     match_test,
 )
 from magstat.core.units import allowed_units, parse_unit, to_canonical
@@ -329,6 +339,99 @@ def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | No
     if not text and displays:
         text = " / ".join(dict.fromkeys(displays))
     return tuple(codes), text or None
+
+
+# SNOMED CT route-of-administration codes (the FHIR R4 example value set for Dosage.route).
+_ROUTE_CODES = {
+    "47625008": "intravenous",
+    "78421000": "intramuscular",
+    "26643006": "oral",
+    "34206005": "subcutaneous",
+    "45890007": "transdermal",
+}
+_ROUTE_WORDS = (
+    ("intravenous", "intravenous"),
+    ("intramuscular", "intramuscular"),
+    ("by mouth", "oral"),
+    ("oral", "oral"),
+    ("subcutaneous", "subcutaneous"),
+    ("transdermal", "transdermal"),
+    ("topical", "transdermal"),
+)
+_ROUTE_ABBREVIATIONS = {"iv": "intravenous", "im": "intramuscular", "po": "oral", "sc": "subcutaneous"}
+# UCUM period units of Timing.repeat, in days.
+_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.4375, "a": 365.25}
+# Mass units of a dose quantity, in mg.
+_DOSE_MG = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001}
+
+
+def _route(text: str | None, codes: _Codes = ()) -> str | None:
+    """The route of a dosage: from its SNOMED CT code, else from the words of its text."""
+    for _system, code in codes:
+        if code in _ROUTE_CODES:
+            return _ROUTE_CODES[code]
+    if not text:
+        return None
+    lower = text.lower()
+    for word, route in _ROUTE_WORDS:
+        if word in lower:
+            return route
+    for token in re.findall(r"[a-z]+", lower):
+        if token in _ROUTE_ABBREVIATIONS:
+            return _ROUTE_ABBREVIATIONS[token]
+    return None
+
+
+def _dose_mg_per_day(dosage: Mapping[str, Any], where: str) -> float | None:
+    """Amount per day in mg from a FHIR Dosage: doseAndRate dose x timing.repeat frequency / period.
+
+    ``None`` when the dose is not a mass (tablets, mL) or no frequency is given: nothing is
+    guessed. A negative or zero dose, frequency or period is refused.
+    """
+    dose_mg = None
+    for i, dr in enumerate(_list(dosage, "doseAndRate", where)):
+        at = f"{where}.doseAndRate[{i}]"
+        if not isinstance(dr, Mapping):
+            raise InvalidInputError(at, f"expected an object, got {_kind(dr)}")
+        quantity = _obj(dr, "doseQuantity", at)
+        if quantity is None:
+            continue
+        value = _num(quantity, "value", f"{at}.doseQuantity")
+        unit = (
+            _str(quantity, "code", f"{at}.doseQuantity") or _str(quantity, "unit", f"{at}.doseQuantity") or ""
+        ).strip()
+        if value is None:
+            continue
+        if value <= 0:
+            raise InvalidInputError(f"{at}.doseQuantity.value", "a dose must be positive", value=value)
+        factor = _DOSE_MG.get(unit.lower())
+        if factor is not None:
+            dose_mg = value * factor
+            break
+    if dose_mg is None:
+        return None
+    timing = _obj(dosage, "timing", where)
+    repeat = _obj(timing, "repeat", f"{where}.timing") if timing is not None else None
+    if repeat is None:
+        return None
+    at = f"{where}.timing.repeat"
+    frequency = _num(repeat, "frequency", at)
+    period = _num(repeat, "period", at)
+    period_unit = _str(repeat, "periodUnit", at)
+    if frequency is None and period is None:
+        return None
+    frequency = 1.0 if frequency is None else frequency
+    period = 1.0 if period is None else period
+    if frequency <= 0 or period <= 0:
+        raise InvalidInputError(at, "frequency and period must be positive", value=f"{frequency}/{period}")
+    if period_unit is None:
+        return None
+    days = _PERIOD_DAYS.get(period_unit)
+    if days is None:
+        raise InvalidInputError(
+            f"{at}.periodUnit", "not a UCUM period unit", value=period_unit, allowed=", ".join(_PERIOD_DAYS)
+        )
+    return dose_mg * frequency / (period * days)
 
 
 def _code_words(codes: _Codes) -> str | None:
@@ -680,6 +783,8 @@ class _Reader:
                         observed[fact.fact.sign] = fact
         signs.extend(dated.fact for dated in observed.values())
 
+        supplements = self._supplements(medications)
+
         def flag(condition_id: str) -> bool | None:
             current = any(c.condition == condition_id and c.current is True for c in conditions)
             return True if current else None
@@ -695,8 +800,48 @@ class _Reader:
             conditions=tuple(conditions) if has_conditions else None,
             signs=tuple(signs),
             labs=tuple(labs),
+            supplements=supplements,
             excluded=tuple(self.excluded),
         )
+
+    def _supplements(self, medications: list[Medication]) -> tuple[SupplementFact, ...] | None:
+        """Magnesium products taken by mouth (or by an unrecorded route), as supplement facts.
+
+        The amount per day comes from the structured dosage. A product named by its salt
+        ("magnesium oxide 400 mg") gives the salt's weight, converted to elemental magnesium
+        by the knowledge base's percentage; a product named only "magnesium" is taken to state
+        elemental magnesium, as supplement labels do. Parenteral and transdermal products are
+        not supplements. ``None`` when no magnesium product is on the list.
+        """
+        kb = self.kb
+        found: list[SupplementFact] = []
+        for med in medications:
+            if med.current is not True or med.route in ("intravenous", "intramuscular", "transdermal"):
+                continue
+            is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
+            form_match = match_supplement(kb, med.text)
+            for drug_id in med.drugs:
+                # A product recognised by its code: its salt comes from the drug's name.
+                if form_match:
+                    break
+                form_match = match_supplement(kb, kb.drugs[drug_id].name)
+            form = form_match.ids[0] if form_match else None
+            if form is not None and kb.supplements[form].route != "oral":
+                continue
+            named_plain = not med.drugs and form is None and "magnesium" in med.text.lower()
+            if not (is_product or form is not None or named_plain):
+                continue
+            per_day = med.dose_mg_per_day
+            found.append(
+                SupplementFact(
+                    form=form,
+                    text=med.text,
+                    elemental_mg_per_day=per_day if form is None else None,
+                    product_mg_per_day=per_day if form is not None else None,
+                    origin=med.origin,
+                )
+            )
+        return tuple(found) if found else None
 
     def _guarded(self, item: _Item, handler: Callable[[_Item], _T]) -> _T | None:
         """Run a handler; a failure refuses the input or leaves this resource out."""
@@ -988,13 +1133,39 @@ class _Reader:
         res = item.resource
         codes, name, text = self._drug_concept(res)
         found = _match(self.kb, "drug", codes, text)
-        dose = None
+        dose = route = None
+        per_day: float | None = None
         dosages = _list(res, dosage_key)
         if dosages:
             first = dosages[0]
             if not isinstance(first, Mapping):
                 raise InvalidInputError(f"{dosage_key}[0]", f"expected an object, got {_kind(first)}")
             dose = _str(first, "text", f"{dosage_key}[0]")
+            route_codes, route_text = _concept(
+                _obj(first, "route", f"{dosage_key}[0]"), f"{dosage_key}[0].route"
+            )
+            route = _route(route_text, route_codes) or _route(dose)
+            # Several dosage lines taken together (morning and evening doses) add up.
+            amounts = []
+            for i, dosage in enumerate(dosages):
+                if not isinstance(dosage, Mapping):
+                    raise InvalidInputError(f"{dosage_key}[{i}]", f"expected an object, got {_kind(dosage)}")
+                amounts.append(_dose_mg_per_day(dosage, f"{dosage_key}[{i}]"))
+            if amounts and all(a is not None for a in amounts):
+                per_day = sum(a for a in amounts if a is not None)
+        reasons = []
+        for i, reason in enumerate(_list(res, "reasonCode")):
+            if not isinstance(reason, Mapping):
+                raise InvalidInputError(f"reasonCode[{i}]", f"expected an object, got {_kind(reason)}")
+            reason_codes, reason_text = _concept(reason, f"reasonCode[{i}]")
+            words = reason_text or _code_words(reason_codes)
+            if words:
+                reasons.append(words)
+        for i, ref in enumerate(_list(res, "reasonReference")):
+            if isinstance(ref, Mapping):
+                display = _str(ref, "display", f"reasonReference[{i}]")
+                if display:
+                    reasons.append(display)
         return [
             Medication(
                 text=name or _code_words(codes) or "unnamed medication",
@@ -1003,6 +1174,9 @@ class _Reader:
                 start=start,
                 dose=dose,
                 origin=Origin(item.origin, found.matched_by),
+                route=route,
+                reason="; ".join(reasons) or None,
+                dose_mg_per_day=per_day,
             )
         ]
 

@@ -1,0 +1,290 @@
+"""Arrhythmia safety, magnesium therapy, severity and always-on checks, on the pure core."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from magstat.core import assess
+from magstat.core.facts import Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
+from tests.strategies import KB, patient_facts
+
+AS_OF = dt.date(2024, 6, 1)
+DAY = dt.date(2024, 5, 30)
+
+
+def mg(value: float, when: dt.date = DAY) -> Lab:
+    """Serum magnesium with a 0.70-1.00 mmol/L laboratory interval."""
+    return Lab(
+        "serum_mg", value, "mmol/L", when, ref_low=0.70, ref_high=1.00, origin=Origin("Observation/mg")
+    )
+
+
+def k(value: float) -> Lab:
+    """Serum potassium with a 3.5-5.1 mmol/L interval."""
+    return Lab("potassium", value, "mmol/L", DAY, ref_low=3.5, ref_high=5.1, origin=Origin("Observation/k"))
+
+
+def med(drug: str, text: str | None = None, **extra: object) -> Medication:
+    """A current medication of a knowledge-base drug."""
+    return Medication(text or drug, (drug,), True, origin=Origin(f"MedicationRequest/{drug}"), **extra)  # type: ignore[arg-type]
+
+
+def facts(**fields: object) -> PatientFacts:
+    """Facts of a 55-year-old woman with known (empty unless given) medications and conditions."""
+    base: dict[str, object] = {
+        "as_of": AS_OF,
+        "age_years": 55,
+        "sex": "female",
+        "medications": (),
+        "conditions": (),
+    }
+    base.update(fields)
+    return PatientFacts(**base)  # type: ignore[arg-type]
+
+
+def ids(actions: tuple) -> set[str]:
+    """The ids of a tuple of actions or findings."""
+    return {a.id for a in actions}
+
+
+def action(result, table: str, action_id: str):
+    """One action of a result by id."""
+    return next(a for a in getattr(result, table) if a.id == action_id)
+
+
+# --- Arrhythmia safety -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("partner", "labs", "signs"),
+    [
+        ("methadone and citalopram with low K", (k(3.1),), ()),
+        ("QT drug only", (), ()),
+        ("digoxin", (), ()),
+        ("arrhythmia sign", (), (SignFact("arrhythmia", True),)),
+    ],
+)
+def test_low_normal_mg_with_a_partner_gets_ecg_and_qt_note(partner, labs, signs):
+    """Low-normal Mg (below 0.85) with low K, a QT drug, digoxin or arrhythmia gives ns.ecg and sf.qt_risk (S341)."""
+    meds = {
+        "methadone and citalopram with low K": (med("methadone"), med("citalopram")),
+        "QT drug only": (med("ondansetron"),),
+        "digoxin": (med("digoxin"),),
+        "arrhythmia sign": (),
+    }[partner]
+    result = assess(facts(labs=(mg(0.78), *labs), medications=meds, signs=signs), KB)
+    assert {"ns.ecg"} <= ids(result.next_steps)
+    assert {"sf.qt_risk"} <= ids(result.safety)
+    assert "below 0.85" in action(result, "safety", "sf.qt_risk").reason
+
+
+def test_qt_drug_with_normal_mg_and_normal_k_gets_no_qt_note():
+    """Serum Mg 0.92 with a QT drug and normal K: no Mg-specific ECG rule fires."""
+    result = assess(facts(labs=(mg(0.92), k(4.2)), medications=(med("methadone"),)), KB)
+    assert "sf.qt_risk" not in ids(result.safety)
+    assert "ns.ecg" not in ids(result.next_steps)
+    assert "drug.qt_prolonging" in ids(result.findings)
+
+
+def test_low_mg_with_low_k_without_any_drug_gets_ecg():
+    """The KB's own ECG text names low magnesium with low potassium: that alone now asks for an ECG."""
+    result = assess(facts(labs=(mg(0.66), k(3.0))), KB)
+    assert "urgent" == action(result, "next_steps", "ns.ecg").priority
+    assert "urgent" == action(result, "safety", "sf.qt_risk").priority
+
+
+def test_qt_drug_members_have_rxnorm_and_atc_codes():
+    """Every member of the QT-prolonging class has an RxNorm ingredient code and an ATC code."""
+    members = [d for d in KB.drugs.values() if "qt_prolonging" in d.classes]
+    names = {d.name for d in members}
+    assert {
+        "methadone",
+        "citalopram",
+        "escitalopram",
+        "haloperidol",
+        "ondansetron",
+        "amiodarone",
+        "sotalol",
+    } <= names
+    assert {
+        "azithromycin",
+        "clarithromycin",
+        "levofloxacin",
+        "moxifloxacin",
+        "quinidine",
+        "procainamide",
+    } <= names
+    assert all(d.rxnorm and d.atc for d in members)
+
+
+def test_correct_magnesium_first_wording_for_refractory_hypokalaemia():
+    """Refractory hypokalaemia with a deficit gives the 'correct magnesium (and potassium) first' note (S54, S63)."""
+    result = assess(facts(labs=(mg(0.6),), signs=(SignFact("refractory_hypokalaemia", True),)), KB)
+    assert action(result, "safety", "sf.correct_mg_first").text.startswith(
+        "Correct magnesium (and potassium) first"
+    )
+
+
+# --- Severity ----------------------------------------------------------------------------------
+
+
+def test_refractory_hypokalaemia_and_hypocalcaemia_are_not_mild_oral():
+    """Mg 0.52 with hypocalcaemia and refractory hypokalaemia: moderate, IV with monitoring, reason shown (S54)."""
+    signs = (SignFact("hypocalcaemia", True), SignFact("refractory_hypokalaemia", True))
+    result = assess(facts(labs=(mg(0.52),), signs=signs), KB)
+    assert ("deficient", "moderate") == (result.status, result.severity)
+    assert "refractory" in (result.severity_reason or "") or "does not correct" in (
+        result.severity_reason or ""
+    )
+    assert {"sf.severe_iv", "sf.iv_monitoring", "sf.iv_route_reason"} <= ids(result.safety)
+    assert "sf.oral_mild" not in ids(result.safety)
+
+
+@pytest.mark.parametrize("sign", ["tetany", "seizure", "arrhythmia"])
+def test_neuromuscular_or_cardiac_irritability_is_severe(sign):
+    """A mild value with tetany, seizures or arrhythmia is graded severe and gets IV advice (S54)."""
+    result = assess(facts(labs=(mg(0.62),), signs=(SignFact(sign, True),)), KB)
+    assert ("deficient", "severe") == (result.status, result.severity)
+    assert KB.signs[sign].name.lower() in (result.severity_reason or "")
+    assert "urgent" == action(result, "safety", "sf.severe_iv").priority
+
+
+def test_mild_without_symptoms_says_so():
+    """A mild deficit without symptoms keeps the oral route and its reason says none were recorded."""
+    result = assess(facts(labs=(mg(0.62),)), KB)
+    assert ("deficient", "mild") == (result.status, result.severity)
+    assert "no symptoms" in (result.severity_reason or "")
+    assert "sf.oral_mild" in ids(result.safety)
+
+
+def test_insulin_is_not_a_risk_factor():
+    """Insulin users had higher plasma Mg in the cited study (S89): no risk-factor finding, status unchanged."""
+    without = assess(facts(labs=(mg(0.9),)), KB)
+    with_insulin = assess(facts(labs=(mg(0.9),), medications=(med("insulin"),)), KB)
+    assert "drug.insulin" not in ids(with_insulin.findings)
+    assert without.status == with_insulin.status
+    assert "interaction" == KB.drug_classes["insulin"].effect
+
+
+# --- Intended magnesium therapy ----------------------------------------------------------------
+
+
+def mgso4(route: str | None = "intravenous", reason: str | None = "pre-eclampsia") -> Medication:
+    """Magnesium sulfate given as treatment."""
+    return med("magnesium_sulfate", "magnesium sulfate injection 4 g", route=route, reason=reason)
+
+
+def test_therapeutic_level_during_mgso4_is_not_excess():
+    """Serum Mg 1.9 mmol/L on IV MgSO4 is within 1.25-2.5 mmol/L (S56): therapeutic, no 'stop magnesium'."""
+    result = assess(facts(labs=(mg(1.9),), medications=(mgso4(),), pregnant=True), KB)
+    assert "indeterminate" == result.status
+    assert result.severity is None
+    assert "serum_mg.therapeutic" in ids(result.findings)
+    assert "sf.excess" not in ids(result.safety)
+    monitoring = action(result, "safety", "sf.mg_infusion_monitoring").text
+    for words in ("patellar reflex", "respiratory rate", "urine output", "calcium gluconate", "10 mEq/L"):
+        assert words in monitoring
+    assert {"sf.mg_therapy", "sf.pregnancy_iv_duration"} <= ids(result.safety)
+    assert "therapeutic range" in result.summary
+
+
+def test_above_therapeutic_range_is_excess_with_urgent_monitoring():
+    """Serum Mg 3.0 mmol/L on IV MgSO4 is above 2.5 mmol/L: excess, urgent toxicity advice."""
+    result = assess(facts(labs=(mg(3.0),), medications=(mgso4(),)), KB)
+    assert "excess" == result.status
+    assert "urgent" == action(result, "safety", "sf.mg_infusion_monitoring").priority
+    assert "sf.excess" in ids(result.safety)
+    assert "sf.mg_therapy" not in ids(result.safety)
+    assert "therapeutic range" in (result.severity_reason or "")
+
+
+def test_indication_alone_marks_therapy_and_oral_product_does_not():
+    """MgSO4 recorded for eclampsia counts as therapy; an oral magnesium oxide with a high value stays excess."""
+    by_reason = assess(facts(labs=(mg(1.6),), medications=(mgso4(route=None, reason="eclampsia"),)), KB)
+    assert "indeterminate" == by_reason.status
+    oral = assess(facts(labs=(mg(1.6),), medications=(med("magnesium_oxide", route="oral"),)), KB)
+    assert "excess" == oral.status
+    assert "sf.excess" in ids(oral.safety)
+    assert "sf.mg_infusion_monitoring" not in ids(oral.safety)
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(patient_facts(), st.floats(1.01, 4.0))
+def test_therapy_recognition_never_hides_toxicity(base, value):
+    """With MgSO4 as therapy and a value above the lab range: excess above 2.5 mmol/L, never reassuring; monitoring listed."""
+    labs = (*(lab for lab in base.labs if lab.test != "serum_mg"), mg(value, base.as_of))
+    meds = (*(base.medications or ()), mgso4())
+    result = assess(dataclasses.replace(base, labs=labs, medications=meds), KB)
+    assert "sf.mg_infusion_monitoring" in ids(result.safety)
+    if value > KB.param("mg_therapy.therapeutic_high"):
+        assert "excess" == result.status
+    assert result.status in ("excess", "indeterminate")
+
+
+# --- Checks that do not wait for an abnormal status --------------------------------------------
+
+
+def test_digoxin_without_mg_result_gets_the_check():
+    """A digoxin user with no Mg result gets the digoxin note and a high-priority Mg measurement (S20)."""
+    result = assess(facts(medications=(med("digoxin"),)), KB)
+    assert "sf.digoxin" in ids(result.safety)
+    assert "ix.ix.digoxin" in ids(result.safety)
+    assert "high" == action(result, "next_steps", "ns.measure_serum_mg").priority
+
+
+def test_child_supplement_above_ul():
+    """A 6-year-old taking 200 mg/day of elemental Mg is above the 110 mg/day UL (S16)."""
+    result = assess(
+        facts(
+            age_years=6.4, supplements=(SupplementFact(None, "magnesium 100 mg", elemental_mg_per_day=200),)
+        ),
+        KB,
+    )
+    assert 110 == result.supplements.ul_mg
+    assert "sf.above_ul" in ids(result.safety)
+
+
+def test_same_day_conflicting_creatinines_use_the_higher():
+    """Two creatinines on one date are flagged and the higher (lower eGFR) is used for advice."""
+    labs = (
+        Lab("serum_creatinine", 1.0, "mg/dL", DAY, origin=Origin("Observation/a")),
+        Lab("serum_creatinine", 1.55, "mg/dL", DAY, origin=Origin("Observation/b")),
+    )
+    result = assess(facts(age_years=60, labs=labs), KB)
+    assert "conflict.serum_creatinine" in ids(result.findings)
+    assert "lim.conflicting_results" in ids(result.limitations)
+    assert result.egfr.value is not None and result.egfr.value < 45
+
+
+def test_reported_egfr_far_from_newer_computed_is_flagged():
+    """A reported eGFR 91 six weeks before a creatinine giving about 22: flagged, 22 used."""
+    labs = (
+        Lab("egfr", 91, "mL/min/{1.73_m2}", dt.date(2024, 4, 18), origin=Origin("Observation/e")),
+        Lab("serum_creatinine", 2.95, "mg/dL", DAY, origin=Origin("Observation/c")),
+    )
+    result = assess(facts(age_years=74, sex="male", labs=labs), KB)
+    assert "egfr.discrepancy" in ids(result.findings)
+    assert "computed" == result.egfr.origin
+    assert 22 == round(result.egfr.value or 0)
+
+
+def test_renal_reduce_is_credited_as_the_label_says():
+    """The renal note says the label needs no dose change in mild-moderate impairment; halving is the handbook's."""
+    result = assess(
+        facts(
+            labs=(Lab("egfr", 45, "mL/min/{1.73_m2}", DAY),),
+            supplements=(SupplementFact("citrate", "magnesium citrate", elemental_mg_per_day=200),),
+        ),
+        KB,
+    )
+    text = action(result, "safety", "sf.renal_reduce").text
+    assert "no dose change in mild to moderate" in text
+    assert "hospital handbook" in text

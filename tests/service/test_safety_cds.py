@@ -1,0 +1,116 @@
+"""The safety rules through the CDS Hooks service: patient-view with prefetch, order-select."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from magstat.adapters.cds_hooks.request import prefetch_templates
+from tests import safety_cases as cases
+from tests.service.conftest import Live, hook_request, live, post
+from tests.service.ehr import Record, prefetch_for
+
+PV = "/cds-services/magstat-patient-view"
+SELECT = "/cds-services/magstat-order-select"
+SIGN = "/cds-services/magstat-order-sign"
+
+
+def clock() -> dt.datetime:
+    """The service clock for the constructed cases (their as-of date, midday UTC)."""
+    return dt.datetime(cases.AS_OF.year, cases.AS_OF.month, cases.AS_OF.day, 12, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def server(make_settings) -> Iterator[Live]:
+    """A demo-mode service whose clock is the cases' as-of date."""
+    with live(make_settings(demo=True), clock=clock) as running:
+        yield running
+
+
+def patient_view(server: Live, kb, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST patient-view with the prefetch an EHR would send for the record; the cards."""
+    record = Record(bundle)
+    body = hook_request("patient-view", record.patient_id)
+    body["prefetch"] = prefetch_for(prefetch_templates(kb), body["context"], record)
+    response = post(server, PV, body)
+    assert 200 == response.status_code, response.text
+    return response.json()["cards"]
+
+
+def test_qt_risk_reaches_the_card(server, kb):
+    """Methadone, citalopram, low-normal Mg and low K: the card asks for an ECG and carries the QT note."""
+    cards = patient_view(server, kb, cases.qt_low_k())
+    assert 1 <= len(cards)
+    detail = cards[0]["detail"]
+    assert "ECG" in detail
+    assert "torsades de pointes" in detail
+    assert "methadone" in detail
+
+
+def test_therapeutic_mgso4_gets_a_monitoring_card_not_stop(server, kb):
+    """IV MgSO4 for pre-eclampsia, Mg 1.9 mmol/L: a safety card with monitoring and antidote, no 'stop'."""
+    cards = patient_view(server, kb, cases.mg_therapy(1.9))
+    assert ["safety"] == [c["source"]["topic"]["code"] for c in cards]
+    detail = cards[0]["detail"]
+    assert "calcium gluconate" in detail
+    assert "patellar reflex" in detail
+    assert "Stop magnesium-containing products" not in detail
+    assert "warning" == cards[0]["indicator"]
+
+
+def test_mgso4_above_range_is_critical(server, kb):
+    """IV MgSO4 with Mg 3.0 mmol/L: a critical status card with the stop advice."""
+    cards = patient_view(server, kb, cases.mg_therapy(3.0))
+    assert "critical" == cards[0]["indicator"]
+    assert "Stop magnesium-containing products" in cards[0]["detail"]
+
+
+def test_digoxin_without_mg_gets_a_card(server, kb):
+    """A digoxin user with no Mg result gets a safety card naming digoxin toxicity."""
+    cards = patient_view(server, kb, cases.digoxin_no_mg())
+    assert cards
+    assert "digoxin toxicity" in cards[0]["detail"]
+
+
+def test_refractory_hypokalaemia_card_is_critical_with_iv(server, kb):
+    """Mg 0.52 with refractory hypokalaemia: critical card, IV advice and 'correct magnesium first'."""
+    cards = patient_view(server, kb, cases.refractory())
+    assert "critical" == cards[0]["indicator"]
+    assert "Correct magnesium (and potassium) first" in cards[0]["detail"]
+    assert "intravenous" in cards[0]["detail"]
+
+
+@pytest.mark.parametrize(("hook", "path"), [("order-select", SELECT), ("order-sign", SIGN)])
+def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook, path):
+    """order-select or order-sign of IV MgSO4 for pre-eclampsia with eGFR about 25: the IV renal limit, not the oral one."""
+    bundle = cases.Case("os-mgso4", birth="1990-01-01").condition("Pre-eclampsia").creatinine(2.4).bundle()
+    record = Record(bundle)
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "d1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{record.patient_id}"},
+        "authoredOn": "2024-06-01T08:00:00Z",
+        "medicationCodeableConcept": {"text": "magnesium sulfate 50 MG/ML Injectable Solution"},
+        "dosageInstruction": [{"route": {"coding": [{"system": cases.SNOMED, "code": cases.IV[0]}]}}],
+        "reasonCode": [{"text": "Severe pre-eclampsia"}],
+    }
+    body = hook_request(
+        hook,
+        record.patient_id,
+        context={
+            **({"selections": ["MedicationRequest/d1"]} if hook == "order-select" else {}),
+            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
+        },
+    )
+    body["prefetch"] = prefetch_for(prefetch_templates(kb), body["context"], record)
+    response = post(server, path, body)
+    assert 200 == response.status_code, response.text
+    cards = response.json()["cards"]
+    assert ["magnesium-product-kidney"] == [c["source"]["topic"]["code"] for c in cards]
+    assert "20 g in 48 hours" in cards[0]["detail"]
+    assert "oral magnesium aspartate contraindicates" not in cards[0]["detail"]
