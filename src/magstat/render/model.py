@@ -368,6 +368,7 @@ class AssessmentView:
     status: str
     status_label: str
     summary: str  # the core's summary, worded for people (see _headline)
+    severity_reason: str
     banner: str
     who: str
     first_actions: tuple[ActionView, ...]
@@ -742,6 +743,8 @@ def assessment_view(
     status_label = STATUS_LABELS.get(result.status, result.status)
     if result.severity:
         status_label += f" ({result.severity})"
+    reason = result.severity_reason
+    severity_reason = f"Graded {result.severity}: {reason}." if result.severity and reason else ""
     actions = ordered_actions(result)
     first = tuple(a for a in actions if a.priority in ("urgent", "high"))
     serum_rows, band = _serum_rows(result)
@@ -767,6 +770,7 @@ def assessment_view(
         status=result.status,
         status_label=status_label,
         summary=_headline(result, kb, status_label),
+        severity_reason=severity_reason,
         banner=_banner(status_label, (a for a in first if a.priority == "urgent")),
         who=_who(result),
         first_actions=first,

@@ -63,7 +63,7 @@ def _actions(out: _Out, actions: tuple[ActionView, ...], cite: bool) -> None:
 def _lay_out(view: AssessmentView, out: _Out, cite: bool) -> None:
     r = view.result
     out.lines.append(out.style(f" {view.banner} ", f"1;{_COLOURS[r.status]};7" if out.colour else "1"))
-    out.para(view.summary, indent="")
+    out.para(f"{view.summary} {view.severity_reason}".strip(), indent="")
     out.para(view.who.replace(" · ", ", "), indent="")
 
     if view.first_actions:

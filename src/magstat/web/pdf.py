@@ -165,7 +165,7 @@ def _head(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
         lines.append(
             [Paragraph(f"<b>Urgent:</b> {_text(view.urgent[0].first_sentence + extra)}", st["body"])]
         )
-    lines.append([Paragraph(_text(view.summary), st["body"])])
+    lines.append([Paragraph(_text(f"{view.summary} {view.severity_reason}".strip()), st["body"])])
     banner = Table(lines, colWidths=[_WIDTH], hAlign="LEFT")
     banner.setStyle(
         TableStyle(
