@@ -25,6 +25,8 @@ LAB_RANGES = {
     "urine_creatinine": (10.0, 300.0),
     "loading_retention": (-30.0, 80.0),
     "rbc_mg": (1.0, 3.5),
+    "hba1c": (4.0, 14.0),
+    "glucose": (2.0, 30.0),
 }
 
 LOWERING_DRUGS = sorted(
@@ -55,6 +57,32 @@ def labs(draw: st.DrawFn) -> tuple[Lab, ...]:
     return tuple(out)
 
 
+NOT_CURRENT = ("negated", "historical", "hypothetical", "family", "chronic", "resolved", "unknown_status")
+
+
+@st.composite
+def out_of_context_signs(draw: st.DrawFn) -> SignFact:
+    """A sign that a record names but does not report present now: out of context, or too old."""
+    sign = draw(st.sampled_from(sorted(KB.signs)))
+    window = int(KB.param("signs.recent_days"))
+    if draw(st.booleans()):
+        context = draw(st.sampled_from(NOT_CURRENT))
+        when = draw(st.none() | st.integers(0, 4000).map(lambda d: AS_OF - dt.timedelta(days=d)))
+        return SignFact(sign, context != "negated", Origin("Condition/x"), context, "trigger", when)
+    days = draw(st.integers(window + 1, 20000))
+    return SignFact(sign, True, Origin("Condition/old"), when=AS_OF - dt.timedelta(days=days))
+
+
+@st.composite
+def out_of_context_conditions(draw: st.DrawFn) -> ConditionFact:
+    """A problem-list entry named in a negated, historical, hypothetical or family context."""
+    condition = draw(st.sampled_from(sorted(KB.conditions)))
+    context = draw(st.sampled_from(NOT_CURRENT[:4]))
+    return ConditionFact(
+        condition, condition, False, origin=Origin("Condition/y"), context=context, trigger="t"
+    )
+
+
 @st.composite
 def patient_facts(draw: st.DrawFn) -> PatientFacts:
     drugs = sorted(KB.drugs)
@@ -81,7 +109,10 @@ def patient_facts(draw: st.DrawFn) -> PatientFacts:
         ).map(tuple)
     )
     signs = draw(
-        st.lists(st.builds(SignFact, st.sampled_from(sorted(KB.signs)), st.booleans()), max_size=3).map(tuple)
+        st.lists(
+            st.builds(SignFact, st.sampled_from(sorted(KB.signs)), st.booleans()) | out_of_context_signs(),
+            max_size=3,
+        ).map(tuple)
     )
     supplements = draw(
         st.none()

@@ -682,7 +682,7 @@ def test_current_condition_coded_as_a_sign_gives_the_sign(kb):
     }
     assert [(sign_id, True)] == [(s.sign, s.present) for s in read(condition, kb).signs]
     condition["clinicalStatus"] = {"coding": [{"code": "resolved"}]}
-    assert () == read(condition, kb).signs
+    assert [(sign_id, "resolved")] == [(s.sign, s.context) for s in read(condition, kb).signs]
 
 
 # --- never anything but InvalidInputError ------------------------------------------------

@@ -15,7 +15,14 @@ from magstat.core import assess
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.result import DEFICIT_RANK
 from magstat.errors import InvalidInputError
-from tests.strategies import AS_OF, KB, LOWERING_DRUGS, patient_facts
+from tests.strategies import (
+    AS_OF,
+    KB,
+    LOWERING_DRUGS,
+    out_of_context_conditions,
+    out_of_context_signs,
+    patient_facts,
+)
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -175,3 +182,26 @@ def test_lower_intake_never_lowers_deficit(facts, a, b):
         assert "excess" == second
     else:
         assert rank(second) >= rank(first)
+
+
+@SETTINGS
+@given(patient_facts(), st.lists(out_of_context_signs(), min_size=1, max_size=3), out_of_context_conditions())
+def test_entries_out_of_context_never_worsen_status(facts, signs, condition):
+    """Negated, historical, hypothetical, family, lifelong or old entries give the status of leaving them out."""
+    before = assess(facts, KB)
+    with_signs = assess(dataclasses.replace(facts, signs=(*facts.signs, *signs)), KB)
+    with_condition = assess(dataclasses.replace(facts, conditions=(*(facts.conditions or ()), condition)), KB)
+    for after in (with_signs, with_condition):
+        assert (before.status, before.severity) == (after.status, after.severity)
+        assert [a.id for a in before.next_steps] == [a.id for a in after.next_steps]
+
+
+@SETTINGS
+@given(patient_facts(), st.floats(3.0, 6.99), st.integers(0, 3))
+def test_recent_hba1c_below_goal_never_adds_poor_control(facts, value, days):
+    """Adding the most recent HbA1c, below the 7 % goal, never gives 'poor glycaemic control'."""
+    assert value < KB.param("hba1c.goal_below")
+    a1c = Lab("hba1c", value, "%", AS_OF - dt.timedelta(days=days), origin=Origin("Observation/a1c"))
+    newer = tuple(lab for lab in facts.labs if lab.test != "hba1c" or lab.when is None or lab.when < a1c.when)
+    after = {f.id for f in assess(dataclasses.replace(facts, labs=(*newer, a1c)), KB).findings}
+    assert "sign.poor_glycaemic_control" not in after

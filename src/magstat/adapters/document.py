@@ -25,11 +25,9 @@ from magstat.core.facts import (
     SupplementFact,
 )
 from magstat.core.match import (
-    describes_absence,
-    describes_past,
+    find_signs,
     match_condition,
     match_drug,
-    match_sign,
     match_supplement,
     match_test,
 )
@@ -44,6 +42,8 @@ _TOP_KEYS = (
     "id",
     "as_of",
     "birth_date",
+    "deceased",
+    "deceased_date",
     "age",
     "sex",
     "pregnant",
@@ -233,7 +233,7 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
         lactating=_bool("lactating", doc.get("lactating")),
         medications=medications,
         conditions=conditions,
-        signs=_signs(doc.get("signs"), kb),
+        signs=_signs(doc.get("signs"), kb) + _condition_signs(conditions, kb),
         labs=tuple(labs),
         chronic_stress=_bool("chronic_stress", doc.get("chronic_stress")),
         high_metabolic_demand=_bool("high_metabolic_demand", doc.get("high_metabolic_demand")),
@@ -251,7 +251,20 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
         loading_baseline_urine_mmol=None
         if loading.get("baseline_urine_mmol") is None
         else _number("loading_test.baseline_urine_mmol", loading["baseline_urine_mmol"]),
+        deceased=_deceased(doc, when),
+        deceased_date=_opt_date("deceased_date", doc.get("deceased_date")),
     )
+
+
+def _deceased(doc: Mapping[str, Any], as_of: date) -> bool | None:
+    """``deceased`` (true/false), or a ``deceased_date``: a date after ``as_of`` is not yet death."""
+    died = _opt_date("deceased_date", doc.get("deceased_date"))
+    flag = _bool("deceased", doc.get("deceased"))
+    if died is not None:
+        if flag is False:
+            raise InvalidInputError("deceased", "false, but a deceased_date is given", value=False)
+        return died <= as_of
+    return flag
 
 
 def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
@@ -348,11 +361,7 @@ def _condition(where: str, item: object, kb: KnowledgeBase) -> ConditionFact:
     name = _text(f"{where}.name", data.get("name"))
     found = match_condition(kb, _codes(f"{where}.code", data.get("code")), name)
     current = _bool(f"{where}.current", data.get("current", True))
-    if (
-        found
-        and (found.matched_by or "").startswith("text")
-        and (describes_past(name) or describes_absence(name))
-    ):
+    if found and found.context != "current":
         current = False  # "history of seizure", "no seizures": recognised, but not a current condition
     return ConditionFact(
         text=name,
@@ -360,7 +369,25 @@ def _condition(where: str, item: object, kb: KnowledgeBase) -> ConditionFact:
         current=current,
         onset=_opt_date(f"{where}.onset", data.get("onset")),
         origin=Origin(where, found.matched_by),
+        context=found.context if found else "current",
+        trigger=found.trigger if found else None,
+        signs=tuple(m.ids[0] for m in find_signs(kb, (), name)) if not found else (),
     )
+
+
+def _condition_signs(conditions: tuple[ConditionFact, ...] | None, kb: KnowledgeBase) -> tuple[SignFact, ...]:
+    """Signs named in a problem-list entry that is not a known condition, each in its context."""
+    out: list[SignFact] = []
+    for c in conditions or ():
+        if c.condition is not None or not c.signs:
+            continue
+        for match in find_signs(kb, (), c.text):
+            context, trigger = match.context, match.trigger
+            if context == "current" and c.current is not True:
+                context, trigger = "resolved", "current: false"
+            origin = Origin(c.origin.resource, match.matched_by)
+            out.append(SignFact(match.ids[0], context != "negated", origin, context, trigger, c.onset))
+    return tuple(out)
 
 
 def _signs(value: object, kb: KnowledgeBase) -> tuple[SignFact, ...]:
@@ -373,23 +400,28 @@ def _signs(value: object, kb: KnowledgeBase) -> tuple[SignFact, ...]:
         pairs = [(f"signs.{k}", str(k), v) for k, v in _mapping("signs", value).items()]
     out = []
     for where, name, present in pairs:
-        sign_id = name if name in kb.signs else None
-        matched_by = "field"
-        negated = False
-        if sign_id is None:
-            found = match_sign(kb, (), name.replace("_", " "))
-            if not found:
-                raise InvalidInputError(
-                    where, "unknown sign", value=name, allowed=", ".join(sorted(kb.signs))
-                )
-            sign_id, matched_by = found.ids[0], found.matched_by or "text"
-            negated = describes_absence(name)
         flag = _bool(where, present)
+        if name in kb.signs:
+            if flag is not None:
+                out.append(SignFact(name, flag, Origin(where, "field")))
+            continue
+        # Free text: every sign named, each in its ConText context ("denies tetany, seizures").
+        found = find_signs(kb, (), name.replace("_", " "))
+        if not found:
+            raise InvalidInputError(where, "unknown sign", value=name, allowed=", ".join(sorted(kb.signs)))
         if flag is None:
             continue
-        if negated and flag:
-            flag = False  # "no tetany" listed as a sign: reported absent
-        out.append(SignFact(sign_id, flag, Origin(where, matched_by)))
+        for match in found:
+            negated = match.context == "negated"
+            out.append(
+                SignFact(
+                    match.ids[0],
+                    flag and not negated,  # "no tetany" listed as a sign: reported absent
+                    Origin(where, match.matched_by or "text"),
+                    context=match.context if flag else "current",
+                    trigger=match.trigger,
+                )
+            )
     return tuple(out)
 
 
@@ -454,6 +486,11 @@ def json_schema(kb: KnowledgeBase) -> dict[str, Any]:
             "id": {"type": ["string", "integer"]},
             "as_of": {**iso, "description": "date of the assessment (overridden by --as-of)"},
             "birth_date": iso,
+            "deceased": {"type": "boolean", "description": "the patient has died (not assessed as living)"},
+            "deceased_date": {
+                **iso,
+                "description": "date of death; on or before as_of: not assessed as living",
+            },
             "age": {"type": "number", "minimum": 0, "maximum": 130},
             "sex": {"enum": ["female", "male"]},
             "pregnant": tri,

@@ -237,6 +237,7 @@ class Summary:
         self.cohort = cohort
         self.patients = 0
         self.errors = 0
+        self.deceased = 0
         self.status: Counter[str] = Counter()
         self.mds_complete: Counter[int] = Counter()
         self.mds_known: Counter[int] = Counter()
@@ -259,6 +260,10 @@ class Summary:
         if row.get("error"):
             self.errors += 1
             self.status["not assessed"] += 1
+            return
+        if row.get("deceased"):
+            # Died at or before the as-of date: counted apart, in none of the figures below.
+            self.deceased += 1
             return
         status = row["status"]
         self.status[status] += 1
@@ -308,7 +313,7 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         """The aggregate part of ``summary.json``."""
-        assessed = self.patients - self.errors
+        assessed = self.patients - self.errors - self.deceased
         if self.cohort:
             base_counts, base_label = self.cohort_scores, "participants in the study cohort (see cohort)"
         else:
@@ -318,6 +323,7 @@ class Summary:
         data: dict[str, Any] = {
             "patients": self.patients,
             "not_assessed": self.errors,
+            "deceased": self.deceased,
             "status_counts": {s: self.status.get(s, 0) for s in (*STATUS_ORDER, "not assessed")},
             "mds_distribution": {str(s): _pct(base_counts.get(s, 0), base) for s in range(6)},
             "mds_distribution_base": {"description": base_label, "n": base},

@@ -298,6 +298,7 @@ each patient's findings and their basis are in <code>magstat assess</code> (or <
 <tr><th>input</th><td>{_e(summary["input"]["format"])}: {_e(summary["input"]["path"])}</td></tr>
 <tr><th>as of</th><td>{_e(summary["as_of"])}</td></tr>
 <tr><th>patients</th><td>{summary["patients"]}</td></tr>
+<tr><th>deceased</th><td>{summary.get("deceased", 0)} (died on or before the as-of date: not assessed, left out of every figure below)</td></tr>
 <tr><th>knowledge base</th><td>{_e(kbinfo["version"])} (sha256 {_e(kbinfo["sha256"][:16])}…)</td></tr>
 <tr><th>engine</th><td>{_e(summary["engine"])}</td></tr>
 </table>

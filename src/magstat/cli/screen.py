@@ -228,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         f"magstat screen: {summary['patients']} patients ({summary['input']['format']}, {summary['engine']}), "
         f"as of {summary['as_of']}",
         f"  status: {counts or 'none'}",
+        f"  deceased: {summary.get('deceased', 0)} (not assessed; left out of the figures)",
         f"  MDS ({summary['mds_distribution_base']['description']}, n={summary['mds_distribution_base']['n']}): {mds}",
     ]
     if "mds_distribution_weighted" in summary:

@@ -23,7 +23,7 @@ from datetime import date
 from typing import Literal
 
 from magstat.core import calculators as calc
-from magstat.core.facts import Lab, Medication, PatientFacts
+from magstat.core.facts import Lab, Medication, PatientFacts, SignFact
 from magstat.core.match import match_supplement
 from magstat.core.result import (
     Action,
@@ -111,6 +111,7 @@ class _Work:
     low_markers: list[str] = field(default_factory=list)
     alcohol_proxy: bool = False
     mg_history: list[tuple[date | None, float]] = field(default_factory=list)
+    refuted_signs: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, list[Lab]] = field(default_factory=dict)
     mg_therapy: list[Medication] = field(default_factory=list)
     severity_reason: str | None = None
@@ -173,6 +174,8 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     check_facts(facts, kb)
     w = _Work(facts, kb)
     w.age = _age(facts)
+    if _died(facts):
+        return _deceased(facts, kb, w.age)
     _select_labs(w)
     serum = _serum(w)
     egfr = _egfr(w)
@@ -225,7 +228,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
             + [
                 f"condition: {c.text}"
                 for c in facts.conditions or ()
-                if c.condition is None and c.current is not False
+                if c.condition is None and c.current is not False and not c.signs
             ]
         )
     )
@@ -264,13 +267,78 @@ def _ordered(table: dict[str, Action]) -> tuple[Action, ...]:
     return tuple(sorted(table.values(), key=lambda a: rank[a.priority]))
 
 
+def _died(facts: PatientFacts) -> bool:
+    """Whether the patient had died by the as-of date (a later date of death does not count)."""
+    return facts.deceased is True and (facts.deceased_date is None or facts.deceased_date <= facts.as_of)
+
+
+def _deceased(facts: PatientFacts, kb: KnowledgeBase, age: float | None) -> Assessment:
+    """The answer for a patient who has died: not assessed, no next steps, no advice."""
+    when = facts.deceased_date
+    on = f" on {when.isoformat()}" if when else ""
+    finding = Finding(
+        id="patient.deceased",
+        category="status",
+        text=(
+            f"Deceased{on}. magstat does not assess a patient who has died: no magnesium status, next steps, "
+            "treatment or safety advice are given."
+        ),
+        weight="info",
+        rule="a patient whose record says deceased at or before the as-of date is not assessed as living",
+        inputs=(
+            InputUsed(
+                "deceased",
+                when.isoformat() if when else True,
+                date=when,
+                source=f"Patient/{facts.patient_id}" if facts.patient_id else "patient",
+                matched_by="deceasedDateTime" if when else "deceasedBoolean",
+            ),
+        ),
+        sources=("S304",),
+    )
+    none = SerumMagnesium(mmol_l=None)
+    return Assessment(
+        status="indeterminate",
+        severity=None,
+        summary=f"Deceased{on}: not assessed.",
+        as_of=facts.as_of,
+        patient_id=facts.patient_id,
+        age_years=age,
+        sex=facts.sex,
+        mds=MdsResult(None, False, None, dict.fromkeys(_MDS_MAX), None, ()),
+        egfr=EgfrResult(None, None, None, None),
+        serum_magnesium=none,
+        femg=FemgResult(None, None),
+        loading_test=LoadingResult(None, None, None),
+        intake=IntakeResult(None, None, None, None, None, False, None, None),
+        supplements=SupplementResult(None, None, None),
+        findings=(finding,),
+        next_steps=(),
+        safety=(),
+        relevance=(),
+        limitations=(),
+        missing_inputs=(),
+        unrecognised=(),
+        excluded=facts.excluded,
+        kb_version=kb.version,
+        kb_sha256=kb.sha256,
+        sources=("S304",),
+        deceased=True,
+        deceased_date=when,
+    )
+
+
 def _age(facts: PatientFacts) -> float | None:
+    """Age at the as-of date, or at death when the patient died before it."""
     if facts.birth_date is not None:
-        days = (facts.as_of - facts.birth_date).days
+        at = facts.as_of
+        if _died(facts) and facts.deceased_date is not None:
+            at = max(facts.deceased_date, facts.birth_date)
+        days = (at - facts.birth_date).days
         years = (
-            facts.as_of.year
+            at.year
             - facts.birth_date.year
-            - ((facts.as_of.month, facts.as_of.day) < (facts.birth_date.month, facts.birth_date.day))
+            - ((at.month, at.day) < (facts.birth_date.month, facts.birth_date.day))
         )
         # Whole years, plus the fraction of the current year of age, for life-stage lookups.
         return years + (days % 365.2425) / 365.2425 if years >= 0 else 0.0
@@ -784,6 +852,10 @@ def _conditions(w: _Work) -> None:
                     date=c.onset,
                     source=c.origin.resource,
                     matched_by=c.origin.matched_by,
+                    # A provisional or differential diagnosis counts, and says so.
+                    context=c.verification
+                    if c.verification in ("provisional", "differential", "unconfirmed")
+                    else None,
                 )
             )
     # Patient-reported states count like the conditions they name.
@@ -1172,24 +1244,127 @@ def _other_markers(w: _Work) -> None:
             if sign.specificity == "supportive"
             else []
         ).append(sign_id)
+    _glycaemia(w)
+
+
+def _glycaemia(w: _Work) -> None:
+    """Poor glycaemic control from a recent HbA1c against the ADA goal, never from diabetes alone.
+
+    HbA1c at or above ``hba1c.goal_below`` (taken within ``hba1c.recent_days``) is the sign
+    "poor glycaemic control"; a recent result below it sets aside any record of poor control
+    or hyperglycaemia. Without a recent result, only a current, recent record of the sign counts.
+    """
+    kb = w.kb
+    sign_id = "poor_glycaemic_control"
+    lab = w.latest.get("hba1c")
+    if sign_id not in kb.signs or "hba1c.goal_below" not in kb.parameters:
+        return
+    if lab is None or (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("hba1c.recent_days"):
+        _glucose(w)
+        return
+    goal = kb.param("hba1c.goal_below")
+    test = kb.tests["hba1c"]
+    if lab.value < goal:
+        w.refuted_signs[sign_id] = (
+            f"contradicted by a recent HbA1c of {_fmt(lab.value, 1)}% (below the goal of {_fmt(goal, 1)}%)"
+        )
+        return
+    if sign_id in w.present_signs:
+        return
+    sign = kb.signs[sign_id]
+    w.present_signs.add(sign_id)
+    w.find(
+        Finding(
+            id=f"sign.{sign_id}",
+            category="sign",
+            text=f"{sign.name}: {test.name} {_fmt(lab.value, 1)}% is at or above the goal of below {_fmt(goal, 1)}%. {sign.text}",
+            weight=sign.specificity,
+            rule=f"{test.name} at or above {_fmt(goal, 1)}% within {_fmt(kb.param('hba1c.recent_days'), 0)} days counts as poor glycaemic control",
+            inputs=(_lab_input(test.name, lab),),
+            sources=tuple(
+                dict.fromkeys([*kb.parameters["hba1c.goal_below"].sources, *test.sources, *sign.sources])
+            ),
+        )
+    )
+    if sign.specificity == "supportive":
+        w.supportive_signs.append(sign_id)
+    elif sign.specificity == "specific":
+        w.specific_signs.append(sign_id)
+
+
+def _glucose(w: _Work) -> None:
+    """Without a recent HbA1c: a recent glucose at or above the ADA hyperglycaemia threshold."""
+    kb = w.kb
+    sign_id = "poor_glycaemic_control"
+    lab = w.latest.get("glucose")
+    param = "glucose.hyperglycaemia_at_least"
+    if lab is None or param not in kb.parameters or sign_id in w.present_signs:
+        return
+    if (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("signs.recent_days"):
+        return
+    threshold = kb.param(param)
+    if lab.value < threshold:
+        return
+    sign = kb.signs[sign_id]
+    test = kb.tests["glucose"]
+    w.present_signs.add(sign_id)
+    w.find(
+        Finding(
+            id=f"sign.{sign_id}",
+            category="sign",
+            text=f"{sign.name}: glucose {_fmt(lab.value, 1)} mmol/L is at or above {_fmt(threshold, 1)} mmol/L (marked hyperglycaemia); no recent HbA1c. {sign.text}",
+            weight=sign.specificity,
+            rule=f"without an HbA1c within {_fmt(kb.param('hba1c.recent_days'), 0)} days, a glucose of {_fmt(threshold, 1)} mmol/L or more within {_fmt(kb.param('signs.recent_days'), 0)} days counts as poor glycaemic control",
+            inputs=(_lab_input(test.name, lab),),
+            sources=tuple(dict.fromkeys([*kb.parameters[param].sources, *test.sources, *sign.sources])),
+        )
+    )
+    {"specific": w.specific_signs, "supportive": w.supportive_signs}.get(sign.specificity, []).append(sign_id)
+
+
+def _sign_input(w: _Work, fact: SignFact, context: str | None) -> InputUsed:
+    return InputUsed(
+        w.kb.signs[fact.sign].name,
+        fact.present,
+        date=fact.when,
+        source=fact.origin.resource,
+        matched_by=fact.origin.matched_by,
+        context=context,
+    )
+
+
+def _set_aside(w: _Work, fact: SignFact) -> str | None:
+    """Why a sign reported present does not count as current now (``None`` when it does).
+
+    Context from the record (ConText or FHIR status), a lifelong diagnosis, an old record
+    (``signs.recent_days``), or a recent result that contradicts it (HbA1c at goal).
+    """
+    trigger = f' by "{fact.trigger}"' if fact.trigger else ""
+    if fact.context != "current":
+        return f"{fact.context}{trigger}"
+    window = w.kb.param("signs.recent_days")
+    if fact.when is not None and (w.facts.as_of - fact.when).days > window:
+        return f"not_recent (recorded {fact.when.isoformat()}, more than {_fmt(window, 0)} days before)"
+    return w.refuted_signs.get(fact.sign)
 
 
 def _signs(w: _Work) -> None:
+    """Signs reported present and current count; the others are shown with their context."""
     kb = w.kb
     reported: dict[str, list[InputUsed]] = {}
-    absent: set[str] = set()
+    aside: dict[str, list[InputUsed]] = {}
     for fact in w.facts.signs:
-        if fact.present:
-            reported.setdefault(fact.sign, []).append(
-                InputUsed(
-                    kb.signs[fact.sign].name,
-                    True,
-                    source=fact.origin.resource,
-                    matched_by=fact.origin.matched_by,
-                )
-            )
+        if not fact.present:
+            if fact.context != "current":
+                aside.setdefault(fact.sign, []).append(_sign_input(w, fact, _set_aside(w, fact)))
+            continue
+        reason = _set_aside(w, fact)
+        if reason is not None:
+            aside.setdefault(fact.sign, []).append(_sign_input(w, fact, reason))
         else:
-            absent.add(fact.sign)
+            reported.setdefault(fact.sign, []).append(
+                _sign_input(w, fact, "current" if fact.when or fact.trigger else None)
+            )
     for sign_id in sorted(reported):
         if sign_id in w.present_signs:
             continue
@@ -1211,6 +1386,29 @@ def _signs(w: _Work) -> None:
                 }[sign.specificity],
                 inputs=tuple(reported[sign_id]),
                 sources=sign.sources,
+            )
+        )
+    for sign_id in sorted(aside):
+        if sign_id in w.present_signs:
+            continue
+        sign = kb.signs[sign_id]
+        reasons = "; ".join(dict.fromkeys((i.context or "").replace("_", " ", 1) for i in aside[sign_id]))
+        w.find(
+            Finding(
+                id=f"context.sign.{sign_id}",
+                category="context",
+                text=f"{sign.name}: named in the record, but not a current sign ({reasons}); not counted.",
+                weight="info",
+                rule=(
+                    "a sign counts only when reported present now: ConText triggers mark it negated, "
+                    "historical, hypothetical or about a relative; a lifelong diagnosis named after it "
+                    f"(epilepsy for seizure) is not the acute sign; a record older than {_fmt(kb.param('signs.recent_days'), 0)} "
+                    "days is history; a recent HbA1c below goal outweighs a record of poor control"
+                ),
+                inputs=tuple(aside[sign_id]),
+                sources=tuple(
+                    dict.fromkeys(["S300", "S301", *kb.parameters["signs.recent_days"].sources, "S303"])
+                ),
             )
         )
     if "muscle_cramps" in w.present_signs and "lim.cramps" in kb.statements:

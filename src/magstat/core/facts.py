@@ -122,15 +122,36 @@ class ConditionFact:
     current: bool | None
     onset: date | None = None
     origin: Origin = field(default_factory=Origin)
+    context: str = "current"
+    """Where the record puts it: ``current``, ``negated``, ``historical``, ``hypothetical``,
+    ``family`` (from the text, by ConText) or ``resolved``/``inactive`` (from a FHIR status)."""
+    trigger: str | None = None
+    """What set the context: a ConText trigger phrase or a FHIR element (``clinicalStatus``)."""
+    verification: str | None = None
+    """FHIR ``verificationStatus`` (``provisional``, ``differential``, ``confirmed`` ...), if given."""
+    category: str | None = None
+    """FHIR ``category`` (``problem-list-item``, ``encounter-diagnosis``), if given."""
+    abatement: date | None = None
+    signs: tuple[str, ...] = ()
+    """Knowledge-base signs read from this entry (so it is not listed as unrecognised)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SignFact:
-    """A sign or symptom reported present (``True``) or reported absent (``False``)."""
+    """A sign or symptom reported present (``True``) or reported absent (``False``), in context."""
 
     sign: str
     present: bool
     origin: Origin = field(default_factory=Origin)
+    context: str = "current"
+    """``current``, or why it does not count now: ``negated``, ``historical``, ``hypothetical``,
+    ``family``, ``chronic`` (a lifelong diagnosis named after the sign). Only a ``current`` sign
+    reported present counts; a negated one is also reported absent (``present=False``)."""
+    trigger: str | None = None
+    """The ConText trigger phrase or FHIR element that set the context."""
+    when: date | None = None
+    """When it was recorded (onset, recorded or observation date); ``None`` when undated. A
+    dated sign counts as current only within ``signs.recent_days`` of the as-of date."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +225,7 @@ class PatientFacts:
     loading_baseline_urine_mmol: float | None = None
     excluded: tuple[str, ...] = ()
     """Resources or fields left out because they failed checks (lenient reading); each says why."""
+    deceased: bool | None = None
+    """The record says the patient has died (FHIR ``deceased[x]``); ``None`` when not stated."""
+    deceased_date: date | None = None
+    """The date of death, when given. A death after ``as_of`` does not count at ``as_of``."""

@@ -3,7 +3,9 @@
 One implementation for every adapter: the FHIR reader, the patient document, the batch
 engines and the service all call these functions, so a code or a name is recognised the same
 way everywhere. Codes are tried first; names are matched as whole words in the text, and the
-result says which matched.
+result says which matched. A sign or condition named in text carries its context (negated,
+historical, hypothetical, family; :mod:`magstat.core.context`), and a lifelong diagnosis named
+after a sign (epilepsy for seizure) the context ``chronic``.
 
 .. versionadded:: 0.1.0
 """
@@ -14,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from magstat.core.context import context_of
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import KnowledgeBase
 
@@ -27,6 +30,7 @@ __all__ = [
     "canonical_system",
     "describes_absence",
     "describes_past",
+    "find_signs",
     "match_condition",
     "match_drug",
     "match_sign",
@@ -55,10 +59,18 @@ _SYSTEM_ALIASES = {
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """What was recognised (knowledge-base ids) and how (``RxNorm 7646``, ``text "..."``)."""
+    """What was recognised (knowledge-base ids) and how (``RxNorm 7646``, ``text "..."``).
+
+    ``context`` is where the text puts it (:mod:`magstat.core.context`): ``current``,
+    ``negated``, ``historical``, ``hypothetical``, ``family``, or ``chronic`` (a lifelong
+    diagnosis named after a sign); ``trigger`` is the phrase that set it. A match by code is
+    ``current``: the resource's own statuses say the rest.
+    """
 
     ids: tuple[str, ...]
     matched_by: str | None
+    context: str = "current"
+    trigger: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.ids)
@@ -80,6 +92,7 @@ class _Index:
     icd10: tuple[tuple[str, str], ...]  # (prefix without dot, id), longest first
     pattern: re.Pattern[str] | None
     names: Mapping[str, tuple[str, ...]]
+    chronic: _Index | None = None
 
 
 def _text_index(
@@ -103,6 +116,23 @@ def _text_index(
 def _fold(text: str) -> str:
     """Lower-case and treat runs of spaces and hyphens alike ("AUDIT-C" == "audit c")."""
     return " ".join(part for part in re.split(r"[\s\-]+", text.lower()) if part)
+
+
+@per_kb
+def _chronic_index(kb: KnowledgeBase) -> _Index:
+    """Codes and names of lifelong diagnoses named after a sign (epilepsy for seizure)."""
+    codes: dict[tuple[str, str], tuple[str, ...]] = {}
+    icd: list[tuple[str, str]] = []
+    named: list[tuple[str, Iterable[str]]] = []
+    for sign in kb.signs.values():
+        for code in sign.chronic_snomed:
+            codes[(SNOMED, code)] = (*codes.get((SNOMED, code), ()), sign.id)
+        icd.extend((c.replace(".", "").upper(), sign.id) for c in sign.chronic_icd10)
+        if sign.chronic_names:
+            named.append((sign.id, sign.chronic_names))
+    pattern, names = _text_index(named)
+    icd.sort(key=lambda item: len(item[0]), reverse=True)
+    return _Index(codes, tuple(icd), pattern, names)
 
 
 @per_kb
@@ -141,26 +171,45 @@ def _index(kb: KnowledgeBase, kind: str) -> _Index:
             named.append((supplement.id, (supplement.name, *supplement.synonyms)))
     pattern, names = _text_index(named)
     icd.sort(key=lambda item: len(item[0]), reverse=True)
-    return _Index({k: tuple(v) for k, v in codes.items()}, tuple(icd), pattern, names)
+    chronic = _chronic_index(kb) if kind == "sign" else None
+    return _Index({k: tuple(v) for k, v in codes.items()}, tuple(icd), pattern, names, chronic)
 
 
-def _by_text(index: _Index, text: str | None, *, every: bool) -> Match:
+def _hits(index: _Index, text: str | None) -> tuple[str, list[tuple[str, str, int, int]]]:
+    """The folded text, and each (entry id, spelling, start, end) found in it, in order."""
     if not text or index.pattern is None:
-        return _NO_MATCH
+        return "", []
     lowered = " ".join(text.lower().split())
-    found: list[str] = []
-    spelled: list[str] = []
+    found: list[tuple[str, str, int, int]] = []
+    seen: set[str] = set()
     for hit in index.pattern.finditer(lowered):
         key = _fold(hit.group(0))
         for entry_id in index.names.get(key, ()):
-            if entry_id not in found:
-                found.append(entry_id)
-                spelled.append(hit.group(0))
-        if found and not every:
-            break
+            if entry_id not in seen:
+                seen.add(entry_id)
+                found.append((entry_id, hit.group(0), hit.start(), hit.end()))
+    return lowered, found
+
+
+def _by_text(index: _Index, text: str | None, *, every: bool) -> Match:
+    _lowered, found = _hits(index, text)
     if not found:
         return _NO_MATCH
-    return Match(tuple(found), "text " + ", ".join(f'"{s}"' for s in spelled))
+    if not every:
+        found = found[:1]
+    return Match(tuple(f[0] for f in found), "text " + ", ".join(f'"{f[1]}"' for f in found))
+
+
+def _in_context(kb: KnowledgeBase, index: _Index, text: str | None) -> list[Match]:
+    """One match per entry found in the text, each with its ConText context."""
+    lowered, found = _hits(index, text)
+    if not found:
+        return []
+    contexts = context_of(kb, lowered, [(a, b) for _, _, a, b in found])
+    return [
+        Match((entry_id,), f'text "{spelled}"', ctx.context, ctx.trigger)
+        for (entry_id, spelled, _a, _b), ctx in zip(found, contexts, strict=True)
+    ]
 
 
 def _by_code(index: _Index, codes: Iterable[tuple[str | None, str | None]]) -> Match:
@@ -242,17 +291,66 @@ def match_drug(
 def match_condition(
     kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
 ) -> Match:
-    """Recognise a condition by SNOMED CT or ICD-10-CM code, else by name in the text."""
+    """Recognise a condition by SNOMED CT or ICD-10-CM code, else by name in the text.
+
+    A name found in the text carries its context ("history of", "no", "mother has" ...; see
+    :mod:`magstat.core.context`).
+    """
     index = _index(kb, "condition")
-    return _by_code(index, codes) or _by_text(index, text, every=False)
+    by_code = _by_code(index, codes)
+    if by_code:
+        return by_code
+    found = _in_context(kb, index, text)
+    return found[0] if found else _NO_MATCH
+
+
+def _chronic(kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]], text: str | None) -> Match:
+    chronic = _index(kb, "sign").chronic
+    assert chronic is not None
+    found = _by_code(chronic, codes) or _by_text(chronic, text, every=True)
+    if not found:
+        return _NO_MATCH
+    return Match(found.ids, found.matched_by, "chronic", found.matched_by)
+
+
+def find_signs(
+    kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
+) -> tuple[Match, ...]:
+    """Every sign named by the codes or the text, each with its context.
+
+    A code or name of a lifelong diagnosis named after a sign (epilepsy, "seizure disorder")
+    gives that sign with the context ``chronic``. Otherwise codes are tried first; failing
+    them, each sign named in the text is returned with its ConText context, so that "Patient
+    denies tetany, seizures or muscle cramps" gives all three as ``negated``.
+
+    .. versionadded:: 0.2.0
+    """
+    codes = tuple(codes)
+    chronic = _chronic(kb, codes, text)
+    lifelong = tuple(Match((i,), chronic.matched_by, "chronic", chronic.trigger) for i in chronic.ids)
+    index = _index(kb, "sign")
+    by_code = _by_code(index, codes)
+    if by_code:
+        return lifelong + tuple(Match((i,), by_code.matched_by) for i in by_code.ids if i not in chronic.ids)
+    return lifelong + tuple(m for m in _in_context(kb, index, text) if m.ids[0] not in chronic.ids)
 
 
 def match_sign(
     kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]] = (), text: str | None = None
 ) -> Match:
-    """Recognise a sign or symptom by SNOMED CT or ICD-10-CM code, else by name in the text."""
-    index = _index(kb, "sign")
-    return _by_code(index, codes) or _by_text(index, text, every=False)
+    """Recognise a sign or symptom by SNOMED CT or ICD-10-CM code, else by name in the text.
+
+    The first of :func:`find_signs`; its ``context`` says whether the text reports it present
+    now (``current``) or not.
+    """
+    found = find_signs(kb, codes, text)
+    if not found:
+        return _NO_MATCH
+    first = found[0]
+    if first.context == "chronic" or not (first.matched_by or "").startswith("text"):
+        ids = tuple(dict.fromkeys(i for m in found for i in m.ids))
+        return Match(ids, first.matched_by, first.context, first.trigger)
+    return first
 
 
 def match_test(

@@ -60,10 +60,14 @@ class InputUsed:
     date: dt.date | None = None
     source: str | None = None
     matched_by: str | None = None
+    context: str | None = None
+    """For a sign or condition read from a record: its context (``current``, ``negated``,
+    ``historical``, ``hypothetical``, ``family``, ``chronic``, ``not_recent`` ...) and the
+    trigger that set it (``negated by "denies"``). ``None`` for other inputs."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
+        """JSON form (``context`` only where set)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "value": self.value,
             "unit": self.unit,
@@ -71,6 +75,9 @@ class InputUsed:
             "source": self.source,
             "matched_by": self.matched_by,
         }
+        if self.context is not None:
+            out["context"] = self.context
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +369,9 @@ class Assessment:
     kb_version: str
     kb_sha256: str
     sources: tuple[str, ...] = field(default=())
+    deceased: bool = False
+    """The patient died at or before ``as_of``: not assessed as living (status indeterminate)."""
+    deceased_date: dt.date | None = None
     severity_reason: str | None = None
     """Why the severity is what it is (the value, symptoms, refractory hypokalaemia ...)."""
 
@@ -377,7 +387,9 @@ class Assessment:
                 "id": self.patient_id,
                 "age_years": _r(self.age_years, 1),
                 "sex": self.sex,
+                "deceased_date": self.deceased_date.isoformat() if self.deceased_date else None,
             },
+            "deceased": self.deceased,
             "mds": self.mds.to_dict(),
             "egfr": self.egfr.to_dict(),
             "serum_magnesium": self.serum_magnesium.to_dict(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from magstat.core.context import FACT_CONTEXTS
 from magstat.core.facts import PatientFacts
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
@@ -114,6 +115,13 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
                 value=cond.condition,
             )
     for i, sign in enumerate(facts.signs):
+        if sign.context not in FACT_CONTEXTS:
+            raise InvalidInputError(
+                _where(f"signs[{i}].context", sign.origin.resource),
+                "unknown context",
+                value=sign.context,
+                allowed=", ".join(FACT_CONTEXTS),
+            )
         if sign.sign not in kb.signs:
             raise InvalidInputError(
                 _where(f"signs[{i}]", sign.origin.resource),

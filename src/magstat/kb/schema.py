@@ -18,6 +18,8 @@ __all__ = [
     "EVIDENCE_LEVELS",
     "Analyte",
     "Condition",
+    "ContextCategory",
+    "ContextLexicon",
     "DriRow",
     "Drug",
     "DrugClass",
@@ -182,7 +184,46 @@ class Sign:
     icd10: tuple[str, ...]
     synonyms: tuple[str, ...]
     sources: tuple[str, ...]
+    chronic_snomed: tuple[str, ...] = ()
+    """Codes of lifelong diagnoses named after the sign (epilepsy for seizure): not the sign."""
+    chronic_icd10: tuple[str, ...] = ()
+    chronic_names: tuple[str, ...] = ()
     urgent: bool = False
+    """Calls for medical care the same day when someone reports it (the self-check's "today")."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContextCategory:
+    """One ConText property (negated, historical ...) with its trigger phrases.
+
+    .. versionadded:: 0.2.0
+    """
+
+    id: str
+    forward: tuple[str, ...]
+    backward: tuple[str, ...]
+    bidirectional: tuple[str, ...]
+    pseudo: tuple[str, ...]
+    terminators: tuple[str, ...]
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLexicon:
+    """The ConText trigger lexicon (``context.toml``): scope limit, common terminators, categories.
+
+    .. versionadded:: 0.2.0
+    """
+
+    scope_words: int = 12
+    terminators: tuple[str, ...] = ()
+    categories: Mapping[str, ContextCategory] = field(default_factory=dict)
+    note: str | None = None
+    sources: tuple[str, ...] = ()
+
+
+CONTEXT_CATEGORIES = ("negated", "historical", "hypothetical", "family")
+"""The ConText properties magstat reads (``context.toml`` must define each, and no other)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +338,7 @@ class KnowledgeBase:
     outcomes: Mapping[str, OutcomeDomain]
     statements: Mapping[str, Statement]
     history: tuple[Mapping[str, str], ...] = field(default=())
+    context: ContextLexicon = field(default_factory=ContextLexicon)
 
     def param(self, param_id: str) -> float:
         """Return the value of parameter ``param_id``.
@@ -582,8 +624,40 @@ def _sign(entry_id: str, e: _Entry) -> Sign:
         icd10=e.strs("icd10"),
         synonyms=e.strs("synonyms"),
         sources=e.sources(),
+        chronic_snomed=e.strs("chronic_snomed"),
+        chronic_icd10=e.strs("chronic_icd10"),
+        chronic_names=e.strs("chronic_names"),
         urgent=e.boolean("urgent", False),
     )
+
+
+def _context(doc: Mapping[str, Any]) -> ContextLexicon:
+    settings = _Entry("context.toml:settings", doc.get("settings", {}))
+    scope = settings.num("scope_words")
+    if scope < 1 or scope != int(scope):
+        raise KnowledgeBaseError("context.toml:settings.scope_words: must be a whole number of at least 1")
+    terminators = settings.strs("terminators")
+    note = settings.opt_str("note")
+    sources = settings.sources()
+    settings.done()
+
+    def category(entry_id: str, e: _Entry) -> ContextCategory:
+        return ContextCategory(
+            id=entry_id,
+            forward=e.strs("forward"),
+            backward=e.strs("backward"),
+            bidirectional=e.strs("bidirectional"),
+            pseudo=e.strs("pseudo"),
+            terminators=e.strs("terminators"),
+            sources=e.sources(),
+        )
+
+    categories = _entries(doc, "context.toml", "categories", category)
+    if sorted(categories) != sorted(CONTEXT_CATEGORIES):
+        raise KnowledgeBaseError(
+            f"context.toml: categories must be {', '.join(CONTEXT_CATEGORIES)}; got {', '.join(sorted(categories))}"
+        )
+    return ContextLexicon(int(scope), terminators, categories, note, sources)
 
 
 def _dri(e: _Entry) -> DriRow:
@@ -672,6 +746,7 @@ FILES = (
     "interactions.toml",
     "outcomes.toml",
     "statements.toml",
+    "context.toml",
 )
 
 
@@ -746,6 +821,7 @@ def build(documents: Mapping[str, Mapping[str, Any]], raw: Mapping[str, bytes]) 
             doc("statements.toml", "statements"), "statements.toml", "statements", _statement
         ),
         history=tuple(history),
+        context=_context(doc("context.toml", "settings", "categories")),
     )
     _check_references(kb)
     return kb
@@ -772,6 +848,8 @@ def _check_references(kb: KnowledgeBase) -> None:
     cited.extend((f"Interaction {r.id}", r.sources) for r in kb.interactions)
     for outcome in kb.outcomes.values():
         cited.extend((f"OutcomeDomain {outcome.id} evidence", ev.sources) for ev in outcome.evidence)
+    cited.append(("context.toml settings", kb.context.sources))
+    cited.extend((f"ContextCategory {k}", v.sources) for k, v in kb.context.categories.items())
     for where, ids in cited:
         for source_id in ids:
             if source_id not in kb.sources:

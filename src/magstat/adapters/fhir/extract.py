@@ -13,7 +13,9 @@ What is read, and the choices made where FHIR leaves room:
   resource whose subject is someone else is left out and listed in ``excluded``.
 - **Patient**: ``birthDate`` to ``birth_date``; a partial date (``1970``, ``1970-04``) becomes
   its earliest day (1970-01-01, 1970-04-01), the same rule as every other partial date here.
-  ``gender`` male/female to ``sex``; other/unknown stay ``None``.
+  ``gender`` male/female to ``sex``; other/unknown stay ``None``. ``deceasedDateTime`` on or
+  before ``as_of`` (or ``deceasedBoolean`` true) sets ``deceased``; a later date of death is not
+  death at ``as_of``.
 - **Observation**: ``entered-in-error`` and ``cancelled`` are passed over; so are results dated
   after ``as_of`` (not known then) and results without a value (``dataAbsentReason``). A lab
   test is recognised with :func:`~magstat.core.match.match_test`; its value is converted to the
@@ -23,17 +25,22 @@ What is read, and the choices made where FHIR leaves room:
   test recognised *by name only* whose unit or value does not fit is probably another test:
   it is left out with a note and never refuses the input. The eGFR equation is taken from
   the knowledge-base note of the LOINC code. An Observation recognised as a sign (no value, a
-  boolean, or a yes/no or present/absent concept) becomes a :class:`SignFact`; the latest
-  report of each sign wins. Observations that name a condition are not read.
-- **Condition**: ``verificationStatus`` refuted/entered-in-error are passed over, as are
-  conditions with onset (else recorded date) after ``as_of``. ``current`` comes from
-  ``clinicalStatus`` (active/recurrence/relapse: true; inactive/remission/resolved: false;
-  absent: unknown), overridden by a dated ``abatement[x]``: abated on or before ``as_of`` is
-  not current, abated after it was current at ``as_of``. Every condition stays on the list,
-  recognised (condition id) or not (``condition=None``); one recognised as a sign and current
-  also gives a :class:`SignFact`. An entry recognised by name only whose name says "history"
-  ("Past pregnancy history of miscarriage") describes the past: it is kept with
-  ``current=False`` and gives no sign. A current ``pregnancy``/``lactation`` sets ``pregnant`` /
+  boolean, or a yes/no or present/absent concept) becomes a :class:`SignFact` with its date; an
+  answer of no/absent is context ``negated``; the latest report of each sign wins. Observations
+  that name a condition are not read.
+- **Condition**: ``verificationStatus`` refuted/entered-in-error are passed over (provisional,
+  differential and the rest are read and kept in ``verification``), as are conditions with onset
+  (else recorded date) after ``as_of``. ``onset[x]`` and ``abatement[x]`` are read as dateTime,
+  Period or Age (Age counted from the birth date). ``current`` comes from ``clinicalStatus``
+  (active/recurrence/relapse: true; inactive/remission/resolved: false; absent: unknown),
+  overridden by a dated abatement: abated on or before ``as_of`` is not current, abated after it
+  was current at ``as_of``. ``category`` is kept. Every condition stays on the list, recognised
+  (condition id) or not (``condition=None``). A name found in the text carries its ConText
+  context (:mod:`magstat.core.context`): "History of ...", "No ...", "Mother has ..." are kept
+  with ``current=False``. Every sign named by the codes or text becomes a :class:`SignFact` with
+  its context and date: ``current`` only when the text puts it so and the condition is current;
+  otherwise the ConText context, ``chronic`` (a lifelong diagnosis named after the sign, such as
+  epilepsy), or the clinical status. A current ``pregnancy``/``lactation`` sets ``pregnant`` /
   ``lactating`` to true; otherwise they stay unknown.
 - **MedicationRequest / MedicationStatement**: the drug comes from
   ``medicationCodeableConcept`` or a ``medicationReference`` to a Medication in the bundle or
@@ -65,7 +72,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from magstat.core.facts import (
@@ -82,8 +89,7 @@ from magstat.core.match import (
     LOINC,
     Match,
     canonical_system,
-    describes_absence,
-    describes_past,
+    find_signs,
     match_condition,
     match_drug,
     match_sign,
@@ -566,6 +572,8 @@ class _Demographics:
     patient_id: str | None
     birth_date: date | None
     sex: Sex | None
+    deceased: bool | None = None
+    deceased_date: date | None = None
 
 
 _Fact = Lab | Medication | ConditionFact | SignFact | _DatedSign
@@ -582,6 +590,7 @@ class _Reader:
         self.patient_keys: frozenset[str] | None = None
         self.note_other_patients = True
         self.medications_by_ref: dict[str, Mapping[str, Any]] = {}
+        self.birth_date: date | None = None
 
     # -- input structure ---------------------------------------------------------------------
 
@@ -727,7 +736,22 @@ class _Reader:
                 allowed=", ".join(_GENDER),
             )
         rid = _str(res, "id")
-        return _Demographics(rid or None, birth, _GENDER.get(gender) if gender else None)
+        deceased, died = self._deceased(res)
+        return _Demographics(rid or None, birth, _GENDER.get(gender) if gender else None, deceased, died)
+
+    def _deceased(self, res: Mapping[str, Any]) -> tuple[bool | None, date | None]:
+        """``deceased[x]``: a date at or before ``as_of`` is death; a later date is not yet."""
+        if "deceasedDateTime" in res:
+            died = _date(res, "deceasedDateTime")
+            if died is None:
+                return None, None
+            return died <= self.as_of, died
+        if "deceasedBoolean" in res:
+            flag = res["deceasedBoolean"]
+            if not isinstance(flag, bool):
+                raise InvalidInputError("deceasedBoolean", f"expected true/false, got {_kind(flag)}")
+            return flag, None
+        return None, None
 
     # -- the whole input ---------------------------------------------------------------------
 
@@ -743,7 +767,14 @@ class _Reader:
         if patient is not None:
             found = self._guarded(patient, self._patient)
             if found is not None:
-                demographics = _Demographics(found.patient_id or patient_id, found.birth_date, found.sex)
+                demographics = _Demographics(
+                    found.patient_id or patient_id,
+                    found.birth_date,
+                    found.sex,
+                    found.deceased,
+                    found.deceased_date,
+                )
+        self.birth_date = demographics.birth_date
 
         handlers: Mapping[str, Callable[[_Item], list[_Fact]]] = {
             "Observation": self._observation,
@@ -802,6 +833,8 @@ class _Reader:
             labs=tuple(labs),
             supplements=supplements,
             excluded=tuple(self.excluded),
+            deceased=demographics.deceased,
+            deceased_date=demographics.deceased_date,
         )
 
     def _supplements(self, medications: list[Medication]) -> tuple[SupplementFact, ...] | None:
@@ -876,8 +909,6 @@ class _Reader:
             return []
         test = _match(self.kb, "test", codes, text)
         sign = None if test else _match(self.kb, "sign", codes, text)
-        if sign and _by_text(sign) and text and _names_history(text):
-            sign = None  # "History of seizure": not a report of the sign now
         if not test and not sign:
             return []
         if not self._for_patient(res):
@@ -1043,48 +1074,110 @@ class _Reader:
         if present is None:
             return []
         origin = Origin(item.origin, sign.matched_by)
-        return [_DatedSign(when, SignFact(sign_id, present, origin)) for sign_id in sign.ids]
+        context, trigger = sign.context, sign.trigger
+        if present is False and context == "current":
+            context, trigger = "negated", "valueBoolean" if "valueBoolean" in res else "valueCodeableConcept"
+        if context == "negated":
+            present = False
+        return [
+            _DatedSign(when, SignFact(sign_id, present, origin, context, trigger, when))
+            for sign_id in sign.ids
+        ]
 
     # -- Condition ---------------------------------------------------------------------------
 
     def _condition(self, item: _Item) -> list[_Fact]:
         res = item.resource
-        verification, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
-        if any(code in _VERIFICATION_SKIP for _, code in verification):
+        verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
+        verification = next((code for _, code in verification_codes if code), None)
+        if verification in _VERIFICATION_SKIP:
             return []
         codes, text = _concept(_obj(res, "code"), "code")
         if not codes and not text:
             return []  # nothing to show or recognise
         if not self._for_patient(res):
             return self._other_patient(item)
-        onset = _date(res, "onsetDateTime")
-        if onset is None:
-            period = _obj(res, "onsetPeriod")
-            onset = _date(period, "start", "onsetPeriod") if period else None
+        onset = self._when(res, "onset", "start")
         if onset is not None and onset > self.as_of:
             return []
-        if onset is None:
-            recorded = _date(res, "recordedDate")
-            if recorded is not None and recorded > self.as_of:
-                return []
-        current = self._condition_current(res)
+        recorded = _date(res, "recordedDate")
+        if onset is None and recorded is not None and recorded > self.as_of:
+            return []
+        current, status = self._condition_current(res)
         found = _match(self.kb, "condition", codes, text)
-        sign = _match(self.kb, "sign", codes, text)
+        signs = find_signs(self.kb, codes, text)
         name = text or _code_words(codes) or "unnamed condition"
-        history = _names_history(name)
+        category = None
+        for i, cc in enumerate(_list(res, "category")):
+            cat_codes, cat_text = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
+            category = next((code for _, code in cat_codes if code), cat_text)
+            if category:
+                break
+        abatement = self._when(res, "abatement", "end")
+        sign_ids = tuple(dict.fromkeys(m.ids[0] for m in signs))
         facts: list[_Fact] = []
+        now: bool | None
         for condition_id in found.ids or (None,):
             origin = Origin(item.origin, found.matched_by)
-            past = history and condition_id is not None and _by_text(found)
-            facts.append(ConditionFact(name, condition_id, False if past else current, onset, origin))
-        if current is True and not (history and _by_text(sign)):
+            if condition_id is not None and found.context != "current":
+                # "History of ...", "No ...", "Mother has ...": named, but not current.
+                context, trigger, now = found.context, found.trigger, False
+            else:
+                context, trigger, now = status, "clinicalStatus" if status != "current" else None, current
+            facts.append(
+                ConditionFact(
+                    name,
+                    condition_id,
+                    now,
+                    onset,
+                    origin,
+                    context=context,
+                    trigger=trigger,
+                    verification=verification,
+                    category=category,
+                    abatement=abatement,
+                    signs=sign_ids,
+                )
+            )
+        when = onset or recorded
+        for sign in signs:
+            context, trigger = sign.context, sign.trigger
+            if context == "current" and current is not True:
+                # Resolved, inactive or of unknown status: not a current sign.
+                context, trigger = (status if status != "current" else "unknown_status"), "clinicalStatus"
             origin = Origin(item.origin, sign.matched_by)
-            facts.extend(SignFact(sign_id, True, origin) for sign_id in sign.ids)
+            facts.append(SignFact(sign.ids[0], context != "negated", origin, context, trigger, when))
         return facts
 
-    def _condition_current(self, res: Mapping[str, Any]) -> bool | None:
+    def _when(self, res: Mapping[str, Any], prefix: str, edge: str) -> date | None:
+        """A date from ``<prefix>DateTime``, ``<prefix>Period`` (its ``edge``) or ``<prefix>Age``."""
+        when = _date(res, f"{prefix}DateTime")
+        if when is not None:
+            return when
+        period = _obj(res, f"{prefix}Period")
+        if period is not None:
+            return _date(period, edge, f"{prefix}Period") or _date(
+                period, "start" if edge == "end" else "end", f"{prefix}Period"
+            )
+        age = _obj(res, f"{prefix}Age")
+        if age is not None and self.birth_date is not None:
+            years = _num(age, "value", f"{prefix}Age")
+            unit = (_str(age, "code", f"{prefix}Age") or _str(age, "unit", f"{prefix}Age") or "a").lower()
+            days_per = {"a": 365.25, "yr": 365.25, "year": 365.25, "years": 365.25, "mo": 30.44, "d": 1.0}
+            if years is not None and unit in days_per:
+                return self.birth_date + timedelta(days=round(years * days_per[unit]))
+        return None
+
+    def _condition_current(self, res: Mapping[str, Any]) -> tuple[bool | None, str]:
+        """Whether the condition is current at ``as_of``, and the context word that says why.
+
+        ``clinicalStatus`` active/recurrence/relapse is current, inactive/remission/resolved is
+        not; a dated ``abatement[x]`` on or before ``as_of`` ends it, after it means it was
+        still current then.
+        """
         status_codes, _ = _concept(_obj(res, "clinicalStatus"), "clinicalStatus")
         current: bool | None = None
+        word = "unknown_status"
         for _, code in status_codes:
             if code is None:
                 continue
@@ -1096,21 +1189,23 @@ class _Reader:
                     allowed=", ".join(_CLINICAL_STATUS),
                 )
             current = _CLINICAL_STATUS[code]
+            word = "current" if current else code
             break
         # A dated abatement says when it stopped, which the status (as of today) cannot.
-        abated = _date(res, "abatementDateTime")
         period = _obj(res, "abatementPeriod")
-        if abated is None and period is not None:
+        if "abatementDateTime" not in res and period is not None:
             end = _date(period, "end", "abatementPeriod")
             start = _date(period, "start", "abatementPeriod")
             if end is not None and end <= self.as_of:
-                return False
+                return False, "resolved"
             if start is not None and start <= self.as_of:
-                return None  # abating around the as-of date
-            abated = start or end
+                return None, "unknown_status"  # abating around the as-of date
+        abated = self._when(res, "abatement", "start")
         if abated is not None:
-            return abated > self.as_of
-        return current
+            return (True, "current") if abated > self.as_of else (False, "resolved")
+        if "abatementBoolean" in res and res["abatementBoolean"] is True:
+            return False, "resolved"
+        return current, word
 
     # -- MedicationRequest / MedicationStatement ---------------------------------------------
 
@@ -1273,20 +1368,6 @@ class _Reader:
         if current is True and end is not None and end < self.as_of:
             current = False
         return self._medication(item, current, start, "dosage")
-
-
-def _by_text(found: Match) -> bool:
-    """Whether a match rests on the name only (no code)."""
-    return bool(found) and (found.matched_by or "").startswith("text")
-
-
-def _names_history(name: str) -> bool:
-    """Whether a name, matched by text only, is not a current report.
-
-    It describes the past ("History of seizure") or an absence ("No seizures"); see
-    :func:`magstat.core.match.describes_past` and :func:`~magstat.core.match.describes_absence`.
-    """
-    return describes_past(name) or describes_absence(name)
 
 
 def _presence(cc: Mapping[str, Any] | None) -> bool | None:
