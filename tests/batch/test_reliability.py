@@ -199,10 +199,10 @@ def test_medication_resources_are_joined(tmp_path, kb):
 
 
 def test_damaged_gzip_is_invalid_input(small, tmp_path):
-    """A truncated gzip file stops the run with an error that names it, and writes nothing."""
+    """With --strict, a truncated gzip file stops the run with an error that names it, and writes nothing."""
     data = gzip.compress((small / "Patient.ndjson").read_bytes())
     (small / "Patient.ndjson").unlink()
     (small / "Patient.ndjson.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(InvalidInputError, match=r"Patient\.ndjson\.gz"):
-        screen(ScreenOptions(input=small, out=tmp_path / "out", as_of=AS_OF))
+        screen(ScreenOptions(input=small, out=tmp_path / "out", as_of=AS_OF, strict=True))
     assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ def test_healthz_reports_versions_and_demo_mode(demo_server, kb):
     assert "ok" == data["status"]
     assert kb.version == data["knowledge_base"]["version"]
     assert "DISABLED" in data["auth"]
-    assert {"kind": "sqlite", "state": "ok"} == data["database"]
+    assert {"kind": "sqlite", "state": "ok", "feedback_table": True} == data["database"]
 
 
 def test_demo_mode_marks_every_response(demo_server):
@@ -61,7 +61,9 @@ def test_openapi_document_lists_every_endpoint(demo_server):
         "/healthz",
         "/assess",
         "/cds-services",
-        "/cds-services/{service_id}",
+        "/cds-services/magstat-patient-view",
+        "/cds-services/magstat-order-select",
+        "/cds-services/magstat-order-sign",
         "/cds-services/{service_id}/feedback",
     ):
         assert path in paths

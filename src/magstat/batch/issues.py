@@ -23,6 +23,8 @@ from magstat.errors import InvalidInputError
 __all__ = ["Issue", "IssueLog", "StrictError", "locate_malformed", "open_text"]
 
 KINDS = (
+    "unreadable_file",
+    "resource_in_wrong_file",
     "malformed_line",
     "not_a_resource",
     "no_patient_reference",

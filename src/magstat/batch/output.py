@@ -17,8 +17,10 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "StagedOutput",
     "Summary",
     "arrow_schema",
+    "remove_stale_staging",
     "write_issues",
     "write_json",
 ]
@@ -82,14 +85,20 @@ class StagedOutput:
 
     The target must not exist, be empty, or hold an earlier screening's output (its
     ``summary.json`` says so); anything else is refused, so no unrelated folder is replaced.
+
+    A run that is killed (SIGKILL, power loss) cannot remove its hidden staging folder; the next
+    run for the same target removes it (:func:`remove_stale_staging`). Each staging folder holds
+    a ``.lock`` file locked for the life of its run, so a folder still in use is never removed.
     """
 
     def __init__(self, target: Path) -> None:
         self.target = target.resolve()
         check_target(self.target)
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = self.target.parent / f".{self.target.name}.magstat-tmp-{secrets.token_hex(4)}"
+        remove_stale_staging(self.target)
+        self.path = self.target.parent / f".{self.target.name}{_STAGING}{secrets.token_hex(4)}"
         self.path.mkdir()
+        self._lock = _hold_lock(self.path / _LOCK)
         self.work = self.path / ".work"
         self.work.mkdir()
 
@@ -97,17 +106,91 @@ class StagedOutput:
         """Put the finished outputs in place: one rename when the target is new."""
         shutil.rmtree(self.work, ignore_errors=True)
         check_target(self.target)
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.magstat-old-{secrets.token_hex(4)}"
-            os.replace(self.target, old)
-            os.replace(self.path, self.target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.path, self.target)
+        (self.path / _LOCK).unlink(missing_ok=True)  # still locked (open) until the rename is done
+        try:
+            if self.target.exists():
+                old = self.target.parent / f".{self.target.name}{_OLD}{secrets.token_hex(4)}"
+                os.replace(self.target, old)
+                os.replace(self.path, self.target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.path, self.target)
+        finally:
+            self._release()
 
     def abort(self) -> None:
         """Remove the staging folder and everything in it."""
         shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+_STAGING = ".magstat-tmp-"
+_OLD = ".magstat-old-"
+_LOCK = ".lock"
+_UNLOCKED_STALE_SECONDS = 24 * 3600
+"""A staging folder without a lock file (being committed, or from an older magstat) is left
+alone unless it is this old."""
+
+
+def _hold_lock(path: Path) -> Any:
+    """Create and lock ``path`` for this process (the lock ends when the process does)."""
+    handle = path.open("wb")
+    try:
+        import fcntl  # noqa: PLC0415 - POSIX only; elsewhere the age rule alone applies
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass
+    return handle
+
+
+def _abandoned(folder: Path) -> bool:
+    """Whether a staging folder's run has ended without removing it."""
+    lock = folder / _LOCK
+    if lock.exists():
+        try:
+            import fcntl  # noqa: PLC0415
+        except ImportError:
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            try:
+                with lock.open("rb") as handle:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # locked: its run is alive
+            return True
+    try:
+        age = time.time() - folder.stat().st_mtime
+    except OSError:
+        return False
+    return age > _UNLOCKED_STALE_SECONDS
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove hidden staging folders of ``target`` left by runs that were killed; return them.
+
+    A folder whose lock is held by a live run is kept; a previous output set aside during a
+    commit (``.magstat-old-``) is removed only once the target is in place.
+    """
+    removed: list[Path] = []
+    parent = target.parent
+    if not parent.is_dir():
+        return removed
+    for prefix in (_STAGING, _OLD):
+        for folder in parent.glob(f".{glob_escape(target.name)}{prefix}*"):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if prefix == _OLD and not target.exists():
+                continue
+            if prefix == _OLD or _abandoned(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
 
 
 def check_target(target: Path) -> None:

@@ -10,13 +10,18 @@ outputs in place atomically.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import gzip
+import os
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from magstat import __version__
 from magstat.batch import issues as issue_mod
@@ -286,12 +291,19 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
             staged.path, arrow_schema(extra), csv_out=options.csv, details=options.details, metadata=metadata
         )
         stream: Any
+        unreadable: set[str] = set()
         if input_format == "fhir":
             source = fhir_bulk.discover(options.input)
-            ctx.workers = _workers(options, sum(f.size for f in source.read))
-            fhir_source = source
+            # Each file is checked first: a damaged gzip file is an input problem of that file
+            # (counted, the rest read; --strict stops), never an engine failure of the whole run.
+            unreadable = _check_bulk_files(source, log, options.threads)
+            readable = dataclasses.replace(
+                source, files=tuple(f for f in source.files if f.name not in unreadable)
+            )
+            ctx.workers = _workers(options, sum(f.size for f in readable.read))
+            fhir_source = readable
             ctx.after_scan = lambda: _fhir_scan_issues(ctx, fhir_source, log)
-            stream = engine.screen_fhir(source, job, ctx)
+            stream = engine.screen_fhir(readable, job, ctx)
             input_info.update(
                 bytes=source.total_bytes,
                 bytes_read=sum(f.size for f in source.read),
@@ -318,12 +330,14 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
         writer.close()
         progress.close()
         if input_format == "fhir":
+            _locate_missing_patients(readable, log)
             input_info["files"] = [
                 {
                     "name": f.name,
                     "type": f.rtype,
                     "bytes": f.size,
-                    "read": f.needed,
+                    "read": f.needed and f.name not in unreadable,
+                    **({"unreadable": True} if f.name in unreadable else {}),
                     **(vars(ctx.file_stats[f.name]) if f.needed and f.name in ctx.file_stats else {}),
                 }
                 for f in source.files
@@ -340,6 +354,58 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
     finally:
         engine.close()
     return ScreenOutcome(options.out, data, log.total)
+
+
+def _check_bulk_files(source: fhir_bulk.BulkSource, log: IssueLog, threads: int | None) -> set[str]:
+    """Check every file to read (gzip whole, one type per file); log problems; the unreadable names."""
+    unreadable: set[str] = set()
+    for found in fhir_bulk.check_files(source.read, threads or os.cpu_count() or 1):
+        log.add(Issue(found.kind, found.file.name, found.line, None, found.problem))
+        if found.kind == "unreadable_file":
+            unreadable.add(found.file.name)
+    return unreadable
+
+
+def _locate_missing_patients(source: fhir_bulk.BulkSource, log: IssueLog, limit: int = 1000) -> None:
+    """Give ``patient_not_in_export`` issues the file and line of the first resource naming the patient.
+
+    The engines group resources by patient and lose where each came from; this pass reads the
+    files again only when such issues exist, for at most ``limit`` patients.
+    """
+    wanted: dict[bytes, int] = {}
+    for index, issue in enumerate(log.issues):
+        if issue.kind == "patient_not_in_export" and issue.file is None and issue.resource:
+            if len(wanted) >= limit:
+                break
+            wanted[issue.resource.encode("utf-8")] = index
+    if not wanted:
+        return
+    pattern = re.compile(b"|".join(re.escape(b'"' + ref + b'"') for ref in wanted))
+    for f in source.read:
+        if not wanted:
+            break
+        try:
+            with f.path.open("rb") as raw, _maybe_gunzip(raw) as handle:
+                for number, line in enumerate(handle, start=1):
+                    for found in pattern.finditer(line):
+                        index = wanted.pop(found.group(0).strip(b'"'), -1)
+                        if index >= 0:
+                            old = log.issues[index]
+                            log.issues[index] = dataclasses.replace(old, file=f.name, line=number)
+                            log.by_file.setdefault(f.name, Counter())[old.kind] += 1
+                    if not wanted:
+                        break
+        except (OSError, EOFError):
+            continue  # a file that cannot be read again keeps its issues unlocated
+
+
+def _maybe_gunzip(raw: IO[bytes]) -> IO[bytes]:
+    """The bytes of an open file, decompressed when it is gzip (the caller closes ``raw``)."""
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return contextlib.nullcontext(raw)  # type: ignore[return-value]
 
 
 def _workers(options: ScreenOptions, size: int) -> int:

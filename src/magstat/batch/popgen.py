@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from magstat.adapters.read import inflate_gzip
+from magstat.errors import InvalidInputError
+
 __all__ = ["Population", "bundle_lines", "read_bundle", "source_bundles", "write_bulk"]
 
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -46,7 +49,10 @@ def read_bundle(path: Path) -> dict[str, Any]:
     """Read a bundle file (``.json`` or ``.json.gz``)."""
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        try:
+            raw = inflate_gzip(raw, str(path))
+        except InvalidInputError as exc:
+            raise ValueError(str(exc)) from None
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a JSON object")

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from magstat.kb.schema import KnowledgeBase
-from magstat.service.feedback import FeedbackStore
+from magstat.service.feedback import DatabaseRunner, FeedbackStore
 from magstat.service.reports import ReportStore
 from magstat.service.security import AuthError, ClientIdentity, TokenVerifier
 from magstat.service.settings import Settings
@@ -27,6 +27,7 @@ __all__ = [
     "AuthenticatedRoute",
     "ClientDep",
     "ClockDep",
+    "DatabaseDep",
     "FeedbackDep",
     "HttpDep",
     "KBDep",
@@ -53,6 +54,12 @@ def get_feedback(request: Request) -> FeedbackStore:
     """The feedback store."""
     store: FeedbackStore = request.app.state.feedback
     return store
+
+
+def get_database(request: Request) -> DatabaseRunner:
+    """The bounded pool the feedback store's calls run on."""
+    runner: DatabaseRunner = request.app.state.database
+    return runner
 
 
 def get_reports(request: Request) -> ReportStore:
@@ -163,6 +170,7 @@ def get_client(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 KBDep = Annotated[KnowledgeBase, Depends(get_kb)]
 FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
+DatabaseDep = Annotated[DatabaseRunner, Depends(get_database)]
 ReportsDep = Annotated[ReportStore, Depends(get_reports)]
 ClockDep = Annotated[Callable[[], dt.datetime], Depends(get_clock)]
 HttpDep = Annotated[httpx.AsyncClient, Depends(get_http)]

@@ -1,6 +1,7 @@
 """Storage of CDS Hooks card feedback: SQLite by default, PostgreSQL by URL.
 
-One table, created on startup if it is missing. Each feedback item is one row: the service, the
+One table, created when the store is first used and created again on the next call if that
+failed (a database that is down at start-up is picked up when it comes back). Each feedback item is one row: the service, the
 card uuid, the outcome, the accepted suggestion uuids (a JSON array), the override reason and the
 clinician's comment, the EHR's timestamp, and the verified issuer and tenant of the caller. No
 patient data is stored (the card uuid does not identify a patient); the comment is free text the
@@ -9,22 +10,33 @@ clinician typed and is stored as sent, never logged.
 Plain DB-API (``sqlite3``, ``psycopg``): one connection per store, used under a lock; a broken
 PostgreSQL connection is reopened on the next call.
 
+Every wait is bounded, so that a database that accepts connections and never answers cannot
+stall the service: PostgreSQL connects with ``connect_timeout`` and runs with a
+``statement_timeout``; the lock is taken with a timeout; and the service runs the store's calls
+on its own small pool of daemon threads (:class:`DatabaseRunner`), waits for each at most the
+configured time, and refuses new work at once while the pool is saturated. A call stuck in the
+driver then holds one of those threads, never one that other routes need, and never keeps the
+process from stopping.
+
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
+import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FeedbackRecord", "FeedbackStore", "StorageError"]
+__all__ = ["DatabaseRunner", "FeedbackRecord", "FeedbackStore", "StorageError"]
 
 SCHEMA_VERSION = 1
 
@@ -86,9 +98,17 @@ class FeedbackRecord:
 
 
 class FeedbackStore:
-    """Feedback rows in SQLite (``sqlite:///file.db``) or PostgreSQL (``postgresql://...``)."""
+    """Feedback rows in SQLite (``sqlite:///file.db``) or PostgreSQL (``postgresql://...``).
 
-    def __init__(self, url: str) -> None:
+    Args:
+        url: the database URL.
+        timeout_seconds: the longest wait for a connection, a statement or the lock.
+
+    """
+
+    def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.ready = False
         scheme, _, rest = url.partition(":")
         self.kind = (
             "postgresql" if scheme.split("+", 1)[0].lower() in ("postgresql", "postgres") else "sqlite"
@@ -113,11 +133,16 @@ class FeedbackStore:
             if self.kind == "postgresql":
                 import psycopg  # noqa: PLC0415 - PostgreSQL is optional; loaded only when configured
 
-                self._conn = psycopg.connect(self._dsn, connect_timeout=5)
+                wait = max(2, round(self.timeout_seconds))  # libpq's least useful connect_timeout
+                self._conn = psycopg.connect(
+                    self._dsn,
+                    connect_timeout=wait,
+                    options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}",
+                )
             else:
                 if self._dsn != ":memory:":
                     Path(self._dsn).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self._dsn, check_same_thread=False, timeout=5.0)
+                conn = sqlite3.connect(self._dsn, check_same_thread=False, timeout=self.timeout_seconds)
                 conn.execute("PRAGMA journal_mode=WAL")
                 self._conn = conn
         except Exception as exc:
@@ -127,31 +152,36 @@ class FeedbackStore:
         return self._conn
 
     def _run(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool = False) -> list[Any]:
-        with self._lock:
-            for attempt in (1, 2):
-                conn = self._connect()
-                try:
-                    cur = conn.cursor()
-                    rows: list[Any] = []
-                    for sql, params in statements:
-                        cur.execute(sql, params)
-                    if fetch:
-                        rows = list(cur.fetchall())
-                    conn.commit()
-                    return rows
-                except Exception as exc:
-                    with contextlib.suppress(Exception):  # the connection may be gone already
-                        conn.rollback()
-                    if self.kind == "postgresql" and attempt == 1 and _broken(exc):
-                        self.close_unlocked()
-                        continue
-                    raise StorageError(
-                        f"{self.kind} feedback database error ({type(exc).__name__})"
-                    ) from None
+        if not self._lock.acquire(timeout=self.timeout_seconds):
+            raise StorageError(f"the {self.kind} feedback database is busy (an earlier call has not ended)")
+        try:
+            return self._run_locked(statements, fetch)
+        finally:
+            self._lock.release()
+
+    def _run_locked(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool) -> list[Any]:
+        for attempt in (1, 2):
+            conn = self._connect()
+            try:
+                cur = conn.cursor()
+                rows: list[Any] = []
+                for sql, params in statements:
+                    cur.execute(sql, params)
+                if fetch:
+                    rows = list(cur.fetchall())
+                conn.commit()
+                return rows
+            except Exception as exc:
+                with contextlib.suppress(Exception):  # the connection may be gone already
+                    conn.rollback()
+                if self.kind == "postgresql" and attempt == 1 and _broken(exc):
+                    self.close_unlocked()
+                    continue
+                raise StorageError(f"{self.kind} feedback database error ({type(exc).__name__})") from None
         raise StorageError("unreachable")  # pragma: no cover
 
     def initialise(self) -> None:
-        """Create the tables if they are missing.
+        """Create the tables if they are missing (every use does it until it has succeeded once).
 
         Raises:
             StorageError: the database cannot be reached or written.
@@ -173,6 +203,11 @@ class FeedbackStore:
                 (upsert, ("cds_feedback", SCHEMA_VERSION)),
             ]
         )
+        self.ready = True
+
+    def _ensure_ready(self) -> None:
+        if not self.ready:
+            self.initialise()
 
     def add(self, records: Sequence[FeedbackRecord]) -> int:
         """Store feedback items in one transaction; return how many were stored.
@@ -181,6 +216,7 @@ class FeedbackStore:
             StorageError: the database cannot be reached or written.
 
         """
+        self._ensure_ready()
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         marks = ", ".join([self.mark] * len(_COLUMNS))
         sql = f"INSERT INTO magstat_cds_feedback ({', '.join(_COLUMNS)}) VALUES ({marks})"  # noqa: S608 - constant names and markers only
@@ -213,6 +249,7 @@ class FeedbackStore:
 
     def rows(self, service_id: str | None = None) -> list[dict[str, Any]]:
         """The stored rows (oldest first), optionally of one service: for reports and tests."""
+        self._ensure_ready()
         sql = f"SELECT id, {', '.join(_COLUMNS)} FROM magstat_cds_feedback"  # noqa: S608 - constant names
         params: tuple[Any, ...] = ()
         if service_id is not None:
@@ -227,17 +264,25 @@ class FeedbackStore:
         return out
 
     def ping(self) -> bool:
-        """Whether the database answers."""
+        """Whether the database answers and holds the feedback table (created if missing)."""
         try:
-            self._run([("SELECT 1", ())], fetch=True)
+            self._ensure_ready()
+            self._run([("SELECT 1 FROM magstat_schema", ())], fetch=True)
         except StorageError:
             return False
         return True
 
     def close(self) -> None:
-        """Close the connection (it is reopened if the store is used again)."""
-        with self._lock:
-            self.close_unlocked()
+        """Close the connection (it is reopened if the store is used again).
+
+        A connection held by a call stuck in the driver is left alone (the lock is not had in
+        time), so that stopping the service never waits on the database.
+        """
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self.close_unlocked()
+            finally:
+                self._lock.release()
 
     def close_unlocked(self) -> None:
         """Close the connection; the caller holds the lock."""
@@ -255,3 +300,63 @@ def _broken(exc: Exception) -> bool:
         "57P01",
         "08006",
     )
+
+
+class DatabaseRunner:
+    """A small pool of daemon threads for the store's blocking calls, with bounded waits.
+
+    Args:
+        threads: how many calls may run at once.
+        queue_limit: how many more may wait; beyond that a call is refused at once.
+        timeout_seconds: the longest a caller waits for its call to end.
+
+    """
+
+    def __init__(self, threads: int = 4, queue_limit: int = 16, timeout_seconds: float = 5.0) -> None:
+        self.timeout_seconds = timeout_seconds
+        self._slots = threading.BoundedSemaphore(threads + queue_limit)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"magstat-db-{i}", daemon=True) for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            call, future = job
+            try:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(call())
+                    except BaseException as exc:  # handed to the waiting caller
+                        future.set_exception(exc)
+            finally:
+                self._slots.release()
+
+    async def run(self, call: Callable[[], Any], timeout_seconds: float | None = None) -> Any:
+        """Run ``call`` on the pool and wait for it at most the timeout.
+
+        Raises:
+            StorageError: the pool is saturated, or the call did not end in time.
+
+        """
+        if not self._slots.acquire(blocking=False):
+            raise StorageError("the feedback database is not keeping up (too many calls waiting)")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._jobs.put((call, future))
+        wait = self.timeout_seconds if timeout_seconds is None else timeout_seconds
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout=wait)
+        except TimeoutError:
+            raise StorageError(f"the feedback database did not answer within {wait:g} s") from None
+
+    def stop(self) -> None:
+        """Let idle threads end (a thread stuck in a call is a daemon: it does not hold the process)."""
+        for _ in self._threads:
+            self._jobs.put(None)

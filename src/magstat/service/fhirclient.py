@@ -7,6 +7,13 @@ the deadline passes is given up, and the service answers with what it has: each 
 failed or timed out becomes a note shown on the cards. The access token is sent only to URLs
 under ``fhirServer`` and is never logged.
 
+The deadline is kept without cancelling requests in flight: every request carries the time
+left as its own connect, pool, read and write timeouts and checks the clock between chunks, so
+it ends by itself at the deadline and gives its connection back to the pool. Cancelling an
+HTTP request while it waits on a connection can leave the pool's slot taken for good (after a
+burst of calls to a FHIR server that never answered, every later read then failed); the caller
+therefore returns at the deadline and leaves the stragglers to finish on their own timeouts.
+
 .. versionadded:: 0.1.0
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +32,9 @@ __all__ = ["FetchResult", "fetch_templates"]
 
 _MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
+_STRAGGLERS: set[asyncio.Task[Any]] = set()
+"""Reads still running after their call returned at the deadline (kept until they end)."""
+
 
 @dataclass(slots=True)
 class FetchResult:
@@ -32,6 +43,8 @@ class FetchResult:
     values: dict[str, Any] = field(default_factory=dict)
     complete: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    """Keys whose read failed or did not finish in time (not the same as "no data")."""
 
 
 class _FetchError(Exception):
@@ -65,15 +78,18 @@ async def fetch_templates(
     if access_token:
         headers["Authorization"] = f"Bearer {access_token}"
     result = FetchResult()
+    ends = time.monotonic() + deadline_seconds
     tasks = {
-        asyncio.ensure_future(_read(http, base, base + query.lstrip("/"), headers, max_pages)): key
+        asyncio.ensure_future(_read(http, base, base + query.lstrip("/"), headers, max_pages, ends=ends)): key
         for key, query in queries.items()
     }
     if not tasks:
         return result
-    _done, pending = await asyncio.wait(tasks, timeout=deadline_seconds)
+    _done, pending = await asyncio.wait(tasks, timeout=max(0.0, ends - time.monotonic()))
     for task in pending:
-        task.cancel()
+        # Not cancelled (see the module doc): each ends on its own timeouts, moments from now.
+        _STRAGGLERS.add(task)
+        task.add_done_callback(_forget)
     for task, key in tasks.items():
         if task in pending:
             result.notes.append(f"{key}: the FHIR server did not answer within {deadline_seconds:g} s")
@@ -90,16 +106,22 @@ async def fetch_templates(
                 result.complete.add(key)
             else:
                 result.notes.append(f"{key}: only the first {max_pages} pages were read")
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+    result.failed = {key for task, key in tasks.items() if task in pending or task.exception() is not None}
     return result
 
 
+def _forget(task: asyncio.Task[Any]) -> None:
+    """Drop a straggler once it has ended, consuming its outcome."""
+    _STRAGGLERS.discard(task)
+    if not task.cancelled():
+        task.exception()
+
+
 async def _read(
-    http: httpx.AsyncClient, base: str, url: str, headers: Mapping[str, str], max_pages: int
+    http: httpx.AsyncClient, base: str, url: str, headers: Mapping[str, str], max_pages: int, *, ends: float
 ) -> tuple[Any, bool]:
-    """One query: a resource (read) or the entries of every page (search)."""
-    first = await _get(http, url, headers)
+    """One query: a resource (read) or the entries of every page (search), by ``ends``."""
+    first = await _get(http, url, headers, ends)
     if first is None or first.get("resourceType") != "Bundle":
         return first, True
     entries = list(_entries(first))
@@ -110,7 +132,7 @@ async def _read(
             break
         if not nxt.startswith(base):
             raise _FetchError("a next page points outside the FHIR server")
-        page = await _get(http, nxt, headers) or {}
+        page = await _get(http, nxt, headers, ends) or {}
         entries.extend(_entries(page))
     else:
         if _next_link(page) is not None:
@@ -118,9 +140,16 @@ async def _read(
     return {"resourceType": "Bundle", "type": "searchset", "entry": entries}, True
 
 
-async def _get(http: httpx.AsyncClient, url: str, headers: Mapping[str, str]) -> dict[str, Any] | None:
+async def _get(
+    http: httpx.AsyncClient, url: str, headers: Mapping[str, str], ends: float
+) -> dict[str, Any] | None:
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise _FetchError("deadline passed")
     try:
-        async with http.stream("GET", url, headers=headers, follow_redirects=False) as response:
+        async with http.stream(
+            "GET", url, headers=headers, follow_redirects=False, timeout=httpx.Timeout(left)
+        ) as response:
             if response.status_code in (404, 410):
                 return None  # a read of a resource that is not there: no data
             if response.status_code != 200:
@@ -131,6 +160,8 @@ async def _get(http: httpx.AsyncClient, url: str, headers: Mapping[str, str]) ->
                 size += len(chunk)
                 if size > _MAX_RESPONSE_BYTES:
                     raise _FetchError("response too large")
+                if time.monotonic() > ends:
+                    raise _FetchError("deadline passed")  # a server that trickles its answer
                 chunks.append(chunk)
     except httpx.HTTPError as exc:
         raise _FetchError(type(exc).__name__) from None

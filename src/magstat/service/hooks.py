@@ -32,6 +32,7 @@ from magstat.adapters.fhir import facts_from_fhir
 from magstat.core.assess import assess
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
+from magstat.service.datagaps import unread_data_card
 from magstat.service.fhirclient import fetch_templates
 from magstat.service.reports import ReportStore
 from magstat.service.settings import Settings
@@ -112,6 +113,8 @@ class Gathered:
     values: dict[str, Any] = field(default_factory=dict)
     complete: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    unread: set[str] = field(default_factory=set)
+    """Keys that were neither sent nor read (failed, timed out, refused): unknown, not empty."""
 
 
 async def gather(
@@ -144,16 +147,19 @@ async def gather(
     server = body.fhirServer
     if not server:
         out.notes.append(f"not sent and no FHIR server to read: {', '.join(missing)}")
+        out.unread.update(missing)
         return out
     refusal = _server_refused(server, settings, issuer_servers)
     if refusal:
         out.notes.append(f"the FHIR server was not read ({refusal}): {', '.join(missing)}")
+        out.unread.update(missing)
         return out
     queries: dict[str, str] = {}
     for key in missing:
         query = render_template(templates[key], body.context)
         if query is None:
             out.notes.append(f"{key}: the hook context lacks a value the query needs")
+            out.unread.add(key)
         else:
             queries[key] = query
     token = body.fhirAuthorization.access_token if body.fhirAuthorization else None
@@ -168,6 +174,7 @@ async def gather(
     out.values.update(fetched.values)
     out.complete |= fetched.complete
     out.notes += fetched.notes
+    out.unread |= fetched.failed
     return out
 
 
@@ -252,6 +259,18 @@ def answer(
         )
     else:
         cards = patient_view_cards(result, kb, ctx)
+        if not cards and gathered.unread:
+            # Part of the record could not be read: no card would read as "no concern".
+            cards = [
+                unread_data_card(
+                    service_id=service.id,
+                    hook_instance=body.hookInstance,
+                    version=__version__,
+                    kb_version=kb.version,
+                    unread=gathered.unread,
+                    notes=notes,
+                )
+            ]
     if cards:
         # The report is kept only when a card links to it: no card, no patient data kept.
         add_report_link(cards, f"{base_url}/reports/{reports.put(result)}")

@@ -5,10 +5,11 @@
 - ``GET /healthz``; ``POST /assess`` (REST); ``GET /cds-services`` and ``POST
   /cds-services/{id}`` (CDS Hooks 2.0) with ``POST /cds-services/{id}/feedback``;
   ``GET /reports/{token}`` (the report behind a card link); the OpenAPI document at
-  ``/openapi.json`` with its viewer at ``/docs``.
+  ``/openapi.json`` (no bundled viewer: it would load Swagger UI from a CDN).
 - Errors as FHIR ``OperationOutcome``: invalid input 422 naming the field, authentication 401
   with a short message only, no patient data 412, an unavailable knowledge base or database
-  503, anything unexpected 500 (logged by type only, never with its message).
+  503, anything unexpected 500 (logged by type only, never with its message); a client that
+  went away mid-request is logged as a disconnect.
 - CORS open to any origin (browser-based EHRs; the bearer token, not cookies, authenticates),
   a request body limit (413), a request id on every response, JSON access logs without
   patient data, and in demo mode a loud warning and a header on every response.
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import logging
@@ -28,24 +30,26 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from magstat import __version__
-from magstat.adapters.cds_hooks.models import HookRequest
+from magstat.adapters.cds_hooks.models import FeedbackRequest, HookRequest
 from magstat.adapters.cds_hooks.request import prefetch_templates
 from magstat.errors import InvalidInputError, KnowledgeBaseError
 from magstat.kb import load
 from magstat.kb.schema import KnowledgeBase
 from magstat.service.accesslog import DEMO_HEADER, EdgeMiddleware
-from magstat.service.feedback import FeedbackStore, StorageError
-from magstat.service.hooks import PreconditionFailedError
+from magstat.service.feedback import DatabaseRunner, FeedbackStore, StorageError
+from magstat.service.hooks import SERVICES, PreconditionFailedError
 from magstat.service.reports import ReportStore
 from magstat.service.routes import assess, cds_services, health, reports
 from magstat.service.security import TokenVerifier
 from magstat.service.settings import Settings
 from magstat.web import router as web_router
+from magstat.web.routes import WebAccess
 
 __all__ = ["create_app"]
 
@@ -90,15 +94,19 @@ def create_app(
     """
     settings.check()
     knowledge = kb or load()
-    store = FeedbackStore(settings.database.url)
+    store = FeedbackStore(settings.database.url, settings.database.timeout_seconds)
+    runner = DatabaseRunner(
+        threads=settings.database.threads,
+        queue_limit=4 * settings.database.threads,
+        timeout_seconds=settings.database.timeout_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            store.initialise()
-        except StorageError as exc:
-            # The hooks work without the database; feedback answers 503 until it is back.
-            log.error("feedback database unavailable at start-up: %s", exc)
+        # In the background: a database that does not answer must not hold up the start. The
+        # hooks work without it; feedback answers 503 until it is back, and the table is then
+        # created by the first call that reaches it.
+        app.state.database_start = asyncio.ensure_future(_initialise(runner, store))
         if not settings.auth_enabled:
             _warn_demo()
         # The knowledge base and the code live as long as the process: keep them out of every
@@ -109,6 +117,7 @@ def create_app(
         if app.state.http is not None:
             await app.state.http.aclose()
             app.state.http = None
+        runner.stop()
         store.close()
 
     app = FastAPI(
@@ -117,16 +126,27 @@ def create_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "Apache-2.0"},
+        # No bundled viewer: Swagger UI would load its scripts from a CDN, which fails offline
+        # and is a third-party script on the service's origin. /openapi.json opens in any viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.kb = knowledge
     app.state.templates = prefetch_templates(knowledge)
     app.state.feedback = store
+    app.state.database = runner
     app.state.reports = ReportStore(settings.cds.report_ttl_seconds, settings.cds.report_max_entries)
     app.state.verifier = TokenVerifier(settings.cds)
     app.state.clock = clock or _utc_now
     app.state.http = None
     app.state.auth_log = logging.getLogger("magstat.service.auth")
+    # The clinician web app: open in demo mode; with authentication on, only for the operator's
+    # web credential, and disabled without one (docs/web.md, "Who may use the web app").
+    password = settings.web.password.get_secret_value() if settings.web.password else None
+    app.state.web_access = WebAccess(
+        open=not settings.auth_enabled, username=settings.web.username, password=password
+    )
 
     app.include_router(health.router)
     app.include_router(assess.router)
@@ -135,7 +155,7 @@ def create_app(
     # The clinician web app and the self-check, at "/" (issue: web app served by magstat serve).
     app.include_router(web_router)
     _handlers(app)
-    _document_models(app, HookRequest)
+    _document_models(app, HookRequest, FeedbackRequest)
 
     # Added last = outermost: the edge middleware sees every response, CORS ones included.
     app.add_middleware(
@@ -153,8 +173,19 @@ def create_app(
     return app
 
 
+async def _initialise(runner: DatabaseRunner, store: FeedbackStore) -> None:
+    try:
+        await runner.run(store.initialise)
+    except StorageError as exc:
+        log.error("feedback database unavailable at start-up: %s", exc)
+
+
 def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
-    """Add models that handlers validate themselves to the OpenAPI components."""
+    """Add models that handlers validate themselves to the OpenAPI components, and finish the document.
+
+    The document then states what the handlers require: one path per CDS service with the hook
+    it answers and the context fields it needs, and, in demo mode, no security scheme at all.
+    """
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -167,9 +198,88 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
             for name, part in definition.pop("$defs", {}).items():
                 components.setdefault(name, part)
             components.setdefault(model.__name__, definition)
+        _hook_paths(schema)
+        for name in ("Feedback", "OverrideReason", "AcceptedSuggestion", "Coding"):
+            for prop in components.get(name, {}).get("properties", {}).values():
+                for option in [prop, *prop.get("anyOf", [])]:
+                    if option.get("type") == "string":
+                        option["pattern"] = "^[^\\u0000]*$"  # no database stores a NUL character
+        feedback = components.get("Feedback")
+        if isinstance(feedback, dict):
+            # What the model's own check says: an accepted card names the suggestions accepted.
+            feedback["if"] = {"properties": {"outcome": {"const": "accepted"}}, "required": ["outcome"]}
+            feedback["then"] = {
+                "required": ["acceptedSuggestions"],
+                "properties": {"acceptedSuggestions": {"type": "array", "minItems": 1}},
+            }
+        if not app.state.settings.auth_enabled:
+            _without_security(schema)
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _context_schema(hook: str) -> dict[str, Any]:
+    """The hook context a magstat service needs (CDS Hooks 2.0 hook definitions, fields it reads)."""
+    # A FHIR R4 id (the id datatype); the service itself refuses only a blank one.
+    fhir_id = {"type": "string", "pattern": r"^[A-Za-z0-9\-.]{1,64}$"}
+    properties: dict[str, Any] = {"patientId": {**fhir_id, "description": "the FHIR id of the patient"}}
+    required = ["patientId"]
+    if hook in ("order-select", "order-sign"):
+        properties["draftOrders"] = {
+            "type": "object",
+            "description": "a FHIR Bundle of the draft orders",
+            "required": ["resourceType"],
+            "properties": {"resourceType": {"const": "Bundle"}},
+        }
+        required.append("draftOrders")
+    if hook == "order-select":
+        properties["selections"] = {"type": "array", "items": {"type": "string"}}
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _hook_paths(schema: dict[str, Any]) -> None:
+    """Document ``POST /cds-services/{service_id}`` as one path per service, with its hook and context."""
+    paths = schema.get("paths", {})
+    generic = paths.pop("/cds-services/{service_id}", None)
+    if generic is None:
+        return
+    operation = generic["post"]
+    for service in SERVICES.values():
+        body = {
+            "allOf": [
+                {"$ref": "#/components/schemas/HookRequest"},
+                {
+                    "type": "object",
+                    "properties": {"hook": {"const": service.hook}, "context": _context_schema(service.hook)},
+                    # fhirAuthorization needs fhirServer (the request model checks it too).
+                    "dependentSchemas": {
+                        "fhirAuthorization": {
+                            "required": ["fhirServer"],
+                            "properties": {"fhirServer": {"type": "string", "minLength": 1}},
+                        }
+                    },
+                },
+            ]
+        }
+        one = {
+            **operation,
+            "operationId": f"call_{service.id.replace('-', '_')}",
+            "summary": f"{service.title} ({service.hook})",
+            "parameters": [p for p in operation.get("parameters", []) if p.get("name") != "service_id"],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        }
+        paths[f"/cds-services/{service.id}"] = {"post": one}
+
+
+def _without_security(schema: dict[str, Any]) -> None:
+    """Demo mode: no operation asks for a credential, so the document advertises none."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    schema.get("components", {}).pop("securitySchemes", None)
 
 
 def _warn_demo() -> None:
@@ -249,6 +359,12 @@ def _handlers(app: FastAPI) -> None:
     @app.exception_handler(RecursionError)
     async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
         return outcome(422, "structure", "the input is nested too deeply")
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # The caller went away before sending its whole request: not an error of the service.
+        log.info("client disconnected", extra={"fields": {"event": "client_disconnected"}})
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -147,6 +155,13 @@ class DatabaseSettings(_Section):
         default="sqlite:///magstat-feedback.sqlite3",
         description="sqlite:///relative.db, sqlite:////absolute.db or postgresql://user:pass@host/db",
     )
+    timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="the longest wait for the database (connect, statement, a free connection); then 503",
+    )
+    threads: int = Field(default=4, ge=1, le=64, description="database calls that may run at once")
 
     @field_validator("url")
     @classmethod
@@ -155,6 +170,25 @@ class DatabaseSettings(_Section):
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
+
+
+class WebSettings(_Section):
+    """Who may use the clinician web app (``/`` and ``/ui/...``) when authentication is on.
+
+    In demo mode the web app is open, like the rest of the service. With authentication on, the
+    clinician pages answer only a browser that sends this HTTP Basic credential (over HTTPS, set
+    by the operator); without one configured they are disabled (403). The plain-language
+    self-check (``/self-check``) stays open in every mode: it takes a person's own answers,
+    stores nothing and reads no record.
+    """
+
+    username: str | None = Field(default=None, min_length=1, max_length=128)
+    password: SecretStr | None = Field(default=None, description="set it in the environment, not in a file")
+
+    @property
+    def configured(self) -> bool:
+        """Whether a credential for the web app is set."""
+        return bool(self.username and self.password and self.password.get_secret_value())
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -184,6 +218,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     cds: CdsSettings = CdsSettings()
     database: DatabaseSettings = DatabaseSettings()
+    web: WebSettings = WebSettings()
     demo: bool = False
 
     @classmethod
@@ -216,6 +251,8 @@ class Settings(BaseSettings):
                 "cds.require_auth is true but no [[cds.trusted_issuers]] is configured; "
                 "add the EHRs allowed to call the service, or run `magstat serve --demo` for a demonstration"
             )
+        if bool(self.web.username) != bool(self.web.password and self.web.password.get_secret_value()):
+            raise ConfigError("web.username and web.password are set together (or neither: web app disabled)")
         for issuer in self.cds.trusted_issuers:
             if issuer.jwks_file is not None and not issuer.jwks_file.is_file():
                 raise ConfigError(

@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import gzip
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -25,7 +26,7 @@ from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -45,7 +46,7 @@ from magstat.web.pages import render
 from magstat.web.pdf import render_pdf
 from magstat.web.view import result_view
 
-__all__ = ["MAX_UPLOAD_BYTES", "KBDep", "get_kb", "router"]
+__all__ = ["MAX_UPLOAD_BYTES", "KBDep", "WebAccess", "get_kb", "require_web_user", "router"]
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 """Largest upload (64 MiB): ten times a full synthetic lifetime record."""
@@ -66,6 +67,55 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(include_in_schema=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WebAccess:
+    """Who may use the clinician pages: anyone (``open``), or the holder of one Basic credential.
+
+    Set by the service as ``app.state.web_access`` (see ``docs/web.md``, "Who may use the web
+    app"). Not open and no credential: the clinician pages are disabled.
+    """
+
+    open: bool
+    username: str | None = None
+    password: str | None = None
+
+
+def require_web_user(request: Request) -> None:
+    """Let the request through only if the web access policy allows it.
+
+    Raises:
+        HTTPException: 401 with a Basic challenge (no or wrong credential), or 403 (the clinician
+            pages are disabled with authentication on and no web credential configured).
+
+    """
+    access: WebAccess | None = getattr(request.app.state, "web_access", None)
+    if access is None or access.open:
+        return  # the web app on its own (development), or demo mode
+    if not access.username or not access.password:
+        raise HTTPException(
+            status_code=403,
+            detail="the clinician web app is disabled: authentication is on and no web credential is configured",
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    user = secret = b""
+    if scheme.lower() == "basic":
+        try:
+            user, _, secret = base64.b64decode(given.strip(), validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            user = secret = b""
+    good_user = hmac.compare_digest(user, access.username.encode("utf-8"))
+    good_secret = hmac.compare_digest(secret, access.password.encode("utf-8"))
+    if not (good_user and good_secret):
+        raise HTTPException(
+            status_code=401,
+            detail="authentication required",
+            headers={"WWW-Authenticate": 'Basic realm="magstat", charset="UTF-8"'},
+        )
+
+
+_WEB_USER = [Depends(require_web_user)]
 
 
 def get_kb(request: Request) -> KnowledgeBase:
@@ -279,13 +329,13 @@ def _index(
     return _html(html, status)
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=_WEB_USER)
 def index(request: Request, kb: KBDep) -> HTMLResponse:
     """The clinician's page: demo patients, upload, and the form."""
     return _index(request, kb, _form_defaults(kb))
 
 
-@router.get("/ui/demo", response_model=None)
+@router.get("/ui/demo", response_model=None, dependencies=_WEB_USER)
 def pick_demo(request: Request, kb: KBDep, patient: str = "") -> Response:
     """The demo picker's form: go to the chosen patient's result page."""
     if patients.find(patient) is None:
@@ -300,7 +350,7 @@ def _demo_outcome(patient_id: str, kb: KnowledgeBase) -> tuple[patients.DemoPati
     return patient, _run(patient.load(), kb, patient.as_of, strict=False)
 
 
-@router.get("/ui/demo/{patient_id}", response_class=HTMLResponse)
+@router.get("/ui/demo/{patient_id}", response_class=HTMLResponse, dependencies=_WEB_USER)
 async def demo(request: Request, kb: KBDep, patient_id: str) -> HTMLResponse:
     """The result page of a demo patient."""
     started = time.perf_counter()
@@ -313,7 +363,7 @@ async def demo(request: Request, kb: KBDep, patient_id: str) -> HTMLResponse:
     )
 
 
-@router.get("/ui/demo/{patient_id}/report.{kind}", response_model=None)
+@router.get("/ui/demo/{patient_id}/report.{kind}", response_model=None, dependencies=_WEB_USER)
 async def demo_report(request: Request, kb: KBDep, patient_id: str, kind: str) -> Response:
     """A demo patient's report as PDF or JSON."""
     found = await run_in_threadpool(_demo_outcome, patient_id, kb) if kind in ("pdf", "json") else None
@@ -331,7 +381,7 @@ async def _read_upload(upload: UploadFile) -> bytes:
     return raw
 
 
-@router.post("/ui/assess", response_class=HTMLResponse)
+@router.post("/ui/assess", response_class=HTMLResponse, dependencies=_WEB_USER)
 async def assess_posted(request: Request, kb: KBDep) -> HTMLResponse:
     """Assess an uploaded file or the form; show the result, or the form with its problems."""
     started = time.perf_counter()
@@ -408,7 +458,7 @@ async def _assess_form(request: Request, kb: KnowledgeBase, values: dict[str, st
     return _result_page(request, kb, outcome, origin="Entered by hand", replay=_replay_fields(item, outcome))
 
 
-@router.post("/ui/report.{kind}", response_model=None)
+@router.post("/ui/report.{kind}", response_model=None, dependencies=_WEB_USER)
 async def report(request: Request, kb: KBDep, kind: str) -> Response:
     """Assess the input carried by a result page again, and return it as PDF or JSON."""
     if kind not in ("pdf", "json"):

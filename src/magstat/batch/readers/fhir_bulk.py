@@ -22,7 +22,9 @@ DuckDB and Spark select the same lines.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,9 @@ __all__ = [
     "TYPE_ORDER",
     "BulkFile",
     "BulkSource",
+    "FileProblem",
+    "check_file",
+    "check_files",
     "code_keyword_alternatives",
     "code_keyword_anchors",
     "code_keyword_patterns",
@@ -271,3 +276,116 @@ def code_keyword_patterns(kb: KnowledgeBase, flags: str = "(?i)") -> list[str]:
         flags + "(?:" + "|".join(alternatives[i : i + KEYWORD_CHUNK]) + ")"
         for i in range(0, len(alternatives), KEYWORD_CHUNK)
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# A check of every file before the scan: damaged gzip streams, resources in another type's file.
+
+_RESOURCE_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileProblem:
+    """A problem :func:`check_files` found in one file.
+
+    Attributes:
+        file: the file.
+        line: the 1-based line, or ``None`` for the whole file.
+        kind: ``unreadable_file`` (the file is not read at all) or ``resource_in_wrong_file``.
+        problem: what is wrong, in words.
+
+    """
+
+    file: BulkFile
+    line: int | None
+    kind: str
+    problem: str
+
+
+def check_file(f: BulkFile, max_wrong_type: int = 1000) -> list[FileProblem]:
+    """Read one file through once: check that its gzip stream is whole and each line is its type.
+
+    The Bulk Data specification puts each resource type in its own files; a line whose
+    ``resourceType`` differs from the type the file name gives is reported (its resource is
+    still read, as the engines read every line). A gzip file that is damaged or truncated is
+    reported as unreadable as a whole. Memory stays bounded (one chunk and one line at a time).
+
+    Args:
+        f: the file.
+        max_wrong_type: the most wrong-type lines reported one by one (then one summary line).
+
+    """
+    problems: list[FileProblem] = []
+    wrong = 0
+    line_no = 0
+    pending = b""
+
+    def lines(data: bytes, final: bool) -> bytes:
+        nonlocal line_no, wrong
+        parts = data.split(b"\n")
+        rest = b"" if final else parts.pop()
+        for line in parts:
+            line_no += 1
+            if f.rtype is None or not line.strip():
+                continue
+            found = _RESOURCE_TYPE.search(line)
+            if found is not None and found.group(1).decode("ascii") != f.rtype:
+                wrong += 1
+                if wrong <= max_wrong_type:
+                    problems.append(
+                        FileProblem(
+                            f,
+                            line_no,
+                            "resource_in_wrong_file",
+                            f"a {found.group(1).decode('ascii')} resource in a file of {f.rtype} resources "
+                            "(Bulk Data puts each type in its own files); read as its own type",
+                        )
+                    )
+        return rest
+
+    try:
+        with f.path.open("rb") as handle:
+            gz = handle.read(2) == b"\x1f\x8b"
+            handle.seek(0)
+            inflater = zlib.decompressobj(wbits=31)
+            in_member = False
+            while block := handle.read(_CHUNK):
+                if not gz:
+                    pending = lines(pending + block, final=False)
+                    continue
+                while block:
+                    in_member = True
+                    pending = lines(pending + inflater.decompress(block, _CHUNK), final=False)
+                    block = inflater.unconsumed_tail
+                    if inflater.eof:  # a member ends; another may follow (after padding)
+                        in_member = False
+                        block = inflater.unused_data.lstrip(b"\x00")
+                        inflater = zlib.decompressobj(wbits=31)
+            if in_member:
+                raise zlib.error("the compressed data end too soon (truncated)")
+    except zlib.error as exc:
+        return [FileProblem(f, None, "unreadable_file", f"damaged gzip data ({exc}); the file was not read")]
+    except OSError as exc:
+        return [
+            FileProblem(f, None, "unreadable_file", f"cannot be read ({exc.strerror}); the file was not read")
+        ]
+    lines(pending, final=True)
+    if wrong > max_wrong_type:
+        problems.append(
+            FileProblem(
+                f, None, "resource_in_wrong_file", f"{wrong - max_wrong_type} more line(s) of another type"
+            )
+        )
+    return problems
+
+
+def check_files(files: Iterable[BulkFile], threads: int = 1) -> list[FileProblem]:
+    """:func:`check_file` on every file (in threads: decompression runs outside the GIL), in file order."""
+    chosen = list(files)
+    if threads <= 1 or len(chosen) <= 1:
+        found = [check_file(f) for f in chosen]
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            found = list(pool.map(check_file, chosen))
+    return [p for problems in found for p in problems]

@@ -12,13 +12,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from magstat import __version__
 from magstat.adapters.cds_hooks.fhir_out import risk_assessment
-from magstat.adapters.read import facts_from_data, parse_bytes
+from magstat.adapters.read import MAX_INFLATED_BYTES, facts_from_data, parse_bytes
 from magstat.core.assess import assess
 from magstat.core.result import Assessment
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 from magstat.render import render_html
 from magstat.service.deps import AuthenticatedRoute, ClientDep, ClockDep, KBDep
+from magstat.service.routes.reports import REPORT_HEADERS
 
 router = APIRouter(tags=["assess"], route_class=AuthenticatedRoute)
 
@@ -31,7 +32,7 @@ _BODY = {
     "content": {
         "application/json": {"schema": {"type": "object", "additionalProperties": True}},
         "application/fhir+json": {"schema": {"type": "object", "additionalProperties": True}},
-        "application/yaml": {"schema": {"type": "string"}},
+        "application/yaml": {"schema": {"type": "object", "additionalProperties": True}},
     },
 }
 
@@ -64,8 +65,12 @@ async def assess_patient(
         Literal["json", "fhir", "html"], Query(description="json (default), fhir (RiskAssessment) or html")
     ] = "json",
     as_of: Annotated[
-        dt.date | None,
-        Query(description="date the assessment is for; default: a document's as_of, else today (UTC)"),
+        str | None,
+        Query(
+            description="date the assessment is for (YYYY-MM-DD); default: a document's as_of, else today (UTC)",
+            pattern=r"^\d{4}-\d{2}-\d{2}$",
+            json_schema_extra={"format": "date"},
+        ),
     ] = None,
     patient: Annotated[
         str | None, Query(max_length=256, description="Patient.id when the Bundle holds several")
@@ -75,16 +80,31 @@ async def assess_patient(
     ] = False,
 ) -> Response:
     """Assess a patient; bad FHIR resources are left out and listed unless ``strict``."""
+    day = _date(as_of)
     raw = await request.body()
-    options = _Options(as_of, clock().date(), patient, strict)
+    # Compressed bodies may inflate to a bounded multiple of the body limit (a gzip bomb is 422).
+    inflated = min(MAX_INFLATED_BYTES, 8 * request.app.state.settings.server.max_body_bytes)
+    options = _Options(day, clock().date(), patient, strict, inflated)
     result = await run_in_threadpool(_assess, raw, kb, options)
     if format == "fhir":
         return JSONResponse(
             risk_assessment(result, kb, version=__version__), media_type="application/fhir+json"
         )
     if format == "html":
-        return HTMLResponse(render_html(result, kb), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(render_html(result, kb), headers=REPORT_HEADERS)
     return JSONResponse(result.to_dict())
+
+
+def _date(text: str | None) -> dt.date | None:
+    """A calendar date written YYYY-MM-DD (a number such as 0 is not a date)."""
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            "as_of", "is not a calendar date", value=text[:16], allowed="YYYY-MM-DD"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +113,12 @@ class _Options:
     today: dt.date
     patient: str | None
     strict: bool
+    max_inflated: int
 
 
 def _assess(raw: bytes, kb: KnowledgeBase, options: _Options) -> Assessment:
     try:
-        data: Any = parse_bytes(raw, "body")
+        data: Any = parse_bytes(raw, "body", max_inflated=options.max_inflated)
     except RecursionError:
         raise InvalidInputError("body", "nested too deeply") from None
     as_of = options.as_of

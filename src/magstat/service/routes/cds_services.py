@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from magstat.adapters.cds_hooks.models import (
     CdsResponse,
     Discovery,
+    Feedback,
     FeedbackRequest,
     FeedbackResponse,
     HookRequest,
@@ -23,6 +24,7 @@ from magstat.service.deps import (
     AuthenticatedRoute,
     ClientDep,
     ClockDep,
+    DatabaseDep,
     FeedbackDep,
     HttpDep,
     KBDep,
@@ -31,6 +33,7 @@ from magstat.service.deps import (
     base_url,
 )
 from magstat.service.feedback import FeedbackRecord
+from magstat.service.security import ClientIdentity
 
 ServiceId = Annotated[
     str,
@@ -114,39 +117,85 @@ async def call_service(
     return JSONResponse(response)
 
 
+_FEEDBACK_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FeedbackRequest"}}},
+}
+
+
 @router.post(
     "/{service_id}/feedback",
     response_model=FeedbackResponse,
     summary="Feedback on cards",
     responses={**_ERRORS, 503: {"description": "the feedback database is unavailable"}},
+    openapi_extra={"requestBody": _FEEDBACK_BODY},
 )
 async def feedback(
-    service_id: ServiceId, body: FeedbackRequest, *, client: ClientDep, store: FeedbackDep
-) -> FeedbackResponse:
+    service_id: ServiceId,
+    *,
+    request: Request,
+    client: ClientDep,
+    store: FeedbackDep,
+    database: DatabaseDep,
+) -> JSONResponse:
     """Store what the clinician did with cards: accepted suggestions or an override reason."""
     if service_id not in hooks.SERVICES:
         raise HTTPException(status_code=404, detail="no such CDS service")
-    records = [
-        FeedbackRecord(
-            service_id=service_id,
-            card_uuid=item.card,
-            outcome=item.outcome,
-            accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
-            outcome_timestamp=item.outcomeTimestamp,
-            override_system=item.overrideReason.reason.system
-            if item.overrideReason and item.overrideReason.reason
-            else None,
-            override_code=item.overrideReason.reason.code
-            if item.overrideReason and item.overrideReason.reason
-            else None,
-            override_display=item.overrideReason.reason.display
-            if item.overrideReason and item.overrideReason.reason
-            else None,
-            user_comment=item.overrideReason.userComment if item.overrideReason else None,
-            issuer=client.iss if client else None,
-            tenant=client.tenant if client else None,
-        )
-        for item in body.feedback
-    ]
-    stored = await run_in_threadpool(store.add, records)
-    return FeedbackResponse(stored=stored)
+    # Read like the hook calls, so that a body that is not JSON is a 422 as everywhere else.
+    try:
+        body = FeedbackRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+    records = [_record(service_id, i, item, client) for i, item in enumerate(body.feedback)]
+    stored = await database.run(lambda: store.add(records))
+    return JSONResponse(FeedbackResponse(stored=stored).model_dump())
+
+
+def _record(service_id: str, index: int, item: Feedback, client: ClientIdentity | None) -> FeedbackRecord:
+    """One feedback item as a row, refusing what no database can store (a permanent 422)."""
+    where = f"feedback[{index}]"
+    stamp = item.outcomeTimestamp
+    try:
+        (stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInputError(
+            f"{where}.outcomeTimestamp",
+            "is out of range once converted to UTC",
+            allowed="a date-time between 0001-01-02 and 9999-12-30",
+        ) from None
+    reason = item.overrideReason.reason if item.overrideReason else None
+    record = FeedbackRecord(
+        service_id=service_id,
+        card_uuid=item.card,
+        outcome=item.outcome,
+        accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
+        outcome_timestamp=stamp,
+        override_system=reason.system if reason else None,
+        override_code=reason.code if reason else None,
+        override_display=reason.display if reason else None,
+        user_comment=item.overrideReason.userComment if item.overrideReason else None,
+        issuer=client.iss if client else None,
+        tenant=client.tenant if client else None,
+    )
+    texts = {
+        "card": record.card_uuid,
+        "overrideReason.reason.system": record.override_system,
+        "overrideReason.reason.code": record.override_code,
+        "overrideReason.reason.display": record.override_display,
+        "overrideReason.userComment": record.user_comment,
+        **{f"acceptedSuggestions[{n}].id": s for n, s in enumerate(record.accepted_suggestions)},
+    }
+    for name, text in texts.items():
+        if text is not None:
+            _storable(f"{where}.{name}", text)
+    return record
+
+
+def _storable(field: str, text: str) -> None:
+    """Refuse text a database cannot store: a NUL character, or a lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        raise InvalidInputError(field, "contains a NUL character", allowed="text without control character 0")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(field, "is not valid Unicode text (a lone surrogate)") from None

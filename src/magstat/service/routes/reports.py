@@ -10,7 +10,7 @@ from magstat.service.deps import KBDep, ReportsDep
 
 router = APIRouter(tags=["reports"])
 
-_HEADERS = {
+REPORT_HEADERS = {  # every HTML assessment the service sends (cards' reports, /assess?format=html)
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -29,4 +29,4 @@ def report(token: str, reports: ReportsDep, kb: KBDep) -> HTMLResponse:
     result = reports.get(token)
     if result is None:
         raise HTTPException(status_code=404, detail="unknown or expired report")
-    return HTMLResponse(render_html(result, kb), headers=_HEADERS)
+    return HTMLResponse(render_html(result, kb), headers=REPORT_HEADERS)
