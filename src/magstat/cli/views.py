@@ -1,0 +1,177 @@
+"""``magstat views run|test|list|show``: SQL on FHIR v2 views from the command line.
+
+``run`` evaluates one ViewDefinition over FHIR data and writes its rows; ``test`` runs the
+specification's conformance files and writes its test report; ``list`` and ``show`` look at
+the views shipped in ``magstat/kb/views``.
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from magstat.errors import InvalidInputError
+
+__all__ = ["define_parser", "run"]
+
+_INTEGER_TYPES = {"integer", "positiveInt", "unsignedInt", "integer64"}
+
+
+def define_parser(sub: Any) -> None:
+    """Add the ``views`` subcommand and its actions."""
+    parser = sub.add_parser("views", help="SQL on FHIR v2 views: run, test, list, show")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    run_p = actions.add_parser("run", help="evaluate one ViewDefinition and write its rows")
+    run_p.add_argument("view", help="a ViewDefinition JSON file")
+    run_p.add_argument(
+        "--input", required=True, help="NDJSON file or folder (plain or gzip), JSON array or Bundle"
+    )
+    run_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
+    run_p.add_argument("--format", choices=("ndjson", "csv", "parquet"), default="ndjson")
+    run_p.add_argument("--out", default="-", help="output file, or - for stdout (default)")
+    test_p = actions.add_parser("test", help="run SQL on FHIR conformance test files")
+    test_p.add_argument("files", nargs="+", help="test files (JSON)")
+    test_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
+    test_p.add_argument("--report", help="write the test report (JSON) here")
+    actions.add_parser("list", help="list the views shipped with the knowledge base")
+    show_p = actions.add_parser("show", help="print one shipped view")
+    show_p.add_argument("name", help="the view's name (see views list)")
+
+
+def _shipped() -> dict[str, Any]:
+    """The shipped views by name (file stem)."""
+    folder = resources.files("magstat.kb").joinpath("views")
+    if not folder.is_dir():
+        return {}
+    return {
+        p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".json")
+    }
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def _write_atomic(out: str, write: Any) -> None:
+    target = Path(out)
+    fd, temp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
+    os.close(fd)
+    try:
+        write(temp)
+        Path(temp).replace(target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dict[str, Any]]) -> None:
+    import pyarrow as pa  # noqa: PLC0415 - optional extra
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    types = []
+    for column in columns:
+        if column.collection:
+            types.append(pa.string())
+        elif column.type == "boolean":
+            types.append(pa.bool_())
+        elif column.type in _INTEGER_TYPES:
+            types.append(pa.int64())
+        elif column.type == "decimal":
+            types.append(pa.float64())
+        else:
+            types.append(pa.string())
+    data: dict[str, list[Any]] = {n: [] for n in names}
+    for row in rows:
+        for name, typ in zip(names, types, strict=True):
+            value = row[name]
+            if typ == pa.string() and value is not None and not isinstance(value, str):
+                value = (
+                    json.dumps(value, separators=(",", ":"))
+                    if isinstance(value, (dict, list))
+                    else str(value)
+                )
+            data[name].append(value)
+    schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
+    pq.write_table(pa.table(data, schema=schema), path)
+
+
+def _run(args: Any) -> int:
+    from magstat.views import get_engine, load_view  # noqa: PLC0415 - keeps the CLI start fast
+
+    view = load_view(args.view)
+    source = Path(args.input)
+    if not source.exists():
+        raise InvalidInputError("--input", "no such file or folder", value=args.input)
+    if args.format == "parquet" and args.out == "-":
+        raise InvalidInputError("--out", "Parquet needs an output file", value="-", allowed="a file name")
+    engine = get_engine(args.engine)
+    try:
+        names, rows = engine.run(view, source)
+        if args.format == "parquet":
+            _write_atomic(args.out, lambda p: _parquet(p, names, list(view.columns), rows))
+            return 0
+        buffer = io.StringIO()
+        if args.format == "csv":
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(names)
+            for row in rows:
+                writer.writerow(["" if row[n] is None else _cell(row[n]) for n in names])
+        else:
+            for row in rows:
+                buffer.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        engine.close()
+    if args.out == "-":
+        sys.stdout.write(buffer.getvalue())
+    else:
+        _write_atomic(args.out, lambda p: Path(p).write_text(buffer.getvalue(), encoding="utf-8"))
+    return 0
+
+
+def _test(args: Any) -> int:
+    from magstat.views.conformance import report, run_files  # noqa: PLC0415
+
+    outcomes = run_files(args.files, args.engine)
+    passed = sum(o.passed for o in outcomes)
+    for outcome in outcomes:
+        if not outcome.passed:
+            sys.stderr.write(f"FAIL {outcome.file}: {outcome.name}: {outcome.reason}\n")
+    sys.stdout.write(f"{args.engine}: {passed}/{len(outcomes)} passed\n")
+    if args.report:
+        text = json.dumps(report(outcomes), indent=2) + "\n"
+        _write_atomic(args.report, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return 0 if passed == len(outcomes) else 1
+
+
+def run(args: Any) -> int:
+    """Run the chosen action; exit 0 on success (``test``: 1 when a test failed)."""
+    if args.action == "run":
+        return _run(args)
+    if args.action == "test":
+        return _test(args)
+    shipped = _shipped()
+    if args.action == "list":
+        for name, path in shipped.items():
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            sys.stdout.write(
+                f"{name}\t{raw.get('resource', '?')}\t{raw.get('title', raw.get('description', ''))}\n"
+            )
+        return 0
+    if args.name not in shipped:
+        raise InvalidInputError(
+            "name", "is not a shipped view", value=args.name, allowed=", ".join(shipped) or "none"
+        )
+    sys.stdout.write(shipped[args.name].read_text(encoding="utf-8"))
+    return 0

@@ -1,0 +1,162 @@
+"""The three back ends behind one small interface, and the readers of view input.
+
+``python`` runs the closures of :mod:`magstat.views.pyeval`; ``duckdb`` and ``spark`` run the
+one SQL query that :mod:`magstat.views.sql` compiles from the view. DuckDB and PySpark are
+imported only when their engine is asked for (the ``batch`` and ``spark`` extras).
+
+.. versionadded:: 0.2.0
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from magstat.errors import InvalidInputError
+from magstat.views.definition import View, parse_view
+from magstat.views.pyeval import compile_view
+
+__all__ = ["ENGINES", "Engine", "get_engine", "ndjson_files", "read_resources"]
+
+ENGINES = ("python", "duckdb", "spark")
+
+
+class Engine(Protocol):
+    """What every back end offers."""
+
+    name: str
+
+    def evaluate(
+        self, raw_view: object, resources: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Rows of a view over resources in memory: (column names, rows as dicts)."""
+        ...
+
+    def run(self, view: View, source: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+        """Rows of a view over an input path (NDJSON file or folder, JSON array or Bundle)."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+        ...
+
+
+def ndjson_files(source: Path) -> list[Path]:
+    """The NDJSON files (plain or gzip) at ``source``: the file itself or a folder's, sorted."""
+    if source.is_dir():
+        found = sorted(
+            p
+            for p in source.iterdir()
+            if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"))
+        )
+        if not found:
+            raise InvalidInputError(str(source), "the folder holds no .ndjson or .ndjson.gz file")
+        return found
+    if not source.exists():
+        raise InvalidInputError(str(source), "no such file or folder")
+    return [source]
+
+
+def _open(path: Path) -> Any:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def _is_json_document(path: Path) -> bool:
+    """A ``.json`` file holding a Bundle, an array or one resource (not NDJSON)."""
+    return path.is_file() and path.name.endswith((".json", ".json.gz"))
+
+
+def read_resources(source: Path) -> Iterator[dict[str, Any]]:
+    """Resources from a JSON array, a Bundle, one resource, or NDJSON (plain or gzip).
+
+    Raises:
+        InvalidInputError: a line or document is not JSON (named by file and line).
+
+    """
+    if _is_json_document(source):
+        with _open(source) as handle:
+            try:
+                doc = json.load(handle)
+            except ValueError as exc:
+                raise InvalidInputError(str(source), f"is not JSON: {exc}") from exc
+        if isinstance(doc, list):
+            items = doc
+        elif isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+            items = [e.get("resource") for e in doc.get("entry", []) if isinstance(e, dict)]
+        else:
+            items = [doc]
+        yield from (r for r in items if isinstance(r, dict))
+        return
+    for path in ndjson_files(source):
+        with _open(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    resource = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInputError(f"{path.name}:{number}", f"is not JSON: {exc.msg}") from exc
+                if isinstance(resource, dict):
+                    yield resource
+
+
+class PythonEngine:
+    """The in-process evaluator."""
+
+    name = "python"
+
+    def evaluate(
+        self, raw_view: object, resources: Sequence[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Rows of a view over resources in memory."""
+        compiled = compile_view(parse_view(raw_view))
+        return list(compiled.names), list(compiled.run(resources))
+
+    def run(self, view: View, source: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
+        """Rows of a view over an input path, streamed."""
+        compiled = compile_view(view)
+        return list(compiled.names), compiled.run(read_resources(source))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def write_temp_ndjson(resources: Sequence[dict[str, Any]]) -> Path:
+    """Write resources to a temporary NDJSON file (the caller deletes it)."""
+    fd, name = tempfile.mkstemp(suffix=".ndjson", prefix="magstat-view-")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for resource in resources:
+            handle.write(json.dumps(resource) + "\n")
+    return Path(name)
+
+
+def get_engine(name: str, **options: Any) -> Engine:
+    """The engine called ``name`` (python, duckdb or spark).
+
+    Raises:
+        InvalidInputError: the name is unknown, or its extra is not installed.
+
+    """
+    if name == "python":
+        return PythonEngine()
+    extra = {"duckdb": "magstat[batch]", "spark": "magstat[spark]"}.get(name)
+    if extra is not None:
+        try:
+            from magstat.views import sql  # noqa: PLC0415 - optional extras
+
+            return sql.DuckDBEngine() if name == "duckdb" else sql.SparkEngine(**options)
+        except ImportError as exc:
+            raise InvalidInputError(
+                "engine",
+                f"the {name} engine is not installed ({exc.name})",
+                value=name,
+                allowed=f"pip install '{extra}'",
+            ) from None
+    raise InvalidInputError("engine", "is not a view engine", value=name, allowed=", ".join(ENGINES))

@@ -1,0 +1,191 @@
+"""``magstat views run|test|list|show``: the command-line contract."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from magstat.cli import main
+from tests.views.conftest import SUITE
+
+VIEW = {
+    "resourceType": "ViewDefinition",
+    "resource": "Patient",
+    "select": [
+        {"column": [{"name": "id", "path": "id"}, {"name": "family", "path": "name.family.first()"}]},
+        {"forEachOrNull": "telecom", "column": [{"name": "system", "path": "system"}]},
+    ],
+}
+RESOURCES: list[dict[str, Any]] = [
+    {"resourceType": "Patient", "id": "p1", "name": [{"family": "Ames"}], "telecom": [{"system": "phone"}]},
+    {"resourceType": "Patient", "id": "p2"},
+    {"resourceType": "Observation", "id": "o1"},
+]
+EXPECTED = [
+    {"id": "p1", "family": "Ames", "system": "phone"},
+    {"id": "p2", "family": None, "system": None},
+]
+
+
+@pytest.fixture
+def view_file(tmp_path: Path) -> Path:
+    """The test view as a JSON file."""
+    path = tmp_path / "view.json"
+    path.write_text(json.dumps(VIEW), encoding="utf-8")
+    return path
+
+
+def _ndjson(path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in RESOURCES), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_run_writes_ndjson_rows_in_column_order(
+    engine: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """By default one JSON object per row goes to stdout, keys in the view's column order."""
+    source = _ndjson(tmp_path / "Patient.ndjson")
+    assert 0 == main(["views", "run", str(view_file), "--input", str(source), "--engine", engine])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert EXPECTED == sorted(rows, key=lambda r: r["id"])
+    assert [["id", "family", "system"]] * 2 == [list(r) for r in rows]
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_run_reads_gzip_folders_bundles_and_arrays(
+    engine: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """A folder of gzip NDJSON, a Bundle and a JSON array give the same rows."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    with gzip.open(folder / "Patient.ndjson.gz", "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in RESOURCES)
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(json.dumps({"resourceType": "Bundle", "entry": [{"resource": r} for r in RESOURCES]}))
+    array = tmp_path / "array.json"
+    array.write_text(json.dumps(RESOURCES))
+    for source in (folder, bundle, array):
+        assert 0 == main(["views", "run", str(view_file), "--input", str(source), "--engine", engine])
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert EXPECTED == sorted(rows, key=lambda r: r["id"])
+
+
+def test_run_writes_csv_and_parquet(view_file: Path, tmp_path: Path) -> None:
+    """CSV has a header row in column order; Parquet has the view's columns."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    source = _ndjson(tmp_path / "Patient.ndjson")
+    out_csv = tmp_path / "rows.csv"
+    assert 0 == main(
+        ["views", "run", str(view_file), "--input", str(source), "--format", "csv", "--out", str(out_csv)]
+    )
+    lines = out_csv.read_text(encoding="utf-8").splitlines()
+    assert ["id,family,system", "p1,Ames,phone", "p2,,"] == [lines[0], *sorted(lines[1:])]
+    out_pq = tmp_path / "rows.parquet"
+    assert 0 == main(
+        ["views", "run", str(view_file), "--input", str(source), "--format", "parquet", "--out", str(out_pq)]
+    )
+    table = pq.read_table(out_pq)
+    assert ["id", "family", "system"] == table.column_names
+    assert EXPECTED == sorted(table.to_pylist(), key=lambda r: r["id"])
+
+
+@pytest.mark.parametrize(
+    ("view", "needle"),
+    [
+        ({"select": [{"column": [{"name": "id", "path": "id"}]}]}, "resource"),
+        ({"resource": "Patient", "select": [{"forEach": "@@"}]}, "forEach"),
+        (
+            {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "name.where(use = %x)"}]}]},
+            "%x",
+        ),
+        (
+            {
+                "resource": "Patient",
+                "select": [
+                    {
+                        "unionAll": [
+                            {"column": [{"name": "a", "path": "id"}]},
+                            {"column": [{"name": "b", "path": "id"}]},
+                        ]
+                    }
+                ],
+            },
+            "unionAll[1]",
+        ),
+    ],
+)
+def test_run_refuses_an_invalid_view_with_exit_2(
+    view: dict[str, Any], needle: str, tmp_path: Path, capsys: Any
+) -> None:
+    """A view the specification says must fail exits 2 with a message naming the problem."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(view), encoding="utf-8")
+    source = _ndjson(tmp_path / "Patient.ndjson")
+    assert 2 == main(["views", "run", str(path), "--input", str(source)])
+    err = capsys.readouterr().err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_run_refuses_several_values_in_a_plain_column(engine: str, tmp_path: Path, capsys: Any) -> None:
+    """A path giving several values for a non-collection column exits 2 naming the column."""
+    path = tmp_path / "view.json"
+    path.write_text(
+        json.dumps({"resource": "Patient", "select": [{"column": [{"name": "fam", "path": "name.family"}]}]})
+    )
+    source = tmp_path / "p.ndjson"
+    source.write_text(
+        json.dumps({"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B"}]}) + "\n"
+    )
+    assert 2 == main(["views", "run", str(path), "--input", str(source), "--engine", engine])
+    assert "column fam" in capsys.readouterr().err
+
+
+def test_test_command_writes_the_specification_report(tmp_path: Path, capsys: Any) -> None:
+    """views test writes {file: {tests: [{name, result: {passed}}]}} and prints the pass count."""
+    report = tmp_path / "report.json"
+    files = [str(SUITE / "basic.json"), str(SUITE / "fn_join.json")]
+    assert 0 == main(["views", "test", *files, "--engine", "python", "--report", str(report)])
+    assert "python: 14/14 passed" in capsys.readouterr().out
+    doc = json.loads(report.read_text(encoding="utf-8"))
+    assert ["basic.json", "fn_join.json"] == sorted(doc)
+    assert {"name": "basic attribute", "result": {"passed": True}} == doc["basic.json"]["tests"][0]
+
+
+def test_show_unknown_view_exits_2(capsys: Any) -> None:
+    """views show with a name that is not shipped exits 2 and says which names exist."""
+    assert 2 == main(["views", "show", "no-such-view"])
+    assert "no-such-view" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_run_refuses_a_malformed_ndjson_line(
+    engine: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """A line that is not JSON exits 2 with a message naming the file, not a traceback."""
+    source = tmp_path / "broken.ndjson"
+    source.write_text('{"resourceType": "Patient", "id": "a"}\n{not json\n', encoding="utf-8")
+    assert 2 == main(["views", "run", str(view_file), "--input", str(source), "--engine", engine])
+    err = capsys.readouterr().err
+    assert "broken.ndjson" in err
+    assert "Traceback" not in err
+
+
+def test_list_and_show_print_shipped_views(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """views list names each shipped view with its resource; views show prints the JSON."""
+    from magstat.cli import views as views_cli  # noqa: PLC0415 - the module under test
+
+    path = tmp_path / "patient.json"
+    path.write_text(json.dumps({**VIEW, "title": "Patients"}), encoding="utf-8")
+    monkeypatch.setattr(views_cli, "_shipped", lambda: {"patient": path})
+    assert 0 == main(["views", "list"])
+    assert "patient\tPatient\tPatients\n" == capsys.readouterr().out
+    assert 0 == main(["views", "show", "patient"])
+    assert "Patient" == json.loads(capsys.readouterr().out)["resource"]

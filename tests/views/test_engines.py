@@ -1,0 +1,121 @@
+"""The back ends agree, and the SQL back ends fail loudly where they have a limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from magstat.errors import InvalidInputError
+from magstat.views import get_engine, parse_view
+from magstat.views.sql import REPEAT_DEPTH
+
+REPEAT_VIEW = {
+    "resource": "QuestionnaireResponse",
+    "select": [{"repeat": ["item"], "column": [{"name": "linkId", "path": "linkId"}]}],
+}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    item: dict[str, Any] = {"linkId": str(depth)}
+    for level in range(depth - 1, 0, -1):
+        item = {"linkId": str(level), "item": [item]}
+    return {"resourceType": "QuestionnaireResponse", "id": "q", "item": [item]}
+
+
+def test_python_repeat_has_no_depth_limit() -> None:
+    """The in-process evaluator follows repeat to any depth."""
+    depth = REPEAT_DEPTH + 4
+    _, rows = get_engine("python").evaluate(REPEAT_VIEW, [_nested(depth)])
+    assert [str(n) for n in range(1, depth + 1)] == [r["linkId"] for r in rows]
+
+
+def test_duckdb_repeat_deeper_than_its_limit_fails_loudly() -> None:
+    """DuckDB refuses a resource nested deeper than REPEAT_DEPTH rather than dropping levels."""
+    pytest.importorskip("duckdb")
+    engine = get_engine("duckdb")
+    try:
+        _, rows = engine.evaluate(REPEAT_VIEW, [_nested(REPEAT_DEPTH)])
+        assert REPEAT_DEPTH == len(rows)
+        with pytest.raises(InvalidInputError, match="deeper than"):
+            engine.evaluate(REPEAT_VIEW, [_nested(REPEAT_DEPTH + 1)])
+    finally:
+        engine.close()
+
+
+def test_duckdb_reads_a_parquet_resource_column(tmp_path: Path) -> None:
+    """A Parquet file with the resource JSON in a 'resource' column gives the NDJSON rows."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    resources = [
+        {"resourceType": "Patient", "id": "a", "active": True},
+        {"resourceType": "Patient", "id": "b"},
+    ]
+    path = tmp_path / "patients.parquet"
+    pq.write_table(pa.table({"resource": [json.dumps(r) for r in resources]}), path)
+    view = parse_view(
+        {
+            "resource": "Patient",
+            "select": [{"column": [{"name": "id", "path": "id"}, {"name": "a", "path": "active"}]}],
+        }
+    )
+    engine = get_engine("duckdb")
+    try:
+        _, rows = engine.run(view, path)
+        assert [{"id": "a", "a": True}, {"id": "b", "a": None}] == sorted(rows, key=lambda r: r["id"])
+    finally:
+        engine.close()
+
+
+def test_python_refuses_where_that_is_not_boolean() -> None:
+    """A where path giving a string is an error naming the where clause, not a silent filter."""
+    view = {
+        "resource": "Patient",
+        "select": [{"column": [{"name": "id", "path": "id"}]}],
+        "where": [{"path": "gender"}],
+    }
+    with pytest.raises(InvalidInputError, match=r"where\[0\]"):
+        get_engine("python").evaluate(view, [{"resourceType": "Patient", "id": "p", "gender": "female"}])
+
+
+OBSERVATION_VIEW = {
+    "resource": "Observation",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "getResourceKey()"},
+                {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
+                {"name": "loinc", "path": "code.coding.where(system = 'http://loinc.org').code.first()"},
+                {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                {"name": "unit", "path": "value.ofType(Quantity).code"},
+                {"name": "effective", "path": "effective.ofType(dateTime)"},
+                {"name": "codes", "path": "code.coding.code", "collection": True},
+            ]
+        },
+        {"forEachOrNull": "referenceRange", "column": [{"name": "low", "path": "low.value"}]},
+    ],
+    "where": [{"path": "status != 'entered-in-error'"}],
+}
+
+
+def test_python_and_duckdb_give_the_same_rows_for_the_fhir_fixtures(tmp_path: Path) -> None:
+    """Every FHIR bundle in tests/data/fhir flattens to the same rows on both back ends."""
+    pytest.importorskip("duckdb")
+    fixtures = sorted((Path(__file__).resolve().parents[1] / "data" / "fhir").glob("*.json"))
+    resources: list[dict[str, Any]] = []
+    for path in fixtures:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("resourceType") == "Bundle":
+            resources.extend(e["resource"] for e in doc.get("entry", []) if "resource" in e)
+    assert resources
+    _, expected = get_engine("python").evaluate(OBSERVATION_VIEW, resources)
+    engine = get_engine("duckdb")
+    try:
+        _, actual = engine.evaluate(OBSERVATION_VIEW, resources)
+    finally:
+        engine.close()
+    assert expected
+    key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731 - a sort key
+    assert sorted(expected, key=key) == sorted(actual, key=key)
