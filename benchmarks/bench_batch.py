@@ -2,10 +2,13 @@
 
 Run from the project root (it takes a few minutes and about 3 GB of temporary disk):
 
-    .venv/bin/python benchmarks/bench_batch.py [--sizes 100,300,1000] [--no-spark] [--data DIR]
+    .venv/bin/python benchmarks/bench_batch.py [--sizes 100,300,1000] [--no-spark] [--data DIR] [--patients DIR]
 
-For each size (MB of NDJSON) it writes a population with the seeded generator (the shared
-Synthea patients replicated with fresh ids, as a Bulk Data export), warms the page cache, then
+``--patients`` names the source bundles: a folder holding ``synthea/`` and ``synthea-py/``
+(``.json`` or ``.json.gz``); the default is the repository's small test set, ``tests/data``.
+
+For each size (MB of NDJSON) it writes a population with the seeded generator (the
+``--patients`` bundles replicated with fresh ids, as a Bulk Data export), warms the page cache, then
 runs, each in its own process:
 
 - ``scan-objects``: ``read_ndjson_objects`` over every file, reading each line's
@@ -41,7 +44,7 @@ from magstat.batch import ScreenOptions, screen
 from magstat.batch.popgen import source_bundles, write_bulk
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_PATIENTS = ROOT / "tests" / "data"
 AS_OF = dt.date(2020, 1, 1)
 
 
@@ -118,14 +121,14 @@ def measure(kind: str, data: Path, work: Path) -> dict:
     return result
 
 
-def population(size_mb: int, folder: Path) -> tuple[int, int]:
+def population(size_mb: int, folder: Path, patients: Path) -> tuple[int, int]:
     marker = folder / ".population.json"
     if marker.exists():
         info = json.loads(marker.read_text())
         return info["bytes"], info["patients"]
     shutil.rmtree(folder, ignore_errors=True)
     made = write_bulk(
-        source_bundles(SHARED / "synthea", SHARED / "synthea-py"),
+        source_bundles(patients / "synthea", patients / "synthea-py"),
         folder,
         target_bytes=size_mb * 10**6,
         seed=2024,
@@ -149,6 +152,9 @@ def main() -> None:
         "--repeat", type=int, default=3, help="runs of each DuckDB measurement; the fastest is kept"
     )
     parser.add_argument("--data", type=Path, help="keep the generated populations here (default: a temp dir)")
+    parser.add_argument(
+        "--patients", type=Path, default=DEFAULT_PATIENTS, help="source bundles: synthea/ and synthea-py/"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -168,7 +174,7 @@ def main() -> None:
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             folder = base / f"pop-{size}MB"
-            nbytes, patients = population(size, folder)
+            nbytes, patients = population(size, folder, args.patients)
             warm(folder)
             for kind in kinds:
                 tries = [

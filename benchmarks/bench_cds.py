@@ -2,13 +2,16 @@
 
 Run from the project root (after the README's set-up command):
 
-    .venv/bin/python benchmarks/bench_cds.py [--rates 100 300] [--seconds 30] [--warmup 5]
+    .venv/bin/python benchmarks/bench_cds.py [--rates 100 300] [--seconds 30] [--warmup 5] [--patients DIR]
+
+``--patients`` names a folder holding ``synthea/`` and ``synthea-py/`` FHIR bundles (``.json``
+or ``.json.gz``); the default is the repository's small test set, ``tests/data``.
 
 What it does:
 
 1. Starts ``magstat serve`` in its own process on a free port, with authentication on (a JWKS
    file made here) and its JSON access log written to a temporary file.
-2. Builds one patient-view request per shared Synthea patient (75 records, both sets), each with
+2. Builds one patient-view request per synthetic patient of ``--patients`` (both sets), each with
    the prefetch an EHR sends for the service's own templates, drawn from the full record.
 3. Signs one JWT per request in advance (ES384, a fresh ``jti`` each, as an EHR does).
 4. Sends requests at a fixed rate (open loop: a request is sent at its scheduled time whether or
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_PATIENTS = ROOT / "tests" / "data"
 sys.path.insert(0, str(ROOT))
 
 from tests.service.ehr import Record, Signer, prefetch_for  # noqa: E402
@@ -56,14 +59,17 @@ SERVER = (
 PATH = "/cds-services/magstat-patient-view"
 
 
-def records() -> list[Record]:
-    """Every shared Synthea patient."""
+def records(root: Path) -> list[Record]:
+    """Every synthetic patient of both sets under ``root``."""
     out = []
-    for path in sorted((SHARED / "synthea").glob("*.json")):
-        if not path.name.startswith(("hospital", "practitioner")):
-            out.append(Record(json.loads(path.read_bytes())))
-    for path in sorted((SHARED / "synthea-py").glob("*.json.gz")):
-        out.append(Record(json.loads(gzip.decompress(path.read_bytes()))))
+    for name in ("synthea", "synthea-py"):
+        for path in sorted((root / name).glob("*.json*")):
+            if path.name.startswith(("hospital", "practitioner")) or not path.name.endswith((".json", ".gz")):
+                continue
+            raw = path.read_bytes()
+            out.append(Record(json.loads(gzip.decompress(raw) if path.name.endswith(".gz") else raw)))
+    if not out:
+        raise SystemExit(f"no FHIR bundles in {root}/synthea or {root}/synthea-py")
     return out
 
 
@@ -210,10 +216,13 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 300.0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument(
+        "--patients", type=Path, default=DEFAULT_PATIENTS, help="folder with synthea/ and synthea-py/"
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()
-    patients = records()
+    patients = records(args.patients)
     payloads = bodies(patients)
     signer = Signer()
     port = free_port()

@@ -1,8 +1,11 @@
-"""Throughput of the core and of FHIR-bundle-to-assessment, on the shared Synthea patients.
+"""Throughput of the core and of FHIR-bundle-to-assessment, on synthetic Synthea patients.
 
 Run from the project root:
 
-    .venv/bin/python benchmarks/bench_core.py [--seconds 5]
+    .venv/bin/python benchmarks/bench_core.py [--seconds 5] [--patients DIR]
+
+``--patients`` names a folder holding ``synthea/`` and ``synthea-py/`` FHIR bundles (``.json``
+or ``.json.gz``); the default is the repository's small test set, ``tests/data``.
 
 It prints one JSON object: patients per second of ``assess`` on facts already built (one core,
 one process), and the per-patient time of parse + FHIR adapter + assess for each data set.
@@ -23,23 +26,25 @@ from pathlib import Path
 
 from magstat.adapters.fhir import facts_from_fhir
 from magstat.adapters.read import facts_from_data
-from magstat.cli.demo import demo_patients
 from magstat.core import assess
+from magstat.demo import demo_patients
 from magstat.kb import load
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_PATIENTS = ROOT / "tests" / "data"
 
 
-def bundles() -> list[tuple[str, bytes]]:
-    """Every patient bundle of both shared data sets, as raw bytes."""
+def bundles(root: Path) -> list[tuple[str, bytes]]:
+    """Every patient bundle of both sets under ``root``, as (set name, raw JSON bytes)."""
     out = []
-    for path in sorted((SHARED / "synthea").glob("*.json")):
-        if path.name.startswith(("hospital", "practitioner")):
-            continue
-        out.append((path.name, path.read_bytes()))
-    for path in sorted((SHARED / "synthea-py").glob("*.json.gz")):
-        out.append((path.name, gzip.decompress(path.read_bytes())))
+    for name in ("synthea", "synthea-py"):
+        for path in sorted((root / name).glob("*.json*")):
+            if path.name.startswith(("hospital", "practitioner")) or not path.name.endswith((".json", ".gz")):
+                continue
+            raw = path.read_bytes()
+            out.append((name, gzip.decompress(raw) if path.name.endswith(".gz") else raw))
+    if not out:
+        raise SystemExit(f"no FHIR bundles in {root}/synthea or {root}/synthea-py")
     return out
 
 
@@ -70,9 +75,12 @@ def loop(facts: list, kb: object, seconds: float) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="time budget of the assess loop")
+    parser.add_argument(
+        "--patients", type=Path, default=DEFAULT_PATIENTS, help="folder with synthea/ and synthea-py/"
+    )
     args = parser.parse_args()
     kb = load()
-    raw = bundles()
+    raw = bundles(args.patients)
     facts = []
     per_patient_ms = {"synthea": [], "synthea-py": []}
     for name, data in raw:
@@ -82,7 +90,7 @@ def main() -> None:
         f = facts_from_fhir(bundle, kb, as_of=as_of, strict=False)
         assess(f, kb)
         elapsed = (time.perf_counter() - start) * 1000
-        per_patient_ms["synthea-py" if name.endswith(".gz") else "synthea"].append(elapsed)
+        per_patient_ms[name].append(elapsed)
         facts.append(f)
     # The assess loop: facts already built, one core. Full lifetime records (hundreds of labs,
     # conditions and orders each) and compact documents (what a clinician enters) are timed
@@ -100,6 +108,7 @@ def main() -> None:
                 "date": dt.datetime.now(dt.UTC).date().isoformat(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                 "patients": len(facts),
+                "patients_folder": str(args.patients),
                 "assess_per_second": round(count / elapsed),
                 "assess_us_per_patient": round(elapsed / count * 1e6, 1),
                 "compact_documents": len(compact),

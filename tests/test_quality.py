@@ -47,11 +47,40 @@ def test_core_does_no_io():
     assert [] == found
 
 
-def test_ruff_clean():
-    """ruff finds nothing in src, tests and benchmarks."""
+def _imported_modules(path) -> list[str]:
+    """The absolute names a module imports (``from magstat import cli`` counts as magstat.cli)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return names
+
+
+def test_surfaces_below_the_cli_do_not_import_it():
+    """The service, web app, screening and demo catalogue never import the CLI (no import cycle)."""
+    offenders = []
+    for part in ("web", "service", "batch", "demo", "adapters", "render"):
+        for path in sorted((ROOT / "src" / "magstat" / part).rglob("*.py")):
+            offenders += [
+                f"{path.relative_to(ROOT)}: {name}"
+                for name in _imported_modules(path)
+                if name == "magstat.cli" or name.startswith("magstat.cli.")
+            ]
+    assert [] == offenders
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check", "src", "tests", "benchmarks"], ["format", "--check", "src", "tests", "benchmarks"]],
+    ids=["check", "format"],
+)
+def test_ruff_clean(command):
+    """ruff finds nothing to fix or reformat in src, tests and benchmarks."""
     pytest.importorskip("ruff")
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "src", "tests", "benchmarks"],
+        [sys.executable, "-m", "ruff", *command],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -71,3 +100,16 @@ def test_mypy_strict_clean():
         check=False,
     )
     assert 0 == result.returncode, result.stdout[-3000:]
+
+
+def test_one_version_number():
+    """The version is written once (magstat.__version__); the installed metadata reads it from there."""
+    import importlib.metadata  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    import magstat  # noqa: PLC0415
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert "version" not in project
+    assert ["version"] == project["dynamic"]
+    assert magstat.__version__ == importlib.metadata.version("magstat")

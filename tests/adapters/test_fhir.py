@@ -17,14 +17,11 @@ from magstat.adapters.fhir import facts_from_fhir, is_fhir
 from magstat.core.facts import PatientFacts
 from magstat.errors import InvalidInputError
 from magstat.kb import KnowledgeBase
-from tests.conftest import DATA, SHARED
+from tests.conftest import DATA, SYNTHEA_PY, every_patient, synthea
 
 FHIR = DATA / "fhir"
 AS_OF = date(2024, 6, 30)
 MG_MOLAR_MASS = 24.305  # g/mol, the knowledge base's analyte entry (magnesium)
-
-SYNTHEA = sorted((SHARED / "synthea").glob("*.json"))
-SYNTHEA_PY = sorted((SHARED / "synthea-py").glob("*.json.gz"))
 
 
 def load(name: str) -> dict[str, Any]:
@@ -33,7 +30,7 @@ def load(name: str) -> dict[str, Any]:
 
 
 def load_shared(path: Path) -> dict[str, Any]:
-    """Read a shared Synthea bundle, plain or gzip."""
+    """Read a Synthea bundle of tests/data, plain or gzip."""
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     return json.loads(raw)
 
@@ -84,11 +81,10 @@ def bundle_of(*resources: Any) -> dict[str, Any]:
     }
 
 
-# --- the shared Synthea data ---------------------------------------------------------------
+# --- the synthetic Synthea patients (tests/data) ---------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SYNTHEA, reason="shared Synthea data not present")
-@pytest.mark.parametrize("path", SYNTHEA, ids=lambda p: p.name[:24])
+@pytest.mark.parametrize("path", every_patient("synthea", patients_only=False), ids=lambda p: p.name[:24])
 def test_every_synthea_bundle_converts(kb, path):
     """Every Synthea bundle converts strictly at its latest date, with nothing excluded."""
     bundle = load_shared(path)
@@ -96,8 +92,7 @@ def test_every_synthea_bundle_converts(kb, path):
     assert () == facts.excluded
 
 
-@pytest.mark.skipif(not SYNTHEA_PY, reason="shared synthea-py data not present")
-@pytest.mark.parametrize("path", SYNTHEA_PY, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", every_patient("synthea-py"), ids=lambda p: p.name)
 def test_every_synthea_py_bundle_converts(kb, path):
     """Every synthea-py bundle converts strictly at its latest date, with nothing excluded."""
     bundle = load_shared(path)
@@ -105,11 +100,9 @@ def test_every_synthea_py_bundle_converts(kb, path):
     assert () == facts.excluded
 
 
-@pytest.mark.skipif(not SYNTHEA, reason="shared Synthea data not present")
 def test_synthea_patient_on_hydrochlorothiazide(kb):
     """Antonio Castellanos's active hydrochlorothiazide order is a current thiazide, with origin."""
-    path = SHARED / "synthea" / "Antonio_Castellanos_6d2eba67-5b4a-403f-a29f-e6da3f1ea963.json"
-    bundle = load_shared(path)
+    bundle = load_shared(synthea("Antonio_Castellanos"))
     facts = read(bundle, kb, as_of=latest_date(bundle))
     hctz = [m for m in facts.medications or () if "hydrochlorothiazide" in m.drugs]
     assert 1 == len(hctz)
@@ -122,11 +115,9 @@ def test_synthea_patient_on_hydrochlorothiazide(kb):
     assert "male" == facts.sex
 
 
-@pytest.mark.skipif(not SYNTHEA, reason="shared Synthea data not present")
 def test_synthea_egfr_in_ml_min_is_read_as_mdrd(kb):
     """Synthea eGFR (33914-3), sometimes in plain mL/min, is read with the MDRD equation."""
-    path = SHARED / "synthea" / "Coleman_Ortiz_70e00093-a3d5-42bc-8186-eface8432c02.json"
-    bundle = load_shared(path)
+    bundle = load_shared(synthea("Coleman_Ortiz"))
     facts = read(bundle, kb, as_of=latest_date(bundle))
     egfr = [lab for lab in facts.labs if "egfr" == lab.test]
     assert [] != egfr
@@ -134,10 +125,9 @@ def test_synthea_egfr_in_ml_min_is_read_as_mdrd(kb):
     assert {"mL/min/{1.73_m2}"} == {lab.unit for lab in egfr}
 
 
-@pytest.mark.skipif(not SYNTHEA_PY, reason="shared synthea-py data not present")
 def test_synthea_py_serum_mg_in_mg_dl_is_converted(kb):
     """A serum Mg of 1.6495 mg/dL (19123-9) becomes mg/dL x 10 / 24.305 mmol/L, lab range too."""
-    bundle = load_shared(SHARED / "synthea-py" / "patient-07.json.gz")
+    bundle = load_shared(SYNTHEA_PY / "patient-07.json.gz")
     facts = read(bundle, kb, as_of=latest_date(bundle))
     [lab] = [
         lab for lab in facts.labs if "Observation/aa0a80ba-e87d-4106-a3ed-a3be7f2b477f" == lab.origin.resource
@@ -152,10 +142,9 @@ def test_synthea_py_serum_mg_in_mg_dl_is_converted(kb):
     assert "LOINC 19123-9" == lab.origin.matched_by
 
 
-@pytest.mark.skipif(not SYNTHEA_PY, reason="shared synthea-py data not present")
 def test_medication_administration_is_not_read(kb):
     """synthea-py MedicationAdministrations (single doses) add nothing to the medication list."""
-    bundle = load_shared(SHARED / "synthea-py" / "patient-01.json.gz")
+    bundle = load_shared(SYNTHEA_PY / "patient-01.json.gz")
     facts = read(bundle, kb, as_of=latest_date(bundle))
     assert [] == [m for m in facts.medications or () if m.origin.resource.startswith("MedicationAdmin")]
 

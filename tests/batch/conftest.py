@@ -1,4 +1,7 @@
-"""Fixtures of the screening tests: the shared Synthea patients as a Bulk Data export."""
+"""Fixtures of the screening tests: the synthetic patients of tests/data as a Bulk Data export.
+
+With ``MAGSTAT_FULL_DATA`` set (see tests/conftest.py) the parity tests run on that larger set.
+"""
 
 from __future__ import annotations
 
@@ -14,24 +17,34 @@ from magstat.adapters.fhir import facts_from_fhir
 from magstat.batch.popgen import read_bundle, write_bulk
 from magstat.batch.rows import canonical_json
 from magstat.core import assess
-from tests.conftest import SHARED
+from tests.conftest import every_patient
 
 AS_OF = dt.date(2020, 1, 1)
-"""A date inside every shared record (the Synthea sets end in 2019 and later)."""
+"""A date inside every test record (the Synthea sets end in 2019 and later)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "spark: runs Apache Spark in local mode (needs Java)")
 
 
+def synthea_set_files() -> list[Path]:
+    """The Synthea set: its patient bundles and its organisation/practitioner bundles."""
+    return every_patient("synthea", patients_only=False)
+
+
+def synthea_py_files() -> list[Path]:
+    """The synthea-py set's patient bundles (these carry serum magnesium and PPIs)."""
+    return every_patient("synthea-py")
+
+
 def synthea_files() -> list[Path]:
-    """Every patient bundle of both shared sets, and Synthea's organisation/practitioner files."""
-    return sorted((SHARED / "synthea").glob("*.json")) + sorted((SHARED / "synthea-py").glob("*.json.gz"))
+    """Every bundle of both sets: Synthea (with its organisation/practitioner files), then synthea-py."""
+    return synthea_set_files() + synthea_py_files()
 
 
 @pytest.fixture(scope="session")
 def bundles() -> dict[str, dict]:
-    """Patient id -> the original bundle (both shared sets)."""
+    """Patient id -> the original bundle (both sets)."""
     out = {}
     for path in synthea_files():
         bundle = read_bundle(path)
@@ -59,14 +72,12 @@ def sha(result: dict) -> str:
 
 @pytest.fixture(scope="session")
 def bulk(tmp_path_factory) -> Path:
-    """Both shared sets as one Bulk Data export: Synthea plain, the Python set gzip in parts."""
+    """Both sets as one Bulk Data export: Synthea plain, the Python set gzip in parts."""
     root = tmp_path_factory.mktemp("bulk")
-    plain = [p for p in synthea_files() if p.suffix == ".json"]
-    write_bulk(plain, root)
+    write_bulk(synthea_set_files(), root)
     parts = tmp_path_factory.mktemp("bulk-py")
-    write_bulk(
-        [p for p in synthea_files() if p.name.endswith(".gz")], parts, compress=True, max_file_bytes=2_000_000
-    )
+    # Parts small enough that the repository's few patients still span several files per type.
+    write_bulk(synthea_py_files(), parts, compress=True, max_file_bytes=1_000_000)
     for path in parts.iterdir():
         # Same type names in both: the second set's files are parts 101, 102 ...
         rtype, _, rest = path.name.partition(".")

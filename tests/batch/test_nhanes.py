@@ -2,7 +2,7 @@
 
 Wang et al. (J Clin Endocrinol Metab 2024;109:e2324, Table 1) report the survey-weighted MDS
 distribution of 15,565 adults in NHANES 2003-2018: 44.2, 35.8, 14.2, 4.7, 1.05 and 0.03 % for
-scores 0 to 5. The shared extract holds one of those eight cycles (2017-2018), so the check is
+scores 0 to 5. The extract in tests/data/nhanes holds one of those eight cycles (2017-2018), so the check is
 against that table with a tolerance of 3 percentage points per score. The differences, and why
 they are expected, are written up in docs/screening.md ("How the cohort matches the papers"):
 one cycle instead of eight (drinking, PPI and diuretic use changed over 2003-2018), CKD-EPI 2021
@@ -18,7 +18,7 @@ import pytest
 from magstat.batch import ScreenOptions, screen
 from magstat.batch.readers import nhanes
 from tests.batch.conftest import AS_OF
-from tests.conftest import SHARED
+from tests.conftest import NHANES
 
 PUBLISHED_WEIGHTED = {"0": 44.2, "1": 35.8, "2": 14.2, "3": 4.7, "4": 1.05, "5": 0.03}
 TOLERANCE = 3.0
@@ -27,7 +27,7 @@ TOLERANCE = 3.0
 @pytest.fixture(scope="module")
 def recall(tmp_path_factory):
     out = tmp_path_factory.mktemp("nhanes") / "recall"
-    return screen(ScreenOptions(input=SHARED / "nhanes", out=out, as_of=AS_OF)), out
+    return screen(ScreenOptions(input=NHANES, out=out, as_of=AS_OF)), out
 
 
 def test_format_is_detected_and_every_participant_assessed(recall):
@@ -77,9 +77,7 @@ def test_knowledge_base_agrees_with_multum(recall):
 
 def test_questionnaire_alcohol(tmp_path):
     """--nhanes-alcohol alq uses ALQ121 x ALQ130 and the examination weight."""
-    outcome = screen(
-        ScreenOptions(input=SHARED / "nhanes", out=tmp_path / "alq", as_of=AS_OF, nhanes_alcohol="alq")
-    )
+    outcome = screen(ScreenOptions(input=NHANES, out=tmp_path / "alq", as_of=AS_OF, nhanes_alcohol="alq"))
     assert "alq" == outcome.summary["cohort"]["alcohol"]
     assert outcome.summary["cohort"]["weight"].startswith("WTMEC2YR")
     weighted = outcome.summary["mds_distribution_weighted"]

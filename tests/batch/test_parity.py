@@ -7,7 +7,7 @@ import pytest
 
 from magstat.batch import ScreenOptions, screen
 from magstat.batch.popgen import write_bulk
-from tests.batch.conftest import AS_OF, sha, synthea_files
+from tests.batch.conftest import AS_OF, sha, synthea_py_files, synthea_set_files
 
 CLINICAL = (
     "status",
@@ -94,7 +94,7 @@ def test_workers_give_the_same_bytes(duckdb_run, bulk, tmp_path):
 
 def test_generated_population_matches_its_sources(tmp_path, expected):
     """Replicas with fresh ids (seeded) give their source patient's results."""
-    sources = [p for p in synthea_files() if p.name.endswith(".gz")][:6]
+    sources = synthea_py_files()[:4] + synthea_set_files()[:2]
     population = write_bulk(sources, tmp_path / "pop", replicas=3, seed=11)
     assert 18 == population.patients
     screen(ScreenOptions(input=tmp_path / "pop", out=tmp_path / "out", as_of=AS_OF))
@@ -110,7 +110,7 @@ def test_generated_population_matches_its_sources(tmp_path, expected):
 
 def test_generator_is_seeded(tmp_path):
     """The same seed writes the same bytes; another seed gives other ids."""
-    sources = [p for p in synthea_files() if p.name.endswith(".gz")][:2]
+    sources = synthea_py_files()[:2]
     a = write_bulk(sources, tmp_path / "a", replicas=2, seed=5)
     b = write_bulk(sources, tmp_path / "b", replicas=2, seed=5)
     c = write_bulk(sources, tmp_path / "c", replicas=2, seed=6)

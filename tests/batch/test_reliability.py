@@ -18,13 +18,13 @@ from magstat.batch.issues import StrictError
 from magstat.batch.popgen import write_bulk
 from magstat.core import assess
 from magstat.errors import InvalidInputError
-from tests.batch.conftest import AS_OF, dumps, read_ndjson, synthea_files
+from tests.batch.conftest import AS_OF, dumps, read_ndjson, synthea_py_files
 
 
 @pytest.fixture
 def small(tmp_path) -> Path:
     """Three patients as a Bulk Data export."""
-    sources = [p for p in synthea_files() if p.name.endswith(".gz")][:3]
+    sources = synthea_py_files()[:3]
     write_bulk(sources, tmp_path / "bulk")
     return tmp_path / "bulk"
 

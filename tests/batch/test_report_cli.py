@@ -11,8 +11,8 @@ from magstat.batch import ScreenOptions, screen
 from magstat.batch.popgen import write_bulk
 from magstat.cli import screen as screen_cli
 from magstat.errors import InvalidInputError
-from tests.batch.conftest import AS_OF, synthea_files
-from tests.conftest import SHARED
+from tests.batch.conftest import AS_OF, synthea_py_files
+from tests.conftest import NHANES
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -23,7 +23,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_report_is_offline_with_every_plot(tmp_path):
     """report.html has the five plots as inline SVG and loads nothing from the network."""
-    screen(ScreenOptions(input=SHARED / "nhanes", out=tmp_path / "out", as_of=AS_OF))
+    screen(ScreenOptions(input=NHANES, out=tmp_path / "out", as_of=AS_OF))
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert 5 == page.count("<svg")
     assert "<script" not in page and "<link" not in page
@@ -41,7 +41,7 @@ def test_report_is_offline_with_every_plot(tmp_path):
 
 def test_command_screens_and_prints_a_summary(tmp_path, capsys):
     """`magstat screen DIR --out OUT --csv` exits 0, writes the files and prints where."""
-    write_bulk([p for p in synthea_files() if p.name.endswith(".gz")][:2], tmp_path / "bulk")
+    write_bulk(synthea_py_files()[:2], tmp_path / "bulk")
     code = screen_cli.run(
         parse(str(tmp_path / "bulk"), "--out", str(tmp_path / "out"), "--as-of", "2020-01-01", "--csv")
     )

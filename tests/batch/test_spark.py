@@ -9,8 +9,8 @@ import pytest
 
 from magstat.batch import ScreenOptions, screen
 from magstat.batch.popgen import write_bulk
-from tests.batch.conftest import AS_OF, sha, synthea_files
-from tests.conftest import SHARED
+from tests.batch.conftest import AS_OF, sha, synthea_py_files, synthea_set_files
+from tests.conftest import NHANES
 
 pytest.importorskip("pyspark")
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -20,10 +20,8 @@ if shutil.which("java") is None:  # pragma: no cover - depends on the machine
 
 
 def test_spark_fhir_matches_duckdb_and_assess(tmp_path, expected):
-    """A subset of both shared sets: Spark's results table equals DuckDB's, and assess's hashes."""
-    sources = [p for p in synthea_files() if p.name.endswith(".gz")][:5] + [
-        p for p in synthea_files() if p.name.startswith(("A", "B"))
-    ]
+    """A subset of both sets: Spark's results table equals DuckDB's, and assess's hashes."""
+    sources = synthea_py_files()[:5] + [p for p in synthea_set_files() if p.name.startswith(("A", "B"))]
     write_bulk(sources, tmp_path / "bulk", compress=True, max_file_bytes=1_500_000)
     screen(ScreenOptions(input=tmp_path / "bulk", out=tmp_path / "duck", as_of=AS_OF))
     outcome = screen(
@@ -41,9 +39,9 @@ def test_spark_fhir_matches_duckdb_and_assess(tmp_path, expected):
 
 def test_spark_nhanes_matches_duckdb(tmp_path):
     """NHANES records screened on Spark give DuckDB's table and weighted distribution."""
-    duck = screen(ScreenOptions(input=SHARED / "nhanes", out=tmp_path / "duck", as_of=AS_OF))
+    duck = screen(ScreenOptions(input=NHANES, out=tmp_path / "duck", as_of=AS_OF))
     spark = screen(
-        ScreenOptions(input=SHARED / "nhanes", out=tmp_path / "spark", as_of=AS_OF, engine="spark", threads=2)
+        ScreenOptions(input=NHANES, out=tmp_path / "spark", as_of=AS_OF, engine="spark", threads=2)
     )
     assert pq.read_table(tmp_path / "duck" / "results.parquet").equals(
         pq.read_table(tmp_path / "spark" / "results.parquet")

@@ -1,4 +1,7 @@
-"""Every shared synthetic patient through the CLI, and golden files for hand-checked ones.
+"""Every synthetic test patient through the CLI, and golden files for hand-checked ones.
+
+The patients are the repository's sets in tests/data (``MAGSTAT_FULL_DATA`` names a larger set
+for the every-patient loop; the golden patients always come from the repository).
 
 Set MAGSTAT_UPDATE_GOLDEN=1 to rewrite the golden files after a reviewed change; the diff is
 then read by a person before it is committed.
@@ -14,15 +17,11 @@ from pathlib import Path
 import pytest
 
 from magstat.cli import main
-from tests.conftest import DATA, SHARED
+from tests.conftest import DATA, SYNTHEA_PY, every_patient, synthea
 
 GOLDEN = DATA / "golden"
 
-SYNTHEA = sorted(
-    p for p in (SHARED / "synthea").glob("*.json") if not p.name.startswith(("hospital", "practitioner"))
-)
-SYNTHEA_PY = sorted((SHARED / "synthea-py").glob("*.json.gz"))
-pytestmark = pytest.mark.skipif(not SYNTHEA, reason="shared data not present next to the project")
+PATIENTS = every_patient("synthea") + every_patient("synthea-py")
 
 
 def end_of_record(path: Path) -> str:
@@ -55,9 +54,14 @@ def project(data: dict) -> dict:
     }
 
 
-@pytest.mark.parametrize("path", SYNTHEA + SYNTHEA_PY, ids=lambda p: p.name[:24])
-def test_every_shared_patient_assesses(capsys, path):
-    """Each shared patient assesses without error, strictly, at the end of its record."""
+def test_the_sets_hold_patients():
+    """The every-patient loop below has patients of both sets to run over."""
+    assert 0 < len(every_patient("synthea")) and 0 < len(every_patient("synthea-py"))
+
+
+@pytest.mark.parametrize("path", PATIENTS, ids=lambda p: p.name[:24])
+def test_every_patient_assesses(capsys, path):
+    """Each synthetic patient assesses without error, strictly, at the end of its record."""
     assert 0 == main(["assess", str(path), "--as-of", end_of_record(path), "--format", "json"])
     data = json.loads(capsys.readouterr().out)
     assert data["status"] in (
@@ -72,15 +76,11 @@ def test_every_shared_patient_assesses(capsys, path):
 
 
 GOLDEN_CASES = {
-    "synthea-py-patient-07": SHARED / "synthea-py" / "patient-07.json.gz",
-    "synthea-py-patient-06": SHARED / "synthea-py" / "patient-06.json.gz",
-    "synthea-coleman-ortiz": SHARED / "synthea" / "Coleman_Ortiz_70e00093-a3d5-42bc-8186-eface8432c02.json",
-    "synthea-barrett-douglas": SHARED
-    / "synthea"
-    / "Barrett_Douglas_d21c38f7-9fc7-4729-b414-3e0fe5ce3d8b.json",
-    "synthea-beatrice-aufderhar": SHARED
-    / "synthea"
-    / "Beatrice_Aufderhar_5451401c-ab1b-4adc-9df6-c02e856e492a.json",
+    "synthea-py-patient-07": SYNTHEA_PY / "patient-07.json.gz",
+    "synthea-py-patient-06": SYNTHEA_PY / "patient-06.json.gz",
+    "synthea-coleman-ortiz": synthea("Coleman_Ortiz"),
+    "synthea-barrett-douglas": synthea("Barrett_Douglas"),
+    "synthea-beatrice-aufderhar": synthea("Beatrice_Aufderhar"),
 }
 
 
@@ -98,8 +98,8 @@ def test_golden_patients(capsys, name):
 
 def test_one_bad_resource_refused_unless_lenient(capsys, tmp_path):
     """One corrupted Observation in a full record: exit 2 naming it; --lenient lists it and goes on."""
-    path = SHARED / "synthea" / "Barrett_Douglas_d21c38f7-9fc7-4729-b414-3e0fe5ce3d8b.json"
-    bundle = json.loads(path.read_bytes())
+    path = synthea("Barrett_Douglas")
+    bundle = json.loads(gzip.decompress(path.read_bytes()))
     target = next(
         e["resource"]
         for e in bundle["entry"]

@@ -25,16 +25,14 @@ pytest.importorskip("uvicorn", reason="the service extra is not installed")
 import uvicorn
 
 from magstat.service import Settings, create_app, load_settings
-from tests.conftest import SHARED
+from tests.conftest import SYNTHEA_PY, every_patient, synthea
 from tests.service.ehr import Record, Signer, load_bundle
 
 AS_OF = dt.datetime(2021, 6, 1, 12, 0, tzinfo=dt.UTC)
 """The frozen clock of the service tests: just after the Synthea records end (dates shifted to 2021)."""
 
-SYNTHEA = sorted(
-    p for p in (SHARED / "synthea").glob("*.json") if not p.name.startswith(("hospital", "practitioner"))
-)
-SYNTHEA_PY = sorted((SHARED / "synthea-py").glob("*.json.gz"))
+SYNTHEA = every_patient("synthea")
+SYNTHEA_PY_FILES = every_patient("synthea-py")
 
 
 def frozen_clock() -> dt.datetime:
@@ -124,15 +122,13 @@ def auth_server(make_settings: Callable[..., Settings]) -> Iterator[Live]:
 
 @pytest.fixture(scope="session")
 def records() -> dict[str, Record]:
-    """A few shared Synthea patients, by short name (skipped when the shared data are absent)."""
-    if not SYNTHEA_PY:
-        pytest.skip("shared Synthea data not present next to the project")
+    """A few synthetic patients of tests/data, by short name."""
     chosen = {
-        "py06": SHARED / "synthea-py" / "patient-06.json.gz",
-        "py07": SHARED / "synthea-py" / "patient-07.json.gz",
-        "coleman": SHARED / "synthea" / "Coleman_Ortiz_70e00093-a3d5-42bc-8186-eface8432c02.json",
-        "barrett": SHARED / "synthea" / "Barrett_Douglas_d21c38f7-9fc7-4729-b414-3e0fe5ce3d8b.json",
-        "antonio": SHARED / "synthea" / "Antonio_Castellanos_6d2eba67-5b4a-403f-a29f-e6da3f1ea963.json",
+        "py06": SYNTHEA_PY / "patient-06.json.gz",
+        "py07": SYNTHEA_PY / "patient-07.json.gz",
+        "coleman": synthea("Coleman_Ortiz"),
+        "barrett": synthea("Barrett_Douglas"),
+        "antonio": synthea("Antonio_Castellanos"),
     }
     return {name: Record(load_bundle(path)) for name, path in chosen.items()}
 

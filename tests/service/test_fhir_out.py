@@ -10,7 +10,7 @@ from magstat.adapters.cds_hooks.fhir_out import RISK_PROBABILITY, risk_assessmen
 from magstat.adapters.fhir import facts_from_fhir
 from magstat.core import assess
 from magstat.core.facts import Lab, Origin, PatientFacts
-from tests.service.conftest import SYNTHEA, SYNTHEA_PY
+from tests.service.conftest import SYNTHEA, SYNTHEA_PY_FILES
 from tests.service.ehr import load_bundle
 
 riskassessment = pytest.importorskip(
@@ -23,13 +23,9 @@ def validate(resource: dict) -> None:
     riskassessment.RiskAssessment.model_validate(resource)
 
 
-@pytest.mark.parametrize(
-    "path", (SYNTHEA[::10] + SYNTHEA_PY[::6]) or [None], ids=lambda p: p.name[:20] if p else "none"
-)
-def test_shared_patients_give_valid_risk_assessments(path, kb):
-    """Shared Synthea patients give RiskAssessments that the FHIR models accept, with a basis."""
-    if path is None:
-        pytest.skip("shared data not present")
+@pytest.mark.parametrize("path", SYNTHEA[::3] + SYNTHEA_PY_FILES[::2], ids=lambda p: p.name[:20])
+def test_synthetic_patients_give_valid_risk_assessments(path, kb):
+    """Synthetic Synthea patients give RiskAssessments that the FHIR models accept, with a basis."""
     bundle = load_bundle(path)
     facts = facts_from_fhir(bundle, kb, as_of=dt.date(2021, 6, 1), strict=False)
     result = assess(facts, kb)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DATA, ROOT
 
 with warnings.catch_warnings():
     # Starlette asks for httpx2 in its test client; plain httpx works and only warns.
@@ -71,7 +71,8 @@ def server() -> Iterator[str]:
         "import uvicorn; from magstat.web import create_web_app; "
         f"uvicorn.run(create_web_app(), host='127.0.0.1', port={port}, log_level='warning')"
     )
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # The app lists the synthetic patients of tests/data besides its built-in ones.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MAGSTAT_SHARED_DATA": str(DATA)}
     process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

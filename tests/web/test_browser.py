@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import SHARED
+from tests.conftest import DATA, SYNTHEA, SYNTHEA_PY, bundle_files
 from tests.web.conftest import ARTIFACTS, SCREENSHOTS
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
@@ -58,7 +58,7 @@ def test_pick_a_demo_patient(browser, page):
 
 
 def test_pick_a_shared_synthea_patient_and_download_the_pdf(browser, page):
-    """A patient from the shared Synthea set (or a built-in record) is assessed; the PDF downloads."""
+    """A synthetic patient of tests/data (or a built-in record) is assessed; the PDF downloads."""
     page.goto(browser.base + "/")
     pickers = page.locator("form[action='/ui/demo'] select")
     if pickers.count():
@@ -292,27 +292,27 @@ def test_accessibility_of_form_errors(browser, axe_page):
     assert [] == [v["id"] for v in results["violations"] if v["impact"] in ("serious", "critical")]
 
 
-def _largest_shared_patient() -> Path | None:
-    """The shared Synthea record with the most bytes uncompressed (gzip stores its size last)."""
+def _largest_listed_patient() -> Path:
+    """The listed synthetic record of tests/data with the most bytes uncompressed (gzip stores its size last).
+
+    The app lists the plain ``.json`` Synthea files and the ``.json.gz`` synthea-py ones.
+    """
     best, size = None, 0
-    for path in (*(SHARED / "synthea").glob("*.json"), *(SHARED / "synthea-py").glob("*.json.gz")):
-        if path.name.startswith(("hospital", "practitioner")):
-            continue
+    for path in (*SYNTHEA.glob("*.json"), *bundle_files(SYNTHEA_PY)):
         n = int.from_bytes(path.read_bytes()[-4:], "little") if path.suffix == ".gz" else path.stat().st_size
         if n > size:
             best, size = path, n
+    assert best is not None
     return best
 
 
 def test_result_page_time_for_the_largest_shared_patient(browser, page):
-    """Measures (does not time-limit) the result page of the largest shared Synthea record.
+    """Measures (does not time-limit) the result page of the largest synthetic record of tests/data.
 
     Records the server's assess and render times (Server-Timing) and the browser's navigation
     timing in ``artifacts/result-page-timing.json``.
     """
-    largest = _largest_shared_patient()
-    if largest is None:
-        pytest.skip("shared Synthea data not present next to the project")
+    largest = _largest_listed_patient()
     sub = largest.parent.name
     stem = largest.name.split(".")[0]
     url = f"{browser.base}/ui/demo/shared-{sub}-{stem}"
@@ -332,7 +332,7 @@ def test_result_page_time_for_the_largest_shared_patient(browser, page):
         )
     raw = largest.read_bytes()
     record = {
-        "patient": str(largest.relative_to(SHARED)),
+        "patient": str(largest.relative_to(DATA)),
         "bundle_bytes": len(gzip.decompress(raw)) if largest.suffix == ".gz" else len(raw),
         "runs": runs,
         "median_load_ms": sorted(r["load_ms"] for r in runs)[len(runs) // 2],

@@ -10,9 +10,11 @@ allowed. ``magstat schema`` prints :func:`json_schema`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from magstat.core.facts import (
     ConditionFact,
@@ -35,7 +37,51 @@ from magstat.core.units import to_canonical
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
-__all__ = ["facts_from_document", "json_schema"]
+__all__ = ["FIELDS", "Field", "facts_from_document", "json_schema"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One top-level field of the document that holds a single value.
+
+    The reader (:func:`facts_from_document`) and the JSON Schema (:func:`json_schema`) are both
+    made from :data:`FIELDS`, so they accept the same values. ``null`` is always allowed and
+    means unknown, as leaving the key out does.
+
+    Attributes:
+        kind: ``text`` (non-empty), ``id`` (text or integer), ``date`` (YYYY-MM-DD),
+            ``number``, ``integer``, ``tri`` (true, false or null) or ``choice``.
+        description: what the field means, for the schema.
+        minimum: the smallest number allowed (``number`` and ``integer``).
+        maximum: the largest number allowed.
+        choices: the values allowed (``choice``).
+
+    """
+
+    kind: Literal["text", "id", "date", "number", "integer", "tri", "choice"]
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+FIELDS: dict[str, Field] = {
+    "magstat": Field("text", "document format version, e.g. '1'"),
+    "id": Field("id", "the patient's identifier, text or a whole number"),
+    "as_of": Field("date", "date of the assessment (overridden by --as-of); required unless given there"),
+    "birth_date": Field("date", "date of birth"),
+    "deceased": Field("tri", "the patient has died (not assessed as living)"),
+    "deceased_date": Field("date", "date of death; on or before as_of: not assessed as living"),
+    "age": Field("number", "age in years, when the date of birth is not known", 0, 130),
+    "sex": Field("choice", "sex at birth", choices=("female", "male")),
+    "pregnant": Field("tri", "currently pregnant"),
+    "lactating": Field("tri", "currently breastfeeding"),
+    "alcohol_drinks_per_day": Field("number", "average standard drinks a day", 0),
+    "audit_c": Field("integer", "AUDIT-C score", 0, 12),
+    "chronic_stress": Field("tri", "chronic psychological stress"),
+    "high_metabolic_demand": Field("tri", "high metabolic demand (e.g. endurance sport, heavy labour)"),
+}
+"""The single-valued top-level fields: add a line here (and read it in facts_from_document)."""
 
 _TOP_KEYS = (
     "magstat",
@@ -100,21 +146,75 @@ def _bool(where: str, value: object) -> bool | None:
     return value
 
 
-def _number(where: str, value: object) -> float:
+def _number(where: str, value: object, minimum: float | None = None, maximum: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidInputError(where, "must be a number", value=value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        low = "" if minimum is None else f"{minimum:g}"
+        high = "" if maximum is None else f"{maximum:g}"
+        allowed = f"{low} to {high}" if low and high else (f"{low} or more" if low else f"{high} or less")
+        raise InvalidInputError(where, "implausible value", value=value, allowed=allowed)
     return float(value)
 
 
+def _integer(where: str, value: object, minimum: float | None = None, maximum: float | None = None) -> int:
+    # 2.0 is a whole number, as JSON Schema's "integer" says; 2.5 is not.
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(where, "must be a whole number", value=value)
+    return int(_number(where, value, minimum, maximum))
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def _date(where: str, value: object) -> date:
-    if isinstance(value, date):
+    if isinstance(value, date):  # YAML reads an unquoted date as a date
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
         try:
-            return date.fromisoformat(value.strip()[:10])
+            return date.fromisoformat(value)
         except ValueError:
             pass
     raise InvalidInputError(where, "not a date", value=value, allowed="YYYY-MM-DD")
+
+
+def _code_value(where: str, value: object) -> str:
+    """A code: a non-empty text or a whole number (YAML reads SNOMED codes as numbers)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(where, value)
+
+
+def _field(name: str, value: object) -> Any:
+    """The value of a single-valued top-level field, checked against :data:`FIELDS`."""
+    spec = FIELDS[name]
+    if value is None:
+        return None
+    if spec.kind == "text":
+        return _text(name, value)
+    if spec.kind == "id":
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInputError(name, "must be a non-empty text or a whole number", value=value)
+        return value
+    if spec.kind == "date":
+        return _date(name, value)
+    if spec.kind == "number":
+        return _number(name, value, spec.minimum, spec.maximum)
+    if spec.kind == "integer":
+        return _integer(name, value, spec.minimum, spec.maximum)
+    if spec.kind == "tri":
+        return _bool(name, value)
+    if value not in spec.choices:
+        raise InvalidInputError(
+            name, "unknown value", value=value, allowed=", ".join(spec.choices) + " (or leave out if unknown)"
+        )
+    return value
 
 
 def _opt_date(where: str, value: object) -> date | None:
@@ -130,11 +230,10 @@ def _codes(where: str, value: object) -> list[tuple[str | None, str | None]]:
         spot = f"{where}[{i}]" if isinstance(value, list) else where
         data = _mapping(spot, item)
         _keys(spot, data, ("system", "code", "display"))
+        if data.get("display") is not None and not isinstance(data["display"], str):
+            raise InvalidInputError(f"{spot}.display", "must be a text", value=data["display"])
         out.append(
-            (
-                _text(f"{spot}.system", data.get("system")),
-                _text(f"{spot}.code", str(data.get("code", "")) or None),
-            )
+            (_text(f"{spot}.system", data.get("system")), _code_value(f"{spot}.code", data.get("code")))
         )
     return out
 
@@ -157,27 +256,22 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
     """
     doc = _mapping("(document)", data)
     _keys("", doc, _TOP_KEYS)
-    when = as_of or _opt_date("as_of", doc.get("as_of"))
+    fields = {name: _field(name, doc.get(name)) for name in FIELDS}
+    when = as_of or fields["as_of"]
     if when is None:
         raise InvalidInputError("as_of", "is required (in the document or as --as-of)", allowed="YYYY-MM-DD")
-    sex = doc.get("sex")
-    if sex is not None and sex not in ("female", "male"):
-        raise InvalidInputError(
-            "sex", "unknown value", value=sex, allowed="female, male (or leave out if unknown)"
-        )
-    age = doc.get("age")
-    labs = [_lab(f"labs[{i}]", item, kb) for i, item in enumerate(_list("labs", doc.get("labs") or []))]
-    for key, test in (("alcohol_drinks_per_day", "alcohol_drinks_per_day"), ("audit_c", "audit_c")):
-        if doc.get(key) is not None:
+    labs = [_lab(f"labs[{i}]", item, kb) for i, item in enumerate(_list("labs", _or(doc.get("labs"), [])))]
+    for key in ("alcohol_drinks_per_day", "audit_c"):
+        if fields[key] is not None:
             labs.append(
                 Lab(
-                    test=test,
-                    value=_number(key, doc[key]),
-                    unit=kb.tests[test].canonical_unit,
+                    test=key,
+                    value=float(fields[key]),
+                    unit=kb.tests[key].canonical_unit,
                     origin=Origin(key, "field"),
                 )
             )
-    diet = _mapping("diet", doc.get("diet") or {})
+    diet = _mapping("diet", _or(doc.get("diet"), {}))
     _keys("diet", diet, ("mg_per_day", "food_frequency"))
     ffq = None
     if diet.get("food_frequency") is not None:
@@ -188,58 +282,59 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
                 raise InvalidInputError(
                     f"diet.food_frequency.{food}", "unknown food", allowed=", ".join(sorted(kb.foods))
                 )
-            ffq.append(FoodServing(food, _number(f"diet.food_frequency.{food}", per_week) / 7.0))
-    loading = _mapping("loading_test", doc.get("loading_test") or {})
+            ffq.append(FoodServing(food, _number(f"diet.food_frequency.{food}", per_week, 0) / 7.0))
+    loading = _mapping("loading_test", _or(doc.get("loading_test"), {}))
     _keys(
         "loading_test",
         loading,
         ("retention_percent", "dose_mmol", "urine_mmol", "baseline_urine_mmol", "date"),
     )
+    loading_date = _opt_date("loading_test.date", loading.get("date"))
     if loading.get("retention_percent") is not None:
         labs.append(
             Lab(
                 test="loading_retention",
                 value=_number("loading_test.retention_percent", loading["retention_percent"]),
                 unit="%",
-                when=_opt_date("loading_test.date", loading.get("date")),
+                when=loading_date,
                 origin=Origin("loading_test", "field"),
             )
         )
     medications = None
-    if "medications" in doc:
+    if doc.get("medications") is not None:
         medications = tuple(
             _medication(f"medications[{i}]", item, kb)
             for i, item in enumerate(_list("medications", doc["medications"]))
         )
     conditions = None
-    if "conditions" in doc:
+    if doc.get("conditions") is not None:
         conditions = tuple(
             _condition(f"conditions[{i}]", item, kb)
             for i, item in enumerate(_list("conditions", doc["conditions"]))
         )
     supplements = None
-    if "supplements" in doc:
+    if doc.get("supplements") is not None:
         supplements = tuple(
             _supplement(f"supplements[{i}]", item, kb)
             for i, item in enumerate(_list("supplements", doc["supplements"]))
         )
     return PatientFacts(
         as_of=when,
-        patient_id=None if doc.get("id") is None else str(doc.get("id")),
-        birth_date=_opt_date("birth_date", doc.get("birth_date")),
-        age_years=None if age is None else _number("age", age),
-        sex=sex,
-        pregnant=_bool("pregnant", doc.get("pregnant")),
-        lactating=_bool("lactating", doc.get("lactating")),
+        patient_id=fields["id"],
+        birth_date=fields["birth_date"],
+        age_years=fields["age"],
+        sex=fields["sex"],
+        pregnant=fields["pregnant"],
+        lactating=fields["lactating"],
         medications=medications,
         conditions=conditions,
         signs=_signs(doc.get("signs"), kb) + _condition_signs(conditions, kb),
         labs=tuple(labs),
-        chronic_stress=_bool("chronic_stress", doc.get("chronic_stress")),
-        high_metabolic_demand=_bool("high_metabolic_demand", doc.get("high_metabolic_demand")),
+        chronic_stress=fields["chronic_stress"],
+        high_metabolic_demand=fields["high_metabolic_demand"],
         diet_mg_per_day=None
         if diet.get("mg_per_day") is None
-        else _number("diet.mg_per_day", diet["mg_per_day"]),
+        else _number("diet.mg_per_day", diet["mg_per_day"], 0),
         food_frequency=tuple(ffq) if ffq is not None else None,
         supplements=supplements,
         loading_dose_mmol=None
@@ -251,9 +346,14 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
         loading_baseline_urine_mmol=None
         if loading.get("baseline_urine_mmol") is None
         else _number("loading_test.baseline_urine_mmol", loading["baseline_urine_mmol"]),
-        deceased=_deceased(doc, when),
-        deceased_date=_opt_date("deceased_date", doc.get("deceased_date")),
+        deceased=_deceased(fields, when),
+        deceased_date=fields["deceased_date"],
     )
+
+
+def _or(value: object, default: object) -> object:
+    """``default`` when ``value`` is null or absent (unknown), else ``value`` to be checked."""
+    return default if value is None else value
 
 
 def _deceased(doc: Mapping[str, Any], as_of: date) -> bool | None:
@@ -271,8 +371,9 @@ def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
     data = _mapping(where, item)
     _keys(where, data, ("test", "loinc", "value", "unit", "date", "reference_range", "method"))
     test_id = data.get("test")
-    if test_id is None and data.get("loinc") is not None:
-        found = match_test(kb, [("loinc", str(data["loinc"]))])
+    loinc = None if data.get("loinc") is None else _text(f"{where}.loinc", data["loinc"])
+    if test_id is None and loinc is not None:
+        found = match_test(kb, [("loinc", loinc)])
         if not found:
             raise InvalidInputError(
                 f"{where}.loinc",
@@ -337,6 +438,8 @@ def _medication(where: str, item: object, kb: KnowledgeBase) -> Medication:
     found = match_drug(kb, _codes(f"{where}.code", data.get("code")), name)
     current = _bool(f"{where}.current", data.get("current", True))
     dose = data.get("dose")
+    if dose is not None and (isinstance(dose, bool) or not isinstance(dose, (str, int, float))):
+        raise InvalidInputError(f"{where}.dose", "must be a text or a number", value=dose)
     route = data.get("route")
     if route is not None and route not in _ROUTES:
         raise InvalidInputError(f"{where}.route", "unknown route", value=route, allowed=", ".join(_ROUTES))
@@ -431,8 +534,10 @@ def _supplement(where: str, item: object, kb: KnowledgeBase) -> SupplementFact:
     data = _mapping(where, item)
     _keys(where, data, ("name", "form", "elemental_mg_per_day", "product_mg_per_day"))
     form = data.get("form")
-    name = data.get("name") or form
-    text = _text(f"{where}.name", name)
+    name = None if data.get("name") is None else _text(f"{where}.name", data["name"])
+    if name is None and form is None:
+        raise InvalidInputError(where, "needs a name or a form", allowed="name, form or both")
+    text = name or _text(f"{where}.form", form)
     if form is not None and form not in kb.supplements:
         raise InvalidInputError(
             f"{where}.form", "unknown supplement form", value=form, allowed=", ".join(sorted(kb.supplements))
@@ -447,171 +552,208 @@ def _supplement(where: str, item: object, kb: KnowledgeBase) -> SupplementFact:
         text=text,
         elemental_mg_per_day=None
         if elemental is None
-        else _number(f"{where}.elemental_mg_per_day", elemental),
-        product_mg_per_day=None if product is None else _number(f"{where}.product_mg_per_day", product),
+        else _number(f"{where}.elemental_mg_per_day", elemental, 0),
+        product_mg_per_day=None if product is None else _number(f"{where}.product_mg_per_day", product, 0),
         origin=Origin(where, "field"),
     )
 
 
-def json_schema(kb: KnowledgeBase) -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of the patient document, with the KB's vocabularies."""
-    tri = {"type": ["boolean", "null"], "description": "true, false, or null/absent for unknown"}
-    code = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["system", "code"],
-        "properties": {
-            "system": {
-                "type": "string",
-                "description": "rxnorm, atc, snomed, icd10, loinc or a FHIR system URI",
-            },
-            "code": {"type": "string"},
-            "display": {"type": "string"},
-        },
+_UNKNOWN: dict[str, Any] = {"type": "null"}
+_TEXT: dict[str, Any] = {"type": "string", "pattern": "\\S", "description": "not empty"}
+_ISO: dict[str, Any] = {
+    "type": "string",
+    "format": "date",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "description": "YYYY-MM-DD",
+}
+_TRI: dict[str, Any] = {"type": ["boolean", "null"], "description": "true, false, or null/absent for unknown"}
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema, or null (unknown)."""
+    return {"anyOf": [schema, _UNKNOWN]}
+
+
+def _number_schema(minimum: float | None = None, maximum: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "number"}
+    if minimum is not None:
+        out["minimum"] = minimum
+    if maximum is not None:
+        out["maximum"] = maximum
+    return out
+
+
+def _field_schema(spec: Field) -> dict[str, Any]:
+    """The JSON Schema of one :data:`FIELDS` entry (null allowed: unknown)."""
+    if spec.kind == "tri":
+        return {**_TRI, "description": spec.description}
+    if spec.kind == "choice":
+        return {"enum": [*spec.choices, None], "description": spec.description}
+    by_kind: dict[str, dict[str, Any]] = {
+        "text": _TEXT,
+        "id": {"anyOf": [_TEXT, {"type": "integer"}]},
+        "date": _ISO,
+        "number": _number_schema(spec.minimum, spec.maximum),
+        "integer": {**_number_schema(spec.minimum, spec.maximum), "type": "integer"},
     }
-    codes = {"oneOf": [code, {"type": "array", "items": code}]}
-    iso = {"type": "string", "format": "date", "description": "YYYY-MM-DD"}
+    return {**_or_null(by_kind[spec.kind]), "description": spec.description}
+
+
+def _closed(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An object with these properties and no others."""
+    return {"type": "object", "additionalProperties": False, "properties": properties, **extra}
+
+
+def _named(properties: dict[str, Any]) -> dict[str, Any]:
+    """A list item given as a name, or as an object with a name and these further properties."""
+    return {"oneOf": [_TEXT, _closed({"name": _TEXT, **properties}, required=["name"])]}
+
+
+def json_schema(kb: KnowledgeBase) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the patient document, with the KB's vocabularies.
+
+    The single-valued fields come from :data:`FIELDS`, as the reader's checks do; a property
+    test (``tests/adapters/test_document_schema.py``) holds the rest of the two to the same
+    answers. The schema cannot know two things the reader checks: that a unit is one the
+    knowledge base converts and a value is physiologically plausible, and names of signs that the
+    knowledge base recognises besides their ids (``muscle cramps`` for ``muscle_cramps``).
+    """
+    code = _closed(
+        {
+            "system": {**_TEXT, "description": "rxnorm, atc, snomed, icd10, loinc or a FHIR system URI"},
+            "code": {"anyOf": [_TEXT, {"type": "integer"}]},
+            "display": _or_null({"type": "string"}),
+        },
+        required=["system", "code"],
+    )
+    codes = {"anyOf": [code, {"type": "array", "items": code}, _UNKNOWN]}
+    sign_ids = sorted(kb.signs)
+    properties: dict[str, Any] = {name: _field_schema(spec) for name, spec in FIELDS.items()}
+    properties.update(
+        {
+            "medications": _or_null(
+                {
+                    "type": "array",
+                    "items": _named(
+                        {
+                            "code": codes,
+                            "start": _or_null(_ISO),
+                            "current": {**_TRI, "default": True},
+                            "dose": _or_null({"type": ["string", "number"]}),
+                            "route": {"enum": [*_ROUTES, None]},
+                            "reason": _or_null(_TEXT),
+                        }
+                    ),
+                }
+            ),
+            "conditions": _or_null(
+                {
+                    "type": "array",
+                    "items": _named(
+                        {"code": codes, "current": {**_TRI, "default": True}, "onset": _or_null(_ISO)}
+                    ),
+                }
+            ),
+            "signs": {
+                "anyOf": [
+                    {"type": "array", "items": {"enum": sign_ids}},
+                    _closed(dict.fromkeys(sign_ids, _TRI)),
+                    _UNKNOWN,
+                ]
+            },
+            "labs": _or_null(
+                {
+                    "type": "array",
+                    "items": _closed(
+                        {
+                            "test": {"enum": [*sorted(kb.tests), None]},
+                            "loinc": _or_null(_TEXT),
+                            "value": {"type": "number"},
+                            "unit": {"type": "string", "description": "e.g. mmol/L, mg/dL, mEq/L, umol/L"},
+                            "date": _or_null(_ISO),
+                            "method": _or_null({**_TEXT, "description": "for eGFR: the equation"}),
+                            "reference_range": _or_null(
+                                _closed(
+                                    {
+                                        "low": _or_null({"type": "number"}),
+                                        "high": _or_null({"type": "number"}),
+                                    }
+                                )
+                            ),
+                        },
+                        required=["value"],
+                        anyOf=[
+                            {"required": ["test"], "properties": {"test": {"enum": sorted(kb.tests)}}},
+                            {"required": ["loinc"], "properties": {"loinc": _TEXT}},
+                        ],
+                    ),
+                }
+            ),
+            "diet": _or_null(
+                _closed(
+                    {
+                        "mg_per_day": _or_null(_number_schema(0)),
+                        "food_frequency": _or_null(
+                            _closed(
+                                {f: _number_schema(0) for f in sorted(kb.foods)},
+                                description="servings per week of each food",
+                            )
+                        ),
+                    }
+                )
+            ),
+            "supplements": _or_null(
+                {
+                    "type": "array",
+                    "items": {
+                        "oneOf": [
+                            _TEXT,
+                            _closed(
+                                {
+                                    "name": _or_null(_TEXT),
+                                    "form": {"enum": [*sorted(kb.supplements), None]},
+                                    "elemental_mg_per_day": _or_null(_number_schema(0)),
+                                    "product_mg_per_day": _or_null(_number_schema(0)),
+                                },
+                                anyOf=[
+                                    {"required": ["name"], "properties": {"name": _TEXT}},
+                                    {
+                                        "required": ["form"],
+                                        "properties": {"form": {"enum": sorted(kb.supplements)}},
+                                    },
+                                ],
+                            ),
+                        ]
+                    },
+                }
+            ),
+            "loading_test": _or_null(
+                _closed(
+                    {
+                        "retention_percent": _or_null({"type": "number"}),
+                        "dose_mmol": _or_null({"type": "number"}),
+                        "urine_mmol": _or_null({"type": "number"}),
+                        "baseline_urine_mmol": _or_null({"type": "number"}),
+                        "date": _or_null(_ISO),
+                    }
+                )
+            ),
+        }
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://magstat.invalid/schema/patient-document.json",
         "title": "magstat patient document",
         "description": (
-            "What is known about one patient. Leave a key out when it is unknown; an empty list "
-            "means none. Units are given per lab; values are converted and checked."
+            "What is known about one patient. Leave a key out (or give null) when it is unknown; "
+            "an empty list means none. Units are given per lab; values are converted and checked."
         ),
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            "magstat": {"type": "string", "description": "document format version, e.g. '1'"},
-            "id": {"type": ["string", "integer"]},
-            "as_of": {**iso, "description": "date of the assessment (overridden by --as-of)"},
-            "birth_date": iso,
-            "deceased": {"type": "boolean", "description": "the patient has died (not assessed as living)"},
-            "deceased_date": {
-                **iso,
-                "description": "date of death; on or before as_of: not assessed as living",
-            },
-            "age": {"type": "number", "minimum": 0, "maximum": 130},
-            "sex": {"enum": ["female", "male"]},
-            "pregnant": tri,
-            "lactating": tri,
-            "medications": {
-                "type": "array",
-                "items": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["name"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "code": codes,
-                                "start": iso,
-                                "current": {"type": "boolean", "default": True},
-                                "dose": {"type": "string"},
-                                "route": {"enum": list(_ROUTES)},
-                                "reason": {"type": "string"},
-                            },
-                        },
-                    ]
-                },
-            },
-            "conditions": {
-                "type": "array",
-                "items": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["name"],
-                            "properties": {
-                                "name": {"type": "string"},
-                                "code": codes,
-                                "current": {"type": "boolean", "default": True},
-                                "onset": iso,
-                            },
-                        },
-                    ]
-                },
-            },
-            "alcohol_drinks_per_day": {"type": "number", "minimum": 0},
-            "audit_c": {"type": "integer", "minimum": 0, "maximum": 12},
-            "chronic_stress": tri,
-            "high_metabolic_demand": tri,
-            "signs": {
-                "oneOf": [
-                    {"type": "array", "items": {"enum": sorted(kb.signs)}},
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": dict.fromkeys(sorted(kb.signs), tri),
-                    },
-                ]
-            },
-            "labs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["value"],
-                    "properties": {
-                        "test": {"enum": sorted(kb.tests)},
-                        "loinc": {"type": "string"},
-                        "value": {"type": "number"},
-                        "unit": {"type": "string", "description": "e.g. mmol/L, mg/dL, mEq/L, umol/L"},
-                        "date": iso,
-                        "method": {"type": "string", "description": "for eGFR: the equation"},
-                        "reference_range": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {"low": {"type": "number"}, "high": {"type": "number"}},
-                        },
-                    },
-                },
-            },
-            "diet": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "mg_per_day": {"type": "number", "minimum": 0},
-                    "food_frequency": {
-                        "type": "object",
-                        "description": "servings per week of each food",
-                        "additionalProperties": False,
-                        "properties": {f: {"type": "number", "minimum": 0} for f in sorted(kb.foods)},
-                    },
-                },
-            },
-            "supplements": {
-                "type": "array",
-                "items": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                "form": {"enum": sorted(kb.supplements)},
-                                "elemental_mg_per_day": {"type": "number", "minimum": 0},
-                                "product_mg_per_day": {"type": "number", "minimum": 0},
-                            },
-                        },
-                    ]
-                },
-            },
-            "loading_test": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "retention_percent": {"type": "number"},
-                    "dose_mmol": {"type": "number"},
-                    "urine_mmol": {"type": "number"},
-                    "baseline_urine_mmol": {"type": "number"},
-                    "date": iso,
-                },
-            },
+        "properties": {key: properties[key] for key in _TOP_KEYS},
+        # deceased: false contradicts a date of death.
+        "not": {
+            "required": ["deceased", "deceased_date"],
+            "properties": {"deceased": {"const": False}, "deceased_date": {"type": "string"}},
         },
     }

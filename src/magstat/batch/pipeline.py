@@ -116,7 +116,7 @@ def detect_format(path: Path) -> InputFormat:
         raise InvalidInputError(str(path), "no such file or folder")
     if path.is_dir():
         names = [p.name for p in path.iterdir()]
-        if any(re.match(r"^DEMO_[A-Z]\.csv$", n, re.IGNORECASE) for n in names):
+        if any(re.match(r"^DEMO_[A-Z]\.csv(\.gz)?$", n, re.IGNORECASE) for n in names):
             return "nhanes"
         if any(p.name.endswith((".ndjson", ".ndjson.gz")) for p in path.rglob("*")):
             return "fhir"

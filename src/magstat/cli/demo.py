@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-import tomllib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from magstat.adapters.read import facts_from_data, parse_bytes
+from magstat.adapters.read import facts_from_data
 from magstat.cli.common import use_colour
 from magstat.core.assess import assess
 from magstat.core.result import Assessment
+from magstat.demo import demo_patients
 from magstat.kb import load
 from magstat.render import render_html, render_json, render_text
 
@@ -33,18 +31,6 @@ def define_parser(sub: Any) -> None:
         help="then run the web app and CDS Hooks service in demonstration mode (no authentication)",
     )
     parser.add_argument("--port", type=int, help="port for --serve (default: the service's, 8080)")
-
-
-def demo_patients() -> list[tuple[str, str, Any, dt.date | None]]:
-    """The demo patients: (file name, label, parsed data, as-of date or None)."""
-    folder = resources.files("magstat") / "demo"
-    manifest = tomllib.loads((folder / "manifest.toml").read_text(encoding="utf-8"))
-    out = []
-    for row in manifest["patients"]:
-        data = parse_bytes((folder / row["file"]).read_bytes(), row["file"])
-        as_of = dt.date.fromisoformat(row["as_of"]) if "as_of" in row else None
-        out.append((row["file"], row["label"], data, as_of))
-    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """The patients the web app offers to pick: built-in demo patients and shared synthetic records.
 
-The built-in demo patients (``magstat demo``) always work. The shared Synthea patients are
-listed only when their folder is present next to the project (``../shared/data``) or named by
-``MAGSTAT_SHARED_DATA``; they are read when picked, never at start-up.
+The built-in demo patients (``magstat demo``) always work. A folder of further synthetic
+records (``synthea/*.json`` and ``synthea-py/*.json.gz``, such as the repository's
+``tests/data``) is listed when ``MAGSTAT_SHARED_DATA`` names it; its files are read when
+picked, never at start-up.
 
 .. versionadded:: 0.1.0
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from magstat.adapters.read import parse_bytes
-from magstat.cli.demo import demo_patients
+from magstat.demo import demo_patients
 
 __all__ = ["DemoPatient", "catalogue", "end_of_record", "find", "shared_data_dir"]
 
@@ -58,17 +59,13 @@ class DemoPatient:
 
 
 def shared_data_dir() -> Path | None:
-    """The folder of shared test data, if there is one (``MAGSTAT_SHARED_DATA`` first)."""
-    candidates = []
-    if os.environ.get("MAGSTAT_SHARED_DATA"):
-        candidates.append(Path(os.environ["MAGSTAT_SHARED_DATA"]))
-    # src/magstat/web/patients.py -> the project root is three folders up from the package.
-    candidates.append(Path(__file__).resolve().parents[3].parent / "shared" / "data")
-    candidates.append(Path.cwd().parent / "shared" / "data")
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    return None
+    """The folder of further synthetic records named by ``MAGSTAT_SHARED_DATA``, if it exists.
+
+    Never guessed from the project's surroundings: a user's clone has only what it ships.
+    """
+    value = os.environ.get("MAGSTAT_SHARED_DATA")
+    folder = Path(value) if value else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 @functools.cache

@@ -3,7 +3,7 @@
 A folder holds, per cycle with file suffix ``X`` (``J`` = 2017-2018, ``I`` = 2015-2016 ... ``C``
 = 2003-2004): ``DEMO_X`` (required), ``BIOPRO_X`` (``L40_C`` for 2003-2004), ``RXQ_RX_X``,
 ``ALQ_X`` and ``DR1TOT_X``; ``RXQ_DRUG`` (the Multum drug list, shared by all cycles) is
-optional. Each participant (``SEQN``) becomes :class:`~magstat.core.facts.PatientFacts`:
+optional. Each file is ``.csv`` or gzip-compressed ``.csv.gz``. Each participant (``SEQN``) becomes :class:`~magstat.core.facts.PatientFacts`:
 
 - age ``RIDAGEYR`` (top-coded at 80), sex ``RIAGENDR``, pregnancy ``RIDEXPRG``;
 - serum creatinine ``LBXSCR`` (mg/dL), from which the core computes CKD-EPI 2021 eGFR;
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -111,7 +113,14 @@ class NhanesSource:
         return sorted(paths + ([self.drug_table] if self.drug_table else []))
 
 
-_FILE = re.compile(r"^(DEMO|BIOPRO|L40|RXQ_RX|ALQ|DR1TOT)_([A-Z])\.csv$", re.IGNORECASE)
+_FILE = re.compile(r"^(DEMO|BIOPRO|L40|RXQ_RX|ALQ|DR1TOT)_([A-Z])\.csv(?:\.gz)?$", re.IGNORECASE)
+
+
+def _open_csv(path: Path) -> io.TextIOBase:
+    """A CSV file for reading, plain or gzip-compressed (by its name)."""
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return path.open(newline="", encoding="utf-8-sig")
 
 
 def discover(root: Path) -> NhanesSource:
@@ -126,7 +135,7 @@ def discover(root: Path) -> NhanesSource:
     cycles: dict[str, dict[str, Path]] = {}
     drug_table = None
     for path in sorted(root.iterdir()):
-        if path.name.upper() == "RXQ_DRUG.CSV":
+        if path.name.upper() in ("RXQ_DRUG.CSV", "RXQ_DRUG.CSV.GZ"):
             drug_table = path
             continue
         found = _FILE.match(path.name)
@@ -147,7 +156,9 @@ def discover(root: Path) -> NhanesSource:
             )
     if not cycles:
         raise InvalidInputError(
-            str(root), "no NHANES files found", allowed="DEMO_J.csv and the files listed in docs/screening.md"
+            str(root),
+            "no NHANES files found",
+            allowed="DEMO_J.csv (or .csv.gz) and the files listed in docs/screening.md",
         )
     return NhanesSource(root, dict(sorted(cycles.items())), drug_table)
 
@@ -168,7 +179,7 @@ def _code(value: str | None) -> int | None:
 def _rows_by_seqn(path: Path | None) -> dict[int, dict[str, str]]:
     if path is None:
         return {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with _open_csv(path) as handle:
         return {int(float(row["SEQN"])): row for row in csv.DictReader(handle)}
 
 
@@ -195,7 +206,7 @@ def _multum_categories(path: Path | None) -> dict[str, set[str]]:
     if path is None:
         return {}
     out: dict[str, set[str]] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    with _open_csv(path) as handle:
         for row in csv.DictReader(handle):
             cats = {
                 v.strip()
@@ -218,7 +229,7 @@ def participants(source: NhanesSource, alcohol: AlcoholSource) -> Iterator[tuple
         rx: dict[int, list[dict[str, str]]] = {}
         rx_path = files.get("RXQ_RX")
         if rx_path is not None:
-            with rx_path.open(newline="", encoding="utf-8-sig") as handle:
+            with _open_csv(rx_path) as handle:
                 for row in csv.DictReader(handle):
                     rx.setdefault(int(float(row["SEQN"])), []).append(row)
         for seqn, row in demo.items():
