@@ -48,10 +48,12 @@ def test_pick_a_demo_patient(browser, page):
     assert not basis.locator("text=Rule:").is_visible()
     basis.locator("summary").click()
     assert basis.locator("text=Rule:").is_visible()
-    assert "Proton" in basis.inner_text() or "proton" in basis.inner_text()
-    for heading in ("Next steps", "Safety", "Why it matters for this patient", "Limitations"):
+    # Each source id links to its full citation in the list of sources at the end.
+    target = basis.locator("a[href='#src-S20']").get_attribute("href")
+    assert "proton" in page.locator(target).inner_text().lower()
+    for heading in ("Act first", "Other next steps and safety notes", "Why it matters for this patient"):
         assert page.get_by_role("heading", name=heading).is_visible()
-    assert "urgent" in page.locator("#h-next + ul").inner_text()
+    assert "Urgent" in page.locator("#h-first + ol").inner_text()
     _shot(page, "02-demo-case-01")
 
 
@@ -186,7 +188,10 @@ def test_self_check(browser, page):
     text = _visible_text(page)
     assert "You take omeprazole" in text
     assert "You take furosemide" in text
-    assert "Muscle cramps: this is common" in text
+    assert (
+        "Ordinary muscle cramps (for example in the calf or foot, often at night, easing when you stretch): this is common"
+        in text
+    )
     assert "magnesium oil" in text.lower() and "Not counted" in text
     assert "From your food answers" in text
     words = page.locator("body").inner_text().lower()
@@ -235,7 +240,7 @@ def test_no_request_leaves_the_app(browser, page):
         page.wait_for_load_state("networkidle")
     assert [] == browser.external
     sheets = page.evaluate("Array.from(document.styleSheets).map(s => s.href)")
-    assert [browser.base + "/static/magstat.css"] == sheets
+    assert [browser.base + "/static/magstat.css", browser.base + "/static/report.css"] == sheets
 
 
 @pytest.fixture

@@ -254,7 +254,7 @@ def test_plain_wording_of_every_status_has_no_diagnostic_language(kb, status):
 
 
 def test_urgency_follows_the_cores_priorities(kb):
-    """An urgent next step means today; a high one, soon; a plain risk, the next visit."""
+    """Today needs a sign the KB marks urgent; an urgent or high action, soon; a plain risk, the next visit."""
     base = assess(facts_from_document({"as_of": "2024-05-01"}, kb), kb)
 
     def with_actions(status, priority):
@@ -268,7 +268,9 @@ def test_urgency_follows_the_cores_priorities(kb):
             }
         )
 
-    assert "today" == selfcheck.plain_result(with_actions("at_risk", "urgent"), kb).urgency
+    assert "soon" == selfcheck.plain_result(with_actions("at_risk", "urgent"), kb).urgency
+    tetany = assess(facts_from_document({"as_of": "2024-05-01", "signs": {"tetany": True}}, kb), kb)
+    assert "today" == selfcheck.plain_result(tetany, kb).urgency
     assert "soon" == selfcheck.plain_result(with_actions("at_risk", "high"), kb).urgency
     assert "next_visit" == selfcheck.plain_result(with_actions("at_risk", "routine"), kb).urgency
     assert "none" == selfcheck.plain_result(with_actions("unlikely", "routine"), kb).urgency

@@ -18,13 +18,16 @@ def _assessed(patient, kb):
 
 @pytest.mark.parametrize("patient", BUILT_IN, ids=lambda p: p.id)
 def test_view_keeps_every_finding_and_action(kb, patient):
-    """Every finding of the core is shown once, under a heading; actions keep the core's order."""
+    """Every finding of the core is shown once, under a heading; every action once, by priority."""
     result, facts = _assessed(patient, kb)
     shown = view.result_view(result, facts, kb)
     listed = [f.id for g in shown.groups for f in g.findings]
     expected = [f.id for f in result.findings if f.category != "status"]
     assert sorted(expected) == sorted(listed)
-    assert result.next_steps == shown.next_steps
+    ranks = {"urgent": 0, "high": 1, "routine": 2}
+    core = [a.id for a in (*result.next_steps, *result.safety)]
+    assert sorted(core) == sorted(a.id for a in shown.actions)
+    assert sorted(shown.actions, key=lambda a: ranks[a.priority]) == list(shown.actions)
     assert set(result.sources) <= set(shown.sources)
 
 
@@ -57,7 +60,7 @@ def test_lab_table_uses_the_lab_interval_or_says_it_is_a_default(kb):
     facts = facts_from_data(doc, kb, as_of=None)
     shown = view.result_view(assess(facts, kb), facts, kb)
     serum = next(lab for lab in shown.labs if lab.test == "serum_mg")
-    assert ("2024-04-01", "lab", "low", "1.5 mg/dL") == (
+    assert ("2024-04-01", "lab", "low", "1.50 mg/dL") == (
         serum.latest.date,
         serum.latest.interval_from,
         serum.latest.flag,
@@ -66,28 +69,10 @@ def test_lab_table_uses_the_lab_interval_or_says_it_is_a_default(kb):
     assert ("2023-04-01", "default") == (serum.earlier[0].date, serum.earlier[0].interval_from)
     potassium = next(lab for lab in shown.labs if lab.test == "potassium")
     assert ("default", "low") == (potassium.latest.interval_from, potassium.latest.flag)
-    assert (("2023-04-01", "0.8"), ("2024-04-01", "0.617")) == shown.trend_points
-
-
-def test_numbers_are_formatted_without_noise():
-    """Display rounding keeps a few significant decimals and drops trailing zeros."""
-    assert ("0.617", "1.5", "53.3", "320", "—") == (
-        view.fmt(0.6170),
-        view.fmt(1.50),
-        view.fmt(53.33),
-        view.fmt(320.0),
-        view.fmt(None),
-    )
+    assert (("2023-04-01", "0.80"), ("2024-04-01", "0.62")) == shown.trend_points
 
 
 def test_pdf_spells_out_what_its_font_cannot_draw():
     """A character missing from the embedded font is spelled out, never dropped silently."""
     assert "x = alpha -&gt; kappa" == pdf._text("x = α → κ")
     assert "≥ 0.85 &amp; &lt;1" == pdf._text("≥ 0.85 & <1")
-
-
-def test_diet_bar_draws_intake_against_its_marks():
-    """The bar chart is an SVG with the intake and each reference mark."""
-    svg = view.bar_svg("Intake", 250, [("EAR", 265), ("RDA", 320)], "mg/day")
-    assert svg.startswith("<svg") and "EAR 265" in svg and "RDA 320" in svg and "250 mg/day" in svg
-    assert 'aria-hidden="true"' in svg

@@ -17,6 +17,7 @@ import gzip
 import os
 import re
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,14 +135,26 @@ def detect_format(path: Path) -> InputFormat:
 
 
 class _Progress:
-    """tqdm bars on standard error, one per stage; silent when not asked for."""
+    """Progress on standard error: tqdm bars on a terminal, plain lines with totals elsewhere.
 
-    def __init__(self, enabled: bool) -> None:
+    In a log or a CI job (standard error not a terminal) a bar is unreadable, so each stage
+    writes a line ("screen: assess 1200 of 5000 patients (24%)") at most every
+    ``LINE_SECONDS`` and when it ends. Silent when not asked for (``--no-progress``).
+    """
+
+    LINE_SECONDS = 10.0
+
+    def __init__(self, enabled: bool, *, terminal: bool | None = None) -> None:
         self.enabled = enabled
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.bars: dict[str, Any] = {}
+        self.lines: dict[str, tuple[float, int, int | None]] = {}
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         if not self.enabled:
+            return
+        if not self.terminal:
+            self._line(stage, done, total)
             return
         bar = self.bars.get(stage)
         if bar is None:
@@ -153,10 +166,34 @@ class _Progress:
             bar.total = total
         bar.update(done - bar.n)
 
+    def _line(self, stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        last = self.lines.get(stage)
+        finished = total is not None and done >= total
+        self.lines[stage] = (last[0] if last else now, done, total)
+        if last is not None and not finished and now - last[0] < self.LINE_SECONDS:
+            return
+        self.lines[stage] = (now, done, total)
+        sys.stderr.write(_progress_text(stage, done, total) + "\n")
+        sys.stderr.flush()
+
     def close(self) -> None:
         for bar in self.bars.values():
             bar.close()
         self.bars.clear()
+        for stage, (_, done, total) in self.lines.items():
+            if total is None or done < total:  # the last count, so that the log ends on the total
+                sys.stderr.write(_progress_text(stage, done, total) + "\n")
+        self.lines.clear()
+
+
+def _progress_text(stage: str, done: int, total: int | None) -> str:
+    """One progress line: the stage, the count, the total and the share when known."""
+    if stage == "scan":
+        return f"screen: scan {done}%"
+    if total:
+        return f"screen: {stage} {done} of {total} patients ({100 * done / total:.0f}%)"
+    return f"screen: {stage} {done} patients"
 
 
 def _excluded_issue(patient_id: str, note: str) -> Issue:

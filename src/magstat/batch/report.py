@@ -14,6 +14,7 @@ from typing import Any
 
 from magstat.batch.output import AGE_BANDS, COMPLETENESS, SERUM_BINS, STATUS_ORDER
 from magstat.kb import KnowledgeBase
+from magstat.render.model import STATUS_LABELS
 
 __all__ = ["render_report"]
 
@@ -30,8 +31,22 @@ _BAR = "#4a6fa5"
 _BAR2 = "#c28d3c"
 
 
+# Approximate width of a character of the 12 px sans-serif text, to size margins to labels.
+_CHAR_PX = 6.6
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _status(status: str) -> str:
+    """A status for people ("At risk", not "at_risk")."""
+    return STATUS_LABELS.get(status, status)
+
+
+def _no_data(width: int, label: str, why: str = "No data") -> str:
+    """A small panel that says there is nothing to draw, instead of empty axes."""
+    return _svg(width, 40, [f'<text x="10" y="24" font-style="italic">{_e(why)}</text>'], label)
 
 
 def _svg(width: int, height: int, body: list[str], label: str) -> str:
@@ -47,7 +62,10 @@ def _columns(
     labels: Sequence[str], series: Sequence[tuple[str, Sequence[float], str]], label: str, unit: str = "%"
 ) -> str:
     """Vertical bars, one group per label, one bar per series."""
-    width, height, left, bottom, top = 560, 260, 48, 36, 20
+    # The legend sits above ``top``; value labels sit above their bars, inside the plot.
+    width, height, left, bottom, top = 560, 276, 48, 36, 40
+    if not any(v for _, values, _ in series for v in values):
+        return _no_data(width, label)
     peak = max([v for _, values, _ in series for v in values] + [1e-9])
     plot_h = height - bottom - top
     group_w = (width - left - 10) / max(len(labels), 1)
@@ -81,20 +99,23 @@ def _columns(
 
 def _rows(items: Sequence[tuple[str, float, str]], label: str, unit: str = "%") -> str:
     """Horizontal bars: (label, value, text shown)."""
+    if not items:
+        return _no_data(560, label)
     height = 24 * len(items) + 20
-    width, left = 560, 220
+    # Margins fit the longest label and the longest value text, so nothing is clipped.
+    left = int(min(max(len(name) for name, _, _ in items) * _CHAR_PX + 12, 320))
+    right = int(max(len(shown) for _, _, shown in items) * _CHAR_PX + 12)
+    width = max(560, left + right + 160)
     peak = max([v for _, v, _ in items] + [1e-9])
     body = []
     for i, (name, value, shown) in enumerate(items):
         y = 10 + i * 24
-        w = (width - left - 70) * value / peak
+        w = (width - left - right) * value / peak
         body.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{_e(name)}</text>')
         body.append(
             f'<rect x="{left}" y="{y}" width="{w:.1f}" height="18" fill="{_BAR}"><title>{_e(shown)}</title></rect>'
         )
         body.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{_e(shown)}</text>')
-    if not items:
-        body.append('<text x="10" y="20">none</text>')
     return _svg(width, max(height, 40), body, label)
 
 
@@ -106,14 +127,24 @@ def _stacked(summary: dict[str, Any], label: str) -> str:
     sexes = [s for s in ("female", "male", "unknown") if any(k[0] == s for k in cells)]
     bands = [b for _, _, b in AGE_BANDS] + ["unknown"]
     bands = [b for b in bands if any(k[1] == b for k in cells)]
-    width, left, row_h = 560, 90, 20
-    height = 30 + len(sexes) * (len(bands) * row_h + 26)
-    body = []
+    width, row_h = 560, 20
+    if not cells:
+        return _no_data(width, label)
+    left = int(max(len(f"{b} (n=00000)") for b in bands) * _CHAR_PX + 10)
     statuses = [*STATUS_ORDER, "not assessed"]
-    for j, status in enumerate(statuses):
-        body.append(f'<rect x="{10 + j * 92}" y="4" width="10" height="10" fill="{_COLOURS[status]}"/>')
-        body.append(f'<text x="{23 + j * 92}" y="13" font-size="10">{_e(status)}</text>')
-    y = 30
+    # The legend wraps onto as many rows as it needs: labels never overlap or leave the chart.
+    body = []
+    x, legend_y = 10.0, 4
+    for status in statuses:
+        name = _status(status)
+        step = 24 + len(name) * _CHAR_PX
+        if x + step > width:
+            x, legend_y = 10.0, legend_y + 16
+        body.append(f'<rect x="{x:.0f}" y="{legend_y}" width="10" height="10" fill="{_COLOURS[status]}"/>')
+        body.append(f'<text x="{x + 13:.0f}" y="{legend_y + 9}" font-size="10">{_e(name)}</text>')
+        x += step
+    y = legend_y + 26
+    height = y + len(sexes) * (len(bands) * row_h + 26)
     for sex in sexes:
         body.append(f'<text x="4" y="{y + 12}" font-weight="bold">{_e(sex)}</text>')
         y += 18
@@ -129,7 +160,7 @@ def _stacked(summary: dict[str, Any], label: str) -> str:
                 w = (width - left - 10) * n / total
                 body.append(
                     f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row_h - 4}" fill="{_COLOURS[status]}" stroke="#fff">'
-                    f"<title>{_e(sex)} {_e(band)}: {_e(status)} {n} ({100 * n / total:.1f}%)</title></rect>"
+                    f"<title>{_e(sex)} {_e(band)}: {_e(_status(status))} {n} ({100 * n / total:.1f}%)</title></rect>"
                 )
                 x += w
             y += row_h
@@ -140,7 +171,9 @@ def _stacked(summary: dict[str, Any], label: str) -> str:
 def _histogram(summary: dict[str, Any], kb: KnowledgeBase, label: str) -> str:
     """Serum magnesium results by 0.05 mmol/L bins, with the thresholds drawn as lines."""
     counts = list(summary["serum_mg"]["histogram_mmol_l"].values())
-    width, height, left, bottom, top = 560, 240, 40, 40, 30
+    width, height, left, bottom, top = 560, 240, 40, 40, 50
+    if not any(counts):
+        return _no_data(width, label, "No data: no patient has a serum magnesium result.")
     lo, hi = SERUM_BINS[0], SERUM_BINS[-1]
     peak = max([*counts, 1])
     plot_w, plot_h = width - left - 10, height - bottom - top
@@ -176,8 +209,8 @@ def _histogram(summary: dict[str, Any], kb: KnowledgeBase, label: str) -> str:
         body.append(
             f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{height - bottom}" stroke="{colour}" stroke-dasharray="4 3"/>'
         )
-        body.append(
-            f'<text x="{left + 5 + k * 175}" y="14" fill="{colour}" font-size="10">{_e(name)} {limit:g}</text>'
+        body.append(  # one line per threshold above the plot: the labels cannot overlap
+            f'<text x="{left}" y="{12 + k * 13}" fill="{colour}" font-size="10">{_e(name)} {limit:g} mmol/L</text>'
         )
     return _svg(width, height, body, label)
 
@@ -192,7 +225,11 @@ def render_report(summary: dict[str, Any], kb: KnowledgeBase) -> str:
         )
     base = summary["mds_distribution_base"]
     drugs = [
-        (name, item["percent"], f"{item['percent']:g}% ({item['patients']})")
+        (
+            kb.drug_classes[name].name if name in kb.drug_classes else name.replace("_", " "),
+            item["percent"],
+            f"{item['percent']:g}% ({item['patients']})",
+        )
         for name, item in sorted(
             summary["drug_class_prevalence"].items(), key=lambda kv: (-kv[1]["patients"], kv[0])
         )
@@ -202,7 +239,7 @@ def render_report(summary: dict[str, Any], kb: KnowledgeBase) -> str:
         for key, text in COMPLETENESS
     ]
     status_rows = "".join(
-        f"<tr><td>{_e(s)}</td><td>{n}</td></tr>" for s, n in summary["status_counts"].items() if n
+        f"<tr><td>{_e(_status(s))}</td><td>{n}</td></tr>" for s, n in summary["status_counts"].items() if n
     )
     issue_rows = (
         "".join(

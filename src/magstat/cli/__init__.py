@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from magstat import __version__
-from magstat.cli import assess, demo, kb, schema, screen, serve, views
+from magstat.cli import assess, demo, feedback, kb, schema, screen, serve, views
 from magstat.errors import InvalidInputError, KnowledgeBaseError
 
 __all__ = ["EXIT_INTERNAL", "EXIT_INVALID", "EXIT_KB", "EXIT_OK", "EXIT_OUTPUT", "main", "main_cli"]
@@ -31,6 +31,7 @@ _COMMANDS = {
     "kb": kb,
     "schema": schema,
     "demo": demo,
+    "feedback": feedback,
     "views": views,
 }
 

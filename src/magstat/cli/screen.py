@@ -95,7 +95,11 @@ def define_parser(sub: Any) -> None:
         metavar="KEY=VALUE",
         help="extra Spark setting",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars, even on a terminal")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on standard error (bars on a terminal, lines with totals elsewhere)",
+    )
     _define_server_options(parser)
 
 
@@ -202,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         spark_master=args.spark_master,
         spark_remote=args.spark_remote,
         spark_conf=dict(args.spark_conf),
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,  # bars on a terminal, plain lines in logs and CI
     )
     try:
         if args.fhir_server:

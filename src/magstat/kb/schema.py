@@ -188,6 +188,8 @@ class Sign:
     """Codes of lifelong diagnoses named after the sign (epilepsy for seizure): not the sign."""
     chronic_icd10: tuple[str, ...] = ()
     chronic_names: tuple[str, ...] = ()
+    urgent: bool = False
+    """Calls for medical care the same day when someone reports it (the self-check's "today")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,6 +627,7 @@ def _sign(entry_id: str, e: _Entry) -> Sign:
         chronic_snomed=e.strs("chronic_snomed"),
         chronic_icd10=e.strs("chronic_icd10"),
         chronic_names=e.strs("chronic_names"),
+        urgent=e.boolean("urgent", False),
     )
 
 

@@ -1,4 +1,7 @@
-"""Plain-text clinical summary of an assessment (colour and tables on a terminal).
+"""Plain-text clinical summary of an assessment (colour on a terminal).
+
+It lays out :class:`magstat.render.model.AssessmentView` in the order every surface uses: the
+status, then the urgent and important actions by priority, then the basis.
 
 .. versionadded:: 0.1.0
 """
@@ -7,8 +10,9 @@ from __future__ import annotations
 
 import textwrap
 
-from magstat.core.result import Action, Assessment, Finding
+from magstat.core.result import Assessment
 from magstat.kb.schema import KnowledgeBase
+from magstat.render.model import ActionView, AssessmentView, Row, assessment_view
 
 __all__ = ["render_text"]
 
@@ -20,6 +24,7 @@ _COLOURS = {
     "unlikely": "32",  # green
     "indeterminate": "36",  # cyan
 }
+_PRIORITY_STYLE = {"urgent": "1;31", "high": "33", "routine": "0"}
 _WIDTH = 96
 
 
@@ -41,21 +46,95 @@ class _Out:
         self.lines.append(lead + wrapped[0])
         self.lines.extend(indent + line for line in wrapped[1:])
 
-    def table(self, rows: list[tuple[str, str]]) -> None:
-        width = max((len(k) for k, _ in rows), default=0)
-        for key, value in rows:
-            self.para(value, indent="  " + " " * (width + 2), first=f"  {key.ljust(width)}  ")
+    def table(self, rows: list[Row]) -> None:
+        width = max((len(r.label) for r in rows), default=0)
+        for r in rows:
+            value = r.value + (f"; {r.detail}" if r.detail else "")
+            self.para(value, indent="  " + " " * (width + 2), first=f"  {r.label.ljust(width)}  ")
 
 
-def _grouped_inputs(finding: Finding) -> list[str]:
+def _actions(out: _Out, actions: tuple[ActionView, ...], cite: bool) -> None:
+    for a in actions:
+        mark = out.style(a.priority_label.upper(), _PRIORITY_STYLE[a.priority])
+        out.para(f"[{mark}] {a.text}", first="  - ", indent="    ")
+        out.para(f"Why: {a.reason}" + (f"  [{', '.join(a.sources)}]" if cite else ""), indent="    ")
+
+
+def _lay_out(view: AssessmentView, out: _Out, cite: bool) -> None:
+    r = view.result
+    out.lines.append(out.style(f" {view.banner} ", f"1;{_COLOURS[r.status]};7" if out.colour else "1"))
+    out.para(f"{view.summary} {view.severity_reason}".strip(), indent="")
+    out.para(view.who.replace(" · ", ", "), indent="")
+
+    if view.first_actions:
+        out.heading("Act first")
+        _actions(out, view.first_actions, cite)
+
+    out.heading("Measurements and calculators")
+    out.table([row for row in view.measurements if not row.secondary])
+    if view.trend is not None and len(view.trend_points) > 1:
+        points = ", ".join(f"{d}: {v}" for d, v in view.trend_points[-6:])
+        out.para(f"Trend (mmol/L): {points}. {view.trend.note}")
+    elif view.trend is not None:
+        out.para(view.trend.note)
+    secondary = [row for row in view.measurements if row.secondary]
+    if secondary:
+        out.para("Not bearing on this status: " + "; ".join(f"{x.label} {x.value}" for x in secondary))
+
+    out.heading("Findings and their basis")
+    for group in view.groups:
+        for f in group.findings:
+            tag = out.style(f"[{f.weight_label}]", "2")
+            out.para(f"{f.text} {tag}", first="  - ", indent="    ")
+            basis = [f"Rule: {f.rule}"]
+            if f.inputs:
+                basis.append("Inputs: " + "; ".join(_folded(f.inputs)))
+            if cite:
+                basis.append("Sources: " + ", ".join(f.sources))
+            for line in basis:
+                out.para(out.style(line, "2"), indent="    ")
+    if view.status_basis is not None:
+        out.para(view.status_basis.text, first="  = ", indent="    ")
+
+    if view.other_actions:
+        out.heading("Other next steps and safety notes")
+        _actions(out, view.other_actions, cite)
+    if view.relevance:
+        out.heading("Why it matters for this patient")
+        for name, why, evidence, sources in view.relevance:
+            out.para(f"{name}, because of: {why}", first="  - ", indent="    ")
+            for ev in evidence[:3]:
+                out.para(ev, indent="      ", first="    · ")
+            if cite and sources:
+                out.para(f"[{', '.join(sources)}]", indent="      ")
+    out.heading("Limitations")
+    for lim in view.limitations:
+        out.para(lim, first="  - ", indent="    ")
+    if view.not_known:
+        out.para("Not known: " + view.not_known, first="  - ", indent="    ")
+    if view.unrecognised:
+        out.para("Not recognised (not used): " + view.unrecognised, first="  - ", indent="    ")
+    if view.excluded:
+        out.para(
+            "Left out because they failed checks: " + "; ".join(view.excluded), first="  - ", indent="    "
+        )
+    out.lines.append("")
+    out.para(
+        f"Knowledge base {r.kb_version} (sha256 {r.kb_sha256[:12]}…). "
+        "Decision support, not a diagnosis. `magstat kb cite ID` shows a source.",
+        indent="",
+    )
+
+
+def _folded(inputs: tuple[object, ...]) -> list[str]:
     """Inputs for display; repeats of the same value (a drug ordered five times) are folded."""
-    groups: dict[tuple[str, str, str], list[str]] = {}
-    for u in finding.inputs:
-        key = (u.name, str(u.value), u.unit or "")
-        groups.setdefault(key, []).append(u.source or "")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for item in inputs:
+        name, value, source = (getattr(item, k) for k in ("name", "value", "source"))
+        groups.setdefault((name, value), []).append(source)
     out = []
-    for (name, value, unit), sources in groups.items():
-        text = f"{name} {value}{' ' + unit if unit else ''}"
+    for (name, value), sources in groups.items():
+        text = f"{name}: {value}"
         named = [s for s in sources if s]
         if len(named) == 1:
             text += f" ({named[0]})"
@@ -65,150 +144,19 @@ def _grouped_inputs(finding: Finding) -> list[str]:
     return out
 
 
-def _actions(out: _Out, actions: tuple[Action, ...], cite: bool) -> None:
-    marks = {"urgent": out.style("URGENT", "1;31"), "high": out.style("high", "33"), "routine": "routine"}
-    for action in actions:
-        out.para(f"[{marks[action.priority]}] {action.text}", first="  - ", indent="    ")
-        out.para(
-            f"Why: {action.reason}" + (f"  [{', '.join(action.sources)}]" if cite else ""), indent="    "
-        )
-
-
 def render_text(result: Assessment, kb: KnowledgeBase, *, colour: bool = False, cite: bool = True) -> str:
-    """Render an assessment as a clinical summary for a terminal or a text file."""
+    """Render an assessment as a clinical summary for a terminal or a text file.
+
+    Args:
+        result: the assessment.
+        kb: the knowledge base it was made with.
+        colour: add ANSI colours (for a terminal).
+        cite: show source ids after each finding and action.
+
+    Returns:
+        The summary, status and actions first, ending with a newline.
+
+    """
     out = _Out(colour)
-    banner = f" {result.summary} "
-    out.lines.append(out.style(banner, f"1;{_COLOURS[result.status]};7" if colour else "1"))
-    who = [f"as of {result.as_of.isoformat()}"]
-    if result.patient_id:
-        who.insert(0, f"patient {result.patient_id}")
-    if result.age_years is not None:
-        who.append(f"age {result.age_years:.0f}")
-    if result.sex:
-        who.append(result.sex)
-    out.para(", ".join(who), indent="")
-
-    out.heading("Measurements and calculators")
-    rows: list[tuple[str, str]] = []
-    s = result.serum_magnesium
-    if s.mmol_l is not None:
-        value = f"{s.mmol_l:.2f} mmol/L = {s.mg_dl:.2f} mg/dL = {s.meq_l:.2f} mEq/L"
-        if s.current:
-            value += f"; {(s.band or '').replace('_', ' ')}; lab interval {s.lab_low:.2f}–{s.lab_high:.2f} mmol/L ({s.interval_from}); evidence-based lower limit {s.evidence_lower} mmol/L"
-            if s.ctcae_grade:
-                value += f"; CTCAE grade {s.ctcae_grade}"
-        else:
-            value += " (not recent: not used)"
-        if s.date:
-            value += f"; {s.date.isoformat()}"
-        rows.append(("Serum Mg", value))
-        if len(s.history) > 1:
-            trend = ", ".join(f"{d.isoformat() if d else '?'}: {v:.2f}" for d, v in s.history[-6:])
-            rows.append(("Mg trend", trend + " mmol/L"))
-    else:
-        rows.append(("Serum Mg", "no result"))
-    e = result.egfr
-    rows.append(
-        ("eGFR", "unknown" if e.value is None else f"{e.value:.0f} mL/min/1.73 m² ({e.equation}, {e.origin})")
-    )
-    m = result.mds
-    if m.score is None:
-        rows.append(("MDS", "no component known"))
-    else:
-        parts = ", ".join(f"{k} {'?' if v is None else v}" for k, v in m.components.items())
-        rows.append(
-            (
-                "MDS",
-                f"{m.score}{'' if m.complete else ' (incomplete)'}; band {m.band or 'undecided'}; {parts}",
-            )
-        )
-    if result.femg.percent is not None:
-        rows.append(("FEMg", f"{result.femg.percent:.1f}% ({result.femg.interpretation})"))
-    if result.loading_test.retention_percent is not None:
-        lt = result.loading_test
-        rows.append(
-            (
-                "Loading test",
-                f"{lt.retention_percent:.0f}% retained ({lt.interpretation}{'' if lt.valid is not False else '; not valid here'})",
-            )
-        )
-    i = result.intake
-    if i.mg_per_day is not None:
-        ref = f"RDA {i.rda_mg:.0f}" if i.rda_mg else "no DRI"
-        rows.append(
-            (
-                "Diet",
-                f"{i.mg_per_day:.0f} mg/day ({i.estimated_from}); {ref}; EAR {i.ear_mg if i.ear_mg is not None else '—'}; {'below EAR' if i.below_ear else 'not below EAR' if i.below_ear is False else ''}".rstrip(
-                    "; "
-                ),
-            )
-        )
-    sup = result.supplements
-    if sup.elemental_mg_per_day:
-        rows.append(
-            (
-                "Supplements",
-                f"{sup.elemental_mg_per_day:.0f} mg/day elemental; UL {f'{sup.ul_mg:.0f}' if sup.ul_mg else '—'} mg/day{'; ABOVE UL' if sup.above_ul else ''}",
-            )
-        )
-    out.table(rows)
-
-    out.heading("Findings")
-    for finding in result.findings:
-        if finding.category == "status":
-            continue
-        tag = out.style(f"[{finding.weight}]", "2")
-        out.para(f"{finding.text} {tag}", first="  - ", indent="    ")
-        basis = [f"Rule: {finding.rule}"]
-        used = _grouped_inputs(finding)
-        if used:
-            basis.append("Inputs: " + "; ".join(used))
-        if cite:
-            basis.append("Sources: " + ", ".join(finding.sources))
-        for line in basis:
-            out.para(out.style(line, "2"), indent="    ")
-    status = next((f for f in result.findings if f.category == "status"), None)
-    if status is not None:
-        out.para(status.text, first="  = ", indent="    ")
-
-    if result.next_steps:
-        out.heading("Next steps")
-        _actions(out, result.next_steps, cite)
-    if result.safety:
-        out.heading("Safety")
-        _actions(out, result.safety, cite)
-    if result.relevance:
-        out.heading("Why it matters for this patient")
-        for rel in result.relevance:
-            out.para(f"{rel.name} — because of: {rel.why}", first="  - ", indent="    ")
-            for ev in rel.evidence[:3]:
-                out.para(
-                    f"{ev['text']} ({ev['effect']}; {ev['strength']})"
-                    + (f" [{', '.join(ev['sources'])}]" if cite else ""),
-                    indent="      ",
-                    first="    · ",
-                )
-    out.heading("Limitations")
-    for lim in result.limitations:
-        out.para(lim.text + (f"  [{', '.join(lim.sources)}]" if cite else ""), first="  - ", indent="    ")
-    if result.missing_inputs:
-        out.para("Not known: " + ", ".join(result.missing_inputs), first="  - ", indent="    ")
-    if result.unrecognised:
-        out.para(
-            "Not recognised (not used): "
-            + "; ".join(result.unrecognised[:12])
-            + (" …" if len(result.unrecognised) > 12 else ""),
-            first="  - ",
-            indent="    ",
-        )
-    if result.excluded:
-        out.para(
-            "Left out because they failed checks: " + "; ".join(result.excluded), first="  - ", indent="    "
-        )
-    out.lines.append("")
-    out.para(
-        f"Knowledge base {result.kb_version} (sha256 {result.kb_sha256[:12]}…). "
-        "Decision support, not a diagnosis. `magstat kb cite ID` shows a source.",
-        indent="",
-    )
+    _lay_out(assessment_view(result, kb), out, cite)
     return "\n".join(out.lines) + "\n"

@@ -18,7 +18,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from magstat.adapters.cds_hooks.cards import NAMESPACE, SUMMARY_MAX, TOPIC_SYSTEM
+from magstat.adapters.cds_hooks.cards import (
+    NAMESPACE,
+    OVERRIDE_REASONS,
+    OVERRIDE_SYSTEM,
+    SUMMARY_MAX,
+    TOPIC_SYSTEM,
+)
 
 __all__ = ["TOPIC_DATA_UNREAD", "unread_data_card"]
 
@@ -67,4 +73,8 @@ def unread_data_card(
             "label": f"magstat {version} · knowledge base {kb_version}",
             "topic": {"system": TOPIC_SYSTEM, "code": TOPIC_DATA_UNREAD, "display": "Patient data not read"},
         },
+        "overrideReasons": [
+            {"system": OVERRIDE_SYSTEM, "code": code, "display": OVERRIDE_REASONS[code]}
+            for code in ("recent-result", "not-applicable")
+        ],
     }

@@ -180,6 +180,15 @@ class FeedbackStore:
                 raise StorageError(f"{self.kind} feedback database error ({type(exc).__name__})") from None
         raise StorageError("unreachable")  # pragma: no cover
 
+    def execute(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool = False) -> list[Any]:
+        """Run statements in one transaction on this store's connection (other tables of the service).
+
+        Raises:
+            StorageError: the database cannot be reached or written.
+
+        """
+        return self._run(statements, fetch)
+
     def initialise(self) -> None:
         """Create the tables if they are missing (every use does it until it has succeeded once).
 

@@ -8,9 +8,12 @@ from :mod:`magstat.adapters.cds_hooks.cards`. This module only moves data betwee
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +22,7 @@ import httpx
 
 from magstat import __version__
 from magstat.adapters.cds_hooks.cards import CardContext, add_report_link, order_cards, patient_view_cards
+from magstat.adapters.cds_hooks.concerns import card_concern, card_state
 from magstat.adapters.cds_hooks.models import HookRequest
 from magstat.adapters.cds_hooks.request import (
     CONDITION_KEYS,
@@ -32,12 +36,16 @@ from magstat.adapters.fhir import facts_from_fhir
 from magstat.core.assess import assess
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
-from magstat.service.datagaps import unread_data_card
+from magstat.service.datagaps import TOPIC_DATA_UNREAD, unread_data_card
+from magstat.service.feedback import StorageError
 from magstat.service.fhirclient import fetch_templates
 from magstat.service.reports import ReportStore
 from magstat.service.settings import Settings
+from magstat.service.suppression import CardMemory, ShownCard
 
 __all__ = ["SERVICES", "CdsService", "Gathered", "PreconditionFailedError", "answer", "discovery", "gather"]
+
+log = logging.getLogger("magstat.service.hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +199,7 @@ def _server_refused(server: str, settings: Settings, allowed: tuple[str, ...]) -
     return None
 
 
-def answer(
+async def answer(
     service: CdsService,
     body: HookRequest,
     gathered: Gathered,
@@ -201,8 +209,16 @@ def answer(
     today: dt.date,
     reports: ReportStore,
     base_url: str,
+    memory: CardMemory | None = None,
+    now: dt.datetime | None = None,
+    run_db: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
 ) -> dict[str, Any]:
     """Assess the patient and return the CDS Hooks response (``{"cards": [...]}``).
+
+    ``info`` cards are left out when ``cds.show_info_cards`` is false; with a ``memory``, cards
+    that feedback or an earlier hook already covered are held back
+    (:mod:`magstat.service.suppression`). The database calls run through ``run_db`` (default: a
+    worker thread); when it fails, every card is shown.
 
     Raises:
         InvalidInputError: the hook context is not what the hook defines, or the data name
@@ -271,6 +287,18 @@ def answer(
                     notes=notes,
                 )
             ]
+    if not settings.cds.show_info_cards:
+        cards = [c for c in cards if c["indicator"] != "info"]
+    # The "could not read" card comes alone and only when nothing else is said: never held back.
+    if memory is not None and cards and cards[0]["source"]["topic"]["code"] != TOPIC_DATA_UNREAD:
+        candidates = [ShownCard(c, card_concern(c, result), card_state(c, result, facts, kb)) for c in cards]
+        select = functools.partial(
+            memory.select, service.id, patient_id, candidates, now or dt.datetime.now(dt.UTC)
+        )
+        try:
+            cards = await (run_db or asyncio.to_thread)(select)
+        except StorageError as exc:
+            log.error("card memory unavailable, every card is shown: %s", exc)
     if cards:
         # The report is kept only when a card links to it: no card, no patient data kept.
         add_report_link(cards, f"{base_url}/reports/{reports.put(result)}")

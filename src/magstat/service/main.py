@@ -48,6 +48,7 @@ from magstat.service.reports import ReportStore
 from magstat.service.routes import assess, cds_services, health, reports
 from magstat.service.security import TokenVerifier
 from magstat.service.settings import Settings
+from magstat.service.suppression import CardMemory
 from magstat.web import router as web_router
 from magstat.web.routes import WebAccess
 
@@ -95,6 +96,7 @@ def create_app(
     settings.check()
     knowledge = kb or load()
     store = FeedbackStore(settings.database.url, settings.database.timeout_seconds)
+    memory = CardMemory(store, settings.cds)
     runner = DatabaseRunner(
         threads=settings.database.threads,
         queue_limit=4 * settings.database.threads,
@@ -135,6 +137,7 @@ def create_app(
     app.state.kb = knowledge
     app.state.templates = prefetch_templates(knowledge)
     app.state.feedback = store
+    app.state.memory = memory
     app.state.database = runner
     app.state.reports = ReportStore(settings.cds.report_ttl_seconds, settings.cds.report_max_entries)
     app.state.verifier = TokenVerifier(settings.cds)

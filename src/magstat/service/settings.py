@@ -132,6 +132,31 @@ class CdsSettings(_Section):
     )
     report_ttl_seconds: int = Field(default=3600, ge=10)
     report_max_entries: int = Field(default=10_000, ge=1)
+    show_info_cards: bool = Field(
+        default=True, description="false: cards whose indicator is info are not shown (per deployment)"
+    )
+    override_suppression_days: float = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="a card overridden with one of its reasons is not shown again for this long (0: off)",
+    )
+    order_result_due_days: float = Field(
+        default=7,
+        ge=0,
+        le=365,
+        description="after an accepted serum magnesium order, the card waits this long for the result",
+    )
+    repeat_window_hours: float = Field(
+        default=24,
+        ge=0,
+        le=24 * 365,
+        description="a concern shown by one hook is not repeated by another within this window (0: off)",
+    )
+    suppression_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key of the stored patient-and-concern keys; unset: a random key per process",
+    )
     developer: str = "magstat developers (open-source project, Apache-2.0)"
     funding_source: str = "not declared by the deploying organisation"
 

@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from magstat.core.units import allowed_units
+from magstat.core.units import allowed_units, convert, parse_unit
 from magstat.errors import InvalidInputError
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import Condition, KnowledgeBase
+from magstat.render.model import fmt
 
 __all__ = [
     "FORMAT_VERSION",
@@ -288,12 +289,31 @@ def condition_item(condition: Condition) -> dict[str, Any]:
     return {"name": condition.synonyms[0] if condition.synonyms else condition.name}
 
 
+SIGNS_REST = "signs_rest"
+"""The control that marks every sign left "not known" as absent (the form's shortcut)."""
+
+_TOP_LEVEL = (
+    "id",
+    "as_of",
+    "birth_date",
+    "age",
+    "sex",
+    "pregnant",
+    "lactating",
+    "chronic_stress",
+    "high_metabolic_demand",
+    "alcohol_drinks_per_day",
+    "audit_c",
+)
+
+
 def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     """Build a magstat patient document from the posted form values.
 
     A control left empty is left out (unknown). A list (medications, conditions,
     supplements) is included when something is entered in it or it is marked as known: an
-    empty known list means none.
+    empty known list means none. Signs left "not known" become absent only when the form's
+    "everything else absent" box (:data:`SIGNS_REST`) is ticked.
 
     Returns:
         The document and the map from its field paths to the form's controls.
@@ -301,44 +321,39 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     """
     spec = form_spec(kb)
     out = Built()
+    out.document["magstat"] = FORMAT_VERSION
+    _scalars(values, out)
+    _medications(values, out)
+    _conditions(values, spec, kb, out)
+    _signs(values, spec, out)
+    _labs(values, spec, out)
+    _diet(values, spec, out)
+    _supplements(values, kb, out)
+    _loading(values, out)
+    out.put("age_years", "age")  # the core's name for the age it converts
+    return out
+
+
+def _scalars(values: Mapping[str, str], out: Built) -> None:
+    """Identity, dates, age, sex, the yes/no questions, alcohol and AUDIT-C."""
     doc = out.document
-    doc["magstat"] = FORMAT_VERSION
-
-    def scalar(key: str, control: str, value: Any) -> None:
-        doc[key] = value
-        out.put(key, control)
-
     # Top-level fields map to their controls even when empty: "as_of is required" names one.
-    for key in (
-        "id",
-        "as_of",
-        "birth_date",
-        "age",
-        "sex",
-        "pregnant",
-        "lactating",
-        "chronic_stress",
-        "high_metabolic_demand",
-        "alcohol_drinks_per_day",
-        "audit_c",
-    ):
+    for key in _TOP_LEVEL:
         out.put(key, key)
-    for key in ("id", "as_of", "birth_date"):
+    for key in ("id", "as_of", "birth_date", "sex"):
         if field_text(values, key):
-            scalar(key, key, field_text(values, key))
-    if field_text(values, "age"):
-        scalar("age", "age", number_or_text(field_text(values, "age")))
-    if field_text(values, "sex"):
-        scalar("sex", "sex", field_text(values, "sex"))
+            doc[key] = field_text(values, key)
+    for key in ("age", "alcohol_drinks_per_day", "audit_c"):
+        if field_text(values, key):
+            doc[key] = number_or_text(field_text(values, key))
     for key in ("pregnant", "lactating", "chronic_stress", "high_metabolic_demand"):
         flag = _tri(field_text(values, key))
         if flag is not None:
-            scalar(key, key, flag)
-    for key in ("alcohol_drinks_per_day", "audit_c"):
-        if field_text(values, key):
-            scalar(key, key, number_or_text(field_text(values, key)))
+            doc[key] = flag
 
-    # Medications
+
+def _medications(values: Mapping[str, str], out: Built) -> None:
+    """The medication rows; an empty list when marked as known with no row filled."""
     meds: list[dict[str, Any]] = []
     for n in rows(values, "med"):
         row = {k: field_text(values, f"med-{n}-{k}") for k in ("name", "dose", "start")}
@@ -361,9 +376,11 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
         out.put(where, f"med-{n}-name")
         meds.append(item)
     if meds or field_text(values, "meds_known") == "known":
-        doc["medications"] = meds
+        out.document["medications"] = meds
 
-    # Conditions: ticked knowledge-base conditions, then any others typed in.
+
+def _conditions(values: Mapping[str, str], spec: FormSpec, kb: KnowledgeBase, out: Built) -> None:
+    """Ticked knowledge-base conditions, then any others typed in."""
     conditions: list[Any] = []
     for group in spec.conditions:
         for choice in group[1]:
@@ -376,20 +393,42 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
             out.put(f"conditions[{len(conditions)}]", f"condother-{n}-name")
             conditions.append({"name": name})
     if conditions or field_text(values, "conds_known") == "known":
-        doc["conditions"] = conditions
+        out.document["conditions"] = conditions
 
-    # Signs: present, absent or (left out) unknown.
+
+def _signs(values: Mapping[str, str], spec: FormSpec, out: Built) -> None:
+    """Signs present, absent or (left out) unknown; the shortcut makes the unknown ones absent."""
+    rest_absent = bool(field_text(values, SIGNS_REST))
     signs: dict[str, bool] = {}
     for group in spec.signs:
         for choice in group[1]:
             flag = _tri(field_text(values, f"sign-{choice.id}"))
+            if flag is None and rest_absent:
+                flag = False
             if flag is not None:
                 signs[choice.id] = flag
                 out.put(f"signs.{choice.id}", f"sign-{choice.id}")
     if signs:
-        doc["signs"] = signs
+        out.document["signs"] = signs
 
-    # Laboratory results
+
+_LAB_PATHS = (
+    ("", "value"),
+    (".value", "value"),
+    (".test", "value"),
+    (".unit", "unit"),
+    (".date", "date"),
+    (".reference_range", "low"),
+    (".reference_range.low", "low"),
+    (".reference_range.high", "high"),
+    # Names the core uses for the same fields after conversion.
+    (".ref_low", "low"),
+    (".ref_high", "high"),
+)
+
+
+def _labs(values: Mapping[str, str], spec: FormSpec, out: Built) -> None:
+    """One entry per laboratory row with a value, a date or a range."""
     labs: list[dict[str, Any]] = []
     for lab in spec.labs:
         parts = {k: field_text(values, f"{lab.key}-{k}") for k in ("value", "unit", "date", "low", "high")}
@@ -399,33 +438,21 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
         entry: dict[str, Any] = {
             "test": lab.test,
             "value": number_or_text(parts["value"]) if parts["value"] else None,
+            "unit": parts["unit"] or lab.canonical_unit,
         }
-        entry["unit"] = parts["unit"] or lab.canonical_unit
         if parts["date"]:
             entry["date"] = parts["date"]
         if parts["low"] or parts["high"]:
-            entry["reference_range"] = {
-                k: number_or_text(parts[p]) for k, p in (("low", "low"), ("high", "high")) if parts[p]
-            }
-        for path, part in (
-            ("", "value"),
-            (".value", "value"),
-            (".test", "value"),
-            (".unit", "unit"),
-            (".date", "date"),
-            (".reference_range", "low"),
-            (".reference_range.low", "low"),
-            (".reference_range.high", "high"),
-            # Names the core uses for the same fields after conversion.
-            (".ref_low", "low"),
-            (".ref_high", "high"),
-        ):
+            entry["reference_range"] = {k: number_or_text(parts[k]) for k in ("low", "high") if parts[k]}
+        for path, part in _LAB_PATHS:
             out.put(f"{where}{path}", f"{lab.key}-{part}")
         labs.append(entry)
     if labs:
-        doc["labs"] = labs
+        out.document["labs"] = labs
 
-    # Diet: reported intake, or a food-frequency answer set.
+
+def _diet(values: Mapping[str, str], spec: FormSpec, out: Built) -> None:
+    """Reported intake, or a food-frequency answer set."""
     diet: dict[str, Any] = {}
     if field_text(values, "diet_mg_per_day"):
         diet["mg_per_day"] = number_or_text(field_text(values, "diet_mg_per_day"))
@@ -435,9 +462,11 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     if ffq:
         diet["food_frequency"] = ffq
     if diet:
-        doc["diet"] = diet
+        out.document["diet"] = diet
 
-    # Supplements
+
+def _supplements(values: Mapping[str, str], kb: KnowledgeBase, out: Built) -> None:
+    """The supplement rows, with the amount as elemental or product magnesium."""
     supplements: list[dict[str, Any]] = []
     for n in rows(values, "supp"):
         form, name, amount = (field_text(values, f"supp-{n}-{k}") for k in ("form", "name", "amount"))
@@ -451,13 +480,9 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
             supplement["name"] = kb.supplements[form].name if form in kb.supplements else form
         if form:
             supplement["form"] = form
-        basis = (
-            "product_mg_per_day"
-            if field_text(values, f"supp-{n}-basis") == "product"
-            else "elemental_mg_per_day"
-        )
+        product = field_text(values, f"supp-{n}-basis") == "product"
         if amount:
-            supplement[basis] = number_or_text(amount)
+            supplement["product_mg_per_day" if product else "elemental_mg_per_day"] = number_or_text(amount)
         out.put(where, f"supp-{n}-name" if name else f"supp-{n}-form")
         out.put(f"{where}.name", f"supp-{n}-name")
         out.put(f"{where}.form", f"supp-{n}-form")
@@ -465,9 +490,11 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
         out.put(f"{where}.product_mg_per_day", f"supp-{n}-amount")
         supplements.append(supplement)
     if supplements or field_text(values, "supps_known") == "known":
-        doc["supplements"] = supplements
+        out.document["supplements"] = supplements
 
-    # Loading test
+
+def _loading(values: Mapping[str, str], out: Built) -> None:
+    """The magnesium loading test's fields, when any is given."""
     loading: dict[str, Any] = {}
     for key in ("retention_percent", "dose_mmol", "urine_mmol", "baseline_urine_mmol", "date"):
         text = field_text(values, f"loading_{key}")
@@ -476,10 +503,7 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
             out.put(f"loading_test.{key}", f"loading_{key}")
             out.put(f"loading_{key}", f"loading_{key}")  # the core's names for the same fields
     if loading:
-        doc["loading_test"] = loading
-    # The core's names for top-level fields it converts.
-    out.put("age_years", "age")
-    return out
+        out.document["loading_test"] = loading
 
 
 def control_for(error: InvalidInputError, controls: Mapping[str, str]) -> str | None:
@@ -503,12 +527,41 @@ def control_for(error: InvalidInputError, controls: Mapping[str, str]) -> str | 
     return None
 
 
-def error_message(error: InvalidInputError) -> str:
-    """The error in words for the person at the form, without the machine field path."""
+def error_message(
+    error: InvalidInputError, kb: KnowledgeBase | None = None, control: str | None = None
+) -> str:
+    """The error in words for the person at the form, without the machine field path.
+
+    A laboratory value refused in another unit than the knowledge base's gets the allowed
+    range in the unit that was entered too ("Allowed: 0.024 to 48.6 mg/dL (0.01 to 20
+    mmol/L)"), so that nobody has to convert it in their head.
+    """
     text = error.problem[:1].upper() + error.problem[1:]
     if error.value is not None:
         text += f" (you entered “{error.value}”)"
     text += "."
     if error.allowed:
-        text += f" Allowed: {error.allowed}."
+        text += f" Allowed: {_allowed_in_entered_unit(error, kb, control) or error.allowed}."
     return text
+
+
+_RANGE = re.compile(r"(?P<low>[-\d.]+) to (?P<high>[-\d.]+) (?P<unit>\S+)")
+_ENTERED = re.compile(r"[-\d.eE+]+ (?P<unit>\S.*)")
+
+
+def _allowed_in_entered_unit(error: InvalidInputError, kb: KnowledgeBase | None, control: str | None) -> str:
+    """The allowed range converted to the unit entered, followed by the original; else empty."""
+    match = re.fullmatch(r"lab-(?P<test>\w+)-\d+-\w+", control or "")
+    allowed = _RANGE.fullmatch(error.allowed or "")
+    entered = _ENTERED.fullmatch(str(error.value or ""))
+    if kb is None or match is None or allowed is None or entered is None or match["test"] not in kb.tests:
+        return ""
+    test = kb.tests[match["test"]]
+    source, target = parse_unit(allowed["unit"]), parse_unit(entered["unit"])
+    if source is None or target is None or source == target:
+        return ""
+    try:
+        low, high = (convert(kb, test, float(allowed[k]), source, target) for k in ("low", "high"))
+    except ValueError:  # no analyte to convert through: keep the range as the KB states it
+        return ""
+    return f"{fmt(low)} to {fmt(high)} {entered['unit']} ({error.allowed})"

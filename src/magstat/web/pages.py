@@ -8,25 +8,19 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader
 
 from magstat import __version__
 from magstat.kb.schema import KnowledgeBase
-from magstat.web.view import fmt
+from magstat.render.html import template_environment
 
 __all__ = ["render"]
 
 
 @functools.cache
 def _environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("magstat.web", "templates"),
-        autoescape=True,  # every template is HTML; nothing is marked safe but our own SVG
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.globals["fmt"] = fmt
+    # The app's own pages first, then the assessment templates it shares with the CLI report.
+    env = template_environment(PackageLoader("magstat.web", "templates"))
     env.globals["version"] = __version__
     return env
 

@@ -1,9 +1,10 @@
 """The assessment as a PDF document, drawn with ReportLab (pure Python, no browser).
 
-The PDF holds what the result page holds, in print order, with every finding's basis open:
-status, serum magnesium and its trend, the MDS, laboratory results, diet and supplements,
-findings with their rule, inputs and sources, next steps, safety, relevance, limitations and
-the cited sources. Fonts are the Bitstream Vera fonts that ship with ReportLab, embedded in the
+The PDF lays out the same presentation model as the result page, in the same order, with
+every finding's basis open: the status (naming the first urgent action), the urgent and
+important actions on page 1, then measurements and the trend, laboratory results, the MDS,
+diet and supplements, findings with their rule, inputs and sources, the other actions,
+relevance, limitations and the cited sources. Fonts are the Bitstream Vera fonts that ship with ReportLab, embedded in the
 file; a character they lack is spelled out (``α`` as ``alpha``) rather than dropped.
 
 .. versionadded:: 0.1.0
@@ -18,14 +19,6 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import reportlab  # type: ignore[import-untyped, unused-ignore]
-from reportlab.graphics.shapes import (  # type: ignore[import-untyped, unused-ignore]
-    Circle,
-    Drawing,
-    Line,
-    PolyLine,
-    Rect,
-    String,
-)
 from reportlab.lib import colors  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped, unused-ignore]
 from reportlab.lib.styles import ParagraphStyle  # type: ignore[import-untyped, unused-ignore]
@@ -41,8 +34,8 @@ from reportlab.platypus import (  # type: ignore[import-untyped, unused-ignore]
     TableStyle,
 )
 
-from magstat.core.result import Action, Assessment
-from magstat.web.view import ResultView, fmt
+from magstat.render.chart import bar_drawing, trend_drawing
+from magstat.render.model import ActionView, AssessmentView
 
 __all__ = ["render_pdf"]
 
@@ -122,77 +115,6 @@ def _styles() -> dict[str, Any]:
     }
 
 
-def _trend(view: ResultView) -> Drawing | None:
-    """The serum magnesium trend against the lab interval and the evidence-based lower limit."""
-    s = view.result.serum_magnesium
-    points = [(d, v) for d, v in s.history if d is not None]
-    if not points:
-        return None
-    width, height, pad = 170 * mm, 48 * mm, 30
-    low = s.lab_low if s.lab_low is not None else None
-    high = s.lab_high if s.lab_high is not None else None
-    limit = s.evidence_lower
-    values = [v for _, v in points] + [x for x in (low, high, limit) if x is not None]
-    y_min, y_max = min(values) - 0.1, max(values) + 0.1
-    first, last = points[0][0], points[-1][0]
-    span = max((last - first).days, 1)
-
-    def x(day: Any) -> float:
-        return float(pad + (width - 2 * pad) * ((day - first).days / span if len(points) > 1 else 0.5))
-
-    def y(value: float) -> float:
-        return float(16 + (height - 26) * (value - y_min) / (y_max - y_min))
-
-    d = Drawing(width, height)
-    grey = colors.HexColor("#1b1f24")
-    if low is not None and high is not None:
-        d.add(
-            Rect(
-                pad,
-                y(low),
-                width - 2 * pad,
-                y(high) - y(low),
-                fillColor=colors.HexColor("#dafbe1"),
-                strokeColor=None,
-            )
-        )
-        d.add(String(2, y(high) - 3, fmt(high, 2), fontName="Vera", fontSize=7, fillColor=grey))
-        d.add(String(2, y(low) - 3, fmt(low, 2), fontName="Vera", fontSize=7, fillColor=grey))
-    if limit is not None:
-        d.add(
-            Line(
-                pad,
-                y(limit),
-                width - pad,
-                y(limit),
-                strokeColor=colors.HexColor("#9a6700"),
-                strokeDashArray=[4, 3],
-            )
-        )
-        d.add(
-            String(
-                width - pad + 2,
-                y(limit) - 3,
-                fmt(limit, 2),
-                fontName="Vera",
-                fontSize=7,
-                fillColor=colors.HexColor("#9a6700"),
-            )
-        )
-    blue = colors.HexColor("#0969da")
-    if len(points) > 1:
-        d.add(PolyLine([c for day, v in points for c in (x(day), y(v))], strokeColor=blue, strokeWidth=1.5))
-    for day, v in points:
-        d.add(Circle(x(day), y(v), 2.5, fillColor=blue, strokeColor=blue))
-    d.add(String(pad, 2, first.isoformat(), fontName="Vera", fontSize=7, fillColor=grey))
-    d.add(
-        String(
-            width - pad, 2, last.isoformat(), fontName="Vera", fontSize=7, fillColor=grey, textAnchor="end"
-        )
-    )
-    return d
-
-
 def _table(rows: list[list[Any]], widths: list[float] | None = None, header: bool = True) -> Table:
     table = Table(rows, colWidths=widths, repeatRows=1 if header else 0, hAlign="LEFT")
     style = [
@@ -212,42 +134,39 @@ def _table(rows: list[list[Any]], widths: list[float] | None = None, header: boo
     return table
 
 
-def _actions(items: tuple[Action, ...], st: dict[str, Any], empty: str) -> list[Any]:
-    if not items:
-        return [Paragraph(_text(empty), st["body"])]
+_WIDTH = 170 * mm
+
+
+def _actions(items: tuple[ActionView, ...], st: dict[str, Any]) -> list[Any]:
     out: list[Any] = []
     for a in items:
         out.append(
             KeepTogether(
                 [
-                    Paragraph(f"<b>[{_text(a.priority)}]</b> {_text(a.text)}", st["item"], bulletText="•"),
                     Paragraph(
-                        f"Why here: {_text(a.reason)} Sources: {_text(', '.join(a.sources))}", st["basis"]
+                        f"<b>{_text(a.priority_label)}</b> ({_text(a.kind)}): {_text(a.text)}",
+                        st["item"],
+                        bulletText="•",
                     ),
+                    Paragraph(f"Why here: {_text(a.reason)} [{_text(', '.join(a.sources))}]", st["basis"]),
                 ]
             )
         )
     return out
 
 
-def render_pdf(view: ResultView) -> bytes:
-    """Draw the assessment as a PDF (A4) and return its bytes."""
-    st = _styles()
-    r: Assessment = view.result
-    story: list[Any] = [
-        Paragraph("Magnesium status assessment", st["h1"]),
-        Paragraph(_text(view.who), st["small"]),
-        Spacer(1, 4),
-    ]
-    fill, edge = _STATUS_COLOURS.get(r.status, ("#ffffff", "#1b1f24"))
-    banner = Table(
-        [
-            [Paragraph(f"Status: {_text(view.status_label)}", st["status"])],
-            [Paragraph(_text(r.summary), st["body"])],
-        ],
-        colWidths=[170 * mm],
-        hAlign="LEFT",
-    )
+def _head(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
+    """Title, who, the status banner (naming the first urgent action) and the first actions."""
+    fill, edge = _STATUS_COLOURS.get(view.status, ("#ffffff", "#1b1f24"))
+    lines = [[Paragraph(f"Status: {_text(view.status_label)}", st["status"])]]
+    if view.urgent:
+        more = len(view.urgent) - 1
+        extra = f" ({more} more urgent action{'s' if more > 1 else ''} below)" if more else ""
+        lines.append(
+            [Paragraph(f"<b>Urgent:</b> {_text(view.urgent[0].first_sentence + extra)}", st["body"])]
+        )
+    lines.append([Paragraph(_text(f"{view.summary} {view.severity_reason}".strip()), st["body"])])
+    banner = Table(lines, colWidths=[_WIDTH], hAlign="LEFT")
     banner.setStyle(
         TableStyle(
             [
@@ -257,74 +176,52 @@ def render_pdf(view: ResultView) -> bytes:
             ]
         )
     )
-    story.append(banner)
+    story: list[Any] = [
+        Paragraph("Magnesium status assessment", st["h1"]),
+        Paragraph(_text(view.who), st["small"]),
+        Spacer(1, 4),
+        banner,
+    ]
+    if view.first_actions:
+        story.append(Paragraph("Act first", st["h2"]))
+        story.extend(_actions(view.first_actions, st))
+    return story
 
-    s = r.serum_magnesium
-    story.append(Paragraph("Serum magnesium", st["h2"]))
-    if s.mmol_l is None:
-        story.append(Paragraph("No serum magnesium result.", st["body"]))
-    else:
-        text = f"<b>{fmt(s.mmol_l, 2)} mmol/L</b> = {fmt(s.mg_dl, 2)} mg/dL = {fmt(s.meq_l, 2)} mEq/L"
-        if s.date:
-            text += f" · {s.date.isoformat()}"
-        if not s.current:
-            text += " · not recent: not used for the status"
-        story.append(Paragraph(text, st["body"]))
-        if s.current and view.serum_band:
-            story.append(Paragraph(f"Band: {_text(view.serum_band)}", st["body"]))
-        if s.interval_from:
-            source = (
-                "reported by the lab" if s.interval_from == "lab" else "default interval: the lab gave none"
-            )
-            story.append(
-                Paragraph(
-                    f"Lab interval {fmt(s.lab_low, 2)}–{fmt(s.lab_high, 2)} mmol/L ({source}); "
-                    f"evidence-based lower limit {fmt(s.evidence_lower, 2)} mmol/L"
-                    + (f"; CTCAE grade {s.ctcae_grade}" if s.ctcae_grade else ""),
-                    st["body"],
-                )
-            )
-    trend = _trend(view)
-    if trend is not None:
-        story.append(trend)
+
+def _measurements(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
+    """The measurements table, the trend chart and the laboratory results read."""
+    story: list[Any] = [Paragraph("Measurements and calculators", st["h2"])]
+    rows = [
+        [
+            Paragraph(_text(r.label), st["body"]),
+            Paragraph(_text(r.value + (f" · {r.detail}" if r.detail else "")), st["body"]),
+        ]
+        for r in view.measurements
+        if not r.secondary
+    ]
+    story.append(_table(rows, [45 * mm, 125 * mm], header=False))
+    if view.trend is not None:
+        story.append(Spacer(1, 4))
+        story.append(trend_drawing(view.trend, 150 * mm))
+        legend = [x for x in (view.trend.band_label, view.trend.limit_label) if x]
         story.append(
             Paragraph(
-                "Green band: lab reference interval. Dashed line: evidence-based lower limit. Dots: results (mmol/L).",
+                _text(
+                    f"Serum magnesium (mmol/L) by date of result. {view.trend.note} Shaded: {', '.join(legend) or 'no interval'}."
+                ),
                 st["small"],
             )
         )
-
-    d = r.mds
-    story.append(Paragraph("Magnesium Depletion Score", st["h2"]))
-    if d.score is None:
-        story.append(Paragraph("No component is known.", st["body"]))
-    else:
-        more = (
-            f" from the known components (could be {d.possible_range[0]}–{d.possible_range[1]})"
-            if not d.complete and d.possible_range
-            else ""
-        )
-        story.append(
-            Paragraph(f"<b>Score {d.score}</b>{more} · band {_text(d.band or 'undecided')}", st["body"])
-        )
-    story.append(
-        _table(
-            [["Component", "Points"]]
-            + [[k, "unknown" if v is None else str(v)] for k, v in d.components.items()],
-            [60 * mm, 25 * mm],
-        )
-    )
-
-    story.append(Paragraph("Laboratory results and calculators", st["h2"]))
     if view.labs:
-        rows: list[list[Any]] = [["Test", "Value", "Unit", "As reported", "Interval", "Date"]]
+        story.append(Paragraph("Laboratory results read", st["h3"]))
+        rows = [["Test", "Value", "Unit", "As reported", "Interval", "Date"]]
         for lab in view.labs:
             x = lab.latest
             name = lab.name + (f" ({len(lab.earlier)} earlier)" if lab.earlier else "")
             rows.append(
                 [
                     Paragraph(_text(name), st["small"]),
-                    x.value + (" L" if x.flag == "low" else " H" if x.flag == "high" else ""),
+                    x.value + (f" ({x.flag})" if x.flag else ""),
                     Paragraph(_text(x.unit), st["small"]),
                     Paragraph(_text(x.reported), st["small"]),
                     Paragraph(
@@ -333,76 +230,43 @@ def render_pdf(view: ResultView) -> bytes:
                     x.date,
                 ]
             )
-        story.append(_table(rows, [46 * mm, 16 * mm, 30 * mm, 26 * mm, 30 * mm, 22 * mm]))
-    e, f = r.egfr, r.femg
-    calc = [
-        [
-            "eGFR",
-            "unknown" if e.value is None else f"{fmt(e.value, 0)} mL/min/1.73 m² ({e.equation}, {e.origin})",
-        ],
-        ["FEMg", "not calculated" if f.percent is None else f"{fmt(f.percent, 1)}% — {f.interpretation}"],
-    ]
-    if r.loading_test.retention_percent is not None:
-        calc.append(
-            [
-                "Loading test",
-                f"{fmt(r.loading_test.retention_percent, 0)}% retained — {r.loading_test.interpretation}",
-            ]
-        )
-    story.append(Spacer(1, 4))
-    story.append(
-        _table(
-            [[Paragraph(_text(a), st["body"]), Paragraph(_text(b), st["body"])] for a, b in calc],
-            [35 * mm, 135 * mm],
-            header=False,
-        )
-    )
+        story.append(_table(rows, [42 * mm, 20 * mm, 30 * mm, 26 * mm, 30 * mm, 22 * mm]))
+    return story
 
-    story.append(Paragraph("Diet and supplements", st["h2"]))
-    i = r.intake
-    if i.mg_per_day is not None:
-        text = f"Dietary magnesium about {fmt(i.mg_per_day, 0)} mg/day"
-        if i.estimated_from == "food_frequency":
-            text += " (estimated from food-frequency answers)"
-        if i.rda_mg:
-            text += f": {fmt(i.percent_of_rda, 0)}% of the {'AI' if i.rda_is_ai else 'RDA'} of {fmt(i.rda_mg, 0)} mg/day"
-            if i.ear_mg:
-                text += f"; EAR {fmt(i.ear_mg, 0)} mg/day"
-            if i.below_ear:
-                text += "; below the EAR"
-        story.append(Paragraph(_text(text + "."), st["body"]))
-    else:
-        story.append(Paragraph("Dietary intake not known.", st["body"]))
-    u = r.supplements
-    if u.elemental_mg_per_day is None:
-        story.append(Paragraph("Supplements not known.", st["body"]))
-    else:
-        text = f"Supplemental elemental magnesium about {fmt(u.elemental_mg_per_day, 0)} mg/day"
-        if u.ul_mg:
-            text += f"; upper level for supplements {fmt(u.ul_mg, 0)} mg/day" + (
-                ": above the UL" if u.above_ul else ""
-            )
-        story.append(Paragraph(_text(text + "."), st["body"]))
-    if u.not_counted:
+
+def _mds_and_diet(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
+    """The Magnesium Depletion Score, then diet and supplements with their bars."""
+    story: list[Any] = [Paragraph("Magnesium Depletion Score", st["h2"])]
+    if view.mds_secondary:
         story.append(
             Paragraph(
-                _text(f"Not counted toward intake: {', '.join(u.not_counted)} (transdermal products)."),
-                st["body"],
+                "The score estimates the risk of depletion; it does not bear on an excess.", st["small"]
             )
         )
+    story.append(Paragraph(_text(view.mds_text), st["body"]))
+    story.append(
+        _table([["Component", "Points"]] + [[r.label, r.value] for r in view.mds_rows], [60 * mm, 25 * mm])
+    )
+    story.append(Paragraph("Diet and supplements", st["h2"]))
+    story.append(Paragraph(_text(view.diet), st["body"]))
+    if view.diet_bar is not None:
+        story.append(bar_drawing(view.diet_bar, 110 * mm))
+    for line in view.supplements:
+        story.append(Paragraph(_text(line), st["body"]))
+    if view.supplement_bar is not None:
+        story.append(bar_drawing(view.supplement_bar, 110 * mm))
+    return story
 
-    story.append(Paragraph("Findings and their basis", st["h2"]))
+
+def _findings(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
+    """Every finding with its basis (rule, strength, inputs, sources), then the status rule."""
+    story: list[Any] = [Paragraph("Findings and their basis", st["h2"])]
     for group in view.groups:
         story.append(Paragraph(_text(group.heading), st["h3"]))
         for finding in group.findings:
-            inputs = "; ".join(
-                f"{x.name}: {x.value}{' ' + x.unit if x.unit else ''}{' (' + x.date.isoformat() + ')' if x.date else ''}"
-                f"{' from ' + x.source if x.source else ''}"
-                for x in finding.inputs
-            )
             parts = [
                 Paragraph(
-                    f"{_text(finding.text)} <i>[{_text(finding.weight.replace('_', ' '))}]</i>",
+                    f"{_text(finding.text)} <i>[{_text(finding.weight_label)}]</i>",
                     st["item"],
                     bulletText="•",
                 ),
@@ -412,58 +276,51 @@ def render_pdf(view: ResultView) -> bytes:
                 parts.append(
                     Paragraph(f"<b>Strength of evidence:</b> {_text(finding.strength)}", st["basis"])
                 )
-            if inputs:
+            if finding.inputs:
+                inputs = "; ".join(x.text for x in finding.inputs)
                 parts.append(Paragraph(f"<b>Inputs:</b> {_text(inputs)}", st["basis"]))
             parts.append(Paragraph(f"<b>Sources:</b> {_text(', '.join(finding.sources))}", st["basis"]))
             story.append(KeepTogether(parts))
-    if view.status_finding is not None:
+    if view.status_basis is not None:
         story.append(Paragraph("How the status was reached", st["h3"]))
-        story.append(Paragraph(_text(view.status_finding.text), st["body"]))
+        story.append(Paragraph(_text(view.status_basis.text), st["body"]))
+    return story
 
-    story.append(Paragraph("Next steps", st["h2"]))
-    story.extend(_actions(r.next_steps, st, "No further test is suggested."))
-    story.append(Paragraph("Safety", st["h2"]))
-    story.extend(_actions(r.safety, st, "No specific safety consideration was triggered."))
 
+def _rest(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
+    """The other actions, relevance, limitations and the cited sources."""
+    story: list[Any] = [Paragraph("Other next steps and safety notes", st["h2"])]
+    story.extend(
+        _actions(view.other_actions, st) or [Paragraph("None beyond the actions above.", st["body"])]
+    )
     story.append(Paragraph("Why it matters for this patient", st["h2"]))
-    if not r.relevance:
+    if not view.relevance:
         story.append(
             Paragraph("No outcome domain was triggered by the recorded conditions and signs.", st["body"])
         )
-    for rel in r.relevance:
-        story.append(
-            Paragraph(f"<b>{_text(rel.name)}</b> — because of {_text(rel.why)}", st["item"], bulletText="•")
-        )
-        for ev in rel.evidence:
-            story.append(
-                Paragraph(
-                    _text(
-                        f"{ev.get('text', '')} Effect: {ev.get('effect', '')}. {ev.get('strength', '')}. ({', '.join(ev.get('sources', ()))})"
-                    ),
-                    st["basis"],
-                )
-            )
-
-    story.append(Paragraph("Limitations", st["h2"]))
-    for a in r.limitations:
-        story.append(
-            Paragraph(_text(a.text + (f" {a.reason}" if a.reason else "")), st["item"], bulletText="•")
-        )
-    if r.missing_inputs:
-        story.append(
-            Paragraph(_text("Not known: " + ", ".join(r.missing_inputs).replace("_", " ") + "."), st["body"])
-        )
-    if r.unrecognised:
-        story.append(
-            Paragraph(_text("Not recognised (check by hand): " + "; ".join(r.unrecognised) + "."), st["body"])
-        )
-    if r.excluded:
+    for name, why, evidence, sources in view.relevance:
         story.append(
             Paragraph(
-                _text("Left out because they failed checks: " + "; ".join(r.excluded) + "."), st["body"]
+                f"<b>{_text(name)}</b>, because of {_text(why)} [{_text(', '.join(sources))}]",
+                st["item"],
+                bulletText="•",
             )
         )
-
+        story.extend(Paragraph(_text(ev), st["basis"]) for ev in evidence)
+    story.append(Paragraph("Limitations", st["h2"]))
+    story.extend(Paragraph(_text(text), st["item"], bulletText="•") for text in view.limitations)
+    for title, value in (
+        ("Not known", view.not_known),
+        ("Not recognised (check by hand)", view.unrecognised),
+    ):
+        if value:
+            story.append(Paragraph(_text(f"{title}: {value}."), st["body"]))
+    if view.excluded:
+        story.append(
+            Paragraph(
+                _text("Left out because they failed checks: " + "; ".join(view.excluded) + "."), st["body"]
+            )
+        )
     story.append(Paragraph("Sources", st["h2"]))
     for src in view.cited:
         ref = f"; {src.reference}" if src.reference else ""
@@ -473,15 +330,13 @@ def render_pdf(view: ResultView) -> bytes:
             )
         )
     story.append(Spacer(1, 6))
-    story.append(
-        Paragraph(
-            _text(
-                f"Knowledge base {r.kb_version}, SHA-256 {r.kb_sha256}. Developed by the magstat developers."
-            ),
-            st["small"],
-        )
-    )
+    story.append(Paragraph(_text(view.kb_line), st["small"]))
+    return story
 
+
+def _build(story: list[Any], view: AssessmentView) -> bytes:
+    """Lay the story out on A4 pages with a footer and return the PDF bytes."""
+    r = view.result
     footer = f"magstat · knowledge base {r.kb_version} · decision support, not a diagnosis"
 
     def on_page(canvas: Any, doc: Any) -> None:
@@ -508,3 +363,24 @@ def render_pdf(view: ResultView) -> bytes:
     )
     document.build(story, onFirstPage=on_page, onLaterPages=on_page)
     return buffer.getvalue()
+
+
+def render_pdf(view: AssessmentView) -> bytes:
+    """Draw the assessment as a PDF (A4) and return its bytes.
+
+    Args:
+        view: the presentation model of the assessment.
+
+    Returns:
+        The PDF: the status and the urgent and important actions on page 1, then the basis.
+
+    """
+    st = _styles()
+    story = [
+        *_head(view, st),
+        *_measurements(view, st),
+        *_mds_and_diet(view, st),
+        *_findings(view, st),
+        *_rest(view, st),
+    ]
+    return _build(story, view)

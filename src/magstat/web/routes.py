@@ -39,6 +39,7 @@ from magstat.errors import InvalidInputError
 from magstat.kb import load
 from magstat.kb.schema import KnowledgeBase
 from magstat.render import render_json
+from magstat.render.html import REPORT_CSS
 from magstat.web import form as clinician_form
 from magstat.web import patients, selfcheck
 from magstat.web.pages import render
@@ -444,7 +445,7 @@ async def _assess_form(request: Request, kb: KnowledgeBase, values: dict[str, st
     except InvalidInputError as error:
         spec = clinician_form.form_spec(kb)
         control = clinician_form.control_for(error, built.controls)
-        message = clinician_form.error_message(error)
+        message = clinician_form.error_message(error, kb, control)
         label = clinician_form.label_for(spec, control) if control else error.field
         return _index(
             request,
@@ -570,8 +571,9 @@ _MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; char
 @functools.cache
 def _static_files() -> dict[str, tuple[bytes, str, str]]:
     folder = resources.files("magstat.web") / "static"
+    shared = resources.files("magstat.render") / "templates" / REPORT_CSS  # the result's styles
     out = {}
-    for entry in folder.iterdir():
+    for entry in (*folder.iterdir(), shared):
         suffix = "." + entry.name.rsplit(".", 1)[-1]
         if entry.is_file() and suffix in _MEDIA_TYPES:
             body = entry.read_bytes()

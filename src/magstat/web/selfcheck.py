@@ -34,7 +34,14 @@ from magstat.web.form import (
 )
 from magstat.web.view import fmt
 
-__all__ = ["SelfCheckSpec", "Urgency", "document_from_answers", "plain_result", "selfcheck_spec"]
+__all__ = [
+    "SelfCheckSpec",
+    "Urgency",
+    "document_from_answers",
+    "plain_result",
+    "selfcheck_spec",
+    "urgent_signs",
+]
 
 MEDICINE_ROWS = 4
 SUPPLEMENT_ROWS = 3
@@ -198,6 +205,7 @@ class PlainResult:
     supplements: tuple[str, ...]
     urgency: Urgency
     when: str
+    urgent_because: tuple[str, ...]
     more_answers: tuple[str, ...]
     sources: tuple[str, ...]
 
@@ -258,12 +266,23 @@ _EFFECT = {
 }
 
 
-def _urgency(result: Assessment) -> Urgency:
-    """How soon to see a clinician, from the core's own priorities and status."""
-    priorities = {a.priority for a in (*result.next_steps, *result.safety)}
-    if "urgent" in priorities:
+def urgent_signs(result: Assessment, kb: KnowledgeBase) -> tuple[str, ...]:
+    """The reported signs that the knowledge base marks as urgent (``urgent = true``)."""
+    found = (f.id.partition(".")[2] for f in result.findings if f.category == "sign")
+    return tuple(sid for sid in found if sid in kb.signs and kb.signs[sid].urgent)
+
+
+def _urgency(result: Assessment, kb: KnowledgeBase) -> Urgency:
+    """How soon to see a clinician, from the knowledge base's urgent signs and the core's result.
+
+    "Today" is kept for a reported sign that the knowledge base marks as urgent (tetany,
+    seizures, arrhythmia): a lay answer alone, without a blood test, escalates no further. The
+    core's urgent or important actions and an abnormal status ask for an appointment soon.
+    """
+    if urgent_signs(result, kb):
         return "today"
-    if "high" in priorities or result.status in ("excess", "deficient", "likely_deficient"):
+    priorities = {a.priority for a in (*result.next_steps, *result.safety)}
+    if priorities & {"urgent", "high"} or result.status in ("excess", "deficient", "likely_deficient"):
         return "soon"
     if result.status == "at_risk":
         return "next_visit"
@@ -349,7 +368,7 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
         more.append("how many alcoholic drinks you have a day")
     if "diet" in result.missing_inputs:
         more.append("how often you eat the foods listed")
-    urgency = _urgency(result)
+    urgency = _urgency(result, kb)
     cited = [s for r in (*reasons, *reassuring) for s in r.sources]
     cited += [s for f in result.findings if f.category in ("diet", "supplement") for s in f.sources]
     cited += [s for a in result.safety if a.id == "sf.transdermal" for s in a.sources]
@@ -363,6 +382,7 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
         supplements=tuple(supplements),
         urgency=urgency,
         when=_WHEN[urgency],
+        urgent_because=tuple(kb.signs[sid].plain_name for sid in urgent_signs(result, kb)),
         more_answers=tuple(more),
         sources=sources,
     )

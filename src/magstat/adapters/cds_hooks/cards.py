@@ -11,11 +11,13 @@ Card rules:
   ``at_risk`` when a next step or safety action is of high or urgent priority (for example a
   high MDS with no recent magnesium result); a *renal wasting* card when FEMg reads renal; a
   *safety* card when no status card is shown but a high or urgent safety action exists.
-  Indicator: ``critical`` for a severe or life-threatening status or any urgent action,
-  ``warning`` for the other deficit and excess statuses, ``info`` for ``at_risk``.
+  Indicator: ``critical`` only when the assessment holds an urgent action (the knowledge base's
+  statements that the core marks urgent: a severe or symptomatic deficit, an excess, an unsafe
+  product with kidney failure), ``warning`` for the other deficit and excess statuses, ``info``
+  for ``at_risk``.
 - ``order-select`` / ``order-sign``: a *drug lowers magnesium* card when a selected draft drug
   belongs to a knowledge-base class whose effect is ``lowers`` (``warning`` when the latest serum
-  magnesium is below the lab range or in the grey zone, ``critical`` for a severe deficit,
+  magnesium is below the lab range or in the grey zone, ``critical`` only with an urgent action,
   otherwise ``info``), with the FDA 2011 advice when the assessment carries it
   (``ns.ppi_baseline``) and a suggestion that creates a serum magnesium order; a *magnesium
   product* card when a selected draft is a magnesium-containing product and the assessment
@@ -39,6 +41,7 @@ from typing import Any
 
 from magstat.core.result import Action, Assessment, Finding, InputUsed
 from magstat.kb.schema import KnowledgeBase
+from magstat.render.model import ActionView, assessment_view, label, quantity, unit_label
 
 __all__ = [
     "NAMESPACE",
@@ -165,19 +168,13 @@ def patient_view_cards(result: Assessment, kb: KnowledgeBase, ctx: CardContext) 
 
 
 def _status_card(result: Assessment, kb: KnowledgeBase, ctx: CardContext, urgent: bool) -> dict[str, Any]:
-    if result.severity in ("severe", "life-threatening") or urgent:
+    if urgent:
         indicator = "critical"
     elif result.status == "at_risk":
         indicator = "info"
     else:
         indicator = "warning"
-    detail = _Detail(kb)
-    detail.para(f"**{_md_text(result.summary)}**")
-    detail.findings("Why", [f for f in result.findings if f.weight in _CARD_WEIGHTS])
-    detail.status_basis(result)
-    detail.calculators(result)
-    detail.actions("Next steps", result.next_steps)
-    detail.actions("Safety", result.safety)
+    detail = _status_detail(result, kb)
     detail.limitations(result, ctx)
     suggestions = []
     if any(a.id == "ns.measure_serum_mg" for a in result.next_steps):
@@ -196,6 +193,27 @@ def _status_card(result: Assessment, kb: KnowledgeBase, ctx: CardContext, urgent
         suggestions=suggestions,
         reasons=reasons,
     )
+
+
+def _status_detail(result: Assessment, kb: KnowledgeBase, only: Sequence[Action] | None = None) -> _Detail:
+    """A card's detail in the order of every surface: status, actions by priority, the basis.
+
+    The urgent and important actions come first, in the order of the presentation model
+    (:mod:`magstat.render.model`); ``only`` narrows them to the actions a card is about. The
+    rest of the actions follow the basis.
+    """
+    view = assessment_view(result, kb)
+    wanted = None if only is None else {a.id for a in only}
+    first = [a for a in view.first_actions if wanted is None or a.id in wanted]
+    rest = [a for a in view.other_actions if wanted is None or a.id in wanted]
+    detail = _Detail(kb)
+    detail.para(f"**Status: {_md_text(view.status_label)}.** {_md_text(view.summary)}")
+    detail.actions("Act first", first)
+    detail.findings("Why", [f for f in result.findings if f.weight in _CARD_WEIGHTS])
+    detail.status_basis(result)
+    detail.calculators(result)
+    detail.actions("Other next steps and safety notes", rest)
+    return detail
 
 
 def _renal_wasting_card(result: Assessment, kb: KnowledgeBase, ctx: CardContext) -> dict[str, Any]:
@@ -230,11 +248,7 @@ def _renal_wasting_card(result: Assessment, kb: KnowledgeBase, ctx: CardContext)
 def _safety_card(
     result: Assessment, kb: KnowledgeBase, ctx: CardContext, safety: Sequence[Action]
 ) -> dict[str, Any]:
-    detail = _Detail(kb)
-    detail.para(f"**{_md_text(result.summary)}**")
-    detail.actions("Safety", safety)
-    detail.findings("Why", [f for f in result.findings if f.weight in _CARD_WEIGHTS])
-    detail.calculators(result)
+    detail = _status_detail(result, kb, only=safety)
     detail.limitations(result, ctx)
     first = safety[0]
     return _card(
@@ -316,7 +330,7 @@ def _lowering_card(
             if d in kb.drugs
         )
     )
-    if result.status == "deficient" and result.severity == "severe":
+    if any(a.priority == "urgent" for a in (*result.next_steps, *result.safety)):
         indicator = "critical"
     elif low:
         indicator = "warning"
@@ -611,29 +625,29 @@ class _Detail:
         self.bullet(_serum_line(result))
         mds = result.mds
         if mds.score is not None:
-            parts = ", ".join(f"{k} {'?' if v is None else v}" for k, v in mds.components.items())
+            parts = ", ".join(f"{label(k)} {'?' if v is None else v}" for k, v in mds.components.items())
             self.bullet(
                 f"Magnesium Depletion Score {mds.score}{'' if mds.complete else ' (incomplete)'}"
                 f"{', band ' + mds.band if mds.band else ''}: {parts}" + self.cite(mds.sources)
             )
         if result.egfr.value is not None:
             self.bullet(
-                f"eGFR {result.egfr.value:.0f} mL/min/1.73 m² ({_md(result.egfr.origin or '')}"
+                f"eGFR {quantity(result.egfr.value, 'mL/min/{1.73_m2}')} ({_md(result.egfr.origin or '')}"
                 f"{', ' + _md(result.egfr.equation) if result.egfr.equation else ''})"
                 + self.cite(result.egfr.sources)
             )
         if result.femg.percent is not None:
             self.bullet(
-                f"FEMg {result.femg.percent:.1f}% ({result.femg.interpretation or 'not interpreted'})"
+                f"FEMg {quantity(result.femg.percent, '%')} ({result.femg.interpretation or 'not interpreted'})"
                 + self.cite(result.femg.sources)
             )
 
-    def actions(self, title: str, actions: Sequence[Action]) -> None:
+    def actions(self, title: str, actions: Sequence[Action | ActionView]) -> None:
         if not actions:
             return
         self.heading(title)
         for a in actions:
-            flag = f"**{a.priority}**: " if a.priority != "routine" else ""
+            flag = f"**{a.priority.replace('high', 'important')}**: " if a.priority != "routine" else ""
             self.bullet(f"{flag}{_md_text(a.text)} *Why: {_md_text(a.reason)}*{self.cite(a.sources)}")
 
     def limitations(self, result: Assessment, ctx: CardContext) -> None:
@@ -684,20 +698,19 @@ def _serum_line(result: Assessment) -> str:
     when = serum.date.isoformat() if serum.date else "undated"
     recent = "" if serum.current else ", not recent"
     where = f"; {_md(serum.source)}" if serum.source else ""
-    return f"Serum magnesium {serum.mmol_l:.2f} mmol/L ({band}; {when}{recent}{where})"
+    return f"Serum magnesium {quantity(serum.mmol_l, 'mmol/L')} ({band}; {when}{recent}{where})"
 
 
 def _input_text(item: InputUsed) -> str:
     value = item.value
     if isinstance(value, bool):
         shown = "yes" if value else "no"
-    elif isinstance(value, float):
-        shown = f"{value:.3g}"
+    elif isinstance(value, int | float):
+        shown = quantity(float(value), item.unit)  # the presentation model's rounding and units
     else:
         shown = str(value) if value is not None else "unknown"
-    text = f"{item.name.replace('_', ' ')} {shown}"
-    if item.unit:
-        text += f" {item.unit}"
+        shown += f" {unit_label(item.unit)}" if item.unit else ""
+    text = f"{label(item.name)} {shown}"
     extra = [p for p in (item.date.isoformat() if item.date else None, item.source) if p]
     if extra:
         text += f" ({'; '.join(extra)})"

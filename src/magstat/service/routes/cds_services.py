@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
@@ -32,8 +33,10 @@ from magstat.service.deps import (
     SettingsDep,
     base_url,
 )
-from magstat.service.feedback import FeedbackRecord
+from magstat.service.feedback import FeedbackRecord, StorageError
 from magstat.service.security import ClientIdentity
+
+log = logging.getLogger("magstat.service.cds")
 
 ServiceId = Annotated[
     str,
@@ -104,15 +107,20 @@ async def call_service(
     gathered = await hooks.gather(
         body, request.app.state.templates, settings=settings, issuer_servers=allowed, http=http
     )
-    response = hooks.answer(
+    now = clock()
+    response = await hooks.answer(
         service,
         body,
         gathered,
         kb=kb,
         settings=settings,
-        today=clock().date(),
+        today=now.date(),
         reports=reports,
         base_url=base_url(request, settings),
+        memory=request.app.state.memory,
+        now=now,
+        # The card memory may hold a hook call up to the FHIR deadline; then every card is shown.
+        run_db=lambda call: request.app.state.database.run(call, settings.cds.fhir_deadline_seconds),
     )
     return JSONResponse(response)
 
@@ -137,6 +145,7 @@ async def feedback(
     client: ClientDep,
     store: FeedbackDep,
     database: DatabaseDep,
+    clock: ClockDep,
 ) -> JSONResponse:
     """Store what the clinician did with cards: accepted suggestions or an override reason."""
     if service_id not in hooks.SERVICES:
@@ -148,6 +157,13 @@ async def feedback(
         raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
     records = [_record(service_id, i, item, client) for i, item in enumerate(body.feedback)]
     stored = await database.run(lambda: store.add(records))
+    # Overrides with the card's own reasons and accepted lab orders hold the card back for a while.
+    # The feedback is stored by now: a card memory that fails is logged, not answered with 503.
+    now = clock()
+    try:
+        await database.run(lambda: request.app.state.memory.learn(records, now))
+    except StorageError as exc:
+        log.error("card memory unavailable, feedback made no suppression rule: %s", exc)
     return JSONResponse(FeedbackResponse(stored=stored).model_dump())
 
 

@@ -73,8 +73,15 @@
     });
 
     // After a refused submission, bring the list of problems into view for keyboard users.
+    // The page is reached at a fragment (#enter), whose scrolling after "load" would take the
+    // focus back to the body: focus the list again once the page has loaded.
     var summary = document.querySelector(".error-summary");
-    if (summary) { summary.focus(); }
+    if (summary) {
+      summary.focus();
+      window.addEventListener("load", function () {
+        window.requestAnimationFrame(function () { summary.focus(); });
+      });
+    }
   }
 
   if (document.readyState === "loading") {
