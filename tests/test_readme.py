@@ -83,6 +83,19 @@ def _runnable(argv: list[str]) -> bool:
     return argv[0] != "serve" and "--serve" not in argv
 
 
+def _serve_feedback_store(url: str, folder: Path) -> None:
+    """Create, in ``folder``, the empty feedback store that the service makes at ``url``."""
+    pytest.importorskip("pydantic_settings", reason="the service extra is not installed")
+    from magstat.service.feedback import FeedbackStore  # noqa: PLC0415 - needs the service extra
+    from magstat.service.settings import CdsSettings  # noqa: PLC0415
+    from magstat.service.suppression import CardMemory  # noqa: PLC0415
+
+    with contextlib.chdir(folder):
+        store = FeedbackStore(url)
+        store.initialise()
+        CardMemory(store, CdsSettings()).initialise()
+
+
 @pytest.mark.parametrize(
     "argv",
     [pytest.param(a, marks=[pytest.mark.slow] if "spark" in a else []) for a in COMMANDS if _runnable(a)],
@@ -93,6 +106,11 @@ def test_offline_commands_run(argv, tmp_path, monkeypatch, capsys):
     if "spark" in argv and (importlib.util.find_spec("pyspark") is None or shutil.which("java") is None):
         pytest.skip("the Spark example needs PySpark and a Java runtime")
     monkeypatch.chdir(ROOT)
+    if argv[:2] == ["feedback", "report"]:
+        # The report reads the database that `magstat serve` writes: make that store, empty,
+        # in this test's folder and run the command from there.
+        _serve_feedback_store(argv[argv.index("--db") + 1], tmp_path)
+        monkeypatch.chdir(tmp_path)
     assert 0 == main(_with_outputs_in(argv, tmp_path)), capsys.readouterr().err
     for before, word in zip(["", *argv], argv, strict=False):
         if before in OUTPUT_OPTIONS:

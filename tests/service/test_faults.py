@@ -389,7 +389,9 @@ def test_fetch_keeps_its_deadline_and_frees_the_pool(accept):
 
     with hanging_server(accept=accept) as (host, port), small_fhir() as healthy:
         took, later = asyncio.run(run(f"http://{host}:{port}/fhir", healthy))
-    assert max(took) < deadline + 0.5
+    # Before the fix the calls overran to 4.9-6.5 s; the slack covers a loaded, shared machine
+    # (200 coroutines on one event loop) without letting that overrun pass.
+    assert max(took) < deadline + 1.5
     assert ([], {"patient", "observations"}) == (later.notes, later.complete)
 
 
