@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.result import Finding, InputUsed, MdsResult, SerumMagnesium, Status
 from magstat.core.rules.signs import _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
-from magstat.core.rules.work import _fmt, _Work
+from magstat.core.rules.work import _fmt, _in_text, _Work
 
 # --------------------------------------------------------------------------------------------
 # Step 5: the status
@@ -93,11 +93,11 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
         if symptomatic:
             severity = "severe"
-            reasons.append("with " + ", ".join(kb.signs[s].name.lower() for s in symptomatic))
+            reasons.append("with " + ", ".join(_in_text(kb.signs[s].name) for s in symptomatic))
         if refractory:
             if order[severity] < order["moderate"]:
                 severity = "moderate"
-            reasons.append("with " + ", ".join(kb.signs[s].name.lower() for s in refractory))
+            reasons.append("with " + ", ".join(_in_text(kb.signs[s].name) for s in refractory))
         if not symptomatic and not refractory:
             reasons.append("no symptoms or refractory hypokalaemia/hypocalcaemia recorded")
         w.severity_reason = "; ".join(reasons)

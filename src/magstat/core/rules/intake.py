@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from magstat.core import calculators as calc
+from magstat.core.facts import SupplementFact
 from magstat.core.result import Finding, InputUsed, IntakeResult, SupplementResult
 from magstat.core.rules.work import _Work
 
@@ -75,6 +76,7 @@ def _supplements(w: _Work) -> SupplementResult:
     not_counted: list[str] = []
     sources: list[str] = []
     therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
+    counted: list[tuple[SupplementFact, float | None]] = []  # each product and its elemental mg/day
     for item in facts.supplements:
         if item.origin.resource is not None and item.origin.resource in therapy_sources:
             continue  # magnesium given as treatment is not a supplement (see _safety)
@@ -84,16 +86,14 @@ def _supplements(w: _Work) -> SupplementResult:
         if entry is not None and not entry.counts_toward_intake:
             not_counted.append(item.text)
             continue
-        if item.elemental_mg_per_day is not None:
-            total += item.elemental_mg_per_day
-        elif item.product_mg_per_day is not None:
+        elemental = item.elemental_mg_per_day
+        if elemental is None and item.product_mg_per_day is not None:
             elemental = calc.elemental_mg(kb, item.form, item.product_mg_per_day)
-            if elemental is None:
-                unknown_content.append(item.text)
-            else:
-                total += elemental
-        else:
+        if elemental is None:
             unknown_content.append(item.text)
+        else:
+            total += elemental
+        counted.append((item, elemental))
     row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating) if w.age is not None else None
     if row is None and w.age is not None:
         # The UL does not depend on sex: any row of the age band will do.
@@ -120,8 +120,10 @@ def _supplements(w: _Work) -> SupplementResult:
                 weight="info",
                 rule="elemental Mg = product amount × elemental percentage of the salt; compared with the UL for supplements",
                 inputs=tuple(
-                    InputUsed("supplement", s.text, "mg/day", source=s.origin.resource)
-                    for s in facts.supplements
+                    InputUsed(f"supplement {s.text}", round(mg), "mg/day elemental", source=s.origin.resource)
+                    if mg is not None
+                    else InputUsed("supplement", s.text, source=s.origin.resource)
+                    for s, mg in counted
                 ),
                 sources=tuple(dict.fromkeys(sources)),
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from magstat.core.facts import Medication
 from magstat.core.match import match_supplement
 from magstat.core.result import Finding, InputUsed
-from magstat.core.rules.work import _Work
+from magstat.core.rules.work import _in_text, _Work
 
 # Routes and recorded indications that show magnesium is given as treatment (S56, S60, S61):
 # parenteral magnesium sulfate for (pre-)eclampsia, tocolysis, torsades or severe asthma.
@@ -75,7 +75,7 @@ def _medications(w: _Work) -> None:
         names = ", ".join(
             dict.fromkeys(kb.drugs[d].name for m in taken for d in m.drugs if cls_id in kb.drugs[d].classes)
         )
-        text = f"Current {klass.name.lower()} ({names}): {klass.mechanism}"
+        text = f"Current {_in_text(klass.name)} ({names}): {klass.mechanism}"
         rule = f"a current drug of a class that lowers magnesium counts as a {klass.weight} risk factor"
         sources = list(klass.sources)
         if cls_id == "ppi":
@@ -124,7 +124,7 @@ def _medications(w: _Work) -> None:
             Finding(
                 id="drug.qt_prolonging",
                 category="interaction",
-                text=f"Current {klass.name.lower()} ({names}): {klass.mechanism}",
+                text=f"Current {_in_text(klass.name)} ({names}): {klass.mechanism}",
                 weight="info",
                 rule="a QT-prolonging drug does not lower magnesium; with a low or low-normal magnesium, low "
                 "potassium or calcium it calls for an ECG and a safety note",
@@ -146,7 +146,7 @@ def _medications(w: _Work) -> None:
                 Finding(
                     id=f"drug.{cls_id}",
                     category="risk_factor" if product else "protective",
-                    text=f"Current {klass.name.lower()}: {klass.mechanism}",
+                    text=f"Current {_in_text(klass.name)}: {klass.mechanism}",
                     weight="excess_risk" if product else "info",
                     rule="drugs that raise serum magnesium are shown; they never lower the deficit status",
                     inputs=tuple(

@@ -8,7 +8,7 @@ from magstat.core.result import EgfrResult, FemgResult, SerumMagnesium, Status
 from magstat.core.rules.mds import mds_high
 from magstat.core.rules.safety import _arrhythmia_risk
 from magstat.core.rules.signs import _ECG_SIGNS
-from magstat.core.rules.work import _sentence, _Work
+from magstat.core.rules.work import _in_text, _sentence, _Work
 
 _CANCER_THERAPY_CLASSES = ("platinum", "anti_egfr_antibody", "calcineurin_inhibitor")
 
@@ -36,7 +36,7 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
             else "The last serum magnesium is not recent."
         )
         watched = [
-            kb.drug_classes[c].name.lower()
+            _in_text(kb.drug_classes[c].name)
             for c in ("cardiac_glycoside", "qt_prolonging")
             if c in w.current_classes
         ]
@@ -129,6 +129,6 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
         )
     cancer = [kb.drug_classes[c].name for c in _CANCER_THERAPY_CLASSES if c in w.current_classes]
     if cancer:
-        w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(cancer).lower()}.", "high")
+        w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(_in_text(c) for c in cancer)}.", "high")
     if "refeeding_syndrome" in w.current_conditions:
         w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.result import Action, EgfrResult, SerumMagnesium, Status, SupplementResult
 from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
-from magstat.core.rules.work import _fmt, _sentence, _Work
+from magstat.core.rules.work import _fmt, _in_text, _sentence, _Work
 
 
 def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
@@ -16,7 +16,7 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
     QT-prolonging drug, digoxin or a sign of arrhythmia (S341, S346).
     """
     kb = w.kb
-    partners = [kb.signs[s].name.lower() for s in _LOW_K_CA_SIGNS if s in w.present_signs]
+    partners = [_in_text(kb.signs[s].name) for s in _LOW_K_CA_SIGNS if s in w.present_signs]
     drugs = [
         kb.drugs[d].name
         for c in ("qt_prolonging", "cardiac_glycoside")
@@ -24,7 +24,7 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
         for d in m.drugs
         if c in kb.drugs[d].classes
     ]
-    signs = [kb.signs[s].name.lower() for s in _ECG_SIGNS if s in w.present_signs]
+    signs = [_in_text(kb.signs[s].name) for s in _ECG_SIGNS if s in w.present_signs]
     low_mg = serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.evidence_lower")
     if low_mg and (partners or drugs or signs):
         with_what = ", ".join(dict.fromkeys([*partners, *drugs, *signs]))
@@ -51,7 +51,7 @@ def _safety(
             why = (
                 f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"
                 + (
-                    f" with {', '.join(kb.signs[s].name.lower() for s in [*symptomatic, *refractory])}"
+                    f" with {', '.join(_in_text(kb.signs[s].name) for s in [*symptomatic, *refractory])}"
                     if symptomatic or refractory
                     else ""
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.facts import SignFact
 from magstat.core.result import Finding, InputUsed
-from magstat.core.rules.work import _fmt, _lab_input, _Work
+from magstat.core.rules.work import _fmt, _in_text, _lab_input, _Work
 
 # Signs whose presence means a deficit is symptomatic (route: IV), per S54.
 _SYMPTOMATIC_SIGNS = ("tetany", "seizure", "arrhythmia", "torsades_de_pointes")
@@ -61,7 +61,7 @@ def _other_markers(w: _Work) -> None:
                 category="sign",
                 text=f"{sign.name}: {kb.tests[test_id].name} {_fmt(lab.value, 2)} {lab.unit} is below {_fmt(low, 2)}. {sign.text}",
                 weight=sign.specificity,
-                rule=f"{kb.tests[test_id].name} below the lab's lower limit (or the knowledge base's) counts as {sign.name.lower()}",
+                rule=f"{kb.tests[test_id].name} below the lab's lower limit (or the knowledge base's) counts as {_in_text(sign.name)}",
                 inputs=(_lab_input(kb.tests[test_id].name, lab),),
                 sources=tuple(dict.fromkeys([*sources, *sign.sources])),
             )

@@ -22,6 +22,17 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+def _in_text(name: str) -> str:
+    """A knowledge-base name inside a sentence: a capital that only starts the name is lowered.
+
+    Acronyms and symbols keep their case ("QT-prolonging drugs", "SGLT2 inhibitors",
+    "amphotericin B", "anti-EGFR monoclonal antibodies").
+    """
+    if len(name) > 1 and name[0].isupper() and name[1].islower():
+        return name[0].lower() + name[1:]
+    return name
+
+
 def _lab_input(name: str, lab: Lab) -> InputUsed:
     return InputUsed(
         name=name,
