@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 README = ROOT / "README.md"
 PROGRAM = ".venv/bin/magstat"
-OUTPUT_OPTIONS = ("-o", "--output", "--out")
+OUTPUT_OPTIONS = ("-o", "--output", "--out", "--report")
 
 
 def _blocks(language: str) -> list[str]:
@@ -79,8 +79,8 @@ def test_every_relative_link_resolves():
 
 
 def _runnable(argv: list[str]) -> bool:
-    """Whether a command ends by itself offline (serving does not)."""
-    return argv[0] != "serve" and "--serve" not in argv
+    """Whether a command ends by itself offline (serving and exporting from a server do not)."""
+    return argv[0] != "serve" and "--serve" not in argv and "--fhir-server" not in argv
 
 
 def _serve_feedback_store(url: str, folder: Path) -> None:

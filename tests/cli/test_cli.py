@@ -192,3 +192,13 @@ def test_deeply_nested_json_is_invalid_input():
     """JSON nested thousands deep is refused as invalid input, not a crash."""
     with pytest.raises(InvalidInputError):
         parse_bytes(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_unwritable_output_names_the_path(capsys, tmp_path):
+    """An output that cannot be written exits 4 and names the path it tried."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    target = blocker / "report.json"
+    code = main(["assess", str(ROOT / "examples" / "patient.yaml"), "--format", "json", "-o", str(target)])
+    err = capsys.readouterr().err
+    assert (4, True) == (code, str(blocker) in err)

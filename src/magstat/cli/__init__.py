@@ -76,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except OSError as exc:
-        sys.stderr.write(f"magstat: cannot write output: {exc.strerror or exc}\n")
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"magstat: cannot write output{where}: {exc.strerror or exc}\n")
         return EXIT_OUTPUT
 
 

@@ -66,6 +66,7 @@ def _cell(value: Any) -> Any:
 
 def _write_atomic(out: str, write: Any) -> None:
     target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
     os.close(fd)
     try:
