@@ -25,6 +25,29 @@ __all__ = ["Column", "Constant", "Select", "View", "load_view", "parse_view"]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
+# FHIR primitive types by the value they carry, for ofType() and a column's declared type; every
+# back end reads these two sets.
+STRING_TYPES = frozenset(
+    {
+        "string",
+        "code",
+        "id",
+        "uri",
+        "url",
+        "canonical",
+        "oid",
+        "uuid",
+        "markdown",
+        "base64Binary",
+        "date",
+        "dateTime",
+        "instant",
+        "time",
+        "xhtml",
+    }
+)
+INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
+
 # value[x] of ViewDefinition.constant and the FHIRPath literal kind each gives.
 _CONSTANT_TYPES = {
     "valueBase64Binary": "string",

@@ -17,34 +17,13 @@ from typing import Any
 
 from magstat.errors import InvalidInputError
 from magstat.views.boundary import boundary
-from magstat.views.definition import Select, View
+from magstat.views.definition import INTEGER_TYPES, STRING_TYPES, Select, View
 from magstat.views.fhirpath import Node
 
 __all__ = ["CompiledView", "compile_view"]
 
 Fn = Callable[[list[Any], int], list[Any]]
 RowsFn = Callable[[Any, int], list[tuple[Any, ...]]]
-
-_STRING_TYPES = frozenset(
-    {
-        "string",
-        "code",
-        "id",
-        "uri",
-        "url",
-        "canonical",
-        "oid",
-        "uuid",
-        "markdown",
-        "base64Binary",
-        "date",
-        "dateTime",
-        "instant",
-        "time",
-        "xhtml",
-    }
-)
-_INTEGER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt", "integer64"})
 
 
 _ABSENT = object()
@@ -54,11 +33,11 @@ def _is_type(value: Any, name: str) -> bool:
     short = name.rsplit(".", maxsplit=1)[-1]
     if short in ("boolean", "Boolean"):
         return isinstance(value, bool)
-    if short in _INTEGER_TYPES or short == "Integer":
+    if short in INTEGER_TYPES or short == "Integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if short in ("decimal", "Decimal"):
         return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
-    if short in _STRING_TYPES or short in ("String", "Date", "DateTime", "Time"):
+    if short in STRING_TYPES or short in ("String", "Date", "DateTime", "Time"):
         return isinstance(value, str)
     return isinstance(value, dict)
 

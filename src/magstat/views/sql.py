@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from magstat.errors import InvalidInputError
-from magstat.views.definition import Select, View, parse_view
+from magstat.views.definition import INTEGER_TYPES, STRING_TYPES, Select, View, parse_view
 from magstat.views.engines import ndjson_files, write_temp_ndjson
 from magstat.views.fhirpath import Node
 
@@ -30,23 +30,6 @@ __all__ = ["REPEAT_DEPTH", "DuckDBEngine", "SparkEngine", "compile_sql"]
 
 REPEAT_DEPTH = 8
 
-_INTEGER_TYPES = {"integer", "positiveInt", "unsignedInt", "integer64"}
-_STRING_TYPES = {
-    "string",
-    "code",
-    "id",
-    "uri",
-    "url",
-    "canonical",
-    "oid",
-    "uuid",
-    "markdown",
-    "base64Binary",
-    "date",
-    "dateTime",
-    "instant",
-    "time",
-}
 _ERROR_MARK = "magstat-view-error: "
 
 
@@ -382,11 +365,11 @@ class _Compiler:
         short = type_name.rsplit(".", maxsplit=1)[-1]
         if short in ("boolean", "Boolean"):
             return f"({d.kind(elem)} = 'boolean')"
-        if short in _INTEGER_TYPES or short == "Integer":
+        if short in INTEGER_TYPES or short == "Integer":
             return f"({d.kind(elem)} = 'number' AND NOT contains({d.text(elem)}, '.'))"
         if short in ("decimal", "Decimal"):
             return f"({d.kind(elem)} = 'number')"
-        if short in _STRING_TYPES or short in ("String", "Date", "DateTime", "Time"):
+        if short in STRING_TYPES or short in ("String", "Date", "DateTime", "Time"):
             return f"({d.kind(elem)} = 'string')"
         return f"({d.kind(elem)} = 'object')"
 

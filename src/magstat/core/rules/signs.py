@@ -54,25 +54,14 @@ def _other_markers(w: _Work) -> None:
         if low is None or lab.value >= low:
             continue
         sign = kb.signs[sign_id]
-        w.present_signs.add(sign_id)
-        w.find(
-            Finding(
-                id=f"sign.{sign_id}",
-                category="sign",
-                text=f"{sign.name}: {kb.tests[test_id].name} {_fmt(lab.value, 2)} {lab.unit} is below {_fmt(low, 2)}. {sign.text}",
-                weight=sign.specificity,
-                rule=f"{kb.tests[test_id].name} below the lab's lower limit (or the knowledge base's) counts as {_in_text(sign.name)}",
-                inputs=(_lab_input(kb.tests[test_id].name, lab),),
-                sources=tuple(dict.fromkeys([*sources, *sign.sources])),
-            )
+        _count_sign(
+            w,
+            sign_id,
+            text=f"{sign.name}: {kb.tests[test_id].name} {_fmt(lab.value, 2)} {lab.unit} is below {_fmt(low, 2)}. {sign.text}",
+            rule=f"{kb.tests[test_id].name} below the lab's lower limit (or the knowledge base's) counts as {_in_text(sign.name)}",
+            inputs=(_lab_input(kb.tests[test_id].name, lab),),
+            sources=sources,
         )
-        (
-            w.specific_signs
-            if sign.specificity == "specific"
-            else w.supportive_signs
-            if sign.specificity == "supportive"
-            else []
-        ).append(sign_id)
     _glycaemia(w)
 
 
@@ -101,24 +90,14 @@ def _glycaemia(w: _Work) -> None:
     if sign_id in w.present_signs:
         return
     sign = kb.signs[sign_id]
-    w.present_signs.add(sign_id)
-    w.find(
-        Finding(
-            id=f"sign.{sign_id}",
-            category="sign",
-            text=f"{sign.name}: {test.name} {_fmt(lab.value, 1)}% is at or above the goal of below {_fmt(goal, 1)}%. {sign.text}",
-            weight=sign.specificity,
-            rule=f"{test.name} at or above {_fmt(goal, 1)}% within {_fmt(kb.param('hba1c.recent_days'), 0)} days counts as poor glycaemic control",
-            inputs=(_lab_input(test.name, lab),),
-            sources=tuple(
-                dict.fromkeys([*kb.parameters["hba1c.goal_below"].sources, *test.sources, *sign.sources])
-            ),
-        )
+    _count_sign(
+        w,
+        sign_id,
+        text=f"{sign.name}: {test.name} {_fmt(lab.value, 1)}% is at or above the goal of below {_fmt(goal, 1)}%. {sign.text}",
+        rule=f"{test.name} at or above {_fmt(goal, 1)}% within {_fmt(kb.param('hba1c.recent_days'), 0)} days counts as poor glycaemic control",
+        inputs=(_lab_input(test.name, lab),),
+        sources=[*kb.parameters["hba1c.goal_below"].sources, *test.sources],
     )
-    if sign.specificity == "supportive":
-        w.supportive_signs.append(sign_id)
-    elif sign.specificity == "specific":
-        w.specific_signs.append(sign_id)
 
 
 def _glucose(w: _Work) -> None:
@@ -136,16 +115,31 @@ def _glucose(w: _Work) -> None:
         return
     sign = kb.signs[sign_id]
     test = kb.tests["glucose"]
+    _count_sign(
+        w,
+        sign_id,
+        text=f"{sign.name}: glucose {_fmt(lab.value, 1)} mmol/L is at or above {_fmt(threshold, 1)} mmol/L (marked hyperglycaemia); no recent HbA1c. {sign.text}",
+        rule=f"without an HbA1c within {_fmt(kb.param('hba1c.recent_days'), 0)} days, a glucose of {_fmt(threshold, 1)} mmol/L or more within {_fmt(kb.param('signs.recent_days'), 0)} days counts as poor glycaemic control",
+        inputs=(_lab_input(test.name, lab),),
+        sources=[*kb.parameters[param].sources, *test.sources],
+    )
+
+
+def _count_sign(
+    w: _Work, sign_id: str, *, text: str, rule: str, inputs: tuple[InputUsed, ...], sources: list[str]
+) -> None:
+    """Count a sign as present now: its finding (sources, then the sign's own) and its weight."""
+    sign = w.kb.signs[sign_id]
     w.present_signs.add(sign_id)
     w.find(
         Finding(
             id=f"sign.{sign_id}",
             category="sign",
-            text=f"{sign.name}: glucose {_fmt(lab.value, 1)} mmol/L is at or above {_fmt(threshold, 1)} mmol/L (marked hyperglycaemia); no recent HbA1c. {sign.text}",
+            text=text,
             weight=sign.specificity,
-            rule=f"without an HbA1c within {_fmt(kb.param('hba1c.recent_days'), 0)} days, a glucose of {_fmt(threshold, 1)} mmol/L or more within {_fmt(kb.param('signs.recent_days'), 0)} days counts as poor glycaemic control",
-            inputs=(_lab_input(test.name, lab),),
-            sources=tuple(dict.fromkeys([*kb.parameters[param].sources, *test.sources, *sign.sources])),
+            rule=rule,
+            inputs=inputs,
+            sources=tuple(dict.fromkeys([*sources, *sign.sources])),
         )
     )
     {"specific": w.specific_signs, "supportive": w.supportive_signs}.get(sign.specificity, []).append(sign_id)
@@ -198,24 +192,17 @@ def _signs(w: _Work) -> None:
         if sign_id in w.present_signs:
             continue
         sign = kb.signs[sign_id]
-        w.present_signs.add(sign_id)
-        {"specific": w.specific_signs, "supportive": w.supportive_signs}.get(sign.specificity, []).append(
-            sign_id
-        )
-        w.find(
-            Finding(
-                id=f"sign.{sign_id}",
-                category="sign",
-                text=f"{sign.name}: {sign.text}",
-                weight=sign.specificity,
-                rule={
-                    "specific": "a specific sign raises the likelihood of a deficit, most with a risk factor or a low-normal serum value",
-                    "supportive": "a supportive sign raises the likelihood of a deficit together with a major risk factor or a low-normal serum value",
-                    "nonspecific": "a nonspecific sign is listed but does not change the status on its own",
-                }[sign.specificity],
-                inputs=tuple(reported[sign_id]),
-                sources=sign.sources,
-            )
+        _count_sign(
+            w,
+            sign_id,
+            text=f"{sign.name}: {sign.text}",
+            rule={
+                "specific": "a specific sign raises the likelihood of a deficit, most with a risk factor or a low-normal serum value",
+                "supportive": "a supportive sign raises the likelihood of a deficit together with a major risk factor or a low-normal serum value",
+                "nonspecific": "a nonspecific sign is listed but does not change the status on its own",
+            }[sign.specificity],
+            inputs=tuple(reported[sign_id]),
+            sources=[],
         )
     for sign_id in sorted(aside):
         if sign_id in w.present_signs:
