@@ -59,3 +59,15 @@ def test_supplement_input_states_its_elemental_amount():
     ]
     assert expected == [(i.value, i.unit, i.source) for i in finding.inputs]
     assert "supplements.above_ul" == finding.id
+
+
+def test_ecg_advice_in_excess_speaks_of_conduction_not_low_magnesium():
+    """A high serum Mg (CTCAE grade 3) asks for an ECG worded for hypermagnesaemia, never the low-Mg text."""
+    from magstat.core.facts import Lab  # noqa: PLC0415
+
+    high = Lab("serum_mg", 1.6, "mmol/L", AS_OF, ref_low=0.7, ref_high=1.0, origin=Origin("Observation/mg"))
+    result = assess(PatientFacts(as_of=AS_OF, age_years=70, labs=(high,), medications=(), conditions=()), KB)
+    steps = {a.id: a for a in result.next_steps}
+    assert ("excess", True, False) == (result.status, "ns.ecg_high_mg" in steps, "ns.ecg" in steps)
+    assert "heart block" in steps["ns.ecg_high_mg"].text
+    assert "urgent" == steps["ns.ecg_high_mg"].priority

@@ -72,6 +72,7 @@ REQUIRED_STATEMENTS = {
         "ns.loading_test_grey_zone",
         "ns.check_k_ca",
         "ns.ecg",
+        "ns.ecg_high_mg",
         "ns.kidney_function",
         "ns.ppi_baseline",
         "ns.review_culprit_drugs",

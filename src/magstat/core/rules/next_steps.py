@@ -91,8 +91,10 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
     ):
         ecg_reasons.append("digoxin with a magnesium disturbance or risk")
     if ecg_reasons:
+        # The ECG is for the same reasons either way, but what to look for differs: QT and
+        # torsades with a low value, slowed conduction and heart block with a high one.
         w.step(
-            "ns.ecg",
+            "ns.ecg_high_mg" if status == "excess" else "ns.ecg",
             _sentence("; ".join(dict.fromkeys(ecg_reasons))),
             "urgent" if band == "below_lab_range" or status == "excess" else "high",
         )

@@ -45,6 +45,15 @@ def _safety(
     # so); the oral-repletion advice is then not offered.
     oral_ok = egfr.value is None or egfr.value >= kb.param("egfr.supplement_avoid_below")
     refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
+    # The note that treats the status itself comes first; cautions and checks follow (the order
+    # is kept within a priority, so it decides which urgent action a reader meets first).
+    if status == "excess":
+        grade = serum.ctcae_grade or 1
+        w.safe(
+            "sf.excess",
+            f"Serum magnesium {_fmt(serum.mmol_l or 0, 2)} mmol/L (CTCAE grade {grade}).",
+            "urgent" if grade >= 3 else "high",
+        )
     if status == "deficient":
         assert serum.mmol_l is not None
         if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic or refractory:
@@ -123,13 +132,6 @@ def _safety(
         & w.present_signs
     ):
         w.safe("sf.correct_mg_first", "Low potassium or calcium is present.", "high")
-    if status == "excess":
-        grade = serum.ctcae_grade or 1
-        w.safe(
-            "sf.excess",
-            f"Serum magnesium {_fmt(serum.mmol_l or 0, 2)} mmol/L (CTCAE grade {grade}).",
-            "urgent" if grade >= 3 else "high",
-        )
     kidney_impaired = (
         egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below")
     ) or "chronic_kidney_disease" in w.current_conditions
