@@ -17,6 +17,7 @@ with a message saying so, never a silent cut.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,71 +39,71 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class Dialect:
+class Dialect(ABC):
     """The primitives one SQL engine needs; subclasses fill them in."""
 
     name = ""
     base = 0  # index of the first list element
 
-    def lam(self, params: Sequence[str], body: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def lam(self, params: Sequence[str], body: str) -> str: ...
 
-    def transform(self, items: str, params: Sequence[str], body: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def transform(self, items: str, params: Sequence[str], body: str) -> str: ...
 
-    def filter(self, items: str, param: str, body: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def filter(self, items: str, param: str, body: str) -> str: ...
 
-    def empty(self) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def empty(self) -> str: ...
 
-    def array(self, items: Sequence[str]) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def array(self, items: Sequence[str]) -> str: ...
 
-    def size(self, items: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def size(self, items: str) -> str: ...
 
+    @abstractmethod
     def at(self, items: str, index: str) -> str:
         """Element ``index`` (0-based SQL integer), NULL when out of range."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
-    def child(self, elem: str, key: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def child(self, elem: str, key: str) -> str: ...
 
+    @abstractmethod
     def kind(self, elem: str) -> str:
         """'object', 'array', 'string', 'number', 'boolean' or 'null'."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
-    def as_str(self, elem: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def as_str(self, elem: str) -> str: ...
 
-    def as_num(self, elem: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def as_num(self, elem: str) -> str: ...
 
-    def as_bool(self, elem: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def as_bool(self, elem: str) -> str: ...
 
+    @abstractmethod
     def text(self, elem: str) -> str:
         """The JSON text of an element."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abstractmethod
     def from_sql(self, value: str) -> str:
         """An element from an SQL string, number or boolean."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
-    def literal(self, value: Any) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def literal(self, value: Any) -> str: ...
 
+    @abstractmethod
     def json_array(self, items: str) -> str:
         """One element holding the list as a JSON array."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
-    def error(self, message: str, type_of: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def error(self, message: str, type_of: str) -> str: ...
 
+    @abstractmethod
     def decimal_scale(self, elem: str) -> str:
         """The number of decimal places a JSON number was written with."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def concat(self, a: str, b: str) -> str:
         return f"concat({a}, {b})"
@@ -110,20 +111,20 @@ class Dialect:
     def flatten(self, items: str) -> str:
         return f"flatten({items})"
 
-    def slice(self, items: str, start: int, length: int) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def slice(self, items: str, start: int, length: int) -> str: ...
 
-    def regex_matches(self, text: str, pattern: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def regex_matches(self, text: str, pattern: str) -> str: ...
 
-    def last_day(self, date_text: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def last_day(self, date_text: str) -> str: ...
 
-    def join(self, strings: str, sep: str) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def join(self, strings: str, sep: str) -> str: ...
 
-    def elem_type(self) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abstractmethod
+    def elem_type(self) -> str: ...
 
 
 class DuckDBDialect(Dialect):
