@@ -907,8 +907,13 @@ class SparkEngine:
     def __init__(self, master: str = "local[2]", session: Any = None) -> None:
         if session is None:
             import os  # noqa: PLC0415
+            import sys  # noqa: PLC0415
 
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Python workers must run this interpreter (with magstat importable), as the screening
+            # engine's do: a session made here may be reused by a screening run in the same process.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
             from pyspark.sql import SparkSession  # noqa: PLC0415 - optional extra
 
             session = (

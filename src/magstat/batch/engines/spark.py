@@ -155,8 +155,11 @@ class SparkEngine:
                 builder = builder.config(key, value)
         for key, value in self.conf.items():
             builder = builder.config(key, value)
+        # getOrCreate may hand back a session someone else in this process made (a views run);
+        # only a session this engine created is stopped by close().
+        existing = None if self.remote else SparkSession.getActiveSession()
         self.spark = builder.getOrCreate()
-        self._own_session = True
+        self._own_session = existing is None
         if not self.remote:
             self.spark.sparkContext.setLogLevel("ERROR")
         return self.spark
