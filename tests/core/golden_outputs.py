@@ -112,7 +112,10 @@ def _refused_facts() -> Iterator[tuple[str, PatientFacts]]:
     yield "core/lab unit not canonical", PatientFacts(day, labs=(Lab("serum_mg", 1.7, "mg/dL", day),))
     yield "core/lab implausible", PatientFacts(day, labs=(mg, Lab("potassium", 40.0, "mmol/L", day)))
     yield "core/lab unknown test", PatientFacts(day, labs=(Lab("no_such_test", 1.0, "mmol/L", day),))
-    yield "core/range low above high", PatientFacts(day, labs=(Lab("serum_mg", 0.7, "mmol/L", ref_low=1.0, ref_high=0.7),))
+    yield (
+        "core/range low above high",
+        PatientFacts(day, labs=(Lab("serum_mg", 0.7, "mmol/L", ref_low=1.0, ref_high=0.7),)),
+    )
     yield "core/unknown drug", PatientFacts(day, medications=(Medication("x", ("no_such_drug",), True),))
     yield "core/unknown condition", PatientFacts(day, conditions=(ConditionFact("x", "no_such", True),))
     yield "core/unknown sign", PatientFacts(day, signs=(SignFact("no_such_sign", True),))

@@ -21,7 +21,10 @@ def test_every_shipped_patient_assesses_byte_for_byte_as_pinned(kb):
         first = changed[0]
         diff = "".join(
             difflib.unified_diff(
-                expected[first].splitlines(keepends=True), actual[first].splitlines(keepends=True), "pinned", "now"
+                expected[first].splitlines(keepends=True),
+                actual[first].splitlines(keepends=True),
+                "pinned",
+                "now",
             )
         )
         raise AssertionError(f"{len(changed)} outputs changed, first {first}:\n{diff[:4000]}")

@@ -26,35 +26,44 @@ def _select_labs(w: _Work) -> None:
     none). A dated result older than ``labs.recent_days`` is kept aside as stale: shown, not
     used for the status.
     """
-    recent_days = w.kb.param("labs.recent_days")
+    recent_days = w.p.params["labs.recent_days"]
     as_of = w.facts.as_of
-    best: dict[str, tuple[date, int, Lab]] = {}
-    for i, lab in enumerate(w.facts.labs):
-        when = lab.when or as_of
+    best: dict[str, tuple[date, Lab]] = {}
+    mg_history = w.mg_history
+    conflicts = w.conflicts
+    for lab in w.facts.labs:
+        taken = lab.when
+        when = taken or as_of
         if when > as_of:
             continue
-        if lab.test == "serum_mg":
-            w.mg_history.append((lab.when, lab.value))
-        key = (when, i)
-        old = best.get(lab.test)
-        if old is not None and when == old[0] and lab.when is not None and old[2].when is not None:
+        test = lab.test
+        if test == "serum_mg":
+            mg_history.append((taken, lab.value))
+        old = best.get(test)
+        if old is None:
+            best[test] = (when, lab)
+            continue
+        old_when, old_lab = old
+        if when == old_when and taken is not None and old_lab.when is not None:
             # Two results of one test on the same date: not silently one or the other. Keep the
             # reading that is safer for advice and say so (see _conflict_finding).
-            if abs(lab.value - old[2].value) > 1e-9:
-                seen = w.conflicts.setdefault(lab.test, [old[2]])
+            if abs(lab.value - old_lab.value) > 1e-9:
+                seen = conflicts.setdefault(test, [old_lab])
                 seen.append(lab)
-                higher = lab.test in _HIGHER_IS_SAFER
-                safer = lab.value > old[2].value if higher else lab.value < old[2].value
+                higher = test in _HIGHER_IS_SAFER
+                safer = lab.value > old_lab.value if higher else lab.value < old_lab.value
                 if safer:
-                    best[lab.test] = (when, i, lab)
+                    best[test] = (when, lab)
             continue
-        if old is None or key > (old[0], old[1]):
-            best[lab.test] = (when, i, lab)
-            w.conflicts.pop(lab.test, None)  # a newer date: earlier disagreements no longer matter
-    for test, labs in w.conflicts.items():
-        if best[test][2] in labs:
-            _conflict_finding(w, test, labs, best[test][2])
-    for test, (when, _i, lab) in best.items():
+        # A later result in the record wins on the same date (one of the two undated).
+        if when >= old_when:
+            best[test] = (when, lab)
+            if conflicts:
+                conflicts.pop(test, None)  # a newer date: earlier disagreements no longer matter
+    for test, labs in conflicts.items():
+        if best[test][1] in labs:
+            _conflict_finding(w, test, labs, best[test][1])
+    for test, (when, lab) in best.items():
         if (as_of - when).days > recent_days:
             w.stale[test] = lab
         else:

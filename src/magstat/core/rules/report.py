@@ -7,12 +7,22 @@ from magstat.core.rules.work import _fmt, _Work
 
 
 def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
-    kb = w.kb
     out = []
-    for domain in kb.outcomes.values():
-        why = [kb.conditions[c].name for c in domain.condition_triggers if c in w.current_conditions]
-        why += [kb.signs[s].name for s in domain.sign_triggers if s in w.present_signs]
-        if domain.id == "cardiovascular" and mds.band == "high":
+    conditions = w.current_conditions
+    signs = w.present_signs
+    high_mds = mds.band == "high"
+    for prepared in w.p.domains:
+        domain = prepared.domain
+        cardiovascular = high_mds and domain.id == "cardiovascular"
+        if (
+            prepared.condition_set.isdisjoint(conditions)
+            and prepared.sign_set.isdisjoint(signs)
+            and not cardiovascular
+        ):
+            continue
+        why = [name for c, name in prepared.condition_triggers if c in conditions]
+        why += [name for s, name in prepared.sign_triggers if s in signs]
+        if cardiovascular:
             why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
         if not why:
             continue
@@ -20,8 +30,9 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
             {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": list(e.sources)}
             for e in domain.evidence
         )
-        sources = tuple(dict.fromkeys([*domain.sources, *(s for e in domain.evidence for s in e.sources)]))
-        out.append(Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, sources))
+        out.append(
+            Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, prepared.sources)
+        )
     return tuple(out)
 
 

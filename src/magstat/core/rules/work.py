@@ -7,8 +7,11 @@ from datetime import date
 from typing import Literal
 
 from magstat.core.facts import Lab, Medication, PatientFacts
+from magstat.core.prepared import Prepared
 from magstat.core.result import Action, Finding, InputUsed
 from magstat.kb.schema import KnowledgeBase
+
+_RANK = {"urgent": 0, "high": 1, "routine": 2}
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -50,6 +53,7 @@ class _Work:
 
     facts: PatientFacts
     kb: KnowledgeBase
+    p: Prepared
     age: float | None = None
     latest: dict[str, Lab] = field(default_factory=dict)
     stale: dict[str, Lab] = field(default_factory=dict)
@@ -96,11 +100,10 @@ class _Work:
         reason: str,
         priority: Literal["urgent", "high", "routine"],
     ) -> None:
-        rank = {"urgent": 0, "high": 1, "routine": 2}
         old = table.get(statement_id)
         if old is not None:
-            if rank[priority] < rank[old.priority]:
+            if _RANK[priority] < _RANK[old.priority]:
                 table[statement_id] = Action(old.id, old.text, old.reason, old.sources, priority)
             return
-        statement = self.kb.statement(statement_id)
+        statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
         table[statement_id] = Action(statement_id, statement.text, reason, statement.sources, priority)
