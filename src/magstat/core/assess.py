@@ -34,7 +34,7 @@ from magstat.core.rules.next_steps import _next_steps
 from magstat.core.rules.patient import _age, _deceased, _died
 from magstat.core.rules.renal import _femg, _loading, _urine_24h
 from magstat.core.rules.report import _limitations, _relevance, _summary
-from magstat.core.rules.safety import _safety
+from magstat.core.rules.safety import _arrhythmia_risk, _safety
 from magstat.core.rules.signs import _other_markers, _signs
 from magstat.core.rules.work import _Work
 from magstat.core.validate import check_facts
@@ -83,8 +83,9 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     supplements = _supplements(w)
     status, severity, basis = _decide(w, serum, mds)
     w.find(basis)
-    _next_steps(w, status, serum, egfr, femg)
-    _safety(w, status, serum, egfr, supplements)
+    arrhythmia_risk = _arrhythmia_risk(w, serum)
+    _next_steps(w, status, serum, egfr, femg, arrhythmia_risk)
+    _safety(w, status, serum, egfr, supplements, arrhythmia_risk)
     relevance = _relevance(w, mds)
     _limitations(w, serum, mds, egfr)
     summary = _summary(status, severity, serum, mds, w)
@@ -122,7 +123,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
         relevance=relevance,
         limitations=tuple(w.limitations.values()),
         missing_inputs=tuple(w.missing),
-        unrecognised=_unrecognised(facts),
+        unrecognised=_unrecognised(w),
         excluded=facts.excluded,
         kb_version=kb.version,
         kb_sha256=kb.sha256,
@@ -138,23 +139,17 @@ def _ordered(table: dict[str, Action]) -> tuple[Action, ...]:
     return tuple(sorted(table.values(), key=lambda a: _RANK[a.priority]))
 
 
-def _unrecognised(facts: PatientFacts) -> tuple[str, ...]:
+def _unrecognised(w: _Work) -> tuple[str, ...]:
     """Unrecognised entries that may be current (not those known to be stopped or resolved).
 
-    Each text once: a clinician should see what magstat could not read.
+    Each text once: a clinician should see what magstat could not read. A medication read as
+    a supplement is not listed.
     """
     out: list[str] = []
-    if facts.medications:
-        supplement_texts = {s.text for s in facts.supplements or ()}  # read as a supplement
+    if w.unrecognised_medications:
+        supplement_texts = {s.text for s in w.facts.supplements or ()}
         out.extend(
-            f"medication: {m.text}"
-            for m in facts.medications
-            if not m.drugs and m.current is not False and m.text not in supplement_texts
+            f"medication: {t}" for t in dict.fromkeys(w.unrecognised_medications) if t not in supplement_texts
         )
-    if facts.conditions:
-        out.extend(
-            f"condition: {c.text}"
-            for c in facts.conditions
-            if c.condition is None and c.current is not False and not c.signs
-        )
-    return tuple(dict.fromkeys(out))
+    out.extend(f"condition: {t}" for t in dict.fromkeys(w.unrecognised_conditions))
+    return tuple(out)

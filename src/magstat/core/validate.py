@@ -66,24 +66,25 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
     limits = prepared(kb).lab_limits
-    for i, lab in enumerate(facts.labs):
+    for lab in facts.labs:
         # Fast path: a full record carries hundreds of results; build messages only on failure.
         spec = limits.get(lab.test)
         if spec is not None:
             unit, low, high = spec
             value = lab.value
-            ref_low = lab.ref_low
-            ref_high = lab.ref_high
-            if (
-                lab.unit == unit
-                and type(value) in _NUMBER_TYPES
-                and low <= value <= high
-                and (ref_low is None or low <= ref_low <= high)
-                and (ref_high is None or low <= ref_high <= high)
-                and (ref_low is None or ref_high is None or ref_low < ref_high)
-            ):
-                continue
+            if lab.unit == unit and type(value) in _NUMBER_TYPES and low <= value <= high:
+                ref_low = lab.ref_low
+                ref_high = lab.ref_high
+                if ref_low is None:
+                    if ref_high is None or low <= ref_high <= high:
+                        continue
+                elif ref_high is None:
+                    if low <= ref_low <= high:
+                        continue
+                elif low <= ref_low < ref_high <= high:
+                    continue
         test = kb.tests.get(lab.test)
+        i = facts.labs.index(lab)  # the first equal result, which would have failed first
         field = _where(f"labs[{i}]", lab.origin.resource)
         if test is None:
             raise InvalidInputError(

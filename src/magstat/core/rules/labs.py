@@ -28,43 +28,46 @@ def _select_labs(w: _Work) -> None:
     """
     recent_days = w.p.params["labs.recent_days"]
     as_of = w.facts.as_of
-    best: dict[str, tuple[date, Lab]] = {}
-    mg_history = w.mg_history
+    labs = w.facts.labs
+    best: dict[str, Lab] = {}
+    best_when: dict[str, date] = {}
     conflicts = w.conflicts
-    for lab in w.facts.labs:
-        taken = lab.when
-        when = taken or as_of
+    for lab in labs:
+        when = lab.when or as_of
         if when > as_of:
             continue
         test = lab.test
-        if test == "serum_mg":
-            mg_history.append((taken, lab.value))
-        old = best.get(test)
-        if old is None:
-            best[test] = (when, lab)
-            continue
-        old_when, old_lab = old
-        if when == old_when and taken is not None and old_lab.when is not None:
-            # Two results of one test on the same date: not silently one or the other. Keep the
-            # reading that is safer for advice and say so (see _conflict_finding).
-            if abs(lab.value - old_lab.value) > 1e-9:
-                seen = conflicts.setdefault(test, [old_lab])
-                seen.append(lab)
-                higher = test in _HIGHER_IS_SAFER
-                safer = lab.value > old_lab.value if higher else lab.value < old_lab.value
-                if safer:
-                    best[test] = (when, lab)
-            continue
-        # A later result in the record wins on the same date (one of the two undated).
-        if when >= old_when:
-            best[test] = (when, lab)
+        old_when = best_when.get(test)
+        if old_when is None or when > old_when:
+            best_when[test] = when
+            best[test] = lab
             if conflicts:
                 conflicts.pop(test, None)  # a newer date: earlier disagreements no longer matter
-    for test, labs in conflicts.items():
-        if best[test][1] in labs:
-            _conflict_finding(w, test, labs, best[test][1])
-    for test, (when, lab) in best.items():
-        if (as_of - when).days > recent_days:
+            continue
+        if when < old_when:
+            continue
+        old = best[test]
+        if lab.when is None or old.when is None:
+            # The same date, one of the two undated: the later result in the record wins.
+            best[test] = lab
+            if conflicts:
+                conflicts.pop(test, None)
+        elif abs(lab.value - old.value) > 1e-9:
+            # Two results of one test on the same date: not silently one or the other. Keep the
+            # reading that is safer for advice and say so (see _conflict_finding).
+            conflicts.setdefault(test, [old]).append(lab)
+            higher = test in _HIGHER_IS_SAFER
+            if (lab.value > old.value) if higher else (lab.value < old.value):
+                best[test] = lab
+    if "serum_mg" in best:
+        w.mg_history.extend(
+            (lab.when, lab.value) for lab in labs if lab.test == "serum_mg" and (lab.when or as_of) <= as_of
+        )
+    for test, seen in conflicts.items():
+        if best[test] in seen:
+            _conflict_finding(w, test, seen, best[test])
+    for test, lab in best.items():
+        if (as_of - best_when[test]).days > recent_days:
             w.stale[test] = lab
         else:
             w.latest[test] = lab

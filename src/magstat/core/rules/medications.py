@@ -37,9 +37,16 @@ def _medications(w: _Work) -> None:
         return
     classes_of = w.p.drug_classes_of
     current_classes = w.current_classes
+    unrecognised = w.unrecognised_medications
+    current_drugs = w.current_drugs
     for med in meds:
         if not med.current:
+            if med.current is None and not med.drugs:
+                unrecognised.append(med.text)
             continue
+        if not med.drugs:
+            unrecognised.append(med.text)
+        current_drugs.update(med.drugs)
         for drug_id in med.drugs:
             for class_id in classes_of[drug_id]:
                 taken = current_classes.get(class_id)
@@ -191,9 +198,14 @@ def _conditions(w: _Work) -> None:
     effect = w.p.condition_effect
     current = w.current_conditions
     recorded: dict[str, list[ConditionFact]] = {}
+    unrecognised = w.unrecognised_conditions
     for c in conditions or ():
         cond_id = c.condition
-        if cond_id is not None and c.current:
+        if cond_id is None:
+            if c.current is not False and not c.signs:
+                unrecognised.append(c.text)
+            continue
+        if c.current:
             current.add(cond_id)
             if effect[cond_id] in _FINDING_EFFECTS:
                 taken = recorded.get(cond_id)

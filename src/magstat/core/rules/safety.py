@@ -35,7 +35,12 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
 
 
 def _safety(
-    w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, supplements: SupplementResult
+    w: _Work,
+    status: Status,
+    serum: SerumMagnesium,
+    egfr: EgfrResult,
+    supplements: SupplementResult,
+    arrhythmia_risk: str | None,
 ) -> None:
     kb = w.kb
     band = serum.band if serum.current else None
@@ -87,7 +92,6 @@ def _safety(
             "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
             "urgent",
         )
-    arrhythmia_risk = _arrhythmia_risk(w, serum)
     if arrhythmia_risk:
         w.safe("sf.qt_risk", _sentence(arrhythmia_risk), "urgent" if band == "below_lab_range" else "high")
     if w.mg_therapy:
@@ -155,10 +159,10 @@ def _safety(
     # Interactions matter when magnesium is, or may be, given; rows whose advice is a magnesium
     # check apply whenever the drug is current.
     giving_mg = treating or bool(w.facts.supplements) or "magnesium_product" in w.current_classes
-    current_drugs = {d for m in w.facts.medications or () if m.current for d in m.drugs}
-    for row in kb.interactions:
+    current_drugs = w.current_drugs
+    for row, row_drugs in zip(kb.interactions, w.p.interaction_drugs, strict=True):
         if giving_mg or row.check_mg:
-            hit = sorted(current_drugs & set(row.drugs)) + sorted(
+            hit = sorted(row_drugs.intersection(current_drugs)) + sorted(
                 c for c in row.classes if c in w.current_classes
             )
             if hit:

@@ -9,7 +9,7 @@ from typing import Literal
 from magstat.core.facts import Lab, Medication, PatientFacts
 from magstat.core.prepared import Prepared
 from magstat.core.result import Action, Finding, InputUsed
-from magstat.kb.schema import KnowledgeBase
+from magstat.kb.schema import DriRow, KnowledgeBase
 
 _RANK = {"urgent": 0, "high": 1, "routine": 2}
 
@@ -69,6 +69,10 @@ class _Work:
     present_signs: set[str] = field(default_factory=set)
     current_conditions: set[str] = field(default_factory=set)
     current_classes: dict[str, list[Medication]] = field(default_factory=dict)
+    current_drugs: set[str] = field(default_factory=set)
+    dri_row: DriRow | None = None
+    """The DRI row of the patient's life stage (found by the intake step; ``None`` without an age)."""
+    """The drug ids of current medications."""
     low_markers: list[str] = field(default_factory=list)
     alcohol_proxy: bool = False
     mg_history: list[tuple[date | None, float]] = field(default_factory=list)
@@ -76,6 +80,10 @@ class _Work:
     conflicts: dict[str, list[Lab]] = field(default_factory=dict)
     mg_therapy: list[Medication] = field(default_factory=list)
     severity_reason: str | None = None
+    unrecognised_medications: list[str] = field(default_factory=list)
+    """Texts of medications not recognised that may be current (not known to be stopped)."""
+    unrecognised_conditions: list[str] = field(default_factory=list)
+    """Texts of conditions not recognised that may be current (neither resolved nor read as a sign)."""
 
     def find(self, finding: Finding) -> None:
         self.findings.append(finding)
