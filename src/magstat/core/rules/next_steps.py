@@ -26,6 +26,7 @@ def _next_steps(
     serum: SerumMagnesium,
     egfr: EgfrResult,
     femg: FemgResult,
+    *,
     arrhythmia_risk: str | None,
 ) -> None:
     kb = w.kb

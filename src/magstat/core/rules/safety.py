@@ -40,6 +40,7 @@ def _safety(
     serum: SerumMagnesium,
     egfr: EgfrResult,
     supplements: SupplementResult,
+    *,
     arrhythmia_risk: str | None,
 ) -> None:
     kb = w.kb
