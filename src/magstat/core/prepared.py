@@ -15,10 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from magstat.errors import KnowledgeBaseError
 from magstat.kb.cache import per_kb
-from magstat.kb.schema import KnowledgeBase, OutcomeDomain
+from magstat.kb.schema import DriRow, Interaction, KnowledgeBase, OutcomeDomain
 
 __all__ = ["Prepared", "PreparedDomain", "prepared"]
+
+
+class _Parameters(dict[str, float]):
+    """Parameter id -> value; an undefined id is a knowledge-base error, as ``kb.param`` says."""
+
+    def __missing__(self, key: str) -> float:
+        raise KnowledgeBaseError(f"parameter {key!r} is not defined")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +68,12 @@ class Prepared:
     condition_effect: Mapping[str, str | None]
     """Condition id -> its effect (``lowers``, ``raises`` or other)."""
     domains: tuple[PreparedDomain, ...]
-    interaction_drugs: tuple[frozenset[str], ...]
-    """The drug ids of each interaction row, in the knowledge base's order."""
+    dri_by_state: Mapping[str, tuple[DriRow, ...]]
+    """DRI rows by life-stage state (``none``, ``pregnancy``, ``lactation``), in the knowledge base's order."""
+    domains_by_trigger: Mapping[str, tuple[int, ...]]
+    """Condition or sign id -> the indexes in ``domains`` of the outcome domains it triggers."""
+    check_mg_interactions: tuple[Interaction, ...]
+    """The interaction rows whose advice is a magnesium check, in the knowledge base's order."""
     statement_sources: Mapping[str, tuple[str, ...]]
     """Statement id -> its sources."""
     mds_sources: tuple[str, ...]
@@ -101,9 +113,17 @@ def prepared(kb: KnowledgeBase) -> Prepared:
             [*kb.parameters["mds.egfr_mild_below"].sources, *kb.parameters["mds.band_high"].sources]
         )
     )
+    dri_by_state: dict[str, list[DriRow]] = {}
+    for row in kb.dri:
+        dri_by_state.setdefault(row.state, []).append(row)
+    by_trigger: dict[str, list[int]] = {}
+    for i, d in enumerate(domains):
+        for trigger in (*d.condition_set, *d.sign_set):
+            if i not in by_trigger.setdefault(trigger, []):
+                by_trigger[trigger].append(i)
     return Prepared(
         kb=kb,
-        params={k: p.value for k, p in kb.parameters.items()},
+        params=_Parameters({k: p.value for k, p in kb.parameters.items()}),
         param_sources={k: p.sources for k, p in kb.parameters.items()},
         lab_limits={t.id: (t.canonical_unit, t.plausible_low, t.plausible_high) for t in kb.tests.values()},
         drug_classes_of={d.id: d.classes for d in kb.drugs.values()},
@@ -115,7 +135,9 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         ),
         condition_effect={c.id: c.effect for c in kb.conditions.values()},
         domains=tuple(domains),
-        interaction_drugs=tuple(frozenset(row.drugs) for row in kb.interactions),
+        dri_by_state={k: tuple(v) for k, v in dri_by_state.items()},
+        domains_by_trigger={k: tuple(v) for k, v in by_trigger.items()},
+        check_mg_interactions=tuple(row for row in kb.interactions if row.check_mg),
         statement_sources={k: s.sources for k, s in kb.statements.items()},
         mds_sources=mds_sources,
         mds_finding_sources=tuple(dict.fromkeys([*mds_sources, *kb.statement("ex.mds").sources])),

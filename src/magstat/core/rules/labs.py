@@ -116,11 +116,11 @@ def _serum(w: _Work) -> SerumMagnesium:
                     text=(
                         f"The last serum magnesium ({_fmt(stale.value, 2)} mmol/L on "
                         f"{stale.when.isoformat() if stale.when else 'an unknown date'}) is older than "
-                        f"{kb.param('labs.recent_days'):.0f} days before the as-of date, so it is shown "
+                        f"{w.p.params['labs.recent_days']:.0f} days before the as-of date, so it is shown "
                         "but not used."
                     ),
                     weight="info",
-                    rule=f"results older than labs.recent_days ({kb.param('labs.recent_days'):.0f} days) are not current",
+                    rule=f"results older than labs.recent_days ({w.p.params['labs.recent_days']:.0f} days) are not current",
                     inputs=(_lab_input("serum magnesium", stale),),
                     sources=kb.parameters["labs.recent_days"].sources,
                 )
@@ -143,7 +143,7 @@ def _serum(w: _Work) -> SerumMagnesium:
     interval_from: Literal["lab", "default"] = (
         "lab" if lab.ref_low is not None and lab.ref_high is not None else "default"
     )
-    evidence_lower = kb.param("serum_mg.evidence_lower")
+    evidence_lower = w.p.params["serum_mg.evidence_lower"]
     value = lab.value
     band: Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
     grade: int | None = None
@@ -155,13 +155,13 @@ def _serum(w: _Work) -> SerumMagnesium:
             (3, "ctcae_hypo_grade3_below"),
             (4, "ctcae_hypo_grade4_below"),
         ):
-            if value < kb.param(f"serum_mg.{key}"):
+            if value < w.p.params[f"serum_mg.{key}"]:
                 grade = g
     elif high is not None and value > high:
         band = "above_lab_range"
         grade = 1
         for g, key in ((3, "ctcae_hyper_grade3_above"), (4, "ctcae_hyper_grade4_above")):
-            if value > kb.param(f"serum_mg.{key}"):
+            if value > w.p.params[f"serum_mg.{key}"]:
                 grade = g
     elif value < evidence_lower:
         band = "low_normal"
@@ -237,7 +237,7 @@ def _egfr(w: _Work) -> EgfrResult:
         creatinine is not None
         and w.age is not None
         and facts.sex is not None
-        and w.age >= kb.param("ckd_epi.min_age")
+        and w.age >= w.p.params["ckd_epi.min_age"]
     )
     # A reported eGFR is preferred when it is CKD-EPI 2021 or unlabelled, unless a creatinine
     # taken later gives a newer estimate: kidney function can fall within weeks.
@@ -252,7 +252,7 @@ def _egfr(w: _Work) -> EgfrResult:
         and (not method or method.upper().startswith("CKD-EPI 2021"))
         and not newer_creatinine
     )
-    if creatinine is not None and w.age is not None and w.age < kb.param("ckd_epi.min_age"):
+    if creatinine is not None and w.age is not None and w.age < w.p.params["ckd_epi.min_age"]:
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
@@ -320,13 +320,13 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
     facts = w.facts
     if reported is None or creatinine is None or w.age is None or facts.sex is None:
         return result
-    if w.age < kb.param("ckd_epi.min_age") or result.value is None:
+    if w.age < w.p.params["ckd_epi.min_age"] or result.value is None:
         return result
     computed = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
     high, low = max(computed, reported.value), min(computed, reported.value)
-    if high <= 0 or (high - low) / high <= kb.param("egfr.discrepancy_fraction"):
+    if high <= 0 or (high - low) / high <= w.p.params["egfr.discrepancy_fraction"]:
         return result
-    fraction = kb.param("egfr.discrepancy_fraction")
+    fraction = w.p.params["egfr.discrepancy_fraction"]
     when_r = reported.when.isoformat() if reported.when else "an unknown date"
     when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
     w.find(

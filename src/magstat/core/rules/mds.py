@@ -109,8 +109,8 @@ def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:
     audit = w.latest.get("audit_c")
     if audit is not None:
         inputs.append(_lab_input("AUDIT-C", audit))
-        female_cut = kb.param("audit_c.positive_female_at_least")
-        male_cut = kb.param("audit_c.positive_male_at_least")
+        female_cut = w.p.params["audit_c.positive_female_at_least"]
+        male_cut = w.p.params["audit_c.positive_male_at_least"]
         cut = female_cut if sex == "female" else male_cut if sex == "male" else min(female_cut, male_cut)
         if audit.value < cut:
             w.alcohol_proxy = True

@@ -94,13 +94,13 @@ def _medications(w: _Work) -> None:
         rule = f"a current drug of a class that lowers magnesium counts as a {klass.weight} risk factor"
         sources = list(klass.sources)
         if cls_id == "ppi":
-            long_term = kb.param("ppi.long_term_days")
+            long_term = w.p.params["ppi.long_term_days"]
             starts = [m.start for m in taken if m.start is not None]
             if starts:
                 days = (w.facts.as_of - min(starts)).days
                 if days >= long_term:
                     text += f" Taken for about {days // 30} months: the FDA saw most low-magnesium cases after more than a year of use."
-                elif days < kb.param("ppi.min_days"):
+                elif days < w.p.params["ppi.min_days"]:
                     text += (
                         f" Started {days} days ago: reported cases mostly follow at least 3 months of use."
                     )

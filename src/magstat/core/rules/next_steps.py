@@ -83,7 +83,7 @@ def _next_steps(
             reason += f" No current {' or '.join(missing)} result."
         w.step("ns.check_k_ca", reason, "high" if status == "deficient" else "routine")
     ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs]
-    if serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
+    if serum.current and serum.mmol_l is not None and serum.mmol_l < w.p.params["serum_mg.symptomatic_below"]:
         ecg_reasons.append("serum magnesium below 0.5 mmol/L")
     if arrhythmia_risk:
         ecg_reasons.append(arrhythmia_risk)
@@ -130,7 +130,7 @@ def _next_steps(
     if (
         (w.facts.supplements or "magnesium_product" in w.current_classes)
         and egfr.value is not None
-        and egfr.value < kb.param("mds.egfr_reduced_below")
+        and egfr.value < w.p.params["mds.egfr_reduced_below"]
     ):
         w.step(
             "ns.recheck_on_supplement", "Magnesium products are taken with reduced kidney function.", "high"

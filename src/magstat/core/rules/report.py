@@ -11,15 +11,15 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
     conditions = w.current_conditions
     signs = w.present_signs
     high_mds = mds.band == "high"
-    for prepared in w.p.domains:
+    # Only the domains that one of the patient's conditions or signs triggers (or the MDS).
+    by_trigger = w.p.domains_by_trigger
+    candidates = {i for t in (*conditions, *signs) for i in by_trigger.get(t, ())}
+    if high_mds:
+        candidates.update(i for i, d in enumerate(w.p.domains) if d.domain.id == "cardiovascular")
+    for index in sorted(candidates):
+        prepared = w.p.domains[index]
         domain = prepared.domain
         cardiovascular = high_mds and domain.id == "cardiovascular"
-        if (
-            prepared.condition_set.isdisjoint(conditions)
-            and prepared.sign_set.isdisjoint(signs)
-            and not cardiovascular
-        ):
-            continue
         why = [name for c, name in prepared.condition_triggers if c in conditions]
         why += [name for s, name in prepared.sign_triggers if s in signs]
         if cardiovascular:
@@ -55,7 +55,7 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
         if egfr.value is not None:
             near = [
                 c
-                for c in (kb.param("mds.egfr_mild_below"), kb.param("mds.egfr_reduced_below"))
+                for c in (w.p.params["mds.egfr_mild_below"], w.p.params["mds.egfr_reduced_below"])
                 if abs(egfr.value - c) <= 0.1 * c
             ]
             if near:
