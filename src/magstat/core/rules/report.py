@@ -37,7 +37,6 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
 
 
 def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
-    kb = w.kb
     w.limit("lim.decision_support", "Always.")
     if w.facts.excluded:
         w.limit(
