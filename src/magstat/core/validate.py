@@ -109,19 +109,24 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
                 value=[lab.ref_low, lab.ref_high],
                 allowed="low < high",
             )
-    for i, med in enumerate(facts.medications or ()):
-        for drug in med.drugs:
-            if drug not in kb.drugs:
+    # Every id at once; the entries are searched one by one only to name the one that fails.
+    meds = facts.medications or ()
+    if meds and not kb.drugs.keys() >= {d for m in meds for d in m.drugs}:
+        for i, med in enumerate(meds):
+            for drug in med.drugs:
+                if drug not in kb.drugs:
+                    raise InvalidInputError(
+                        _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
+                    )
+    conditions = facts.conditions or ()
+    if conditions and not kb.conditions.keys() >= {c.condition for c in conditions if c.condition is not None}:
+        for i, cond in enumerate(conditions):
+            if cond.condition is not None and cond.condition not in kb.conditions:
                 raise InvalidInputError(
-                    _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
+                    _where(f"conditions[{i}].condition", cond.origin.resource),
+                    "unknown condition id",
+                    value=cond.condition,
                 )
-    for i, cond in enumerate(facts.conditions or ()):
-        if cond.condition is not None and cond.condition not in kb.conditions:
-            raise InvalidInputError(
-                _where(f"conditions[{i}].condition", cond.origin.resource),
-                "unknown condition id",
-                value=cond.condition,
-            )
     for i, sign in enumerate(facts.signs):
         if sign.context not in FACT_CONTEXTS:
             raise InvalidInputError(

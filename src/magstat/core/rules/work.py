@@ -14,9 +14,12 @@ from magstat.kb.schema import DriRow, KnowledgeBase
 _RANK = {"urgent": 0, "high": 1, "routine": 2}
 
 
+_FIXED = tuple(f"%.{d}f" for d in range(5))  # printf-style: the same text as f"{value:.{d}f}", faster
+
+
 def _fmt(value: float, digits: int = 2) -> str:
     """Round for display and drop trailing zeros (0.70 -> 0.7, 60.0 -> 60)."""
-    text = f"{value:.{digits}f}"
+    text = _FIXED[digits] % value if 0 <= digits < len(_FIXED) else f"{value:.{digits}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
