@@ -119,7 +119,9 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
                         _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
                     )
     conditions = facts.conditions or ()
-    if conditions and not kb.conditions.keys() >= {c.condition for c in conditions if c.condition is not None}:
+    if conditions and not kb.conditions.keys() >= {
+        c.condition for c in conditions if c.condition is not None
+    }:
         for i, cond in enumerate(conditions):
             if cond.condition is not None and cond.condition not in kb.conditions:
                 raise InvalidInputError(

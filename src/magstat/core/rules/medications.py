@@ -39,6 +39,7 @@ def _medications(w: _Work) -> None:
     current_classes = w.current_classes
     unrecognised = w.unrecognised_medications
     current_drugs = w.current_drugs
+    mg_products = w.p.mg_product_drugs
     for med in meds:
         if not med.current:
             if med.current is None and not med.drugs:
@@ -54,7 +55,10 @@ def _medications(w: _Work) -> None:
                     current_classes[class_id] = [med]
                 else:
                     taken.append(med)
-        if _is_mg_therapy(w, med):
+        # The common case (neither a magnesium product nor named magnesium) is decided here.
+        if (not mg_products.isdisjoint(med.drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(
+            w, med
+        ):
             w.mg_therapy.append(med)
     if w.mg_therapy:
         w.find(
