@@ -15,7 +15,7 @@ DuckDB and Spark give identical facts by construction:
 API for an engine (DuckDB, Spark)::
 
     flat = views_for_kb(kb)                            # cached per knowledge base
-    sql = row_sql(flat.views["Observation"], "spark", "staged", "parse_json(line)",
+    sql = row_sql(flat, "Observation", "spark", "staged", "parse_json(line)",
                   carry=("pid", "ord"))                # -> columns pid, ord, row
     rows = [flat.row_from_json(rtype, text, index=i) for i, (rtype, text) in enumerate(...)]
     facts = facts_from_rows(rows, kb, as_of=..., strict=...)   # magstat.adapters.fhir
@@ -198,8 +198,12 @@ def _row_function(specs: Sequence[_Spec]) -> Callable[[Mapping[str, Any]], dict[
     return row
 
 
-def collection_view(view: View) -> View:
+def collection_view(view: View, leave_out: frozenset[str] = frozenset()) -> View:
     """The same view with every column a collection (its rows never fail on a repeated element).
+
+    Args:
+        view: a checked view.
+        leave_out: names of columns to drop.
 
     .. versionadded:: 0.3.0
     """
@@ -208,7 +212,9 @@ def collection_view(view: View) -> View:
         if isinstance(select, dict):
             out = {k: mark(v) for k, v in select.items()}
             if "column" in out:
-                out["column"] = [{**c, "collection": True} for c in out["column"]]
+                out["column"] = [
+                    {**c, "collection": True} for c in out["column"] if c.get("name") not in leave_out
+                ]
             return out
         if isinstance(select, list):
             return [mark(s) for s in select]
@@ -225,9 +231,11 @@ class FlatViews:
 
     Attributes:
         kb_sha256: the knowledge base they came from.
-        views: resource type -> the view as shipped (for SQL and for analysts).
-        names: resource type -> column names.
-        singular: resource type -> for each column, whether it holds one value.
+        views: resource type -> the view as shipped (for analysts).
+        read_views: resource type -> the columns the reading uses, every one a collection
+            (what every path evaluates: in process, DuckDB, Spark).
+        names: resource type -> the names of those columns.
+        singular: resource type -> for each of them, whether the shipped view has it hold one value.
         compiled: resource type -> the view compiled for Python, every column a collection.
         row_functions: resource type -> the function making a resource's row in process.
 
@@ -235,6 +243,7 @@ class FlatViews:
 
     kb_sha256: str
     views: Mapping[str, View]
+    read_views: Mapping[str, View]
     names: Mapping[str, tuple[str, ...]]
     singular: Mapping[str, tuple[bool, ...]]
     compiled: Mapping[str, CompiledView]
@@ -302,7 +311,8 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
     missing = [t for t in READ_TYPES if t not in by_type]
     if missing:
         raise InvalidInputError("views", "the knowledge base has no view for " + ", ".join(missing))
-    compiled = {t: compile_view(collection_view(by_type[t])) for t in READ_TYPES}
+    read_views = {t: collection_view(by_type[t], ANALYST_COLUMNS) for t in READ_TYPES}
+    compiled = {t: compile_view(read_views[t]) for t in READ_TYPES}
     row_functions = {}
     for t in READ_TYPES:
         found_getters, probes = compiled[t].getters, compiled[t].probes
@@ -312,17 +322,20 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
                 "must be a plain projection (columns only: no forEach, nesting or unionAll)",
             )
         specs: list[_Spec] = []
-        for column, get, probe in zip(by_type[t].columns, found_getters, probes, strict=True):
-            if column.name in ANALYST_COLUMNS:
-                continue  # for analysts; the reading does not use it
+        shipped = [c for c in by_type[t].columns if c.name not in ANALYST_COLUMNS]
+        for column, get, probe in zip(shipped, found_getters, probes, strict=True):
             key, plain = probe if probe is not None else (None, None)
             specs.append((column.name, not column.collection, key, plain, get))
         row_functions[t] = _row_function(specs)
     flat = FlatViews(
         kb_sha256=kb.sha256,
         views={t: by_type[t] for t in READ_TYPES},
-        names={t: by_type[t].root.names for t in READ_TYPES},
-        singular={t: tuple(not c.collection for c in by_type[t].columns) for t in READ_TYPES},
+        read_views=read_views,
+        names={t: read_views[t].root.names for t in READ_TYPES},
+        singular={
+            t: tuple(not c.collection for c in by_type[t].columns if c.name not in ANALYST_COLUMNS)
+            for t in READ_TYPES
+        },
         compiled=compiled,
         row_functions=row_functions,
     )
@@ -332,14 +345,18 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
     return flat
 
 
-def row_sql(view: View, dialect: str, source: str, resource_column: str, carry: Sequence[str] = ()) -> str:
-    """SQL giving, per resource of ``source`` of the view's type, the ``carry`` columns and ``row``.
+def row_sql(
+    flat: FlatViews, rtype: str, dialect: str, source: str, resource_column: str, carry: Sequence[str] = ()
+) -> str:
+    """SQL giving, per resource of ``source`` of type ``rtype``, the ``carry`` columns and ``row``.
 
-    ``row`` is the JSON text of an array with one JSON array per view column (every column
-    evaluated as a collection), which :meth:`FlatViews.row_from_json` reads.
+    ``row`` is the JSON text of an array with one JSON array per column the reading uses
+    (:attr:`FlatViews.read_views`, every column evaluated as a collection), which
+    :meth:`FlatViews.row_from_json` reads.
 
     Args:
-        view: a view of :attr:`FlatViews.views`.
+        flat: the views of the knowledge base (:func:`views_for_kb`).
+        rtype: one of :data:`READ_TYPES`.
         dialect: ``"duckdb"`` or ``"spark"``.
         source: a table expression with one resource per row.
         resource_column: the SQL expression of the resource (DuckDB JSON, Spark VARIANT).
@@ -350,8 +367,9 @@ def row_sql(view: View, dialect: str, source: str, resource_column: str, carry: 
     """
     from magstat.views.sql import DuckDBDialect, SparkDialect, compile_sql  # noqa: PLC0415
 
+    view = flat.read_views[rtype]
     dialect_obj = DuckDBDialect() if dialect == "duckdb" else SparkDialect()
-    inner = compile_sql(collection_view(view), dialect_obj, source, resource_column, carry=carry)
+    inner = compile_sql(view, dialect_obj, source, resource_column, carry=carry)
     quote = '"' if dialect == "duckdb" else "`"
     parts = ", ".join(f"coalesce({quote}{n}{quote}, '[]')" for n in view.root.names)
     kept = "".join(f"{quote}{c}{quote}, " for c in carry)
