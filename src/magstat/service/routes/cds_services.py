@@ -130,7 +130,7 @@ async def call_service(
         memory=request.app.state.memory,
         now=now,
         # The card memory may hold a hook call up to the FHIR deadline; then every card is shown.
-        run_db=lambda call: request.app.state.database.run(call, settings.cds.fhir_deadline_seconds),
+        run_db=request.app.state.run_hot,
         timing=timing,
     )
     timing.cards = [str(card.get("indicator")) for card in response["cards"]]
