@@ -5,9 +5,9 @@ that the middleware, the limits and the headers are exercised as an EHR meets th
 
 With ``MAGSTAT_TEST_WORKERS=N`` (N > 1) every :func:`live` server is instead uvicorn with N
 worker processes, as ``magstat serve --workers N`` runs (the settings reach the workers through
-the environment, the state they share through the database): the same tests then check the
-service across workers. A test that reads the application's state in process, or moves a clock
-of its own, is skipped in that mode with the reason.
+the environment, the state they share through the database, the test's clock through a file):
+the same tests then check the service across workers. A test that reads the application's
+state in process is skipped in that mode with the reason.
 """
 
 from __future__ import annotations
@@ -85,9 +85,7 @@ class Live:
 def live(settings: Settings, clock: Callable[[], dt.datetime] = frozen_clock) -> Iterator[Live]:
     """Run the service with ``settings`` on a free port in a thread, for the duration of a block."""
     if WORKERS > 1:
-        if clock is not frozen_clock:
-            pytest.skip("moves a clock of its own in process (MAGSTAT_TEST_WORKERS runs worker processes)")
-        with live_workers(settings, WORKERS) as running:
+        with live_workers(settings, WORKERS, clock) as running:
             yield running
         return
     app = create_app(settings, clock=clock)
@@ -122,8 +120,14 @@ def _plain(value: Any) -> Any:
 
 
 @contextmanager
-def live_workers(settings: Settings, workers: int) -> Iterator[Live]:
-    """Run the service as uvicorn with ``workers`` processes on a free port, for the duration of a block."""
+def live_workers(
+    settings: Settings, workers: int, clock: Callable[[], dt.datetime] = frozen_clock
+) -> Iterator[Live]:
+    """Run the service as uvicorn with ``workers`` processes on a free port, for the duration of a block.
+
+    The workers read the service clock from a file: the time of ``clock`` at the start, and,
+    for a clock with a ``file`` attribute (one that tests move), each time it is moved.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -136,7 +140,7 @@ def live_workers(settings: Settings, workers: int) -> Iterator[Live]:
         {f"MAGSTAT_{section.upper()}": json.dumps(plain[section]) for section in plain if section != "demo"}
     )
     env["MAGSTAT_DEMO"] = "true" if settings.demo else "false"
-    env["MAGSTAT_TEST_CLOCK"] = AS_OF.isoformat()
+
     runner = (
         "import uvicorn\n"
         f"uvicorn.run('tests.service.workers_app:create', factory=True, workers={workers}, host='127.0.0.1', "
@@ -144,6 +148,11 @@ def live_workers(settings: Settings, workers: int) -> Iterator[Live]:
     )
     with tempfile.TemporaryDirectory(prefix="magstat-workers-") as tmp:
         env["PROMETHEUS_MULTIPROC_DIR"] = tmp
+        clock_file = Path(tmp) / "clock"
+        clock_file.write_text(clock().isoformat(), encoding="utf-8")
+        if hasattr(clock, "file"):
+            clock.file = clock_file
+        env["MAGSTAT_TEST_CLOCK_FILE"] = str(clock_file)
         log = Path(tmp) / "server.log"
         with log.open("wb") as out:
             proc = subprocess.Popen([sys.executable, "-c", runner], cwd=ROOT, env=env, stdout=out, stderr=out)

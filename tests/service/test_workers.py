@@ -103,6 +103,17 @@ def workers(tmp_path_factory, signer: Signer) -> Iterator[Workers]:
             proc.wait(timeout=10)
 
 
+def _pid_of(workers: Workers, request_id: str) -> int:
+    """The worker that answered a request (its access line is written just after the answer)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [line["pid"] for line in workers.lines() if line.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            assert found, f"no log line for {request_id}"
+            return found[0]
+        time.sleep(0.05)
+
+
 def _fresh(method: str, url: str, **kwargs) -> httpx.Response:
     """One request on a connection of its own."""
     return httpx.request(method, url, timeout=30, **kwargs)
@@ -123,7 +134,7 @@ def test_replayed_token_is_refused_by_the_other_worker(workers, signer, records,
     request_id = "replay-first-" + str(time.monotonic_ns())
     first = _fresh("POST", url, json=body, headers={**headers, "X-Request-Id": request_id})
     assert 200 == first.status_code
-    accepted_by = next(line["pid"] for line in workers.lines() if line.get("request_id") == request_id)
+    accepted_by = _pid_of(workers, request_id)
     refused_by: set[int] = set()
     with ThreadPoolExecutor(8) as pool:
         for _ in range(ROUNDS):
@@ -156,7 +167,7 @@ def test_card_link_is_served_by_the_other_worker(workers, signer, records, kb):
     cards = response.json()["cards"]
     assert cards
     link = cards[0]["links"][0]["url"]
-    issued_by = next(line["pid"] for line in workers.lines() if line.get("request_id") == request_id)
+    issued_by = _pid_of(workers, request_id)
     served_by: set[int] = set()
     with ThreadPoolExecutor(8) as pool:
         for round_number in range(ROUNDS):
@@ -212,3 +223,54 @@ def test_metrics_sum_every_worker_and_hold_no_patient_data(workers, signer, reco
     name = record.patient["name"][0]["family"]
     for secret in (record.patient_id, name, record.patient["birthDate"]):
         assert secret not in text
+
+
+def test_override_on_one_worker_holds_the_card_back_on_the_other(workers, signer, records, kb):
+    """A card overridden with its own reason, fed back to one worker, is held back by both workers."""
+    url = workers.base + PV
+    body = _hook_body(kb, records["antonio"])
+    first = _fresh("POST", url, json=body, headers={"Authorization": f"Bearer {signer.token(url)}"})
+    assert 200 == first.status_code
+    cards = first.json()["cards"]
+    card = next(c for c in cards if c.get("overrideReasons"))
+    topic = card["source"]["topic"]["code"]
+    reason = card["overrideReasons"][0]
+    item = {
+        "card": card["uuid"],
+        "outcome": "overridden",
+        "overrideReason": {"reason": reason},
+        "outcomeTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    feedback_url = url + "/feedback"
+    request_id = "override-" + str(time.monotonic_ns())
+    stored = _fresh(
+        "POST",
+        feedback_url,
+        json={"feedback": [item]},
+        headers={"Authorization": f"Bearer {signer.token(feedback_url)}", "X-Request-Id": request_id},
+    )
+    assert 200 == stored.status_code, stored.text
+    learned_by = _pid_of(workers, request_id)
+    answered_by: set[int] = set()
+
+    def call(rid: str) -> list[str]:
+        response = _fresh(
+            "POST",
+            url,
+            json=body,
+            headers={"Authorization": f"Bearer {signer.token(url)}", "X-Request-Id": rid},
+        )
+        assert 200 == response.status_code
+        return [c["source"]["topic"]["code"] for c in response.json()["cards"]]
+
+    with ThreadPoolExecutor(8) as pool:
+        for round_number in range(ROUNDS):
+            ids = [f"after-override-{round_number}-{i}-{time.monotonic_ns()}" for i in range(12)]
+            topics = list(pool.map(call, ids))
+            assert all(topic not in shown for shown in topics), topics
+            time.sleep(0.2)
+            wanted = set(ids)
+            answered_by = {line["pid"] for line in workers.lines() if line.get("request_id") in wanted}
+            if answered_by - {learned_by}:
+                break
+    assert answered_by - {learned_by}, "every call reached the worker that stored the feedback"
