@@ -59,7 +59,7 @@ def test_prepared_tables_match_the_knowledge_base(kb):
 
 def test_an_undefined_parameter_is_a_knowledge_base_error(kb):
     """Reading a parameter the knowledge base lacks names it, as KnowledgeBase.param does."""
-    with pytest.raises(KnowledgeBaseError, match="no.such"):
+    with pytest.raises(KnowledgeBaseError, match=re.escape("no.such")):
         prepared(kb).params["no.such"]
 
 
