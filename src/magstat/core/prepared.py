@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from magstat.core.result import Action, InputUsed
 from magstat.errors import KnowledgeBaseError
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import DriRow, Interaction, KnowledgeBase, OutcomeDomain
@@ -80,6 +82,19 @@ class Prepared:
     """The MDS result's sources (its kidney cut-offs and bands)."""
     mds_finding_sources: tuple[str, ...]
     """The MDS finding's sources (those and the MDS explanation's)."""
+    interactions_of: Mapping[str, tuple[int, ...]]
+    """Drug or class id -> the indexes in ``kb.interactions`` of the rows that name it."""
+    interaction_texts: tuple[str, ...]
+    """Each interaction row's text (name, effect and advice), in the knowledge base's order."""
+    finding_inputs: dict[str, InputUsed]
+    """Finding id -> the input naming it in the status finding (filled as ids are met; ids
+    come from the knowledge base, never from patient text)."""
+    mds_texts: dict[tuple[int | None, ...], tuple[Any, ...]]
+    """MDS component points -> (score, complete, band, possible range, the MDS finding's text,
+    the unknown components or ``None``), filled as combinations are met (at most 108)."""
+    fixed_actions: dict[tuple[str, str, str], Action]
+    """(statement id, fixed reason, priority) -> the action, for reasons that are constant
+    texts of the rules (never patient text); filled as they are met."""
 
 
 @per_kb
@@ -121,6 +136,11 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         for trigger in (*d.condition_set, *d.sign_set):
             if i not in by_trigger.setdefault(trigger, []):
                 by_trigger[trigger].append(i)
+    interactions_of: dict[str, list[int]] = {}
+    for i, interaction in enumerate(kb.interactions):
+        for key in (*interaction.drugs, *interaction.classes):
+            if i not in interactions_of.setdefault(key, []):
+                interactions_of[key].append(i)
     return Prepared(
         kb=kb,
         params=_Parameters({k: p.value for k, p in kb.parameters.items()}),
@@ -141,4 +161,9 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         statement_sources={k: s.sources for k, s in kb.statements.items()},
         mds_sources=mds_sources,
         mds_finding_sources=tuple(dict.fromkeys([*mds_sources, *kb.statement("ex.mds").sources])),
+        interactions_of={k: tuple(v) for k, v in interactions_of.items()},
+        interaction_texts=tuple(f"{row.name}: {row.effect} {row.advice}" for row in kb.interactions),
+        finding_inputs={},
+        mds_texts={},
+        fixed_actions={},
     )

@@ -136,16 +136,23 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
     else:
         status = "indeterminate"
         rule = "too little is known to judge: no current serum magnesium and no risk factor or complete MDS"
+    known = w.p.finding_inputs
     basis = Finding(
         id="status",
         category="status",
         text=f"Status {status.replace('_', ' ')}" + (f" ({severity})" if severity else "") + f": {rule}.",
         weight="info",
         rule=_PRECEDENCE or rule,
-        inputs=tuple(InputUsed("finding", e) for e in evidence),
+        inputs=tuple([known.get(e) or _finding_input(known, e) for e in evidence]),
         sources=w.p.statement_sources["lim.decision_support"],
     )
     return status, severity, basis
+
+
+def _finding_input(known: dict[str, InputUsed], finding_id: str) -> InputUsed:
+    """The input naming a finding in the status finding, made once per id (frozen, so shared)."""
+    made = known[finding_id] = InputUsed("finding", finding_id)
+    return made
 
 
 _PRECEDENCE = _decide.__doc__.split("\n\n", 1)[1].strip() if _decide.__doc__ else None

@@ -48,6 +48,45 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     if egfr.value is not None:
         inputs.append(InputUsed("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
     components["alcohol"] = _mds_alcohol(w, inputs)
+    # The score, its band and the texts depend only on the points (and the knowledge base): they
+    # are worked out once per combination of points.
+    key = tuple(components.values())
+    score, complete, band, possible, text, unknown = w.p.mds_texts.get(key) or _mds_points(w, key, components)
+    sources = w.p.mds_sources
+    if score is not None:
+        if band in {"high", "middle"}:
+            (w.major if band == "high" else w.minor).append("mds")
+        w.find(
+            Finding(
+                id="mds",
+                category="calculator",
+                text=text,
+                weight="major" if band == "high" else "minor" if band == "middle" else "info",
+                rule=_MDS_RULE,
+                inputs=tuple(inputs),
+                sources=w.p.mds_finding_sources,
+                strength=_MDS_STRENGTH,
+            )
+        )
+    if unknown is not None:
+        w.limit("lim.mds_incomplete", unknown)
+    return MdsResult(score, complete, band, components, possible, sources)
+
+
+_MDS_RULE = "diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high"
+_MDS_STRENGTH = (
+    "observational: predicts inflammation and mortality in NHANES; AUC 0.63 against the loading test"
+)
+
+
+_MdsPoints = tuple[
+    int | None, bool, Literal["low", "middle", "high"] | None, tuple[int, int] | None, str, str | None
+]
+
+
+def _mds_points(w: _Work, key: tuple[int | None, ...], components: dict[str, int | None]) -> _MdsPoints:
+    """Score, completeness, band, possible range, the finding's text and the unknown components."""
+    kb = w.kb
     known = [v for v in components.values() if v is not None]
     score = sum(known) if known else None
     complete = len(known) == len(components)
@@ -59,7 +98,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
         low_band, high_band = calc.mds_band(kb, score), calc.mds_band(kb, upper)
         if low_band == high_band:
             band = low_band  # type: ignore[assignment]
-    sources = w.p.mds_sources
+    text = ""
     if score is not None:
         parts = ", ".join(f"{k} {'unknown' if v is None else v}" for k, v in components.items())
         text = f"Magnesium Depletion Score {score}" + (
@@ -72,24 +111,12 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
         text += f": {parts}." + (
             f" Band: {band}." if band else " Band undecided until the unknown components are known."
         )
-        if band in {"high", "middle"}:
-            (w.major if band == "high" else w.minor).append("mds")
-        w.find(
-            Finding(
-                id="mds",
-                category="calculator",
-                text=text,
-                weight="major" if band == "high" else "minor" if band == "middle" else "info",
-                rule="diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high",
-                inputs=tuple(inputs),
-                sources=w.p.mds_finding_sources,
-                strength="observational: predicts inflammation and mortality in NHANES; AUC 0.63 against the loading test",
-            )
-        )
+    unknown = None
     if not complete:
-        unknown = ", ".join(k for k, v in components.items() if v is None)
-        w.limit("lim.mds_incomplete", f"Unknown MDS components: {unknown}.")
-    return MdsResult(score, complete, band, components, possible, sources)
+        unknown = "Unknown MDS components: " + ", ".join(k for k, v in components.items() if v is None) + "."
+    made: _MdsPoints = (score, complete, band, possible, text, unknown)
+    w.p.mds_texts[key] = made
+    return made
 
 
 def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:

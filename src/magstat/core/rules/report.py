@@ -37,20 +37,20 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
 
 
 def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
-    w.limit("lim.decision_support", "Always.")
+    w.limit_fixed("lim.decision_support", "Always.")
     if w.facts.excluded:
         w.limit(
             "lim.excluded_input",
             f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:5]),
         )
     if serum.mmol_l is None:
-        w.limit("lim.no_serum_mg", "No serum magnesium result was available.")
+        w.limit_fixed("lim.no_serum_mg", "No serum magnesium result was available.")
     elif serum.current and serum.band in ("normal", "low_normal"):
-        w.limit("lim.serum_partial", "Serum magnesium is not low.")
+        w.limit_fixed("lim.serum_partial", "Serum magnesium is not low.")
     if serum.current and serum.band in ("normal", "above_lab_range"):
-        w.limit("lim.haemolysis", "A haemolysed sample reads falsely high.")
+        w.limit_fixed("lim.haemolysis", "A haemolysed sample reads falsely high.")
     if mds.score is not None:
-        w.limit("lim.mds_not_diagnostic", "The MDS was computed.")
+        w.limit_fixed("lim.mds_not_diagnostic", "The MDS was computed.")
         if egfr.value is not None:
             near = [
                 c
@@ -63,7 +63,7 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
                     f"eGFR {_fmt(egfr.value, 0)} is close to the MDS cut-off of {_fmt(near[0], 0)}.",
                 )
     if w.alcohol_proxy:
-        w.limit(
+        w.limit_fixed(
             "lim.mds_cohort_alcohol_proxy",
             "The alcohol item was inferred from a diagnosis or an AUDIT-C score.",
         )

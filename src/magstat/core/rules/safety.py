@@ -164,18 +164,23 @@ def _safety(
     giving_mg = treating or bool(w.facts.supplements) or "magnesium_product" in w.current_classes
     current_drugs = w.current_drugs
     current_classes = w.current_classes
-    # Without a current drug no row applies (every row names drugs or their classes).
-    rows = (kb.interactions if giving_mg else w.p.check_mg_interactions) if current_drugs else ()
-    for row in rows:
+    # Without a current drug no row applies (every row names drugs or their classes); only the
+    # rows that name a current drug or class are looked at, in the knowledge base's order.
+    if not current_drugs:
+        return
+    rows_of = w.p.interactions_of
+    candidates = {i for key in (*current_drugs, *current_classes) for i in rows_of.get(key, ())}
+    interactions = kb.interactions
+    texts = w.p.interaction_texts
+    for i in sorted(candidates):
+        row = interactions[i]
+        if not (giving_mg or row.check_mg):
+            continue
         hit = sorted(current_drugs.intersection(row.drugs)) + sorted(
             c for c in row.classes if c in current_classes
         )
         if hit:
             names = ", ".join(kb.drugs[h].name if h in kb.drugs else kb.drug_classes[h].name for h in hit)
             w.safety[f"ix.{row.id}"] = Action(
-                f"ix.{row.id}",
-                f"{row.name}: {row.effect} {row.advice}",
-                f"Current: {names}.",
-                row.sources,
-                "routine",
+                f"ix.{row.id}", texts[i], f"Current: {names}.", row.sources, "routine"
             )

@@ -104,6 +104,23 @@ class _Work:
     def limit(self, statement_id: str, reason: str) -> None:
         self._act(self.limitations, statement_id, reason, "routine")
 
+    def limit_fixed(self, statement_id: str, reason: str) -> None:
+        """Like :meth:`limit` for a reason that is a constant text of the rules (never patient text).
+
+        The action is then made once per knowledge base and shared (it is frozen).
+        """
+        table = self.limitations
+        if statement_id in table:
+            return
+        key = (statement_id, reason, "routine")
+        made = self.p.fixed_actions.get(key)
+        if made is None:
+            statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
+            made = self.p.fixed_actions[key] = Action(
+                statement_id, statement.text, reason, statement.sources, "routine"
+            )
+        table[statement_id] = made
+
     def _act(
         self,
         table: dict[str, Action],
