@@ -62,8 +62,9 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     .. versionadded:: 0.1.0
 
     """
-    check_facts(facts, kb)
-    w = _Work(facts, kb, prepared(kb))
+    p = prepared(kb)
+    check_facts(facts, kb, p)
+    w = _Work(facts, kb, p)
     w.age = _age(facts)
     if _died(facts):
         return _deceased(facts, kb, w.age)

@@ -13,7 +13,7 @@ import math
 
 from magstat.core.context import FACT_CONTEXTS
 from magstat.core.facts import PatientFacts
-from magstat.core.prepared import prepared
+from magstat.core.prepared import Prepared, prepared
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
@@ -39,8 +39,13 @@ def _number(field: str, value: float, low: float, high: float, allowed: str) -> 
         raise InvalidInputError(field, "physiologically implausible value", value=value, allowed=allowed)
 
 
-def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
+def check_facts(facts: PatientFacts, kb: KnowledgeBase, p: Prepared | None = None) -> None:
     """Refuse facts that the rules must not interpret.
+
+    Args:
+        facts: the facts to check.
+        kb: the knowledge base they refer to.
+        p: ``kb``'s prepared tables, when the caller holds them already.
 
     Raises:
         InvalidInputError: naming the field, the value and what is allowed.
@@ -65,7 +70,7 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
         _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
-    limits = prepared(kb).lab_limits
+    limits = (p or prepared(kb)).lab_limits
     for lab in facts.labs:
         # Fast path: a full record carries hundreds of results; build messages only on failure.
         spec = limits.get(lab.test)

@@ -41,14 +41,19 @@ def _medications(w: _Work) -> None:
     current_drugs = w.current_drugs
     mg_products = w.p.mg_product_drugs
     for med in meds:
+        drugs = med.drugs
         if not med.current:
-            if med.current is None and not med.drugs:
+            if med.current is None and not drugs:
                 unrecognised.append(med.text)
             continue
-        if not med.drugs:
+        if not drugs:
+            # Not recognised (the common entry of a long record): only a magnesium name matters.
             unrecognised.append(med.text)
-        current_drugs.update(med.drugs)
-        for drug_id in med.drugs:
+            if "magnesium" in med.text.lower() and _is_mg_therapy(w, med):
+                w.mg_therapy.append(med)
+            continue
+        current_drugs.update(drugs)
+        for drug_id in drugs:
             for class_id in classes_of[drug_id]:
                 taken = current_classes.get(class_id)
                 if taken is None:
@@ -56,7 +61,7 @@ def _medications(w: _Work) -> None:
                 else:
                     taken.append(med)
         # The common case (neither a magnesium product nor named magnesium) is decided here.
-        if (not mg_products.isdisjoint(med.drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(
+        if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(
             w, med
         ):
             w.mg_therapy.append(med)
