@@ -37,7 +37,7 @@ from magstat.core.rules.report import _limitations, _relevance, _summary
 from magstat.core.rules.safety import _arrhythmia_risk, _safety
 from magstat.core.rules.signs import _other_markers, _signs
 from magstat.core.rules.work import _Work
-from magstat.core.validate import check_facts
+from magstat.core.validate import check_entries, check_facts, check_person
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = ["assess"]
@@ -63,12 +63,16 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
 
     """
     p = prepared(kb)
-    check_facts(facts, kb, p)
+    # The checks of check_facts, in its order; each result is checked in the pass that selects
+    # the current ones, so a long record's results are walked once.
+    check_person(facts)
     w = _Work(facts, kb, p)
     w.age = _age(facts)
     if _died(facts):
+        check_facts(facts, kb, p)
         return _deceased(facts, kb, w.age)
     _select_labs(w)
+    check_entries(facts, kb)
     serum = _serum(w)
     egfr = _egfr(w)
     _medications(w)

@@ -10,14 +10,15 @@ possibility, a birth date after the as-of date, an id the knowledge base does no
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from magstat.core.context import FACT_CONTEXTS
-from magstat.core.facts import PatientFacts
+from magstat.core.facts import Lab, PatientFacts
 from magstat.core.prepared import Prepared, prepared
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
-__all__ = ["MAX_AGE_YEARS", "check_facts"]
+__all__ = ["MAX_AGE_YEARS", "check_entries", "check_facts", "check_person", "lab_error", "lab_plausible"]
 
 MAX_AGE_YEARS = 130.0
 """Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
@@ -51,6 +52,16 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase, p: Prepared | None = Non
         InvalidInputError: naming the field, the value and what is allowed.
 
     """
+    check_person(facts)
+    limits = (p or prepared(kb)).lab_limits
+    for lab in facts.labs:
+        if not lab_plausible(lab, limits):
+            lab_error(facts, kb, lab)
+    check_entries(facts, kb)
+
+
+def check_person(facts: PatientFacts) -> None:
+    """The first part of :func:`check_facts`: birth date, age and sex."""
     if facts.birth_date is not None:
         if facts.birth_date > facts.as_of:
             raise InvalidInputError(
@@ -70,50 +81,61 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase, p: Prepared | None = Non
         _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
-    limits = (p or prepared(kb)).lab_limits
-    for lab in facts.labs:
-        # Fast path: a full record carries hundreds of results; build messages only on failure.
-        spec = limits.get(lab.test)
-        if spec is not None:
-            unit, low, high = spec
-            value = lab.value
-            if lab.unit == unit and type(value) in _NUMBER_TYPES and low <= value <= high:
-                ref_low = lab.ref_low
-                ref_high = lab.ref_high
-                if ref_low is None:
-                    if ref_high is None or low <= ref_high <= high:
-                        continue
-                elif ref_high is None:
-                    if low <= ref_low <= high:
-                        continue
-                elif low <= ref_low < ref_high <= high:
-                    continue
-        test = kb.tests.get(lab.test)
-        i = facts.labs.index(lab)  # the first equal result, which would have failed first
-        field = _where(f"labs[{i}]", lab.origin.resource)
-        if test is None:
-            raise InvalidInputError(
-                f"{field}.test", "unknown test", value=lab.test, allowed=", ".join(sorted(kb.tests))
-            )
-        if lab.unit != test.canonical_unit:
-            raise InvalidInputError(
-                f"{field}.unit",
-                "facts must carry the test's canonical unit",
-                value=lab.unit,
-                allowed=test.canonical_unit,
-            )
-        allowed = f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}"
-        _number(f"{field}.value", lab.value, test.plausible_low, test.plausible_high, allowed)
-        for name, limit in (("ref_low", lab.ref_low), ("ref_high", lab.ref_high)):
-            if limit is not None:
-                _number(f"{field}.{name}", limit, test.plausible_low, test.plausible_high, allowed)
-        if lab.ref_low is not None and lab.ref_high is not None and lab.ref_low >= lab.ref_high:
-            raise InvalidInputError(
-                f"{field}.ref_low",
-                "reference range low must be below high",
-                value=[lab.ref_low, lab.ref_high],
-                allowed="low < high",
-            )
+
+
+def lab_plausible(lab: Lab, limits: Mapping[str, tuple[str, float, float]]) -> bool:
+    """Whether one result passes :func:`check_facts` (the fast test; see :func:`lab_error`)."""
+    spec = limits.get(lab.test)
+    if spec is None:
+        return False
+    unit, low, high = spec
+    value = lab.value
+    if lab.unit != unit or type(value) not in _NUMBER_TYPES or not low <= value <= high:
+        return False
+    ref_low = lab.ref_low
+    ref_high = lab.ref_high
+    if ref_low is None:
+        return ref_high is None or low <= ref_high <= high
+    if ref_high is None:
+        return low <= ref_low <= high
+    return low <= ref_low < ref_high <= high
+
+
+def lab_error(facts: PatientFacts, kb: KnowledgeBase, lab: Lab) -> None:
+    """Raise the error that names what is wrong with a result that failed :func:`lab_plausible`.
+
+    A result that only failed the fast test (a number of a subclass of ``float``, say) passes.
+    """
+    test = kb.tests.get(lab.test)
+    i = facts.labs.index(lab)  # the first equal result, which would have failed first
+    field = _where(f"labs[{i}]", lab.origin.resource)
+    if test is None:
+        raise InvalidInputError(
+            f"{field}.test", "unknown test", value=lab.test, allowed=", ".join(sorted(kb.tests))
+        )
+    if lab.unit != test.canonical_unit:
+        raise InvalidInputError(
+            f"{field}.unit",
+            "facts must carry the test's canonical unit",
+            value=lab.unit,
+            allowed=test.canonical_unit,
+        )
+    allowed = f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}"
+    _number(f"{field}.value", lab.value, test.plausible_low, test.plausible_high, allowed)
+    for name, limit in (("ref_low", lab.ref_low), ("ref_high", lab.ref_high)):
+        if limit is not None:
+            _number(f"{field}.{name}", limit, test.plausible_low, test.plausible_high, allowed)
+    if lab.ref_low is not None and lab.ref_high is not None and lab.ref_low >= lab.ref_high:
+        raise InvalidInputError(
+            f"{field}.ref_low",
+            "reference range low must be below high",
+            value=[lab.ref_low, lab.ref_high],
+            allowed="low < high",
+        )
+
+
+def check_entries(facts: PatientFacts, kb: KnowledgeBase) -> None:
+    """The last part of :func:`check_facts`: medications, conditions, signs, diet, supplements."""
     # Every id at once; the entries are searched one by one only to name the one that fails.
     meds = facts.medications or ()
     if meds and not kb.drugs.keys() >= {d for m in meds for d in m.drugs}:

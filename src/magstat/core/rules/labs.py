@@ -9,6 +9,9 @@ from magstat.core import calculators as calc
 from magstat.core.facts import Lab
 from magstat.core.result import EgfrResult, Finding, InputUsed, SerumMagnesium
 from magstat.core.rules.work import _fmt, _lab_input, _Work
+from magstat.core.validate import lab_error
+
+_NUMBER_TYPES = (float, int)
 
 # Tests for which the higher of two conflicting same-day results is the safer reading (it
 # gives the lower kidney function); for the others the lower reading is the safer one.
@@ -32,7 +35,31 @@ def _select_labs(w: _Work) -> None:
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
     conflicts = w.conflicts
+    limits = w.p.lab_limits
     for lab in labs:
+        # First the check of check_facts (validate.lab_plausible, inlined: this loop runs over
+        # every result of a record); a failure is named by validate.lab_error.
+        spec = limits.get(lab.test)
+        if spec is None:
+            lab_error(w.facts, w.kb, lab)
+        else:
+            unit, low, high = spec
+            value = lab.value
+            ref_low = lab.ref_low
+            ref_high = lab.ref_high
+            if not (
+                lab.unit == unit
+                and type(value) in _NUMBER_TYPES
+                and low <= value <= high
+                and (
+                    (ref_high is None or low <= ref_high <= high)
+                    if ref_low is None
+                    else (low <= ref_low <= high)
+                    if ref_high is None
+                    else (low <= ref_low < ref_high <= high)
+                )
+            ):
+                lab_error(w.facts, w.kb, lab)
         when = lab.when or as_of
         if when > as_of:
             continue

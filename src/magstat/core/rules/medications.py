@@ -61,9 +61,7 @@ def _medications(w: _Work) -> None:
                 else:
                     taken.append(med)
         # The common case (neither a magnesium product nor named magnesium) is decided here.
-        if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(
-            w, med
-        ):
+        if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(w, med):
             w.mg_therapy.append(med)
     if w.mg_therapy:
         w.find(
