@@ -9,9 +9,12 @@ import shutil
 
 import pytest
 
+from magstat.core import assess
+from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment, Finding, InputUsed
-from magstat.errors import KnowledgeBaseError
+from magstat.core.validate import check_facts
+from magstat.errors import InvalidInputError, KnowledgeBaseError
 from magstat.kb import load_dir
 from tests.conftest import ROOT
 
@@ -92,3 +95,62 @@ def test_slot_built_results_refuse_wrong_arguments():
         InputUsed("age")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         InputUsed("age", 1.0, colour="red")  # type: ignore[call-arg]
+
+
+def _refusal(call) -> tuple[str, str, object, object]:
+    with pytest.raises(InvalidInputError) as err:
+        call()
+    return (err.value.field, err.value.problem, err.value.value, err.value.allowed)
+
+
+_AS_OF = dt.date(2024, 5, 1)
+
+
+def _lab(test: str, value: float, unit: str, **kw) -> Lab:
+    return Lab(test, value, unit, _AS_OF, origin=Origin(f"Observation/{test}"), **kw)
+
+
+_WRONG = {
+    "birth date": {"birth_date": dt.date(2030, 1, 1)},
+    "unknown test": {"labs": (_lab("serum_mg", 0.8, "mmol/L"), _lab("no_such_test", 1.0, "mmol/L"))},
+    "wrong unit": {"labs": (_lab("serum_mg", 0.8, "mg/dL"),)},
+    "implausible value": {"labs": (_lab("serum_mg", 0.8, "mmol/L"), _lab("serum_mg", 40.0, "mmol/L"))},
+    "reference range": {"labs": (_lab("serum_mg", 0.8, "mmol/L", ref_low=1.0, ref_high=0.7),)},
+    "boolean value": {"labs": (_lab("serum_mg", True, "mmol/L"),)},  # type: ignore[arg-type]
+    "unknown drug": {"medications": (Medication("x", ("no_such_drug",), True, origin=Origin("M/1")),)},
+    "unknown condition": {
+        "conditions": (ConditionFact("x", "no_such_condition", True, origin=Origin("C/1")),)
+    },
+    "unknown sign": {"signs": (SignFact("no_such_sign", True, origin=Origin("O/1")),)},
+}
+
+
+@pytest.mark.parametrize("wrong", sorted(_WRONG))
+def test_assess_refuses_as_check_facts_does(kb, wrong):
+    """Checked in the pass that selects the results, assess refuses what check_facts refuses, with its error."""
+    f = PatientFacts(as_of=_AS_OF, age_years=50.0, sex="female", **_WRONG[wrong])
+    assert _refusal(lambda: check_facts(f, kb)) == _refusal(lambda: assess(f, kb))
+
+
+def test_the_first_failing_check_names_the_error(kb):
+    """With a bad result and a bad drug id, both refuse for the result first (check_facts's order)."""
+    f = PatientFacts(
+        as_of=_AS_OF,
+        labs=(_lab("serum_mg", 0.8, "mmol/L"), _lab("serum_mg", 40.0, "mmol/L")),
+        medications=(Medication("x", ("no_such_drug",), True, origin=Origin("M/1")),),
+    )
+    expected = _refusal(lambda: check_facts(f, kb))
+    assert "labs[1] (Observation/serum_mg).value" == expected[0]
+    assert expected == _refusal(lambda: assess(f, kb))
+
+
+class _Float(float):
+    """A number of a subclass of float, which the fast test leaves to the full check."""
+
+
+def test_a_float_subclass_value_is_assessed_like_a_float(kb):
+    """A plausible value of a float subclass is used, as check_facts accepts it."""
+    plain = PatientFacts(as_of=_AS_OF, labs=(_lab("serum_mg", 0.6, "mmol/L"),))
+    sub = PatientFacts(as_of=_AS_OF, labs=(_lab("serum_mg", _Float(0.6), "mmol/L"),))
+    check_facts(sub, kb)
+    assert assess(plain, kb).to_dict() == assess(sub, kb).to_dict()
