@@ -58,6 +58,14 @@ def test_prepared_tables_match_the_knowledge_base(kb):
     for i, domain in enumerate(p.domains):
         for trigger in (*domain.domain.condition_triggers, *domain.domain.sign_triggers):
             assert i in p.domains_by_trigger[trigger]
+        assert [(e.text, e.effect, e.strength, e.sources) for e in domain.domain.evidence] == list(
+            domain.evidence
+        )
+    for i, row in enumerate(kb.interactions):
+        assert f"{row.name}: {row.effect} {row.advice}" == p.interaction_texts[i]
+        for key in (*row.drugs, *row.classes):
+            assert i in p.interactions_of[key]
+    assert {i for rows in p.interactions_of.values() for i in rows} == set(range(len(kb.interactions)))
 
 
 def test_an_undefined_parameter_is_a_knowledge_base_error(kb):

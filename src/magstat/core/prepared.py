@@ -44,6 +44,8 @@ class PreparedDomain:
     sign_set: frozenset[str]
     sources: tuple[str, ...]
     """The domain's sources, then its evidence's, each once."""
+    evidence: tuple[tuple[str, str, str, tuple[str, ...]], ...]
+    """(text, effect, strength, sources) of each evidence row, in the knowledge base's order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,7 @@ def prepared(kb: KnowledgeBase) -> Prepared:
                 frozenset(domain.condition_triggers),
                 frozenset(domain.sign_triggers),
                 sources,
+                tuple((e.text, e.effect, e.strength, e.sources) for e in domain.evidence),
             )
         )
     mds_sources = tuple(

@@ -26,9 +26,12 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
             why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
         if not why:
             continue
+        # New dicts for each assessment (a caller may change its copy); the values are shared.
         evidence = tuple(
-            {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": list(e.sources)}
-            for e in domain.evidence
+            [
+                {"text": text, "effect": effect, "strength": strength, "sources": list(sources)}
+                for text, effect, strength, sources in prepared.evidence
+            ]
         )
         out.append(
             Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, prepared.sources)
