@@ -231,6 +231,8 @@ def _conditions(w: _Work) -> None:
             w.current_conditions.add(cond_id)
     for cond_id in sorted(w.current_conditions):
         entry = kb.conditions[cond_id]
+        if entry.effect not in _FINDING_EFFECTS:
+            continue  # no finding: its inputs are not built
         used = tuple(_condition_input(c) for c in recorded.get(cond_id, ())) or (InputUsed(cond_id, True),)
         if entry.effect == "lowers":
             (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
