@@ -112,12 +112,16 @@ def _next_steps(
         )
     if "ppi" in w.current_classes:
         w.step("ns.ppi_baseline", "A proton-pump inhibitor is current.", "routine" if band else "high")
-    lowering = [
-        kb.drug_classes[c].name
-        for c in w.current_classes
-        if kb.drug_classes[c].effect == "lowers" and kb.drug_classes[c].weight
-    ]
-    if lowering and status in ("deficient", "likely_deficient"):
+    lowering = (
+        [
+            kb.drug_classes[c].name
+            for c in w.current_classes
+            if kb.drug_classes[c].effect == "lowers" and kb.drug_classes[c].weight
+        ]
+        if status in ("deficient", "likely_deficient")
+        else []
+    )
+    if lowering:
         w.step(
             "ns.review_culprit_drugs", f"Current drugs that lower magnesium: {', '.join(lowering)}.", "high"
         )

@@ -72,15 +72,18 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
         )
 
 
+_LABELS = {
+    "excess": "Magnesium excess",
+    "deficient": "Magnesium deficiency",
+    "likely_deficient": "Magnesium deficiency likely",
+    "at_risk": "At risk of magnesium deficiency",
+    "unlikely": "Magnesium deficiency unlikely",
+    "indeterminate": "Magnesium status cannot be judged from what is known",
+}
+
+
 def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: MdsResult, w: _Work) -> str:
-    label = {
-        "excess": "Magnesium excess",
-        "deficient": "Magnesium deficiency",
-        "likely_deficient": "Magnesium deficiency likely",
-        "at_risk": "At risk of magnesium deficiency",
-        "unlikely": "Magnesium deficiency unlikely",
-        "indeterminate": "Magnesium status cannot be judged from what is known",
-    }[status]
+    label = _LABELS[status]
     if severity:
         label += f" ({severity})"
     if any(f.id == "serum_mg.therapeutic" for f in w.findings):

@@ -47,7 +47,7 @@ def _safety(
 ) -> None:
     kb = w.kb
     band = serum.band if serum.current else None
-    symptomatic = sorted(set(w.present_signs) & set(_SYMPTOMATIC_SIGNS))
+    symptomatic = sorted(w.present_signs.intersection(_SYMPTOMATIC_SIGNS)) if w.present_signs else []
     treating = status in ("deficient", "likely_deficient")
     # Below the label's GFR limit the oral route is contraindicated (sf.renal_avoid_oral says
     # so); the oral-repletion advice is then not offered.
