@@ -36,6 +36,7 @@ def _select_labs(w: _Work) -> None:
     best_when: dict[str, date] = {}
     conflicts = w.conflicts
     limits = w.p.lab_limits
+    mg_history = w.mg_history  # every serum magnesium at or before the as-of date, in record order
     for lab in labs:
         # First the check of check_facts (validate.lab_plausible, inlined: this loop runs over
         # every result of a record); a failure is named by validate.lab_error.
@@ -64,6 +65,8 @@ def _select_labs(w: _Work) -> None:
         if when > as_of:
             continue
         test = lab.test
+        if test == "serum_mg":
+            mg_history.append((lab.when, lab.value))
         old_when = best_when.get(test)
         if old_when is None or when > old_when:
             best_when[test] = when
@@ -86,10 +89,6 @@ def _select_labs(w: _Work) -> None:
             higher = test in _HIGHER_IS_SAFER
             if (lab.value > old.value) if higher else (lab.value < old.value):
                 best[test] = lab
-    if "serum_mg" in best:
-        w.mg_history.extend(
-            (lab.when, lab.value) for lab in labs if lab.test == "serum_mg" and (lab.when or as_of) <= as_of
-        )
     for test, seen in conflicts.items():
         if best[test] in seen:
             _conflict_finding(w, test, seen, best[test])
