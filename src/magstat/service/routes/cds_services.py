@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from magstat.adapters.cds_hooks.cards import add_smart_link
 from magstat.adapters.cds_hooks.models import (
     CdsResponse,
     Discovery,
@@ -122,6 +123,13 @@ async def call_service(
         # The card memory may hold a hook call up to the FHIR deadline; then every card is shown.
         run_db=lambda call: request.app.state.database.run(call, settings.cds.fhir_deadline_seconds),
     )
+    # The SMART app, when this EHR is registered for it (docs/ehr-deployment.md).
+    if (
+        response["cards"]
+        and settings.smart.ehrs
+        and (not body.fhirServer or settings.smart.find(body.fhirServer))
+    ):
+        add_smart_link(response["cards"], f"{base_url(request, settings)}/smart/launch")
     return JSONResponse(response)
 
 
