@@ -6,9 +6,11 @@ the EHR's FHIR server, following ``Bundle.link[next]`` within a deadline
 (:func:`magstat.service.fhirclient.fetch_templates`). The results go through the same FHIR
 adapter and :func:`magstat.core.assess.assess`: one implementation of the rules.
 
-A chart is assessed only when every search came back: a part that could not be read (the
-server failed, refused or did not answer in time) could change the answer, so the app says
-what failed and assesses nothing rather than show a result built on part of the record.
+A chart is assessed only when every search came back whole: a part that could not be read
+(the server failed, refused or did not answer in time) or a search cut short at the page limit
+could change the answer, so the app says what failed and assesses nothing rather than show a
+result built on part of the record. Searches ask for pages of ``_count=100`` (a server may
+give fewer) to keep the round trips few.
 
 .. versionadded:: 0.2.0
 """
@@ -35,7 +37,10 @@ from magstat.core.result import Assessment
 from magstat.kb.schema import KnowledgeBase
 from magstat.service.fhirclient import fetch_templates
 
-__all__ = ["ChartAssessment", "ChartUnreadableError", "assess_chart"]
+__all__ = ["PAGE_SIZE", "ChartAssessment", "ChartUnreadableError", "assess_chart"]
+
+PAGE_SIZE = 100
+"""The page size asked of each search (``_count``)."""
 
 
 class ChartUnreadableError(Exception):
@@ -107,18 +112,19 @@ async def assess_chart(
         query = render_template(template, {"patientId": patient_id})
         if query is None:  # only an empty patient id leaves a token unfilled
             raise ChartUnreadableError([key], ["the launch gave no patient"])
-        queries[key] = query
+        queries[key] = query if "?" not in query else f"{query}&_count={PAGE_SIZE}"
     fetched = await fetch_templates(
         http, fhir_base, access_token, queries, deadline_seconds=deadline_seconds, max_pages=max_pages
     )
-    if fetched.failed:
-        raise ChartUnreadableError(sorted(fetched.failed), list(fetched.notes))
+    cut = [key for key in fetched.values if key not in fetched.complete]
+    if fetched.failed or cut:
+        raise ChartUnreadableError(sorted({*fetched.failed, *cut}), list(fetched.notes))
     if fetched.values.get("patient") is None:
         raise ChartUnreadableError(["patient"], ["the FHIR server has no such patient"])
     reading = patient_bundle(fetched.values, ())
     facts = facts_from_fhir(reading.bundle, kb, as_of=today, strict=False, patient_id=patient_id)
     # An empty search result is a known empty list only when every search of that list came back
-    # whole (as in the CDS services); a list cut short at the page limit stays unknown.
+    # whole and usable (as in the CDS services).
     known = fetched.complete - reading.unusable
     if facts.medications is None and all(k in known for k in MEDICATION_KEYS):
         facts = dataclasses.replace(facts, medications=())

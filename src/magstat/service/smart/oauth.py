@@ -37,6 +37,7 @@ import httpx
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
 from magstat.service.smart.config import SmartEhr
@@ -152,7 +153,7 @@ def _read_key(path: Path, mtime_ns: int, key_id: str | None) -> ClientKey:
     try:
         key = RSAKey.import_key(pem)
         alg = "RS384"
-    except ValueError:
+    except (JoseError, ValueError):
         key = ECKey.import_key(pem)
         if key.curve_name != "P-384":
             raise ValueError(f"an EC key must be on P-384 for ES384 (this one is {key.curve_name})") from None

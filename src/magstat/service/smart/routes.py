@@ -145,6 +145,8 @@ def _set_cookie(response: Response, request: Request, session_id: str, max_age: 
 
 
 def _page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("back", False)
+    context.setdefault("relaunch", False)
     html = render(template, kb=_kb(request), root=_root(request), nav="smart", **context)
     return HTMLResponse(html, status_code=status, headers=smart_headers(_settings(request).smart))
 
@@ -486,6 +488,7 @@ async def _assess(
                     "; access was refused"
                     if refused
                     else f"; the EHR did not answer in full within {settings.smart.fhir_deadline_seconds:g} s"
+                    f" and {settings.smart.fhir_max_pages} pages per search"
                 )
                 + "). magstat shows no assessment built on part of a chart. Try again in a moment.",
             )
