@@ -139,3 +139,49 @@ def make_app(ehr: TestEhr, tmp_path: Path) -> Iterator[Callable[..., App]]:
     yield make
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright (as in tests/web), closed after the module.
+
+    Playwright's sync API runs an event loop in the main thread while it is open; the servers
+    of these tests run in threads of their own, and the browser is closed when the module ends.
+    """
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS  # noqa: PLC0415
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only the browser tests need it
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    profile = tempfile.mkdtemp(prefix="magstat-smart-chromium-")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+            locale="en-GB",
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def tab(chromium: Any) -> Iterator[Any]:
+    """A fresh tab that records console errors; closed after the test."""
+    page = chromium.new_page()
+    page.set_default_timeout(20_000)
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    yield page
+    page.close()

@@ -504,7 +504,7 @@ class TestEhr:
                 f'<label for="patient">Patient</label> <select id="patient" name="patient">{options}</select>'
             )
         body = (
-            "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Test EHR: allow access</title></head>"
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>Test EHR: allow access</title></head>"
             "<body><h1>Test EHR</h1>"
             f"<p>{html.escape(params.get('client_id', ''))} asks for: {html.escape(params.get('scope', ''))}</p>"
             f'<form method="post" action="{self.url("/auth/authorize")}">{hidden}{picker}'
@@ -528,7 +528,7 @@ class TestEhr:
         target = f"{app}?{urlencode({'iss': self.fhir_base, 'launch': launch})}"
         if request.query_params.get("framed"):
             body = (
-                "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Test EHR chart</title></head>"
+                "<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>Test EHR chart</title></head>"
                 f"<body><h1>Test EHR: chart of {html.escape(_display(self.records[patient]))}</h1>"
                 f'<iframe id="app" title="magstat" src="{html.escape(target)}" width="1100" height="800"></iframe>'
                 "</body></html>"
