@@ -112,7 +112,7 @@ def smart_settings(ehr: TestEhr, *, private_key_file: Path | None = None, **smar
     return load_settings(
         None,
         cds={"require_auth": False},
-        smart={"ehrs": [entry], "allow_http": True, "fhir_deadline_seconds": 5, **smart},
+        smart={"ehrs": [entry], "allow_http": True, "fhir_deadline_seconds": 20, **smart},
         database={"url": "sqlite:///:memory:"},
     )
 

@@ -17,7 +17,8 @@ from fhir.resources.riskassessment import RiskAssessment
 from magstat.cli import main
 from magstat.service.smart.config import SmartSettings
 from magstat.service.smart.routes import COOKIE, can_create, smart_headers
-from magstat.service.smart.sessions import MemorySessionStore
+from magstat.service.smart.sessions import MemorySessionStore, SharedSessionStore
+from magstat.service.store import SharedStore
 from tests.ehr.conftest import PATIENT_FILES
 from tests.ehr.server import query_of
 
@@ -298,11 +299,16 @@ def test_an_expired_access_token_is_refreshed(make_app, ehr, ehr_records):
     assert sum(1 for g in ehr.refresh.values() if g.revoked) == 1  # the old refresh token is used up
 
 
-def test_the_session_expires(make_app, ehr, ehr_records):
-    """After the session's lifetime the result page says the session has ended."""
+@pytest.mark.parametrize("kind", ["shared", "memory"])
+def test_the_session_expires(make_app, ehr, ehr_records, kind):
+    """After the session's lifetime the result page says the session has ended (either store)."""
     app = make_app()
-    now = [0.0]
-    app.app.state.smart_sessions = MemorySessionStore(clock=lambda: now[0])
+    now = [1_000_000.0]
+    if kind == "shared":
+        store = SharedSessionStore(SharedStore("sqlite://", clock=lambda: now[0]))
+    else:
+        store = MemorySessionStore(clock=lambda: now[0])
+    app.app.state.smart_sessions = store
     ehr.auto_consent = "allow"
     with browser() as client:
         assert 200 == launch(client, app, ehr, ehr_records["py07"].patient_id).status_code

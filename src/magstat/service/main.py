@@ -49,7 +49,8 @@ from magstat.service.routes import assess, cds_services, health, reports
 from magstat.service.security import TokenVerifier
 from magstat.service.settings import Settings
 from magstat.service.smart.routes import router as smart_router
-from magstat.service.smart.sessions import MemorySessionStore
+from magstat.service.smart.sessions import SharedSessionStore
+from magstat.service.store import SharedStore
 from magstat.service.suppression import CardMemory
 from magstat.web import router as web_router
 from magstat.web.routes import WebAccess
@@ -123,6 +124,7 @@ def create_app(
             app.state.http = None
         runner.stop()
         store.close()
+        shared.close()
 
     app = FastAPI(
         title="magstat",
@@ -146,8 +148,11 @@ def create_app(
     app.state.clock = clock or _utc_now
     app.state.http = None
     app.state.auth_log = logging.getLogger("magstat.service.auth")
-    # SMART app sessions (docs/ehr-deployment.md): in this process; several workers need a shared store.
-    app.state.smart_sessions = MemorySessionStore()
+    # SMART app sessions (docs/ehr-deployment.md), in the shared store every worker sees.
+    shared = getattr(app.state, "store", None) or SharedStore(
+        settings.database.url, settings.database.timeout_seconds
+    )
+    app.state.smart_sessions = SharedSessionStore(shared)
     # The clinician web app: open in demo mode; with authentication on, only for the operator's
     # web credential, and disabled without one (docs/web.md, "Who may use the web app").
     password = settings.web.password.get_secret_value() if settings.web.password else None

@@ -21,23 +21,27 @@ own page, and no page shows a token, a patient's data from a failed step or an e
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from magstat import __version__
 from magstat.adapters.cds_hooks.fhir_out import risk_assessment
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 from magstat.service.deps import base_url, get_http
+from magstat.service.feedback import StorageError
 from magstat.service.settings import Settings
 from magstat.service.smart.chart import ChartAssessment, ChartUnreadableError, assess_chart
 from magstat.service.smart.config import SmartEhr, SmartSettings
@@ -158,12 +162,45 @@ def _problem(
     return _page(request, "smart_message.html", status, heading=heading, message=message, relaunch=relaunch)
 
 
-def _session(request: Request) -> tuple[str, dict[str, Any]] | None:
+class _StoreDownError(Exception):
+    """The session store cannot be reached (a shared store on a database that is down)."""
+
+
+async def _store(request: Request, method: str, *args: Any) -> Any:
+    """Call the session store off the event loop (a shared store waits on its database)."""
+    try:
+        return await run_in_threadpool(getattr(_sessions(request), method), *args)
+    except StorageError as exc:
+        log.error("SMART session store unavailable: %s", type(exc).__name__)
+        raise _StoreDownError from None
+
+
+async def _session(request: Request) -> tuple[str, dict[str, Any]] | None:
     sid = request.cookies.get(COOKIE, "")
     if not _SESSION_ID.match(sid):
         return None
-    data = _sessions(request).get(sid)
+    data = await _store(request, "get", sid)
     return (sid, data) if data is not None else None
+
+
+def _guarded(
+    handler: Callable[..., Awaitable[Response]],
+) -> Callable[..., Awaitable[Response]]:
+    """Give the session store's failure its own page (503) instead of the service's JSON error."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(request, *args, **kwargs)
+        except _StoreDownError:
+            return _problem(
+                request,
+                503,
+                "magstat is unavailable",
+                "Its session store cannot be reached. Try again in a moment.",
+            )
+
+    return guarded
 
 
 def _http(request: Request) -> httpx.AsyncClient:
@@ -179,6 +216,7 @@ def _ehr_of(request: Request, session: dict[str, Any]) -> SmartEhr | None:
 
 
 @router.get("/launch", response_model=None)
+@_guarded
 async def launch(request: Request, iss: str = "", launch: str = "") -> Response:
     """An EHR launch: check ``iss``, read its SMART configuration, send the browser to authorize."""
     smart = _settings(request).smart
@@ -210,6 +248,7 @@ async def launch(request: Request, iss: str = "", launch: str = "") -> Response:
 
 
 @router.get("/start", response_model=None)
+@_guarded
 async def start(request: Request, iss: str = "") -> Response:
     """The standalone launch: pick a registered EHR, then sign in there and choose a patient."""
     smart = _settings(request).smart
@@ -258,12 +297,11 @@ async def _begin(request: Request, ehr: SmartEhr, launch_value: str | None) -> R
         "authorization_endpoint": endpoints.authorization_endpoint,
         "token_endpoint": endpoints.token_endpoint,
     }
-    store = _sessions(request)
-    old = _session(request)
+    old = await _session(request)
     if old is not None:
-        store.delete(old[0])  # a new launch replaces whatever this browser had
+        await _store(request, "delete", old[0])  # a new launch replaces whatever this browser had
     sid = new_session_id()
-    store.put(sid, pending, smart.launch_ttl_seconds)
+    await _store(request, "put", sid, pending, smart.launch_ttl_seconds)
     response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     _set_cookie(response, request, sid, smart.launch_ttl_seconds)
     return response
@@ -274,11 +312,12 @@ async def _begin(request: Request, ehr: SmartEhr, launch_value: str | None) -> R
 
 
 @router.get("/callback", response_model=None)
+@_guarded
 async def callback(
     request: Request, code: str = "", state: str = "", error: str = "", error_description: str = ""
 ) -> Response:
     """The redirect URI: check ``state``, then the EHR's answer, then exchange the code."""
-    found = _session(request)
+    found = await _session(request)
     if found is None or found[1].get("phase") != "authorizing":
         return _problem(
             request,
@@ -288,8 +327,7 @@ async def callback(
             "Launch magstat again from the EHR.",
         )
     sid, pending = found
-    store = _sessions(request)
-    store.delete(sid)  # one callback per launch: the state and the verifier are used up
+    await _store(request, "delete", sid)  # one callback per launch: the state and the verifier are used up
     expected = str(pending.get("state", ""))
     if not state or not hmac.compare_digest(state.encode("utf-8"), expected.encode("utf-8")):
         log.warning("SMART callback refused: state mismatch", extra={"fields": {"event": "smart_state"}})
@@ -377,7 +415,7 @@ async def callback(
     }
     # A new id once signed in: an id seen before the sign-in never carries the tokens.
     new_sid = new_session_id()
-    store.put(new_sid, ready, settings.smart.session_ttl_seconds)
+    await _store(request, "put", new_sid, ready, settings.smart.session_ttl_seconds)
     response = RedirectResponse(
         f"{_root(request)}/smart/app", status_code=303, headers={"Cache-Control": "no-store"}
     )
@@ -437,10 +475,9 @@ async def _fresh_tokens(
         log.info("SMART token refresh failed", extra={"fields": {"event": "smart_refresh", "reason": reason}})
         raise _ExpiredError from None
     session["tokens"] = renewed.to_dict()
-    remaining = _sessions(request)
     # The session keeps its end: a refresh does not lengthen it.
     ends = float(session.get("ends_at") or time.time() + settings.smart.session_ttl_seconds)
-    remaining.put(sid, session, max(1.0, ends - time.time()))
+    await _store(request, "put", sid, session, max(1.0, ends - time.time()))
     return renewed
 
 
@@ -522,9 +559,10 @@ def _granted(session: dict[str, Any], tokens: Tokens) -> str:
 
 
 @router.get("/app", response_model=None)
+@_guarded
 async def app_page(request: Request) -> Response:
     """The assessment of the launch patient, read from the chart now."""
-    found = _session(request)
+    found = await _session(request)
     if found is None or found[1].get("phase") != "ready":
         return _expired(request)
     sid, session = found
@@ -549,9 +587,10 @@ async def app_page(request: Request) -> Response:
 
 
 @router.post("/save", response_model=None)
+@_guarded
 async def save(request: Request) -> Response:
     """Save to chart: create the assessment as a ``RiskAssessment`` on the FHIR server."""
-    found = _session(request)
+    found = await _session(request)
     if found is None or found[1].get("phase") != "ready":
         return _expired(request)
     sid, session = found

@@ -5,9 +5,10 @@ verifier and the EHR; after it the tokens, the patient id and the granted scopes
 clinical is stored: each result page reads the chart again with the access token.
 
 :class:`SessionStore` is the small interface the routes use (put, get, delete, each entry with
-its own lifetime); :class:`MemorySessionStore` keeps them in this process. Behind several
-worker processes, a store shared by them is needed instead (any object with these three
-methods and JSON-ready values).
+its own lifetime). The service keeps its sessions in :class:`SharedSessionStore`, on the shared
+key/value store of the feedback database (:mod:`magstat.service.store`, namespace
+``session``), so that every worker process sees every session; :class:`MemorySessionStore`
+keeps them in one process (tests, the standalone web app).
 
 .. versionadded:: 0.2.0
 """
@@ -15,14 +16,18 @@ methods and JSON-ready values).
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["SESSION_ID_PATTERN", "MemorySessionStore", "SessionStore", "new_session_id"]
+if TYPE_CHECKING:
+    from magstat.service.store import SharedStore
+
+__all__ = ["SESSION_ID_PATTERN", "MemorySessionStore", "SessionStore", "SharedSessionStore", "new_session_id"]
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{43}$"
 """A session id: 32 random bytes, URL-safe base64 without padding."""
@@ -90,3 +95,32 @@ class MemorySessionStore:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class SharedSessionStore:
+    """Sessions in the service's shared key/value store (namespace ``session``), as JSON.
+
+    Its calls block on the database: the routes call them off the event loop. A database that
+    cannot be reached raises :class:`magstat.service.feedback.StorageError`.
+    """
+
+    NAMESPACE = "session"
+
+    def __init__(self, store: SharedStore) -> None:
+        self.store = store
+
+    def put(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        """Keep ``value`` under ``key`` for ``ttl_seconds``."""
+        self.store.put(self.NAMESPACE, key, json.dumps(value).encode("utf-8"), ttl_seconds)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The value of ``key``, or ``None`` when unknown or expired."""
+        raw = self.store.get(self.NAMESPACE, key)
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value if isinstance(value, dict) else None
+
+    def delete(self, key: str) -> None:
+        """Forget ``key``."""
+        self.store.delete(self.NAMESPACE, key)
