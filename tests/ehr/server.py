@@ -17,7 +17,8 @@ One ASGI application on 127.0.0.1 serves:
   app's launch URL, in the page (redirect) or in an iframe of this origin.
 
 Switches for the tests: ``auto_consent`` ("allow"/"deny": no consent page), ``token_lifetime``,
-``fhir_down`` (every FHIR request answers 500), ``fhir_delay``, ``page_size``, and the request
+``fhir_down`` (every FHIR request answers 500), ``fhir_delay``, ``page_size``, ``pkce_methods``
+(what the smart-configuration lists), and the request
 log ``requests`` (method, path, whether a token came).
 """
 
@@ -339,6 +340,7 @@ class TestEhr:
     fhir_down: bool = False
     fhir_delay: float = 0.0
     need_patient_banner: bool = True
+    pkce_methods: tuple[str, ...] = ("S256",)
     base: str = ""
 
     def __post_init__(self) -> None:
@@ -420,7 +422,7 @@ class TestEhr:
                 "grant_types_supported": ["authorization_code", "refresh_token"],
                 "scopes_supported": ["launch", "launch/patient", "openid", "fhirUser", "online_access"],
                 "response_types_supported": ["code"],
-                "code_challenge_methods_supported": ["S256"],
+                "code_challenge_methods_supported": list(self.pkce_methods),
                 "capabilities": [
                     "launch-ehr",
                     "launch-standalone",

@@ -49,6 +49,8 @@ def test_ehr_launch_in_the_browser(make_app, ehr, ehr_records, tab, capsys, name
     assert status == tab.locator(".banner .status").inner_text().strip()
     assert findings == sorted(FINDING.findall(tab.content()))
     assert tab.get_by_role("button", name="Save to chart").is_visible()
+    # The test EHR asks for a patient banner (need_patient_banner): the patient's name is shown.
+    assert "Patient:" in tab.locator(".patient-banner").inner_text()
     tab.screenshot(path=str(SCREENSHOTS / f"smart-launch-{name}.png"), full_page=True)
     assert [] == tab.console_errors
 

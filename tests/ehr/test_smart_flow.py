@@ -184,6 +184,17 @@ def test_an_unregistered_iss_is_refused_without_contacting_it(make_app, ehr):
     assert [] == ehr.requests
 
 
+def test_an_ehr_without_what_magstat_needs_is_refused(make_app, ehr, ehr_records):
+    """An EHR whose smart-configuration offers no PKCE S256 is refused before any authorization."""
+    app = make_app()
+    ehr.pkce_methods = ("plain",)
+    with browser() as client:
+        response = launch(client, app, ehr, ehr_records["py06"].patient_id)
+    assert 502 == response.status_code
+    assert "does not offer what magstat needs" in response.text
+    assert not any(path.startswith("/auth/") for _, path, _ in ehr.requests)
+
+
 def test_state_mismatch_is_refused(make_app, ehr, ehr_records):
     """A callback whose state is not the launch's gets an error page and no token request."""
     app = make_app()
