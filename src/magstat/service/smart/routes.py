@@ -316,7 +316,11 @@ async def _begin(request: Request, ehr: SmartEhr, launch_value: str | None) -> R
 async def callback(
     request: Request, code: str = "", state: str = "", error: str = "", error_description: str = ""
 ) -> Response:
-    """The redirect URI: check ``state``, then the EHR's answer, then exchange the code."""
+    """The redirect URI: check ``state``, then the EHR's answer, then exchange the code.
+
+    ``error_description`` is accepted and never shown: it is text from outside, and the page
+    names the error code only.
+    """
     found = await _session(request)
     if found is None or found[1].get("phase") != "authorizing":
         return _problem(
