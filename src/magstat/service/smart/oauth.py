@@ -187,8 +187,9 @@ def load_client_key(ehr: SmartEhr) -> ClientKey | None:
 
 async def _get_json(http: httpx.AsyncClient, url: str, timeout: float) -> Any:
     try:
+        # No credential goes with this request, so a redirect (some servers move the document) is followed.
         response = await http.get(
-            url, headers={"Accept": "application/json"}, timeout=timeout, follow_redirects=False
+            url, headers={"Accept": "application/json"}, timeout=timeout, follow_redirects=True
         )
     except httpx.HTTPError as exc:
         raise SmartAuthError("unreachable", type(exc).__name__) from None
@@ -323,7 +324,11 @@ async def _token_request(
     if str(data.get("token_type", "")).lower() != "bearer":
         raise SmartAuthError("token", "token_type is not Bearer")
     expires_in = data.get("expires_in")
-    expires_at = now + float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else None
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)  # some servers send the number as a string
+    expires_at = None
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
+        expires_at = now + float(expires_in)
     refresh_token = data.get("refresh_token")
     patient = data.get("patient")
     return Tokens(
