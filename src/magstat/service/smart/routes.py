@@ -41,7 +41,7 @@ from magstat.adapters.cds_hooks.fhir_out import risk_assessment
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 from magstat.service.deps import base_url, get_http
-from magstat.service.feedback import StorageError
+from magstat.service.feedback import DatabaseRunner, StorageError
 from magstat.service.settings import Settings
 from magstat.service.smart.chart import ChartAssessment, ChartUnreadableError, assess_chart
 from magstat.service.smart.config import SmartEhr, SmartSettings
@@ -167,9 +167,17 @@ class _StoreDownError(Exception):
 
 
 async def _store(request: Request, method: str, *args: Any) -> Any:
-    """Call the session store off the event loop (a shared store waits on its database)."""
+    """Call the session store off the event loop (a shared store waits on its database).
+
+    Through the service's bounded database pool when there is one (its calls wait at most
+    ``database.timeout_seconds``), else a worker thread.
+    """
+    call = functools.partial(getattr(_sessions(request), method), *args)
+    runner: DatabaseRunner | None = getattr(request.app.state, "database", None)
     try:
-        return await run_in_threadpool(getattr(_sessions(request), method), *args)
+        if runner is not None:
+            return await runner.run(call)
+        return await run_in_threadpool(call)
     except StorageError as exc:
         log.error("SMART session store unavailable: %s", type(exc).__name__)
         raise _StoreDownError from None
