@@ -84,6 +84,9 @@ _OAUTH_ERRORS = frozenset(
     }
 )
 
+_REDIRECT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+"""Redirects carry the launch or the code in their URLs: never cached, never sent on as Referer."""
+
 router = APIRouter(prefix="/smart", include_in_schema=False)
 
 
@@ -310,7 +313,7 @@ async def _begin(request: Request, ehr: SmartEhr, launch_value: str | None) -> R
         await _store(request, "delete", old[0])  # a new launch replaces whatever this browser had
     sid = new_session_id()
     await _store(request, "put", sid, pending, smart.launch_ttl_seconds)
-    response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    response = RedirectResponse(url, status_code=302, headers=_REDIRECT_HEADERS)
     _set_cookie(response, request, sid, smart.launch_ttl_seconds)
     return response
 
@@ -428,9 +431,7 @@ async def callback(
     # A new id once signed in: an id seen before the sign-in never carries the tokens.
     new_sid = new_session_id()
     await _store(request, "put", new_sid, ready, settings.smart.session_ttl_seconds)
-    response = RedirectResponse(
-        f"{_root(request)}/smart/app", status_code=303, headers={"Cache-Control": "no-store"}
-    )
+    response = RedirectResponse(f"{_root(request)}/smart/app", status_code=303, headers=_REDIRECT_HEADERS)
     _set_cookie(response, request, new_sid, settings.smart.session_ttl_seconds)
     return response
 
