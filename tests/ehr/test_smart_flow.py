@@ -252,7 +252,7 @@ def test_fhir_server_down_gives_a_page_within_the_deadline(make_app, ehr, ehr_re
         slow = client.get(app.url("/smart/app"))
     assert 502 == down.status_code and 502 == slow.status_code
     assert "The chart could not be read" in down.text and "within 1 s" in slow.text
-    assert slow.elapsed.total_seconds() < 2.5
+    assert slow.elapsed.total_seconds() < 3.0  # the 1 s deadline, plus the page
 
 
 def test_error_pages_leak_nothing(make_app, ehr, ehr_records):
