@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from magstat.service import ConfigError, load_settings
 from magstat.service.accesslog import DEMO_HEADER
@@ -70,10 +72,29 @@ def test_bad_smart_settings_are_refused(smart, field):
 
 
 def test_a_missing_or_unusable_key_is_refused(tmp_path):
-    """A private_key_file that is missing, or not an RSA or P-384 key, stops the service at start."""
+    """A private_key_file that is missing, not a key, a short RSA key or another curve stops the service."""
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key", encoding="utf-8")
-    for path in (tmp_path / "missing.pem", bad):
+    small = tmp_path / "small.pem"
+    weak = rsa.generate_private_key(65537, 1024)
+    small.write_bytes(
+        weak.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    p256 = tmp_path / "p256.pem"
+    other_curve = ec.generate_private_key(ec.SECP256R1())
+    p256.write_bytes(
+        other_curve.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    for path, why in (
+        (tmp_path / "missing.pem", "cannot be read"),
+        (bad, "not a usable"),
+        (small, "2048"),
+        (p256, "P-384"),
+    ):
         settings = load_settings(
             None,
             cds={"require_auth": False},
@@ -81,7 +102,7 @@ def test_a_missing_or_unusable_key_is_refused(tmp_path):
                 "ehrs": [{"iss": "https://e.example/fhir", "client_id": "m", "private_key_file": str(path)}]
             },
         )
-        with pytest.raises(ConfigError, match="private_key_file"):
+        with pytest.raises(ConfigError, match=why):
             settings.check()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -37,7 +38,7 @@ import httpx
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
 from authlib.oauth2.rfc7523 import private_key_jwt_sign
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, RSAKey
 
 from magstat.service.smart.config import SmartEhr
@@ -151,13 +152,19 @@ def _read_key(path: Path, mtime_ns: int, key_id: str | None) -> ClientKey:
     pem = path.read_bytes()
     key: RSAKey | ECKey
     try:
-        key = RSAKey.import_key(pem)
-        alg = "RS384"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SecurityWarning)  # a short key is refused just below
+            key = RSAKey.import_key(pem)
     except (JoseError, ValueError):
         key = ECKey.import_key(pem)
         if key.curve_name != "P-384":
             raise ValueError(f"an EC key must be on P-384 for ES384 (this one is {key.curve_name})") from None
         alg = "ES384"
+    else:
+        size = int(getattr(key.raw_value, "key_size", 0))
+        if size < 2048:
+            raise ValueError(f"an RSA key needs at least 2048 bits (this one has {size})")
+        alg = "RS384"
     if key.is_private is False:
         raise ValueError("the file holds a public key; the private key is needed")
     return ClientKey(key, alg, key_id or key.thumbprint())
