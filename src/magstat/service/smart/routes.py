@@ -590,7 +590,7 @@ async def app_page(request: Request) -> Response:
         request,
         "smart_result.html",
         view=view,
-        origin=f"From the chart in {ehr.label if ehr else 'the EHR'} · assessed as of {chart.result.as_of.isoformat()}",
+        origin=f"From the chart in {ehr.label if ehr else 'the EHR'}",  # the date is in view.who
         mds_finding=mds,
         notes=chart.notes,
         banner=chart.patient_name if tokens.need_patient_banner else None,
