@@ -141,47 +141,60 @@ def make_app(ehr: TestEhr, tmp_path: Path) -> Iterator[Callable[..., App]]:
         cm.__exit__(None, None, None)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright (as in tests/web), closed after the module.
+def _in_browser(work: Callable[[Any], Any]) -> Any:
+    """Run ``work(tab)`` with a fresh headless Chromium tab, all of it on a thread of its own.
 
-    Playwright's sync API runs an event loop in the main thread while it is open; the servers
-    of these tests run in threads of their own, and the browser is closed when the module ends.
+    Playwright's sync API runs an event loop in the thread that starts it, and refuses to start
+    where one is running: the web tests keep their browser (and its loop) open in the main
+    thread for the whole session. A thread per test keeps the two apart, in any test order.
     """
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS  # noqa: PLC0415
-
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only the browser tests need it
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: PLC0415
+
     profile = tempfile.mkdtemp(prefix="magstat-smart-chromium-")
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-            locale="en-GB",
-        )
-        try:
-            yield context
-        finally:
-            context.close()
-            shutil.rmtree(profile, ignore_errors=True)
+    try:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                profile,
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1280, "height": 900},
+                locale="en-GB",
+            )
+            try:
+                tab = context.new_page()
+                tab.set_default_timeout(20_000)
+                tab.console_errors = []
+                tab.on("console", lambda m: m.type == "error" and tab.console_errors.append(m.text))
+                tab.on("pageerror", lambda e: tab.console_errors.append(str(e)))
+                return work(tab)
+            finally:
+                context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture
-def tab(chromium: Any) -> Iterator[Any]:
-    """A fresh tab that records console errors; closed after the test."""
-    page = chromium.new_page()
-    page.set_default_timeout(20_000)
-    page.console_errors = []
-    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
-    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
-    yield page
-    page.close()
+def browse() -> Callable[[Callable[[Any], Any]], Any]:
+    """``browse(work)``: run ``work(tab)`` in headless Chromium on its own thread; return its result.
+
+    Skipped when Debian's Chromium is not installed (as the web tests are).
+    """
+    import concurrent.futures  # noqa: PLC0415
+
+    from tests.web.conftest import CHROMIUM, SCREENSHOTS  # noqa: PLC0415
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def run(work: Callable[[Any], Any]) -> Any:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(_in_browser, work).result(timeout=180)
+
+    return run
