@@ -62,6 +62,7 @@ def test_ehr_launch_shows_what_magstat_assess_gives(make_app, ehr, ehr_records, 
         response = launch(client, app, ehr, ehr_records[name].patient_id)
     assert 200 == response.status_code
     assert app.url("/smart/app") == str(response.url)
+    assert 'aria-label="Main"' not in response.text  # no links to pages outside the SMART app
     printed = cli(capsys, name, as_of)
     report = cli(capsys, name, as_of, "--format", "html")
     lines = printed.splitlines()
