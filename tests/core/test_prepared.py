@@ -9,11 +9,13 @@ import shutil
 
 import pytest
 
+from magstat.adapters.read import facts_from_data
 from magstat.core import assess
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment, Finding, InputUsed
 from magstat.core.validate import check_facts
+from magstat.demo import demo_patients
 from magstat.errors import InvalidInputError, KnowledgeBaseError
 from magstat.kb import load_dir
 from tests.conftest import ROOT
@@ -162,3 +164,16 @@ def test_a_float_subclass_value_is_assessed_like_a_float(kb):
     sub = PatientFacts(as_of=_AS_OF, labs=(_lab("serum_mg", _Float(0.6), "mmol/L"),))
     check_facts(sub, kb)
     assert assess(plain, kb).to_dict() == assess(sub, kb).to_dict()
+
+
+def test_an_assessment_does_not_depend_on_what_was_assessed_before(kb):
+    """With the shared texts made afresh, or filled by other patients first, a patient's assessment is the same."""
+    patients = [facts_from_data(data, kb, as_of=as_of) for _, _, data, as_of in demo_patients()]
+    p = prepared(kb)
+    for patient in patients:
+        for cache in (p.mds_texts, p.finding_inputs, p.fixed_actions):
+            cache.clear()
+        first = assess(patient, kb).to_dict()
+        for other in patients:
+            assess(other, kb)
+        assert first == assess(patient, kb).to_dict()
