@@ -173,6 +173,7 @@ def start_connect_server(log_dir: Path, master: str = "local[1]") -> Cluster:
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     env = daemon_env(log_dir)
+    del env["SPARK_DAEMON_MEMORY"]  # the launcher would give the server's driver this small heap
     jars = sorted((spark_home() / "jars").glob("spark-connect_*.jar"))
     if not jars:
         raise RuntimeError(f"no spark-connect jar in {spark_home() / 'jars'}")
