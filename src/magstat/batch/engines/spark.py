@@ -33,11 +33,13 @@ import math
 import os
 import pickle
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from magstat.adapters.fhir.flatten import READ_TYPES, row_sql, views_for_kb
 from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunContext
 from magstat.batch.issues import Issue
 from magstat.batch.readers import table as table_reader
@@ -50,7 +52,7 @@ from magstat.batch.readers.fhir_bulk import (
     code_keyword_anchors,
     plain_code_pattern,
 )
-from magstat.batch.rows import Job, PatientResult, screen_fhir_chunk, screen_record_chunk
+from magstat.batch.rows import Job, PatientResult, screen_record_chunk, screen_rows_chunk
 
 __all__ = ["SparkEngine"]
 
@@ -68,6 +70,14 @@ MAX_RESULT_PARTITIONS = 64
 BYTES_PER_RESULT_PARTITION = 256 << 20
 PART_ROW_GROUP = 512
 """Rows per row group of a part (what the driver holds of each part while merging)."""
+
+
+_VIEW_SQL_CONF = {
+    # A view compiles to nested lambda expressions beyond the JVM's 64 KB method limit: Spark
+    # would generate code, fail and fall back to interpreting them, so it is not asked to.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
 
 
 def result_partitions(input_bytes: int) -> int:
@@ -108,14 +118,19 @@ def _decode(record: Any) -> PatientResult:
 
 
 def _fhir_partition(batches: Iterable[Any], job: Job) -> Iterator[Any]:
-    """mapInArrow: (patient_id, items) per patient -> encoded results (runs on executors)."""
+    """mapInArrow: (patient_id, items) per patient -> encoded results (runs on executors).
+
+    The items are the patient's view rows (JSON text, from Spark SQL), referenced
+    Medications first, then in input order; :func:`screen_rows_chunk` reads them with the
+    same :func:`~magstat.adapters.fhir.facts_from_rows` as every other path.
+    """
     import pyarrow as pa  # noqa: PLC0415 - executor side
 
     for batch in batches:
         groups = []
         for pid, items in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-            groups.append((pid, [i["rt"] for i in items], [i["line"] for i in items]))
-        results = screen_fhir_chunk(groups, job)
+            groups.append((pid, [i["rt"] for i in items], [i["row"] for i in items]))
+        results = screen_rows_chunk(groups, job)
         encoded = [_encode(r, g[0], 0) for r, g in zip(results, groups, strict=True)]
         yield pa.RecordBatch.from_pylist(encoded, schema=_result_schema(pa))
 
@@ -243,6 +258,7 @@ def _record_partition(
         yield pa.RecordBatch.from_pylist(encoded, schema=_result_schema(pa))
 
 
+_OWN_CARRY = ("pid", "rt", "f", "pos", "tie")
 _KEY, _SEQ = "__magstat_key", "__magstat_seq"
 """Columns added to a table's rows: the sort key and the input position (removed before use)."""
 
@@ -264,6 +280,7 @@ class SparkEngine:
         self.conf = dict(conf or {})
         self.spark: Any = None
         self._own_session = False
+        self._temp_views: list[str] = []
 
     def _session(self, ctx: RunContext) -> Any:
         if self.spark is not None:
@@ -286,9 +303,13 @@ class SparkEngine:
                 "spark.sql.shuffle.partitions": str(max(4, 2 * (ctx.threads or os.cpu_count() or 2))),
                 "spark.local.dir": str(ctx.work_dir / "spark"),
             }
+            defaults.update(_VIEW_SQL_CONF)
             if ctx.memory_limit:
                 defaults["spark.driver.memory"] = ctx.memory_limit
             for key, value in defaults.items():
+                builder = builder.config(key, value)
+        if self.remote:
+            for key, value in _VIEW_SQL_CONF.items():
                 builder = builder.config(key, value)
         for key, value in self.conf.items():
             builder = builder.config(key, value)
@@ -434,11 +455,12 @@ class SparkEngine:
                 ctx.no_patient.append((read[row["f"]].name, row["label"]))
             ctx.progress("scan", 100, 100)
             ctx.after_scan()
-            meds = (
+            med_lines = (
                 classified.where(F.col("mkey").isNotNull())
                 .groupBy("mkey")
-                .agg(F.min_by("line", F.struct("f", "pos")).alias("mline"))
+                .agg(F.min_by("line", F.struct("f", "pos")).alias("line"))
             )
+            meds = self._view_rows(spark, ctx, med_lines, "Medication", ("mkey",))
             links = classified.where(F.col("mref").isNotNull()).select("pid", "mref").distinct()
             med_rows = links.join(meds, links.mref == meds.mkey).select(
                 "pid",
@@ -446,23 +468,56 @@ class SparkEngine:
                 F.lit(-1).alias("f"),
                 F.lit(-1).cast("long").alias("pos"),
                 F.col("mkey").alias("tie"),
-                F.col("mline").alias("line"),
+                F.col("row"),
             )
-            own_rows = classified.where((F.col("kind") == USED) & (F.col("rt") != "Medication")).select(
+            own = classified.where((F.col("kind") == USED) & (F.col("rt") != "Medication")).select(
                 "pid", "rt", "f", "pos", F.lit(None).cast("string").alias("tie"), "line"
+            )
+            own_rows = functools.reduce(
+                lambda a, b: a.unionByName(b),
+                [
+                    self._view_rows(spark, ctx, own.where(F.col("rt") == rtype), rtype, _OWN_CARRY)
+                    for rtype in READ_TYPES
+                    if rtype != "Medication"
+                ],
             )
             parts = self._partitions(sum(f.size for f in read))
             grouped = (
                 med_rows.unionByName(own_rows)
                 .repartition(parts, "pid")
                 .groupBy("pid")  # the hash partitioning above holds: no second shuffle
-                .agg(F.sort_array(F.collect_list(F.struct("f", "pos", "tie", "rt", "line"))).alias("items"))
+                .agg(F.sort_array(F.collect_list(F.struct("f", "pos", "tie", "rt", "row"))).alias("items"))
                 .sortWithinPartitions("pid")
             )
             work = functools.partial(_fhir_partition, job=job)
             yield from self._write_and_merge(grouped, work, ctx, total)
         finally:
             classified.unpersist()
+            self._drop_temp_views()
+
+    def _view_rows(self, spark: Any, ctx: RunContext, lines: Any, rtype: str, carry: Sequence[str]) -> Any:
+        """The knowledge base's view of ``rtype`` run in Spark SQL on ``lines``: ``carry`` and ``row``.
+
+        ``row`` is the view's row as JSON text (:func:`magstat.adapters.fhir.flatten.row_sql`).
+        A line Spark cannot parse as a ``VARIANT`` (which json_tuple could read) gets the row
+        ``null``, which the per-patient step reports as a row it could not read, never drops.
+        """
+        from pyspark.sql import functions as F  # noqa: N812, PLC0415
+
+        view = views_for_kb(ctx.kb).views[rtype]
+        staged = lines.select(*carry, F.expr("try_parse_json(line)").alias("resource_"))
+        name = f"magstat_{rtype.lower()}_{uuid.uuid4().hex}"
+        staged.where(F.col("resource_").isNotNull()).createOrReplaceTempView(name)
+        self._temp_views.append(name)
+        rows = spark.sql(row_sql(view, "spark", name, "resource_", carry=tuple(carry)))
+        unreadable = staged.where(F.col("resource_").isNull()).select(*carry, F.lit("null").alias("row"))
+        return rows.unionByName(unreadable)
+
+    def _drop_temp_views(self) -> None:
+        if self.spark is not None:
+            for name in self._temp_views:
+                self.spark.catalog.dropTempView(name)
+        self._temp_views.clear()
 
     def _partitions(self, input_bytes: int) -> int:
         setting = self.conf.get(RESULT_PARTITIONS_CONF)
