@@ -1,9 +1,12 @@
 """The Apache Spark engine (``--engine spark``): local mode, a cluster, or Spark Connect.
 
-Spark reads the needed NDJSON files as text, classifies each line with the same rules as the
-DuckDB engine (the expressions of :mod:`magstat.batch.readers.fhir_bulk`), groups the kept
-lines by patient in input order, and runs :func:`magstat.batch.rows.screen_fhir_chunk` on the
-groups with ``mapInArrow``.
+Spark reads the needed NDJSON files as text and classifies each line with the same rules as the
+DuckDB engine (the expressions of :mod:`magstat.batch.readers.fhir_bulk`). The knowledge base's
+SQL on FHIR views (:mod:`magstat.adapters.fhir.views`) then run in Spark SQL on the kept
+resources (:func:`magstat.adapters.fhir.flatten.row_sql`): one compact row per resource, with no
+Python per row. The rows are grouped by patient in input order (referenced Medications first)
+and ``mapInArrow`` hands each partition's patients to :func:`magstat.batch.rows.screen_rows_chunk`,
+the same reader (``facts_from_rows``) and core as every other path.
 
 The executors write the results themselves, as Parquet: the patients are spread over a fixed
 number of partitions by a hash of their id (:func:`result_partitions`, from the input's size
@@ -132,10 +135,10 @@ def _fhir_partition(batches: Iterable[Any], job: Job) -> Iterator[Any]:
             groups.append((pid, [i["rt"] for i in items], [i["row"] for i in items]))
         results = screen_rows_chunk(groups, job)
         encoded = [_encode(r, g[0], 0) for r, g in zip(results, groups, strict=True)]
-        yield pa.RecordBatch.from_pylist(encoded, schema=_result_schema(pa))
+        yield pa.RecordBatch.from_pylist(encoded, schema=part_schema(pa))
 
 
-def _result_schema(pa: Any) -> Any:
+def part_schema(pa: Any) -> Any:
     """The Arrow schema of the encoded results (the columns of every part file).
 
     ``key`` and ``seq`` are what the partition is sorted by (the patient id of the input, and
@@ -176,7 +179,7 @@ def _write_part(
     temp = Path(folder) / f".{part_name(part)}.{attempt}.tmp"
     rows = 0
     try:
-        with pq.ParquetWriter(temp, _result_schema(pa), compression="zstd") as writer:
+        with pq.ParquetWriter(temp, part_schema(pa), compression="zstd") as writer:
             for batch in inner(batches):
                 if batch.num_rows:
                     writer.write_batch(batch, row_group_size=PART_ROW_GROUP)
@@ -255,7 +258,7 @@ def _record_partition(
             chunk = [(str(r.get("patient_id")), r) for r in rows]
         results = screen_record_chunk(chunk, function, job)
         encoded = [_encode(r, k, q) for r, (k, q) in zip(results, keys, strict=True)]
-        yield pa.RecordBatch.from_pylist(encoded, schema=_result_schema(pa))
+        yield pa.RecordBatch.from_pylist(encoded, schema=part_schema(pa))
 
 
 _OWN_CARRY = ("pid", "rt", "f", "pos", "tie")
@@ -316,6 +319,13 @@ class SparkEngine:
         # getOrCreate may hand back a session someone else in this process made (a views run);
         # only a session this engine created is stopped by close().
         existing = None if self.remote else SparkSession.getActiveSession()
+        if existing is not None and self.master and existing.sparkContext.master != self.master:
+            # One Spark driver per process: getOrCreate would silently hand back that session
+            # and the screening would run there, not on the master asked for.
+            raise RuntimeError(
+                f"a Spark session on {existing.sparkContext.master} is already running in this process, "
+                f"so the screening cannot run on {self.master}: run it in a process of its own"
+            )
         self.spark = builder.getOrCreate()
         self._own_session = existing is None
         if not self.remote:
