@@ -22,7 +22,7 @@ from magstat.batch import ScreenOptions, screen
 from tests.batch.conftest import AS_OF
 
 pytest.importorskip("pyspark")
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.spark_cluster, pytest.mark.slow]
 
 if shutil.which("java") is None:  # pragma: no cover - depends on the machine
     pytest.skip("Spark needs a Java runtime", allow_module_level=True)
