@@ -514,12 +514,12 @@ class SparkEngine:
         """
         from pyspark.sql import functions as F  # noqa: N812, PLC0415
 
-        view = views_for_kb(ctx.kb).views[rtype]
+        flat = views_for_kb(ctx.kb)
         staged = lines.select(*carry, F.expr("try_parse_json(line)").alias("resource_"))
         name = f"magstat_{rtype.lower()}_{uuid.uuid4().hex}"
         staged.where(F.col("resource_").isNotNull()).createOrReplaceTempView(name)
         self._temp_views.append(name)
-        rows = spark.sql(row_sql(view, "spark", name, "resource_", carry=tuple(carry)))
+        rows = spark.sql(row_sql(flat, rtype, "spark", name, "resource_", carry=tuple(carry)))
         unreadable = staged.where(F.col("resource_").isNull()).select(*carry, F.lit("null").alias("row"))
         return rows.unionByName(unreadable)
 
