@@ -528,6 +528,21 @@ def _match(kb: KnowledgeBase, kind: str, codes: _Codes, text: str | None) -> Mat
     return found
 
 
+_SIGNS_MEMO: dict[tuple[str, _Codes, str | None], tuple[Match, ...]] = {}
+
+
+def _find_signs(kb: KnowledgeBase, codes: _Codes, text: str | None) -> tuple[Match, ...]:
+    """:func:`find_signs` once per distinct (codes, text): a population repeats its diagnoses."""
+    key = (kb.sha256, codes, text)
+    found = _SIGNS_MEMO.get(key)
+    if found is None:
+        if len(_SIGNS_MEMO) >= _MEMO_LIMIT:
+            _SIGNS_MEMO.clear()
+        found = find_signs(kb, codes, text)
+        _SIGNS_MEMO[key] = found
+    return found
+
+
 @dataclass(frozen=True, slots=True)
 class _TestInfo:
     loinc_notes: Mapping[str, str]  # LOINC code -> note
@@ -1126,7 +1141,7 @@ class _Reader:
             return []
         current, status = self._condition_current(res)
         found = _match(self.kb, "condition", codes, text)
-        signs = find_signs(self.kb, codes, text)
+        signs = _find_signs(self.kb, codes, text)
         name = text or _code_words(codes) or "unnamed condition"
         category = None
         for i, cc in enumerate(_list(res, "category")):

@@ -121,7 +121,7 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
             ("dosageInstruction", "dosageInstruction", True),
             ("reasonCode", "reasonCode", True),
             ("reasonReference", "reasonReference", True),
-            ("contained", "contained.where(resourceType = 'Medication')", True),
+            ("contained", "contained", True),
         ],
     ),
     (
@@ -137,7 +137,7 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
             ("dosage", "dosage", True),
             ("reasonCode", "reasonCode", True),
             ("reasonReference", "reasonReference", True),
-            ("contained", "contained.where(resourceType = 'Medication')", True),
+            ("contained", "contained", True),
         ],
     ),
     (
