@@ -212,6 +212,7 @@ def collection_view(view: View, leave_out: frozenset[str] = frozenset()) -> View
         leave_out: names of columns to drop.
 
     .. versionadded:: 0.3.0
+
     """
 
     def mark(select: Any) -> Any:
@@ -382,7 +383,7 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
 
 
 def row_sql(
-    flat: FlatViews, rtype: str, dialect: str, source: str, resource_column: str, carry: Sequence[str] = ()
+    flat: FlatViews, rtype: str, dialect: str, source: str, resource_column: str, *, carry: Sequence[str] = ()
 ) -> str:
     """SQL giving, per resource of ``source`` of type ``rtype``, the ``carry`` columns and ``row``.
 
