@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,7 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
     if memory_limit:
         command += ["--memory-limit", memory_limit]
     wall = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     peak = 0
     while proc.poll() is None:
@@ -141,6 +143,10 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
         raise RuntimeError(f"{kind} failed ({proc.returncode})")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time of the process and every worker it waited for: less sensitive than elapsed
+    # time to other work on a shared machine.
+    result["cpu_seconds"] = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
     result["peak_rss_mb"] = round(peak / 2**20)
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -251,13 +257,17 @@ def main() -> None:
     by = {(r["size_mb"], r["kind"]): r for r in report["runs"]}
     if all((size, "scan-objects") in by and (size, "screen-duckdb") in by for size in sizes):
         print("\nScreen (DuckDB) against the lean scan, same run (bar 0.5x):\n")
-        print("| MB | lean scan s | screen s | screen / lean (throughput) | screen peak RSS MB |")
-        print("|---|---|---|---|---|")
+        print(
+            "| MB | lean scan s | screen s | screen / lean (elapsed) | lean CPU s | screen CPU s "
+            "| screen / lean (CPU) | screen peak RSS MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for size in sizes:
             lean, run = by[(size, "scan-objects")], by[(size, "screen-duckdb")]
             print(
                 f"| {size} | {lean['seconds']:.2f} | {run['seconds']:.2f} | "
-                f"{lean['seconds'] / run['seconds']:.2f}x | {run['peak_rss_mb']} |"
+                f"{lean['seconds'] / run['seconds']:.2f}x | {lean['cpu_seconds']:.1f} | {run['cpu_seconds']:.1f} | "
+                f"{lean['cpu_seconds'] / run['cpu_seconds']:.2f}x | {run['peak_rss_mb']} |"
             )
     if len(sizes) > 1:
         print("\nLinearity: seconds per GB, and its ratio to the smallest size's (1.00: linear):\n")
