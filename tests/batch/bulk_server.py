@@ -3,9 +3,10 @@
 It serves the NDJSON files of a folder through the Bulk Data Access 2.0 flow (kick-off at the
 system, Patient and Group levels, status polling, manifest, file download, DELETE), with a
 SMART Backend Services token endpoint that checks the client's signed assertion against the
-registered public key, and switches that inject the faults a real server shows: 429 with
-Retry-After, a 500, a file that 404s, a token that expires mid-download, a refused
-``_typeFilter``. Every request is logged (method, path, query, whether a token came) so that
+registered public key (and the registered ``jku`` when the assertion names one), a
+CapabilityStatement whose export OperationDefinition lists ``_typeFilter`` or not, and switches
+that inject the faults a real server shows: 429 with Retry-After at kick-off or on status polls,
+a 500, a file that 404s, a token that expires mid-download, a refused ``_typeFilter``. Every request is logged (method, path, query, whether a token came) so that
 tests can assert what the client sent.
 """
 
@@ -60,6 +61,8 @@ class Faults:
     unsupported_types: tuple[str, ...] = ()
     status_fatal: bool = False
     wrong_type: str | None = None
+    status_429: int = 0
+    status_429_retry_after: str = "0"
 
 
 @dataclass
@@ -89,6 +92,9 @@ class BulkServer:
         gzip: answer file requests that accept gzip with ``Content-Encoding: gzip``.
         groups: Group id -> member Patient ids.
         error_outcomes: OperationOutcome resources put in the manifest's error file.
+        declares_type_filter: the export OperationDefinition the CapabilityStatement names lists
+            ``_typeFilter``; ``None``: the server has no CapabilityStatement at all (404).
+        jku: the JWK Set URL registered for the client (an assertion naming another is refused).
 
     """
 
@@ -113,6 +119,8 @@ class BulkServer:
     manifest_page_items: int | None = None
     scopes_asked: list[str] = field(default_factory=list)
     base: str = ""
+    declares_type_filter: bool | None = True
+    jku: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
@@ -195,6 +203,48 @@ def create_app(server: BulkServer) -> FastAPI:
             ],
         }
 
+    @app.get("/fhir/metadata")
+    def metadata() -> Response:
+        if server.declares_type_filter is None:
+            return outcome("not-found", "no CapabilityStatement here", 404)
+        export = {"name": "export", "definition": f"{server.base}/OperationDefinition/export"}
+        body = {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "kind": "instance",
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "operation": [export],
+                    "resource": [
+                        {"type": "Patient", "operation": [export]},
+                        {"type": "Group", "operation": [export]},
+                    ],
+                }
+            ],
+        }
+        return JSONResponse(body, media_type="application/fhir+json")
+
+    @app.get("/fhir/OperationDefinition/export")
+    def operation_definition() -> Response:
+        names = ["_outputFormat", "_since", "_type"] + (
+            ["_typeFilter"] if server.declares_type_filter else []
+        )
+        body = {
+            "resourceType": "OperationDefinition",
+            "name": "BulkDataExport",
+            "status": "active",
+            "kind": "operation",
+            "code": "export",
+            "system": True,
+            "type": True,
+            "instance": True,
+            "parameter": [{"name": n, "use": "in", "min": 0, "max": "1", "type": "string"} for n in names],
+        }
+        return JSONResponse(body, media_type="application/fhir+json")
+
     @app.post("/fhir/auth/token")
     async def token(request: Request) -> JSONResponse:
         form = await request.form()
@@ -213,6 +263,8 @@ def create_app(server: BulkServer) -> FastAPI:
             header = jwt.get_unverified_header(assertion)
             if header.get("alg") not in ("RS384", "ES384") or not header.get("kid"):
                 return refuse("invalid_client", "alg must be RS384 or ES384, with a kid")
+            if "jku" in header and header["jku"] != server.jku:
+                return refuse("invalid_client", "jku is not the JWK Set URL registered for the client")
             claims = jwt.decode(
                 assertion,
                 server.public_key,
@@ -305,6 +357,9 @@ def create_app(server: BulkServer) -> FastAPI:
         job = server.jobs.get(job_id)
         if job is None or job.cancelled:
             return outcome("not-found", "no such export", 404)
+        if server.faults.status_429:
+            server.faults.status_429 -= 1
+            return Response(status_code=429, headers={"Retry-After": server.faults.status_429_retry_after})
         if server.faults.status_500:
             server.faults.status_500 -= 1
             return Response(b"upstream hiccup", status_code=500)

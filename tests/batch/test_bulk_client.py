@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -408,6 +409,72 @@ def test_type_filter_sent_and_refused(open_server, tmp_path, capsys):
     assert "refused _typeFilter" in stderr
     retry = requests(open_server, "$export")[-1]
     assert "_typeFilter" not in retry["query"]
+
+
+@pytest.mark.parametrize(
+    ("declares", "why"),
+    [(False, "does not list it"), (None, "does not say")],
+    ids=["not-listed", "no-metadata"],
+)
+def test_type_filter_only_where_the_server_declares_it(open_server, tmp_path, capsys, declares, why):
+    """--type-filter is not sent when the CapabilityStatement's export definition leaves it out or cannot be read."""
+    open_server.declares_type_filter = declares
+    code, _, stderr = screen_server(open_server, tmp_path / "out", "--type-filter", capsys=capsys)
+    assert 0 == code, stderr
+    (kickoff,) = requests(open_server, "$export")
+    assert "_typeFilter" not in kickoff["query"]
+    assert f"CapabilityStatement {why} whether $export supports _typeFilter; not sending it" in stderr
+    assert requests(open_server, "/metadata")
+    assert not any(e["token"] for e in requests(open_server, "/metadata"))
+    whole = len(read_lines(EXPORT / "Observation.ndjson.gz"))
+    assert whole == len(read_lines(tmp_path / "out" / "export" / "Observation.1.ndjson"))
+
+
+def test_status_429_slows_polling_without_giving_up(open_server, tmp_path):
+    """429s on status polls (more than the retry budget) make the client wait their Retry-After, seconds or HTTP date."""
+    open_server.faults = Faults(status_429=8, status_429_retry_after="3")
+    waits: list[float] = []
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "a", client)
+    assert [3.0] * 8 == waits[:8]
+    assert 8 + 3 == len(requests(open_server, "/jobs/"))  # 8 refused, 2 in progress, 1 manifest
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    open_server.faults = Faults(status_429=1, status_429_retry_after=format_datetime(when, usegmt=True))
+    waits.clear()
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "b", client)
+    assert 27.0 <= waits[0] <= 30.0
+
+
+def test_patient_level_export(open_server, tmp_path, capsys):
+    """--patient-level kicks off Patient/$export and screens every patient."""
+    out = tmp_path / "out"
+    code, _, stderr = screen_server(open_server, out, "--patient-level", capsys=capsys)
+    assert 0 == code, stderr
+    assert "/fhir/Patient/$export" == requests(open_server, "$export")[0]["path"]
+    assert 6 == json.loads((out / "summary.json").read_text())["patients"]
+
+
+def test_jku_is_sent_and_checked(auth_server, key_file, tmp_path, capsys):
+    """--jku puts the registered JWK Set URL in the assertion header; another URL is refused; http is invalid."""
+    auth_server.jku = "https://client.example/magstat/jwks.json"
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "a", *with_key(key_file), "--jku", auth_server.jku, capsys=capsys
+    )
+    assert 0 == code, stderr
+    assert 1 == len(auth_server.seen_jti)
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "b", *with_key(key_file), "--jku", "https://evil.example/jwks", capsys=capsys
+    )
+    assert 6 == code
+    assert "jku is not the JWK Set URL registered" in stderr
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "c", *with_key(key_file), "--jku", "http://client.example/jwks", capsys=capsys
+    )
+    assert 2 == code
+    assert "--jku" in stderr
 
 
 def test_types_the_server_lacks_are_dropped(open_server, tmp_path, capsys):

@@ -141,6 +141,9 @@ class BackendServicesAuth:
         scope: the scopes to ask for (space-separated).
         http: the HTTP client to use.
         clock: seconds since the epoch (replaceable in tests).
+        jku: the JWK Set URL registered for the client, sent in each assertion's header when
+            given (optional in SMART Backend Services; a server then checks it against the
+            registration).
 
     """
 
@@ -156,8 +159,10 @@ class BackendServicesAuth:
         *,
         clock: Callable[[], float] = time.time,
         say: Callable[[str], None] = lambda _line: None,
+        jku: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.jku = jku
         self.client_id = client_id
         self.key = key
         self.scope = scope
@@ -235,7 +240,11 @@ class BackendServicesAuth:
         return None
 
     def assertion(self) -> str:
-        """A fresh client assertion: ``iss`` = ``sub`` = client id, ``aud`` = token endpoint, unique ``jti``."""
+        """A fresh client assertion: ``iss`` = ``sub`` = client id, ``aud`` = token endpoint, unique ``jti``.
+
+        Its header names the algorithm (RS384 or ES384), ``typ`` JWT, the key's ``kid`` and, when
+        configured, the ``jku``; ``exp`` is four minutes ahead (the specification allows five).
+        """
         endpoint = self.discover()
         now = int(self.clock())
         claims = {
@@ -246,6 +255,8 @@ class BackendServicesAuth:
             "jti": uuid.uuid4().hex,
         }
         headers = {"kid": self.key.kid, "typ": "JWT"}
+        if self.jku:
+            headers["jku"] = self.jku
         return jwt.encode(claims, self.key.key, algorithm=self.key.alg, headers=headers)
 
     def renew(self) -> None:

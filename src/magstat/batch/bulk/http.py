@@ -164,7 +164,15 @@ class BulkHttp:
 
     @contextmanager
     def _open(
-        self, method: str, url: str, headers: Mapping[str, str], use_auth: bool, what: str, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        use_auth: bool,
+        what: str,
+        *,
+        retry_429: bool = True,
+        **kwargs: Any,
     ) -> Iterator[httpx.Response]:
         """Send until a response worth returning; yield it open (streamed), then close it."""
         renewed = False
@@ -199,7 +207,7 @@ class BulkHttp:
             if status >= 500:
                 response.read()
                 final = _final_outcome(response)
-            retryable = status == 429 or (status >= 500 and not final)
+            retryable = (status == 429 and retry_429) or (status >= 500 and not final)
             if retryable and attempt + 1 < self.policy.attempts:
                 response.close()
                 self._wait(response, attempt, what)
@@ -219,16 +227,20 @@ class BulkHttp:
         headers: Mapping[str, str],
         use_auth: bool = True,
         what: str,
+        retry_429: bool = True,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request (retried as the policy says) and return the read response, whatever its status.
+
+        ``retry_429=False`` returns a 429 at once, for a caller that paces itself (status polling,
+        where a 429 means "poll less often", not "give up after a few tries").
 
         Raises:
             BulkExportError: the server could not be reached after every try.
             BulkAuthError: the server refused the token after one renewal.
 
         """
-        with self._open(method, url, headers, use_auth, what, **kwargs) as response:
+        with self._open(method, url, headers, use_auth, what, retry_429=retry_429, **kwargs) as response:
             response.read()
             return response
 
