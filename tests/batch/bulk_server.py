@@ -6,7 +6,7 @@ SMART Backend Services token endpoint that checks the client's signed assertion 
 registered public key (and the registered ``jku`` when the assertion names one), a
 CapabilityStatement whose export OperationDefinition lists ``_typeFilter`` or not, and switches
 that inject the faults a real server shows: 429 with Retry-After at kick-off or on status polls,
-a 500, a file that 404s, a token that expires mid-download, a refused ``_typeFilter``. Every request is logged (method, path, query, whether a token came) so that
+a 500, a token endpoint briefly down (503), a file that 404s, a token that expires mid-download, a refused ``_typeFilter``. Every request is logged (method, path, query, whether a token came) so that
 tests can assert what the client sent.
 """
 
@@ -63,6 +63,7 @@ class Faults:
     wrong_type: str | None = None
     status_429: int = 0
     status_429_retry_after: str = "0"
+    token_503: int = 0
 
 
 @dataclass
@@ -257,6 +258,13 @@ def create_app(server: BulkServer) -> FastAPI:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             return refuse("invalid_request", "client_assertion_type must be jwt-bearer", 400)
         assertion = str(form.get("client_assertion") or "")
+        if server.faults.token_503:
+            # The authorisation server is briefly down; it still saw the assertion's jti.
+            server.faults.token_503 -= 1
+            server.seen_jti.add(str(jwt.decode(assertion, options={"verify_signature": False}).get("jti")))
+            return JSONResponse(
+                {"error": "temporarily_unavailable"}, status_code=503, headers={"Retry-After": "0"}
+            )
         if server.client_id is None or server.public_key is None:
             return refuse("invalid_client", "no client is registered")
         try:

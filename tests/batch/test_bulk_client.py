@@ -292,6 +292,16 @@ def test_expired_token_is_renewed_mid_download(auth_server, key_file, tmp_path, 
     assert "asking for a new one" in stderr
 
 
+def test_token_endpoint_503_is_retried_with_a_new_assertion(auth_server, key_file, tmp_path, capsys):
+    """A token endpoint that answers 503 twice is asked again, each time with a new jti, and the run completes."""
+    auth_server.faults = Faults(token_503=2)
+    code, _, stderr = screen_server(auth_server, tmp_path / "out", *with_key(key_file), capsys=capsys)
+    assert 0 == code, stderr
+    assert 3 == len(auth_server.seen_jti)  # a replayed jti would have been refused
+    assert 3 == len(requests(auth_server, "/auth/token", "POST"))
+    assert "auth: token: HTTP 503, trying again in 0 s" in stderr
+
+
 def test_token_renewed_before_it_expires(auth_server, rsa_key):
     """A token is reused while it is fresh and renewed (new assertion, new jti) shortly before expires_in runs out."""
     auth_server.token_lifetime = 30

@@ -148,6 +148,8 @@ def screen_from_server(
                 http,
                 say=say,
                 jku=config.jku,
+                policy=config.policy,
+                sleep=sleep,
             )
         client = BulkHttp(http, auth, config.policy, sleep=sleep, say=say)
         started = time.monotonic()
