@@ -96,6 +96,9 @@ class BulkServer:
         declares_type_filter: the export OperationDefinition the CapabilityStatement names lists
             ``_typeFilter``; ``None``: the server has no CapabilityStatement at all (404).
         jku: the JWK Set URL registered for the client (an assertion naming another is refused).
+        kid: the ``kid`` of the registered key; an assertion naming another key is refused, as
+            a server that picks the key by ``kid`` from the client's JWK Set does (``None``:
+            any ``kid``).
 
     """
 
@@ -122,6 +125,7 @@ class BulkServer:
     base: str = ""
     declares_type_filter: bool | None = True
     jku: str | None = None
+    kid: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
@@ -271,6 +275,8 @@ def create_app(server: BulkServer) -> FastAPI:
             header = jwt.get_unverified_header(assertion)
             if header.get("alg") not in ("RS384", "ES384") or not header.get("kid"):
                 return refuse("invalid_client", "alg must be RS384 or ES384, with a kid")
+            if server.kid is not None and header["kid"] != server.kid:
+                return refuse("invalid_client", "no registered key has this kid")
             if "jku" in header and header["jku"] != server.jku:
                 return refuse("invalid_client", "jku is not the JWK Set URL registered for the client")
             claims = jwt.decode(

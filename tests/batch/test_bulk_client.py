@@ -83,9 +83,13 @@ def open_server() -> Iterator[BulkServer]:
 
 
 @pytest.fixture
-def auth_server(rsa_key: rsa.RSAPrivateKey) -> Iterator[BulkServer]:
-    """A server that registers client ``magstat`` with the RSA key's public half."""
-    with running(BulkServer(EXPORT, client_id="magstat", public_key=public_pem(rsa_key))) as server:
+def auth_server(rsa_key: rsa.RSAPrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BulkServer]:
+    """A server that registers client ``magstat`` with the RSA key's public half under its default kid."""
+    path = tmp_path_factory.mktemp("registered") / "key.pem"
+    path.write_bytes(pem(rsa_key))
+    kid = load_client_key(path).kid
+    server = BulkServer(EXPORT, client_id="magstat", public_key=public_pem(rsa_key), kid=kid)
+    with running(server):
         yield server
 
 
@@ -235,6 +239,15 @@ def test_wrong_key_is_refused(auth_server, other_rsa_key, tmp_path, capsys):
     assert not (out / "summary.json").exists()
 
 
+def test_key_named_by_another_kid_is_refused(auth_server, key_file, tmp_path, capsys):
+    """The registered key under a kid the server does not know is refused (exit 6): the server picks keys by kid."""
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "out", *with_key(key_file), "--key-id", "not-registered", capsys=capsys
+    )
+    assert 6 == code
+    assert "no registered key has this kid" in stderr
+
+
 def test_unusable_key_file_is_invalid_input(tmp_path, capsys):
     """A key file that is not a PEM private key is refused with exit 2, naming the option."""
     path = tmp_path / "key.pem"
@@ -307,7 +320,7 @@ def test_token_renewed_before_it_expires(auth_server, rsa_key):
     auth_server.token_lifetime = 30
     now = [time.time()]
     with httpx.Client() as http:
-        client_key = ClientKey(rsa_key, "RS384", "test-key")
+        client_key = ClientKey(rsa_key, "RS384", auth_server.kid)
         auth = BackendServicesAuth(
             auth_server.base, "magstat", client_key, "system/*.rs", http, clock=lambda: now[0]
         )
