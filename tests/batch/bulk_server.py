@@ -64,6 +64,7 @@ class Faults:
     status_429: int = 0
     status_429_retry_after: str = "0"
     token_503: int = 0
+    status_transient_400: int = 0
 
 
 @dataclass
@@ -374,6 +375,9 @@ def create_app(server: BulkServer) -> FastAPI:
         if server.faults.status_429:
             server.faults.status_429 -= 1
             return Response(status_code=429, headers={"Retry-After": server.faults.status_429_retry_after})
+        if server.faults.status_transient_400:
+            server.faults.status_transient_400 -= 1
+            return outcome("transient", "the status store is busy; ask again later", 400)
         if server.faults.status_500:
             server.faults.status_500 -= 1
             return Response(b"upstream hiccup", status_code=500)

@@ -369,6 +369,17 @@ def test_resource_of_another_type_fails(open_server, tmp_path, capsys):
     )
 
 
+def test_transient_status_error_is_retried(open_server, tmp_path):
+    """A 4xx status answer whose OperationOutcome code is transient is a failed poll, not a failed export: poll again."""
+    open_server.faults = Faults(status_transient_400=2)
+    waits: list[float] = []
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        result = run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "export", client)
+    assert [1.0, 2.0] == waits[:2]
+    assert 6 == result.resources["Patient"]
+
+
 def test_final_error_status_is_not_retried(open_server, tmp_path, capsys):
     """A 5xx whose OperationOutcome code is not transient ends the run at once (exit 5) with the server's words."""
     open_server.faults = Faults(status_fatal=True)

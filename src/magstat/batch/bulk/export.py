@@ -37,7 +37,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import httpx
 
 from magstat.batch.bulk.errors import BulkExportError
-from magstat.batch.bulk.http import BulkHttp, outcome_text, parse_retry_after
+from magstat.batch.bulk.http import BulkHttp, outcome_text, parse_retry_after, transient_outcome
 from magstat.errors import InvalidInputError
 
 __all__ = ["STATE_FILE", "ExportRequest", "ExportResult", "run_export"]
@@ -507,6 +507,7 @@ class _Exporter:
         last_note = ""
         last_said = 0.0
         started = time.monotonic()
+        transient = 0
         while True:
             response = self.client.request(
                 "GET", status_url, headers={"Accept": "application/json"}, what="status", retry_429=False
@@ -535,8 +536,17 @@ class _Exporter:
                 raise BulkExportError(
                     f"the export at {status_url} is gone (cancelled, expired or unknown): {outcome_text(response)}"
                 )
+            if 400 <= status < 500 and transient_outcome(response) and transient + 1 < policy.attempts:
+                # A failed status request, not a failed export (a transient issue code): later.
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                wait = policy.backoff(transient) if wait is None else min(wait, policy.max_retry_after)
+                transient += 1
+                self.say(f"status: {outcome_text(response)}; trying again in {wait:g} s")
+                self._pause(now, wait, deadline)
+                continue
             if status != 202:
                 raise BulkExportError(f"the export failed: {outcome_text(response)}")
+            transient = 0
             progress = " ".join((response.headers.get("X-Progress") or "in progress").split())[:100]
             progress = "".join(c for c in progress if c.isprintable())
             if progress != last_note or now - last_said >= 60:

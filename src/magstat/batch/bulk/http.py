@@ -23,7 +23,7 @@ import httpx
 
 from magstat.batch.bulk.errors import BulkAuthError, BulkExportError
 
-__all__ = ["Auth", "BulkHttp", "RetryPolicy", "outcome_text", "parse_retry_after"]
+__all__ = ["Auth", "BulkHttp", "RetryPolicy", "outcome_text", "parse_retry_after", "transient_outcome"]
 
 TRANSIENT_CODES = frozenset(
     {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
@@ -110,6 +110,22 @@ def outcome_text(response: httpx.Response, limit: int = 300) -> str:
     if len(summary) > limit:
         summary = summary[: limit - 3] + "..."
     return f"HTTP {response.status_code}" + (f" ({summary})" if summary else "")
+
+
+def transient_outcome(response: httpx.Response) -> bool:
+    """Whether an error response carries an OperationOutcome with an issue of the ``transient`` family.
+
+    Bulk Data asks a server whose status request failed without the export failing to say so
+    with such a code, so that the client tries again later.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return False
+    codes = {str(i.get("code")) for i in body.get("issue") or [] if isinstance(i, dict)}
+    return bool(codes & TRANSIENT_CODES)
 
 
 def _final_outcome(response: httpx.Response) -> bool:
