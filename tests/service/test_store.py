@@ -10,6 +10,7 @@ import pytest
 
 from magstat.service.feedback import StorageError
 from magstat.service.store import SharedStore
+from tests.service.conftest import hook_request, live, post
 
 PG_URL = os.environ.get("MAGSTAT_TEST_POSTGRES_URL")
 
@@ -174,3 +175,18 @@ def test_trim_keeps_the_newest(url, ns):
     assert b"x" == store.get(ns, "r2")
     assert b"x" == store.get(ns, "r5")
     store.close()
+
+
+def test_replay_check_fails_closed_when_the_store_is_down(make_settings, signer):
+    """With the shared store unreachable a hook call is refused (503), never served unchecked for replay."""
+    settings = make_settings(database="postgresql://nobody@127.0.0.1:9/none")
+    with live(settings) as server:
+        url = server.url("/cds-services/magstat-patient-view")
+        response = post(
+            server,
+            "/cds-services/magstat-patient-view",
+            hook_request("patient-view", "p1"),
+            signer.token(url),
+        )
+    assert 503 == response.status_code
+    assert "OperationOutcome" == response.json()["resourceType"]

@@ -30,10 +30,11 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 class Clock:
-    """A service clock that tests move forward."""
+    """A service clock that tests move forward (published to worker processes through ``file`` when set)."""
 
     def __init__(self) -> None:
         self.now = AS_OF
+        self.file: Path | None = None
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -41,6 +42,8 @@ class Clock:
     def advance(self, **delta: float) -> None:
         """Move the clock forward."""
         self.now += dt.timedelta(**delta)
+        if self.file is not None:
+            self.file.write_text(self.now.isoformat(), encoding="utf-8")
 
 
 PG_URL = os.environ.get("MAGSTAT_TEST_POSTGRES_URL")

@@ -4,6 +4,15 @@ The access log is one JSON object per request with the method, the route templat
 raw path or query string, which may carry identifiers), the status, the duration, the request
 size and the request id. No header, body or patient data is logged.
 
+A CDS Hooks call adds its timing record: ``service``, ``hook``, ``hook_instance`` (the EHR's
+UUID of the call, which lets the EHR's and the service's logs be matched), ``cards`` (how many)
+and ``stages_ms``, the milliseconds of each stage (``parse``, ``auth``, ``fetch``, ``adapter``,
+``assess``, ``cards``); ``hook_instance`` is logged only when it is a UUID, as CDS Hooks asks
+(null otherwise). ``duration_ms`` is the total, from the first byte received to the last
+sent. From these lines an operator computes, for example, the share of calls answered within
+500 ms (docs/service.md, "Timing of hook calls"). The same figures feed the Prometheus
+metrics (:mod:`magstat.service.metrics`).
+
 .. versionadded:: 0.1.0
 """
 
@@ -18,10 +27,16 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from magstat.service.metrics import CallTiming, ServiceMetrics
+
 __all__ = ["DEMO_HEADER", "EdgeMiddleware", "JsonFormatter", "logging_config"]
 
 DEMO_HEADER = "X-Magstat-Demo-Mode"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_HOOK_INSTANCE = re.compile(
+    r"^[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}$"
+)
+"""A UUID, as CDS Hooks asks of ``hookInstance``."""
 
 log = logging.getLogger("magstat.service.access")
 
@@ -36,10 +51,13 @@ class _TooLargeError(Exception):
 class EdgeMiddleware:
     """Pure ASGI middleware around the whole application (see the module documentation)."""
 
-    def __init__(self, app: Any, *, max_body_bytes: int, demo: bool) -> None:
+    def __init__(
+        self, app: Any, *, max_body_bytes: int, demo: bool, metrics: ServiceMetrics | None = None
+    ) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.demo = demo
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         """Handle one ASGI call."""
@@ -80,21 +98,33 @@ class EdgeMiddleware:
             if not state["started"]:
                 await _too_large(send_wrapper, self.max_body)
         finally:
-            route = scope.get("route")
-            log.info(
-                "access",
-                extra={
-                    "fields": {
-                        "event": "access",
-                        "method": scope.get("method"),
-                        "route": getattr(route, "path", None) or "(unmatched)",
-                        "status": state["status"] or 500,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        "bytes_in": state["bytes_in"],
-                        "request_id": request_id,
-                    }
-                },
-            )
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            status = state["status"] or 500
+            method = str(scope.get("method"))
+            fields: dict[str, Any] = {
+                "event": "access",
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "bytes_in": state["bytes_in"],
+                "request_id": request_id,
+            }
+            timing = (scope.get("state") or {}).get("cds_timing")
+            if isinstance(timing, CallTiming):
+                fields["service"] = timing.service
+                fields["hook"] = timing.hook
+                # The EHR's UUID of the call; anything else it put there is not logged.
+                given_instance = timing.hook_instance or ""
+                fields["hook_instance"] = given_instance if _HOOK_INSTANCE.match(given_instance) else None
+                fields["cards"] = len(timing.cards)
+                fields["stages_ms"] = timing.stage_ms()
+            log.info("access", extra={"fields": fields})
+            if self.metrics is not None:
+                self.metrics.observe_request(method, route, status, seconds)
+                if isinstance(timing, CallTiming):
+                    self.metrics.observe_call(timing, status, seconds)
 
 
 async def _too_large(send: Any, limit: int) -> None:
@@ -132,6 +162,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker process (magstat serve --workers N)
             "message": record.getMessage(),
         }
         fields = getattr(record, "fields", None)

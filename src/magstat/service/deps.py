@@ -9,6 +9,7 @@ each in ``app.state`` (see :func:`magstat.service.main.create_app`).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -150,7 +151,13 @@ class AuthenticatedRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def authenticated(request: Request) -> Response:
-            request.state.client = await authenticate(request)
+            started = time.perf_counter()
+            try:
+                request.state.client = await authenticate(request)
+            except HTTPException:
+                request.app.state.metrics.auth_refused.inc()
+                raise
+            request.state.auth_seconds = time.perf_counter() - started
             return await handler(request)
 
         return authenticated

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,7 @@ from magstat.kb.schema import KnowledgeBase
 from magstat.service.datagaps import TOPIC_DATA_UNREAD, unread_data_card
 from magstat.service.feedback import StorageError
 from magstat.service.fhirclient import fetch_templates
+from magstat.service.metrics import CallTiming
 from magstat.service.reports import ReportStore
 from magstat.service.settings import Settings
 from magstat.service.suppression import CardMemory, ShownCard
@@ -123,6 +125,10 @@ class Gathered:
     notes: list[str] = field(default_factory=list)
     unread: set[str] = field(default_factory=set)
     """Keys that were neither sent nor read (failed, timed out, refused): unknown, not empty."""
+    fetched: bool = False
+    """Whether the FHIR server was read."""
+    fetched_failed: set[str] = field(default_factory=set)
+    """Keys whose read from the FHIR server failed or timed out."""
 
 
 async def gather(
@@ -183,6 +189,8 @@ async def gather(
     out.complete |= fetched.complete
     out.notes += fetched.notes
     out.unread |= fetched.failed
+    out.fetched = True
+    out.fetched_failed = set(fetched.failed)
     return out
 
 
@@ -212,13 +220,16 @@ async def answer(
     memory: CardMemory | None = None,
     now: dt.datetime | None = None,
     run_db: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
+    timing: CallTiming | None = None,
 ) -> dict[str, Any]:
     """Assess the patient and return the CDS Hooks response (``{"cards": [...]}``).
 
     ``info`` cards are left out when ``cds.show_info_cards`` is false; with a ``memory``, cards
     that feedback or an earlier hook already covered are held back
     (:mod:`magstat.service.suppression`). The database calls run through ``run_db`` (default: a
-    worker thread); when it fails, every card is shown.
+    worker thread); when it fails, every card is shown. The report behind the cards' link is
+    kept in the shared store; when that fails, the cards go without the link. ``timing``, if
+    given, receives the seconds of the ``adapter``, ``assess`` and ``cards`` stages.
 
     Raises:
         InvalidInputError: the hook context is not what the hook defines, or the data name
@@ -243,6 +254,8 @@ async def answer(
         ):
             raise InvalidInputError("context.selections", "must be a list of Type/id strings")
         drafts = draft_orders(kb, bundle, selections)
+    run = run_db or asyncio.to_thread
+    started = time.perf_counter()
     reading = patient_bundle(gathered.values, drafts.resources if drafts else ())
     obtained = [k for k in gathered.values if k not in reading.unusable]
     if not obtained and not order_hook:
@@ -255,7 +268,12 @@ async def answer(
         facts = dataclasses.replace(facts, medications=())
     if facts.conditions is None and all(k in known for k in CONDITION_KEYS):
         facts = dataclasses.replace(facts, conditions=())
+    adapted = time.perf_counter()
     result = assess(facts, kb)
+    assessed = time.perf_counter()
+    if timing is not None:
+        timing.add("adapter", adapted - started)
+        timing.add("assess", assessed - adapted)
     notes = [*gathered.notes, *reading.notes]
     if not obtained:
         notes.append("no patient data could be read: the cards rest on the draft orders alone")
@@ -296,10 +314,17 @@ async def answer(
             memory.select, service.id, patient_id, candidates, now or dt.datetime.now(dt.UTC)
         )
         try:
-            cards = await (run_db or asyncio.to_thread)(select)
+            cards = await run(select)
         except StorageError as exc:
             log.error("card memory unavailable, every card is shown: %s", exc)
     if cards:
         # The report is kept only when a card links to it: no card, no patient data kept.
-        add_report_link(cards, f"{base_url}/reports/{reports.put(result)}")
+        try:
+            token = await run(functools.partial(reports.put, result))
+        except StorageError as exc:
+            log.error("report store unavailable, the cards go without their report link: %s", exc)
+        else:
+            add_report_link(cards, f"{base_url}/reports/{token}")
+    if timing is not None:
+        timing.add("cards", time.perf_counter() - assessed)
     return {"cards": cards}

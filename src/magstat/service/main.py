@@ -4,7 +4,8 @@
 
 - ``GET /healthz``; ``POST /assess`` (REST); ``GET /cds-services`` and ``POST
   /cds-services/{id}`` (CDS Hooks 2.0) with ``POST /cds-services/{id}/feedback``;
-  ``GET /reports/{token}`` (the report behind a card link); the OpenAPI document at
+  ``GET /reports/{token}`` (the report behind a card link); ``GET /metrics`` (Prometheus,
+  :mod:`magstat.service.metrics`); the OpenAPI document at
   ``/openapi.json`` (no bundled viewer: it would load Swagger UI from a CDN).
 - Errors as FHIR ``OperationOutcome``: invalid input 422 naming the field, authentication 401
   with a short message only, no patient data 412, an unavailable knowledge base or database
@@ -23,7 +24,8 @@ import asyncio
 import datetime as dt
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,15 +46,17 @@ from magstat.kb.schema import KnowledgeBase
 from magstat.service.accesslog import DEMO_HEADER, EdgeMiddleware
 from magstat.service.feedback import DatabaseRunner, FeedbackStore, StorageError
 from magstat.service.hooks import SERVICES, PreconditionFailedError
+from magstat.service.metrics import ServiceMetrics
 from magstat.service.reports import ReportStore
-from magstat.service.routes import assess, cds_services, health, reports
-from magstat.service.security import TokenVerifier
-from magstat.service.settings import Settings
+from magstat.service.routes import assess, cds_services, health, metrics, reports
+from magstat.service.security import SharedReplayCache, TokenVerifier
+from magstat.service.settings import Settings, load_settings
+from magstat.service.store import SharedStore
 from magstat.service.suppression import CardMemory
 from magstat.web import router as web_router
 from magstat.web.routes import WebAccess
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_app_from_environment"]
 
 log = logging.getLogger("magstat.service")
 
@@ -102,13 +106,23 @@ def create_app(
         queue_limit=4 * settings.database.threads,
         timeout_seconds=settings.database.timeout_seconds,
     )
+    # What every worker process must see (token ids, reports behind card links) lives in the
+    # shared store on the same database; it has a connection of its own.
+    shared = SharedStore(settings.database.url, settings.database.timeout_seconds)
+    report_secret = settings.cds.report_secret
+    reports_kept = ReportStore(
+        shared,
+        settings.cds.report_ttl_seconds,
+        settings.cds.report_max_entries,
+        report_secret.get_secret_value().encode() if report_secret else secrets.token_bytes(32),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # In the background: a database that does not answer must not hold up the start. The
         # hooks work without it; feedback answers 503 until it is back, and the table is then
         # created by the first call that reaches it.
-        app.state.database_start = asyncio.ensure_future(_initialise(runner, store))
+        app.state.database_start = asyncio.ensure_future(_initialise(runner, store, shared))
         if not settings.auth_enabled:
             _warn_demo()
         # The knowledge base and the code live as long as the process: keep them out of every
@@ -121,6 +135,7 @@ def create_app(
             app.state.http = None
         runner.stop()
         store.close()
+        shared.close()
 
     app = FastAPI(
         title="magstat",
@@ -139,8 +154,11 @@ def create_app(
     app.state.feedback = store
     app.state.memory = memory
     app.state.database = runner
-    app.state.reports = ReportStore(settings.cds.report_ttl_seconds, settings.cds.report_max_entries)
-    app.state.verifier = TokenVerifier(settings.cds)
+    app.state.store = shared
+    app.state.reports = reports_kept
+    app.state.run_hot = run_hot = _hot_path_runner(settings, runner)
+    app.state.verifier = TokenVerifier(settings.cds, replay=SharedReplayCache(shared, run_hot))
+    app.state.metrics = service_metrics = ServiceMetrics()
     app.state.clock = clock or _utc_now
     app.state.http = None
     app.state.auth_log = logging.getLogger("magstat.service.auth")
@@ -155,6 +173,7 @@ def create_app(
     app.include_router(assess.router)
     app.include_router(cds_services.router)
     app.include_router(reports.router)
+    app.include_router(metrics.router)
     # The clinician web app and the self-check, at "/" (issue: web app served by magstat serve).
     app.include_router(web_router)
     _handlers(app)
@@ -171,14 +190,63 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(
-        EdgeMiddleware, max_body_bytes=settings.server.max_body_bytes, demo=not settings.auth_enabled
+        EdgeMiddleware,
+        max_body_bytes=settings.server.max_body_bytes,
+        demo=not settings.auth_enabled,
+        metrics=service_metrics,
     )
     return app
 
 
-async def _initialise(runner: DatabaseRunner, store: FeedbackStore) -> None:
+def _hot_path_runner(
+    settings: Settings, runner: DatabaseRunner
+) -> Callable[[Callable[[], Any]], Awaitable[Any]]:
+    """How a hook call runs its database calls (token id, card memory, report).
+
+    PostgreSQL: on the database pool, waiting at most the FHIR deadline. SQLite: on the event
+    loop itself. A SQLite call on a local file takes tens of microseconds; handing it to a
+    thread costs more, because under load the thread waits for the interpreter lock while the
+    loop parses and assesses (measured: tens of milliseconds per call at 100 calls/s). SQLite
+    in WAL mode never makes a reader wait, and its writers hold the lock for microseconds.
+    """
+    if settings.database.url.split(":", 1)[0].lower().startswith("sqlite"):
+
+        async def inline(call: Callable[[], Any]) -> Any:
+            return call()
+
+        return inline
+    deadline = settings.cds.fhir_deadline_seconds
+
+    async def pooled(call: Callable[[], Any]) -> Any:
+        return await runner.run(call, deadline)
+
+    return pooled
+
+
+def create_app_from_environment() -> FastAPI:
+    """Build the service from ``MAGSTAT_CONFIG`` and the ``MAGSTAT_*`` environment (a worker's factory).
+
+    ``magstat serve --workers N`` names this factory to uvicorn, which calls it in each worker
+    process; ``serve`` has put its options in the environment first, so every worker builds the
+    same service.
+
+    Raises:
+        ConfigError: the settings are invalid or cannot serve safely.
+        KnowledgeBaseError: the knowledge base does not load.
+
+    .. versionadded:: 0.3.0
+
+    """
+    # Each request parses a FHIR record into many short-lived objects; collecting the young
+    # generation less often shortens the pauses that make the latency tail (see benchmarks/).
+    gc.set_threshold(20_000, 20, 20)
+    return create_app(load_settings())
+
+
+async def _initialise(runner: DatabaseRunner, store: FeedbackStore, shared: SharedStore) -> None:
     try:
         await runner.run(store.initialise)
+        await runner.run(shared.initialise)
     except StorageError as exc:
         log.error("feedback database unavailable at start-up: %s", exc)
 

@@ -12,30 +12,37 @@ reason goes to the service log, without the token):
    symmetric (``oct``) keys are never used.
 4. Signature, ``exp``, ``iat`` (with the configured clock skew), ``aud`` equal to the URL of the
    endpoint called, ``exp - iat`` no longer than the configured maximum.
-5. ``jti`` was not seen before from that issuer (kept until the token expires).
+5. ``jti`` was not seen before from that issuer (kept until the token expires). The service
+   keeps the ids in the store its worker processes share (:class:`SharedReplayCache`), so a
+   token replayed against another worker is refused too; a store that cannot be reached fails
+   closed (503, the request is not served).
 
 .. versionadded:: 0.1.0
+.. versionchanged:: 0.3.0
+   The replay check is asynchronous and, in the service, shared by every worker process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
 from jwt import PyJWK
 
 from magstat.service.settings import CdsSettings, TrustedIssuer
+from magstat.service.store import SharedStore
 
-__all__ = ["AuthError", "ClientIdentity", "ReplayCache", "TokenVerifier"]
+__all__ = ["AuthError", "ClientIdentity", "ReplayCache", "ReplayGuard", "SharedReplayCache", "TokenVerifier"]
 
 log = logging.getLogger("magstat.service.auth")
 
@@ -67,11 +74,47 @@ class ClientIdentity:
     tenant: str | None = None
 
 
-class ReplayCache:
-    """Remembers ``(iss, jti)`` until the token expires, so that a token is accepted once.
+class ReplayGuard(Protocol):
+    """What the verifier asks of a replay cache."""
 
-    In memory: one ``magstat serve`` process (the default) sees every request. Behind several
-    processes, route each EHR to one process or accept that a replay across them goes unseen.
+    async def first_use(self, iss: str, jti: str, expires: float, now: float) -> bool:
+        """Record the token; ``False`` when it was seen before (a replay)."""
+        ...
+
+
+class SharedReplayCache:
+    """Remembers ``(iss, jti)`` in the shared store until the token expires (every worker sees it).
+
+    Args:
+        store: the store every worker process shares.
+        run: runs a blocking call off the event loop (the service's database pool).
+
+    The key is a SHA-256 digest of issuer and id, so that any length of either fits.
+
+    Raises:
+        StorageError: from :meth:`first_use`, when the store cannot be reached (fail closed).
+
+    """
+
+    NAMESPACE = "jti"
+
+    def __init__(self, store: SharedStore, run: Callable[[Callable[[], Any]], Awaitable[Any]]) -> None:
+        self.store = store
+        self.run = run
+
+    async def first_use(self, iss: str, jti: str, expires: float, now: float) -> bool:
+        """Record the token; ``False`` when any worker saw it before (a replay)."""
+        key = hashlib.sha256(f"{iss}\x1f{jti}".encode()).hexdigest()
+        ttl = max(1.0, expires - now)
+        added: bool = await self.run(lambda: self.store.add(self.NAMESPACE, key, b"", ttl))
+        return added
+
+
+class ReplayCache:
+    """Remembers ``(iss, jti)`` in this process's memory until the token expires.
+
+    For one process only (a library user verifying tokens itself); the service uses
+    :class:`SharedReplayCache`, which every worker process sees.
     """
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
@@ -80,7 +123,7 @@ class ReplayCache:
         self._max = max_entries
         self._next_prune = 0.0
 
-    def first_use(self, iss: str, jti: str, expires: float, now: float) -> bool:
+    async def first_use(self, iss: str, jti: str, expires: float, now: float) -> bool:
         """Record the token; ``False`` when it was seen before (a replay) or the cache is full."""
         key = (iss, jti)
         with self._lock:
@@ -194,11 +237,11 @@ def _fits(jwk: Mapping[str, Any], alg: str) -> bool:
 class TokenVerifier:
     """Verifies the JWT of each CDS Hooks request (see the module documentation)."""
 
-    def __init__(self, settings: CdsSettings, replay: ReplayCache | None = None) -> None:
+    def __init__(self, settings: CdsSettings, replay: ReplayGuard | None = None) -> None:
         self.settings = settings
         self.allowed = frozenset(settings.algorithms)
         self.issuers = {i.iss: _KeySet(i, settings.jwks_cache_seconds) for i in settings.trusted_issuers}
-        self.replay = replay or ReplayCache()
+        self.replay: ReplayGuard = replay or ReplayCache()
         self.http: httpx.AsyncClient | None = None
         # Public key objects built from JWKs, by (iss, kid, alg), with the JWK they came from.
         self._built: dict[tuple[str, str, str], tuple[Mapping[str, Any], Any]] = {}
@@ -280,7 +323,7 @@ class TokenVerifier:
             raise AuthError("issued in the future")
         if exp - iat > self.settings.max_token_lifetime_seconds:
             raise AuthError("lifetime too long")
-        if not self.replay.first_use(iss, jti, float(exp) + self.settings.clock_skew_seconds, now):
+        if not await self.replay.first_use(iss, jti, float(exp) + self.settings.clock_skew_seconds, now):
             raise AuthError("replayed jti")
         tenant = claims.get("tenant")
         return ClientIdentity(iss, kid, jti, tenant if isinstance(tenant, str) else None)

@@ -33,6 +33,7 @@ __all__ = [
     "CdsSettings",
     "ConfigError",
     "DatabaseSettings",
+    "MetricsSettings",
     "ServerSettings",
     "Settings",
     "TrustedIssuer",
@@ -131,7 +132,9 @@ class CdsSettings(_Section):
         default=False, description="allow a plain-http fhirServer (local testing only)"
     )
     report_ttl_seconds: int = Field(default=3600, ge=10)
-    report_max_entries: int = Field(default=10_000, ge=1)
+    report_max_entries: int = Field(
+        default=10_000, ge=1, description="reports kept at most for card links (the oldest go first)"
+    )
     show_info_cards: bool = Field(
         default=True, description="false: cards whose indicator is info are not shown (per deployment)"
     )
@@ -156,6 +159,13 @@ class CdsSettings(_Section):
     suppression_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key of the stored patient-and-concern keys; unset: a random key per process",
+    )
+    report_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HMAC key of the reports kept for card links (every worker must have the same); unset: "
+            "a random key per `magstat serve` run, shared by its workers"
+        ),
     )
     developer: str = "magstat developers (open-source project, Apache-2.0)"
     funding_source: str = "not declared by the deploying organisation"
@@ -216,6 +226,20 @@ class WebSettings(_Section):
         return bool(self.username and self.password and self.password.get_secret_value())
 
 
+class MetricsSettings(_Section):
+    """The Prometheus endpoint ``GET /metrics``.
+
+    It holds counts and timings only, never patient data, but they show how busy the service is:
+    set ``bearer_token`` (the scraper then sends ``Authorization: Bearer <token>``) or keep
+    ``/metrics`` off the public side of the reverse proxy.
+    """
+
+    enabled: bool = Field(default=True, description="false: /metrics answers 404")
+    bearer_token: SecretStr | None = Field(
+        default=None, description="if set, /metrics answers only a request with this bearer token"
+    )
+
+
 class _FileSource(PydanticBaseSettingsSource):
     """The parsed TOML file given to :func:`load_settings` (lowest priority after defaults)."""
 
@@ -244,6 +268,7 @@ class Settings(BaseSettings):
     cds: CdsSettings = CdsSettings()
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
+    metrics: MetricsSettings = MetricsSettings()
     demo: bool = False
 
     @classmethod

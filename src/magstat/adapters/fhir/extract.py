@@ -619,7 +619,7 @@ class _Reader:
             error = InvalidInputError("", f"malformed {rtype} ({type(exc).__name__})")
         rid = resource.get("id")
         values = {"id": rid} if isinstance(rid, str) else {}
-        return ResourceRow(rtype, values, bundle, index, full_url, error)
+        return ResourceRow(rtype, values, bundle, index, full_url, error=error)
 
     def _walk(
         self,
@@ -1000,7 +1000,10 @@ class _Reader:
             value_field = unit_field = "valueInteger"
             unit = None
         else:
-            other = next((k for k in res if k.startswith("value") and k != "valueQuantity"), None)
+            # In the view's column order, so that every path names the same one.
+            other = next(
+                (k for k in self.flat.names["Observation"] if k.startswith("value") and k in res), None
+            )
             if other is not None:
                 self.excluded.append(f"{item.note_label}: {other} is not a number; {test.name} left out")
             return None  # no value (dataAbsentReason) or not a quantity

@@ -32,7 +32,10 @@ from typing import Any
 
 from magstat.kb.schema import KnowledgeBase
 
-__all__ = ["VIEW_FILES", "generate_views", "render_view", "write_views"]
+__all__ = ["ANALYST_COLUMNS", "VIEW_FILES", "generate_views", "render_view", "write_views"]
+
+ANALYST_COLUMNS = frozenset({"kb_loinc", "interpretation"})
+"""Columns for analysts that the clinical reading does not use (screening leaves them out)."""
 
 _LOINC = "http://loinc.org"
 

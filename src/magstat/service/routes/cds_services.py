@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from magstat.adapters.cds_hooks.models import (
@@ -34,6 +36,7 @@ from magstat.service.deps import (
     base_url,
 )
 from magstat.service.feedback import FeedbackRecord, StorageError
+from magstat.service.metrics import CallTiming
 from magstat.service.security import ClientIdentity
 
 log = logging.getLogger("magstat.service.cds")
@@ -87,26 +90,33 @@ async def call_service(
     clock: ClockDep,
     reports: ReportsDep,
     http: HttpDep,
-) -> JSONResponse:
+) -> Response:
     """Answer a hook call with cards (none when nothing needs saying)."""
     service = hooks.SERVICES.get(service_id)
     if service is None:
         raise HTTPException(status_code=404, detail="no such CDS service")
-    # Parsed and validated in one pass by pydantic's JSON reader: a prefetch of a few hundred
-    # kilobytes is the larger part of the request's cost.
-    try:
-        body = HookRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+    # The timing record of the call, for the access log and the metrics (see accesslog.py).
+    timing = CallTiming(service.id, service.hook)
+    timing.add("auth", getattr(request.state, "auth_seconds", 0.0))
+    request.state.cds_timing = timing
+    started = time.perf_counter()
+    body = hook_body(await request.body())
+    timing.hook_instance = body.hookInstance
+    timing.add("parse", time.perf_counter() - started)
     if body.hook != service.hook:
         raise InvalidInputError("hook", f"this service answers {service.hook}", value=body.hook[:64])
     allowed: tuple[str, ...] = ()
     if client is not None:
         issuer = request.app.state.verifier.issuer(client.iss)
         allowed = issuer.fhir_servers if issuer else ()
-    gathered = await hooks.gather(
-        body, request.app.state.templates, settings=settings, issuer_servers=allowed, http=http
-    )
+    started = time.perf_counter()
+    templates = request.app.state.templates
+    gathered = await hooks.gather(body, templates, settings=settings, issuer_servers=allowed, http=http)
+    timing.add("fetch", time.perf_counter() - started)
+    sent = body.prefetch or {}
+    timing.prefetch_misses = [key for key in templates if key not in sent]
+    timing.fetched = bool(gathered.fetched)
+    timing.fetch_failures = sorted(gathered.fetched_failed)
     now = clock()
     response = await hooks.answer(
         service,
@@ -120,9 +130,34 @@ async def call_service(
         memory=request.app.state.memory,
         now=now,
         # The card memory may hold a hook call up to the FHIR deadline; then every card is shown.
-        run_db=lambda call: request.app.state.database.run(call, settings.cds.fhir_deadline_seconds),
+        run_db=request.app.state.run_hot,
+        timing=timing,
     )
-    return JSONResponse(response)
+    timing.cards = [str(card.get("indicator")) for card in response["cards"]]
+    return Response(orjson.dumps(response), media_type="application/json")
+
+
+def hook_body(raw: bytes) -> HookRequest:
+    """The hook request of a body: parsed once (orjson), then validated as a model (422 if not).
+
+    The prefetch, the larger part of the body, is handed to the model as parsed: its resources
+    are checked by the FHIR adapter that reads them, not copied again here.
+
+    Raises:
+        RequestValidationError: the body is not JSON or not a hook request.
+
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # The parser's message and position only (never a piece of the body).
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"Invalid JSON: {exc}", "type": "json_invalid"}]
+        ) from None
+    try:
+        return HookRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
 
 
 _FEEDBACK_BODY = {
