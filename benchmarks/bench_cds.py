@@ -427,7 +427,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
-        import uvloop
+        import uvloop  # noqa: PLC0415 - optional, only when installed
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
