@@ -33,12 +33,14 @@ __all__ = [
     "PatientResult",
     "assess_facts",
     "assess_fhir_group",
+    "assess_row_group",
     "canonical_json",
     "gc_paused",
     "loads",
     "row_from_assessment",
     "screen_fhir_chunk",
     "screen_record_chunk",
+    "screen_rows_chunk",
 ]
 
 try:  # orjson parses about twice as fast; the results are the same Python objects.
@@ -272,6 +274,67 @@ def screen_fhir_chunk(chunk: Sequence[FhirGroup], job: Job) -> list[PatientResul
                 results.append(PatientResult(None, issues=(issue,)))
                 continue
             results.append(assess_fhir_group(patient_id, lines, job, kb))
+    return results
+
+
+def assess_row_group(
+    patient_id: str, rtypes: Sequence[str], rows: Sequence[str | bytes], job: Job, kb: KnowledgeBase
+) -> PatientResult:
+    """Assess one patient from the view rows of their resources (their Patient among them).
+
+    The rows are the JSON texts an SQL engine makes with the knowledge base's views
+    (:func:`magstat.adapters.fhir.flatten.row_sql`), in the order of a Bundle made of the
+    resources (referenced Medications first, then input order); they are read by the same
+    :func:`~magstat.adapters.fhir.facts_from_rows` as ``magstat assess --lenient``
+    (``--strict`` makes a bad resource fatal), so the facts are those of that Bundle.
+
+    Raises:
+        InvalidInputError: ``job.strict`` and a resource fails the adapter's checks.
+
+    """
+    from magstat.adapters.fhir import ResourceRow, facts_from_rows, views_for_kb  # noqa: PLC0415
+
+    flat = views_for_kb(kb)
+    resources: list[ResourceRow] = []
+    problems: list[Issue] = []
+    for rtype, text in zip(rtypes, rows, strict=True):
+        try:
+            resources.append(flat.row_from_json(rtype, text, index=len(resources)))
+        except (ValueError, RecursionError) as exc:
+            problem = f"a row of this patient could not be read ({type(exc).__name__}); left out"
+            if job.strict:
+                raise InvalidInputError(f"Patient/{patient_id}", problem) from None
+            problems.append(Issue("malformed_line", None, None, f"Patient/{patient_id}", problem))
+    try:
+        facts = facts_from_rows(resources, kb, as_of=job.as_of, strict=job.strict)
+        result = assess_facts(facts, kb, job)
+    except InvalidInputError as err:
+        if job.strict:
+            raise InvalidInputError(f"Patient/{patient_id}", err.message) from None
+        result = PatientResult(error_row(patient_id, job.as_of, kb, err.message))
+    return PatientResult(result.row, result.detail, tuple(problems)) if problems else result
+
+
+def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job) -> list[PatientResult]:
+    """Assess a chunk of patients given as view rows: ``(patient id, resource types, row texts)``.
+
+    The rows of each patient are those of :func:`magstat.adapters.fhir.flatten.row_sql`, in
+    Bundle order (referenced Medications first, then input order). Runs in a worker or in the
+    driver, like :func:`screen_fhir_chunk`, and gives the same results as it would on the lines.
+    """
+    kb = job.kb()
+    results: list[PatientResult] = []
+    with gc_paused():
+        for patient_id, rtypes, rows in chunk:
+            if "Patient" not in rtypes:
+                problem = (
+                    f"{len(rows)} resource(s) name Patient/{patient_id}, which is not in the export; "
+                    "left out (no demographics to assess them with)"
+                )
+                issue = Issue("patient_not_in_export", None, None, f"Patient/{patient_id}", problem)
+                results.append(PatientResult(None, issues=(issue,)))
+                continue
+            results.append(assess_row_group(patient_id, rtypes, rows, job, kb))
     return results
 
 

@@ -22,6 +22,7 @@ assessment, byte for byte.
 from __future__ import annotations
 
 from magstat.core.facts import PatientFacts
+from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment
 from magstat.core.rules.decide import _decide
 from magstat.core.rules.intake import _intake, _supplements
@@ -33,7 +34,7 @@ from magstat.core.rules.next_steps import _next_steps
 from magstat.core.rules.patient import _age, _deceased, _died
 from magstat.core.rules.renal import _femg, _loading, _urine_24h
 from magstat.core.rules.report import _limitations, _relevance, _summary
-from magstat.core.rules.safety import _safety
+from magstat.core.rules.safety import _arrhythmia_risk, _safety
 from magstat.core.rules.signs import _other_markers, _signs
 from magstat.core.rules.work import _Work
 from magstat.core.validate import check_facts
@@ -62,7 +63,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
 
     """
     check_facts(facts, kb)
-    w = _Work(facts, kb)
+    w = _Work(facts, kb, prepared(kb))
     w.age = _age(facts)
     if _died(facts):
         return _deceased(facts, kb, w.age)
@@ -82,45 +83,24 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     supplements = _supplements(w)
     status, severity, basis = _decide(w, serum, mds)
     w.find(basis)
-    _next_steps(w, status, serum, egfr, femg)
-    _safety(w, status, serum, egfr, supplements)
+    arrhythmia_risk = _arrhythmia_risk(w, serum)
+    _next_steps(w, status, serum, egfr, femg, arrhythmia_risk=arrhythmia_risk)
+    _safety(w, status, serum, egfr, supplements, arrhythmia_risk=arrhythmia_risk)
     relevance = _relevance(w, mds)
     _limitations(w, serum, mds, egfr)
     summary = _summary(status, severity, serum, mds, w)
-    cited: set[str] = set()
-    for f in w.findings:
-        cited.update(f.sources)
-    for table in (w.next_steps, w.safety, w.limitations):
-        for a in table.values():
-            cited.update(a.sources)
-    for r in relevance:
-        cited.update(r.sources)
-    for part in (
+    cited: set[str] = set().union(
+        *[f.sources for f in w.findings],
+        *[a.sources for a in w.next_steps.values()],
+        *[a.sources for a in w.safety.values()],
+        *[a.sources for a in w.limitations.values()],
+        *[r.sources for r in relevance],
         mds.sources,
         egfr.sources,
         femg.sources,
         loading.sources,
         intake.sources,
         supplements.sources,
-    ):
-        cited.update(part)
-    # Unrecognised entries that may be current (not those known to be stopped or resolved),
-    # each text once: a clinician should see what magstat could not read.
-    unrecognised = tuple(
-        dict.fromkeys(
-            [
-                f"medication: {m.text}"
-                for m in facts.medications or ()
-                if not m.drugs
-                and m.current is not False
-                and m.text not in {s.text for s in facts.supplements or ()}  # read as a supplement
-            ]
-            + [
-                f"condition: {c.text}"
-                for c in facts.conditions or ()
-                if c.condition is None and c.current is not False and not c.signs
-            ]
-        )
     )
     return Assessment(
         status=status,
@@ -143,7 +123,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
         relevance=relevance,
         limitations=tuple(w.limitations.values()),
         missing_inputs=tuple(w.missing),
-        unrecognised=unrecognised,
+        unrecognised=_unrecognised(w),
         excluded=facts.excluded,
         kb_version=kb.version,
         kb_sha256=kb.sha256,
@@ -152,6 +132,24 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     )
 
 
+_RANK = {"urgent": 0, "high": 1, "routine": 2}
+
+
 def _ordered(table: dict[str, Action]) -> tuple[Action, ...]:
-    rank = {"urgent": 0, "high": 1, "routine": 2}
-    return tuple(sorted(table.values(), key=lambda a: rank[a.priority]))
+    return tuple(sorted(table.values(), key=lambda a: _RANK[a.priority]))
+
+
+def _unrecognised(w: _Work) -> tuple[str, ...]:
+    """Unrecognised entries that may be current (not those known to be stopped or resolved).
+
+    Each text once: a clinician should see what magstat could not read. A medication read as
+    a supplement is not listed.
+    """
+    out: list[str] = []
+    if w.unrecognised_medications:
+        supplement_texts = {s.text for s in w.facts.supplements or ()}
+        out.extend(
+            f"medication: {t}" for t in dict.fromkeys(w.unrecognised_medications) if t not in supplement_texts
+        )
+    out.extend(f"condition: {t}" for t in dict.fromkeys(w.unrecognised_conditions))
+    return tuple(out)

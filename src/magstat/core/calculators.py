@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from magstat.core.facts import FoodServing, Sex
+from magstat.core.prepared import prepared
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import DriRow, KnowledgeBase
 
@@ -153,9 +154,10 @@ def dri_for(
 ) -> DriRow | None:
     """The DRI row of a life stage, or ``None`` if sex is needed and unknown."""
     state = "pregnancy" if pregnant else "lactation" if lactating else "none"
-    candidates = [r for r in kb.dri if r.age_min <= age_years < r.age_max and r.state == state]
+    by_state = prepared(kb).dri_by_state
+    candidates = [r for r in by_state.get(state, ()) if r.age_min <= age_years < r.age_max]
     if not candidates and state != "none":
-        candidates = [r for r in kb.dri if r.age_min <= age_years < r.age_max and r.state == "none"]
+        candidates = [r for r in by_state.get("none", ()) if r.age_min <= age_years < r.age_max]
     for row in candidates:
         if row.sex in ("any", sex):
             return row

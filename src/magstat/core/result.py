@@ -9,8 +9,8 @@ contract of ``magstat assess --format json``.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, TypeVar
 
 __all__ = [
     "STATUSES",
@@ -50,6 +50,48 @@ DEFICIT_RANK: dict[str, int] = {
 """How strongly a status points to a deficit; ``excess`` stands apart (see ``assess``)."""
 
 
+T = TypeVar("T")
+
+
+def _slot_init(cls: type[T]) -> type[T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot.
+
+    The ``__init__`` that ``dataclass(frozen=True)`` writes stores every field with
+    ``object.__setattr__``, several times slower than the slot's own descriptor; one assessment
+    builds a few dozen of these objects, so this was a large share of its time. The class is
+    otherwise unchanged: same fields, defaults, equality, hash and repr, and still frozen
+    (assigning an attribute raises ``FrozenInstanceError``). Like ``dataclass`` itself, the
+    function is generated from source, once per class at import.
+    """
+    env: dict[str, Any] = {}
+    params: list[str] = []
+    body: list[str] = []
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not MISSING or not f.init:
+            raise TypeError(f"{cls.__name__}.{f.name}: only plain fields and defaults are supported")
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            env[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        env[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        body.append(f"    _set_{f.name}(self, {f.name})")
+    source = (
+        f"def _make({', '.join(env)}):\n"
+        f"  def __init__(self, {', '.join(params)}):\n" + "\n".join("  " + line for line in body) + "\n"
+        "  return __init__\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, {}, namespace)  # noqa: S102 - generated from the class's own field names
+    init = namespace["_make"](**env)
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class InputUsed:
     """One input a finding used, with where it came from."""
@@ -80,6 +122,7 @@ class InputUsed:
         return out
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A statement about the patient with its basis: inputs, rule and cited sources.
@@ -119,6 +162,7 @@ class Finding:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Action:
     """A next step or a safety consideration, with the reason it applies to this patient."""
@@ -140,6 +184,7 @@ class Action:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class MdsResult:
     """Magnesium Depletion Score: components, score from the known ones, band."""
@@ -163,6 +208,7 @@ class MdsResult:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class EgfrResult:
     """Kidney function used by the rules."""
@@ -189,6 +235,7 @@ class EgfrResult:
 SerumBand = Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class SerumMagnesium:
     """The most recent serum magnesium, in three units, against both thresholds."""
@@ -227,6 +274,7 @@ class SerumMagnesium:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class FemgResult:
     """Fractional excretion of magnesium and its reading."""
@@ -248,6 +296,7 @@ class FemgResult:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class LoadingResult:
     """Magnesium loading (tolerance) test retention."""
@@ -269,6 +318,7 @@ class LoadingResult:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class IntakeResult:
     """Dietary magnesium against the life stage's EAR and RDA (or AI)."""
@@ -298,6 +348,7 @@ class IntakeResult:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class SupplementResult:
     """Supplemental elemental magnesium against the tolerable upper intake level."""
@@ -319,6 +370,7 @@ class SupplementResult:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Relevance:
     """An outcome domain that matters for this patient, why, and the evidence."""
@@ -340,6 +392,7 @@ class Relevance:
         }
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Assessment:
     """The explained assessment of one patient at one date."""

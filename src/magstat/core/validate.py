@@ -13,6 +13,7 @@ import math
 
 from magstat.core.context import FACT_CONTEXTS
 from magstat.core.facts import PatientFacts
+from magstat.core.prepared import prepared
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
@@ -20,6 +21,8 @@ __all__ = ["MAX_AGE_YEARS", "check_facts"]
 
 MAX_AGE_YEARS = 130.0
 """Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
+
+_NUMBER_TYPES = (float, int)
 
 _MAX_MG_PER_DAY = 10_000.0
 """Plausibility limit for diet and supplement amounts, mg/day (project choice, MAGSTAT)."""
@@ -62,21 +65,26 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
         _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
-    tests = kb.tests
-    for i, lab in enumerate(facts.labs):
+    limits = prepared(kb).lab_limits
+    for lab in facts.labs:
         # Fast path: a full record carries hundreds of results; build messages only on failure.
-        test = tests.get(lab.test)
-        value = lab.value
-        if (
-            test is not None
-            and lab.unit == test.canonical_unit
-            and type(value) in (float, int)
-            and test.plausible_low <= value <= test.plausible_high
-            and (lab.ref_low is None or test.plausible_low <= lab.ref_low <= test.plausible_high)
-            and (lab.ref_high is None or test.plausible_low <= lab.ref_high <= test.plausible_high)
-            and (lab.ref_low is None or lab.ref_high is None or lab.ref_low < lab.ref_high)
-        ):
-            continue
+        spec = limits.get(lab.test)
+        if spec is not None:
+            unit, low, high = spec
+            value = lab.value
+            if lab.unit == unit and type(value) in _NUMBER_TYPES and low <= value <= high:
+                ref_low = lab.ref_low
+                ref_high = lab.ref_high
+                if ref_low is None:
+                    if ref_high is None or low <= ref_high <= high:
+                        continue
+                elif ref_high is None:
+                    if low <= ref_low <= high:
+                        continue
+                elif low <= ref_low < ref_high <= high:
+                    continue
+        test = kb.tests.get(lab.test)
+        i = facts.labs.index(lab)  # the first equal result, which would have failed first
         field = _where(f"labs[{i}]", lab.origin.resource)
         if test is None:
             raise InvalidInputError(
@@ -101,19 +109,26 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase) -> None:
                 value=[lab.ref_low, lab.ref_high],
                 allowed="low < high",
             )
-    for i, med in enumerate(facts.medications or ()):
-        for drug in med.drugs:
-            if drug not in kb.drugs:
+    # Every id at once; the entries are searched one by one only to name the one that fails.
+    meds = facts.medications or ()
+    if meds and not kb.drugs.keys() >= {d for m in meds for d in m.drugs}:
+        for i, med in enumerate(meds):
+            for drug in med.drugs:
+                if drug not in kb.drugs:
+                    raise InvalidInputError(
+                        _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
+                    )
+    conditions = facts.conditions or ()
+    if conditions and not kb.conditions.keys() >= {
+        c.condition for c in conditions if c.condition is not None
+    }:
+        for i, cond in enumerate(conditions):
+            if cond.condition is not None and cond.condition not in kb.conditions:
                 raise InvalidInputError(
-                    _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
+                    _where(f"conditions[{i}].condition", cond.origin.resource),
+                    "unknown condition id",
+                    value=cond.condition,
                 )
-    for i, cond in enumerate(facts.conditions or ()):
-        if cond.condition is not None and cond.condition not in kb.conditions:
-            raise InvalidInputError(
-                _where(f"conditions[{i}].condition", cond.origin.resource),
-                "unknown condition id",
-                value=cond.condition,
-            )
     for i, sign in enumerate(facts.signs):
         if sign.context not in FACT_CONTEXTS:
             raise InvalidInputError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from magstat.errors import KnowledgeBaseError
-from magstat.kb.schema import FILES, KnowledgeBase, build
+from magstat.kb.schema import FILES, VIEWS_PREFIX, KnowledgeBase, build
 
 __all__ = ["FILES", "KnowledgeBase", "load", "load_dir"]
 
@@ -27,6 +27,11 @@ def load() -> KnowledgeBase:
     """
     folder = resources.files("magstat.kb") / "data"
     raw = {name: (folder / name).read_bytes() for name in FILES if (folder / name).is_file()}
+    views = folder / "views"
+    if views.is_dir():
+        for item in views.iterdir():
+            if item.is_file() and item.name.endswith(".json"):
+                raw[VIEWS_PREFIX + item.name] = item.read_bytes()
     return _parse(raw)
 
 
@@ -41,12 +46,15 @@ def load_dir(path: str | Path) -> KnowledgeBase:
     if not folder.is_dir():
         raise KnowledgeBaseError(f"{folder}: not a folder")
     raw = {p.name: p.read_bytes() for p in sorted(folder.glob("*.toml"))}
+    raw.update({VIEWS_PREFIX + p.name: p.read_bytes() for p in sorted(folder.glob("views/*.json"))})
     return _parse(raw)
 
 
 def _parse(raw: dict[str, bytes]) -> KnowledgeBase:
     documents: dict[str, dict[str, Any]] = {}
     for name, data in raw.items():
+        if name.startswith(VIEWS_PREFIX):
+            continue  # JSON, kept as text (KnowledgeBase.views)
         try:
             documents[name] = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -339,6 +339,8 @@ class KnowledgeBase:
     statements: Mapping[str, Statement]
     history: tuple[Mapping[str, str], ...] = field(default=())
     context: ContextLexicon = field(default_factory=ContextLexicon)
+    views: Mapping[str, str] = field(default_factory=dict)
+    """The shipped SQL on FHIR ViewDefinitions (``views/<name>.json``): name -> JSON text."""
 
     def param(self, param_id: str) -> float:
         """Return the value of parameter ``param_id``.
@@ -734,6 +736,9 @@ def _statement(entry_id: str, e: _Entry) -> Statement:
     return Statement(entry_id, cast("Any", e.choice("kind", kinds)), e.string("text"), e.sources())
 
 
+VIEWS_PREFIX = "views/"
+"""Raw names of the view files: ``views/<name>.json`` (hashed with the TOML files)."""
+
 FILES = (
     "manifest.toml",
     "sources.toml",
@@ -793,10 +798,19 @@ def build(documents: Mapping[str, Mapping[str, Any]], raw: Mapping[str, bytes]) 
         return data
 
     sources = _entries(doc("sources.toml", "sources"), "sources.toml", "sources", _source)
+    # The view files (``views/<name>.json``) are hashed after the TOML files, by name.
+    view_files = sorted(name for name in raw if name.startswith(VIEWS_PREFIX) and name.endswith(".json"))
+    hashed = [*FILES, *view_files]
+    views = {}
+    for name in view_files:
+        try:
+            views[name[len(VIEWS_PREFIX) : -len(".json")]] = raw[name].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise KnowledgeBaseError(f"{name}: not UTF-8: {exc}") from exc
     d = doc("nutrition.toml", "dri", "supplements", "foods")
     kb = KnowledgeBase(
         version=version,
-        sha256=hashlib.sha256(b"".join(name.encode() + b"\0" + raw[name] for name in FILES)).hexdigest(),
+        sha256=hashlib.sha256(b"".join(name.encode() + b"\0" + raw[name] for name in hashed)).hexdigest(),
         released=released,
         sources=sources,
         parameters=_entries(
@@ -822,6 +836,7 @@ def build(documents: Mapping[str, Mapping[str, Any]], raw: Mapping[str, bytes]) 
         ),
         history=tuple(history),
         context=_context(doc("context.toml", "settings", "categories")),
+        views=views,
     )
     _check_references(kb)
     return kb

@@ -113,6 +113,19 @@ class _Compiler:
         self.constants = {name: [c.value] for name, c in view.constants.items()}
 
     def node(self, node: Node) -> Fn:
+        fn = self._node(node)
+        if _static(node):
+            # Literals only (a list of codes joined by |): computed once, here.
+            value = fn([], 0)
+
+            def constant(items: list[Any], idx: int) -> list[Any]:
+                return value
+
+            constant.static = True  # type: ignore[attr-defined]
+            return constant
+        return fn
+
+    def _node(self, node: Node) -> Fn:
         kind = node[0]
         if kind == "lit":
             if node[1] == "empty":
@@ -208,6 +221,9 @@ class _Compiler:
 
             return union
         if op in ("in", "contains"):
+            fast = self.set_membership(op, left, right)
+            if fast is not None:
+                return fast
 
             def membership(items: list[Any], idx: int) -> list[Any]:
                 a = left(items, idx)
@@ -219,6 +235,27 @@ class _Compiler:
 
             return membership
         return self.arithmetic(op, left, right)
+
+    @staticmethod
+    def set_membership(op: str, left: Fn, right: Fn) -> Fn | None:
+        """``x in (literal strings)`` as a set lookup, when the list side is static strings."""
+        haystack_fn = right if op == "in" else left
+        needle_fn = left if op == "in" else right
+        if getattr(haystack_fn, "static", None) is None:
+            return None
+        values = haystack_fn([], 0)
+        if not all(isinstance(v, str) for v in values):
+            return None
+        strings = frozenset(values)
+
+        def member(items: list[Any], idx: int) -> list[Any]:
+            needle = needle_fn(items, idx)
+            if not needle:
+                return []
+            first = needle[0]
+            return [isinstance(first, str) and first in strings]
+
+        return member
 
     def arithmetic(self, op: str, left: Fn, right: Fn) -> Fn:
         def apply(items: list[Any], idx: int) -> list[Any]:
@@ -373,6 +410,85 @@ class _Compiler:
         raise InvalidInputError("path", f"the function {name}() is not supported in views", value=name)
 
 
+def _probe(node: Node) -> tuple[str, str | None] | None:
+    """The JSON keys a top-level element column reads: (key, the plain key of a choice) or ``None``.
+
+    ``code`` reads ``code``; ``value.ofType(Quantity)`` reads ``valueQuantity``, and also
+    ``value`` (kept when it is of the type). A caller that finds the first key absent or a
+    single non-list value (and the second absent) knows the column's values without the getter.
+    """
+    if node[0] == "member" and node[1] is None:
+        return node[2], None
+    if (
+        node[0] == "call"
+        and node[2] == "ofType"
+        and node[1] is not None
+        and node[1][0] == "member"
+        and node[1][1] is None
+        and node[3]
+        and isinstance(node[3][0][1], str)
+    ):
+        type_name = node[3][0][1]
+        key = node[1][2]
+        return key + type_name[:1].upper() + type_name[1:], key
+    return None
+
+
+def _direct(node: Node) -> Callable[[Any], list[Any]] | None:
+    """A getter for a top-level element (``code``, ``value.ofType(Quantity)``), else ``None``."""
+    if node[0] == "member" and node[1] is None:
+        key = node[2]
+
+        def member(element: Any) -> list[Any]:
+            value = element.get(key) if isinstance(element, dict) else None
+            if value is None:
+                return []
+            if isinstance(value, list):
+                return [v for v in value if v is not None]
+            return [value]
+
+        return member
+    if (
+        node[0] == "call"
+        and node[2] == "ofType"
+        and node[1] is not None
+        and node[1][0] == "member"
+        and node[1][1] is None
+        and node[3]
+        and isinstance(node[3][0][1], str)
+    ):
+        type_name = node[3][0][1]
+        key = node[1][2]
+        choice = key + type_name[:1].upper() + type_name[1:]
+
+        def choice_getter(element: Any) -> list[Any]:
+            if not isinstance(element, dict):
+                return []
+            value = element.get(choice)
+            if value is None:
+                found = []
+            elif isinstance(value, list):
+                found = [v for v in value if v is not None]
+            else:
+                found = [value]
+            if element.get(key) is not None:
+                found += [v for v in _children((element,), key) if _is_type(v, type_name)]
+            return found
+
+        return choice_getter
+    return None
+
+
+def _static(node: Node) -> bool:
+    """Whether a FHIRPath node is made of literals only (its value never changes)."""
+    kind = node[0]
+    if kind == "lit":
+        return True
+    if kind == "binop" and node[1] == "|":
+        return _static(node[2]) and _static(node[3])
+    return False
+
+
 def _to_string(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -401,6 +517,35 @@ class CompiledView:
         self._where = [compiler.node(w) for w in view.where]
         self._where_text = [str(w.get("path")) for w in view.raw.get("where", [])]
         self._rows = self._select(view.root, compiler)
+        self.getters = self._getters(view.root, compiler)
+        self.probes = (
+            tuple(_probe(c.node) for c in view.root.selects[0].columns) if self.getters is not None else None
+        )
+
+    @staticmethod
+    def _getters(root: Select, compiler: _Compiler) -> tuple[Callable[[Any], list[Any]], ...] | None:
+        """Per-column functions ``f(resource) -> values``, for a view that is a plain projection.
+
+        A view whose selects have columns only (no ``forEach``, nesting or ``unionAll``) gives
+        one row per resource, and each column depends on the resource alone: its values can
+        be computed one column at a time, only when asked for. ``None`` for other views.
+        """
+        if root.iterate is not None or root.union or root.columns or len(root.selects) != 1:
+            return None
+        select = root.selects[0]
+        if select.iterate is not None or select.selects or select.union:
+            return None
+        getters: list[Callable[[Any], list[Any]]] = []
+        for column in select.columns:
+            get = _direct(column.node)
+            if get is None:
+                fn = compiler.node(column.node)
+
+                def get(element: Any, fn: Fn = fn) -> list[Any]:
+                    return fn([element], 0)
+
+            getters.append(get)
+        return tuple(getters)
 
     def _select(self, select: Select, compiler: _Compiler) -> RowsFn:
         columns = [(c.name, c.collection, compiler.node(c.node)) for c in select.columns]
@@ -410,6 +555,45 @@ class CompiledView:
             [len(select.union[0].names)] if select.union else []
         )
 
+        if not children and not branches and columns:
+            # A plain projection (no nesting): one row per element, top-level elements read
+            # straight from the dict. The same values as the general body below, faster.
+            direct = [_direct(c.node) for c in select.columns]
+            plan = [(name, coll, fn, get) for (name, coll, fn), get in zip(columns, direct, strict=True)]
+            general = self._body(columns, children, branches, nested_widths)
+
+            def flat(element: Any, idx: int) -> list[tuple[Any, ...]]:
+                if element is _ABSENT:
+                    return general(element, idx)
+                row: list[Any] = []
+                context = [element]
+                for name, collection, fn, get in plan:
+                    values = get(element) if get is not None else fn(context, idx)
+                    if collection:
+                        row.append(values)
+                    elif len(values) > 1:
+                        raise InvalidInputError(
+                            f"column {name}",
+                            "the path gave several values but the column is not a collection",
+                            value=values,
+                            allowed='one value, or "collection": true',
+                        )
+                    else:
+                        row.append(values[0] if values else None)
+                return [tuple(row)]
+
+            body_fn: RowsFn = flat
+        else:
+            body_fn = self._body(columns, children, branches, nested_widths)
+        return self._iterate(select, compiler, body_fn)
+
+    def _body(
+        self,
+        columns: list[tuple[str, bool, Fn]],
+        children: list[RowsFn],
+        branches: list[RowsFn],
+        nested_widths: list[int],
+    ) -> RowsFn:
         def body(element: Any, idx: int) -> list[tuple[Any, ...]]:
             parts: list[list[tuple[Any, ...]]] = []
             if columns:
@@ -438,6 +622,9 @@ class CompiledView:
                 parts.append([r for branch in branches for r in branch(element, idx)])
             return _cross(parts)
 
+        return body
+
+    def _iterate(self, select: Select, compiler: _Compiler, body: RowsFn) -> RowsFn:
         if select.iterate is None:
             return body
         paths = [compiler.node(p) for p in select.paths]

@@ -769,7 +769,9 @@ class _Compiler:
         return self.let(coll, check)
 
 
-def compile_sql(view: View, dialect: Dialect, source: str, resource_column: str) -> str:
+def compile_sql(
+    view: View, dialect: Dialect, source: str, resource_column: str, carry: Sequence[str] = ()
+) -> str:
     """One query giving the view's rows, one JSON value (text) per column, in column order.
 
     Args:
@@ -777,6 +779,8 @@ def compile_sql(view: View, dialect: Dialect, source: str, resource_column: str)
         dialect: DuckDB or Spark.
         source: a table expression with one resource per row.
         resource_column: the column of ``source`` holding the resource (JSON or VARIANT).
+        carry: columns of ``source`` passed through unchanged, before the view's columns
+            (a patient key, an input order); plain SQL names chosen by the caller.
 
     Returns:
         The SQL text.
@@ -800,10 +804,11 @@ def compile_sql(view: View, dialect: Dialect, source: str, resource_column: str)
         f"{dialect.text(dialect.at('row_', str(i)))} AS {quote}{n}{quote}" for i, n in enumerate(names)
     )
     explode = "unnest" if dialect.name == "duckdb" else "explode"
+    kept = "".join(f"{quote}{c}{quote}, " for c in carry)
     # The query is built from the parsed view: names are checked, literals quoted by _q().
     return (
-        f"SELECT {columns} FROM (SELECT {explode}({rows}) AS row_ "  # noqa: S608
-        f"FROM (SELECT {resource_column} AS r FROM {source}) AS resources_ WHERE {condition}) AS rows_"
+        f"SELECT {kept}{columns} FROM (SELECT {kept}{explode}({rows}) AS row_ "  # noqa: S608
+        f"FROM (SELECT {kept}{resource_column} AS r FROM {source}) AS resources_ WHERE {condition}) AS rows_"
     )
 
 

@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
+from magstat.adapters.fhir.flatten import READ_TYPES, FlatViews, ResourceRow, views_for_kb
 from magstat.core.facts import (
     ConditionFact,
     Lab,
@@ -100,19 +101,10 @@ from magstat.core.units import allowed_units, parse_unit, to_canonical
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
-__all__ = ["facts_from_fhir", "is_fhir"]
+__all__ = ["facts_from_fhir", "facts_from_rows", "is_fhir"]
 
 _UCUM = "http://unitsofmeasure.org"
-_READ = frozenset(
-    {
-        "Patient",
-        "Observation",
-        "Condition",
-        "MedicationRequest",
-        "MedicationStatement",
-        "Medication",
-    }
-)
+_READ = frozenset(READ_TYPES)
 _MAX_NESTING = 3
 
 _OBSERVATION_SKIP = frozenset({"entered-in-error", "cancelled"})
@@ -234,11 +226,48 @@ def facts_from_fhir(
             allowed="a FHIR R4 resource",
         )
     try:
-        return _Reader(kb, as_of, strict).read(data, patient_id)
+        reader = _Reader(kb, as_of, strict)
+        return reader.read_rows(reader.collect(data), patient_id)
     except _MALFORMED as exc:  # a safety net: the readers turn these into field errors
         raise InvalidInputError(
             str(data.get("resourceType")), f"malformed FHIR input ({type(exc).__name__})"
         ) from None
+
+
+def facts_from_rows(
+    rows: Sequence[ResourceRow],
+    kb: KnowledgeBase,
+    *,
+    as_of: date,
+    strict: bool = True,
+    patient_id: str | None = None,
+) -> PatientFacts:
+    """Read the view rows of one patient's resources into their facts.
+
+    The rows come from the knowledge base's views (:mod:`magstat.adapters.fhir.flatten`),
+    evaluated in process (:func:`facts_from_fhir`) or in an SQL engine (``magstat screen``);
+    the clinical reading is the same for both. A resource type and id seen twice is read once.
+
+    Args:
+        rows: the resources, in input order (referenced Medications may come first).
+        kb: the knowledge base that recognises tests, drugs, conditions and signs.
+        as_of: the date of the assessment.
+        strict: refuse at the first bad resource, or leave it out with a note in ``excluded``.
+        patient_id: the Patient to read when the rows hold several.
+
+    Returns:
+        The patient's facts.
+
+    Raises:
+        InvalidInputError: as :func:`facts_from_fhir`.
+
+    .. versionadded:: 0.3.0
+
+    """
+    try:
+        return _Reader(kb, as_of, strict).read_rows(rows, patient_id)
+    except _MALFORMED as exc:  # a safety net: the readers turn these into field errors
+        raise InvalidInputError("rows", f"malformed FHIR input ({type(exc).__name__})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,39 +555,7 @@ def _test_info(kb: KnowledgeBase, test_id: str) -> _TestInfo:
 # The reader
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One resource of the input and where it sits."""
-
-    bundle: str  # "Bundle", "Bundle.entry[2].resource", or "" for a single resource
-    index: int
-    rtype: str
-    resource: Mapping[str, Any]
-    full_url: str | None
-
-    @property
-    def label(self) -> str:
-        rid = self.resource.get("id")
-        return f"{self.rtype}/{rid}" if isinstance(rid, str) and rid else self.rtype
-
-    @property
-    def where(self) -> str:
-        """The field-path prefix of errors about this resource."""
-        if not self.bundle:
-            return self.label
-        return f"{self.bundle}.entry[{self.index}] ({self.label})"
-
-    @property
-    def origin(self) -> str:
-        rid = self.resource.get("id")
-        if isinstance(rid, str) and rid:
-            return f"{self.rtype}/{rid}"
-        return self.full_url or self.where
-
-    @property
-    def note_label(self) -> str:
-        rid = self.resource.get("id")
-        return self.label if isinstance(rid, str) and rid else self.where
+_Item = ResourceRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,6 +588,7 @@ class _Reader:
         self.note_other_patients = True
         self.medications_by_ref: dict[str, Mapping[str, Any]] = {}
         self.birth_date: date | None = None
+        self.flat: FlatViews = views_for_kb(kb)
 
     # -- input structure ---------------------------------------------------------------------
 
@@ -600,14 +598,28 @@ class _Reader:
             raise err
         self.excluded.append(f"{label}: {err.problem}" if err.field == label else f"{label}: {err.message}")
 
-    def _collect(self, data: Mapping[str, Any]) -> list[_Item]:
+    def collect(self, data: Mapping[str, Any]) -> list[_Item]:
+        """The rows of the resources of a Bundle (nested ones too) or of one resource."""
         rtype = str(data["resourceType"])
         if rtype != "Bundle":
-            return [_Item("", 0, rtype, data, None)] if rtype in _READ else []
+            return [self._row(rtype, data, "", 0, None)] if rtype in _READ else []
         items: list[_Item] = []
-        seen: set[tuple[str, str]] = set()
-        self._walk(data, "Bundle", 0, items, seen)
+        self._walk(data, "Bundle", 0, items)
         return items
+
+    def _row(
+        self, rtype: str, resource: Mapping[str, Any], bundle: str, index: int, full_url: str | None
+    ) -> _Item:
+        """Run the knowledge base's view of ``rtype`` on one resource."""
+        try:
+            return ResourceRow(rtype, self.flat.row(rtype, resource), bundle, index, full_url)
+        except InvalidInputError as err:
+            error = err
+        except _MALFORMED as exc:
+            error = InvalidInputError("", f"malformed {rtype} ({type(exc).__name__})")
+        rid = resource.get("id")
+        values = {"id": rid} if isinstance(rid, str) else {}
+        return ResourceRow(rtype, values, bundle, index, full_url, error=error)
 
     def _walk(
         self,
@@ -615,7 +627,6 @@ class _Reader:
         where: str,
         depth: int,
         items: list[_Item],
-        seen: set[tuple[str, str]],
     ) -> None:
         entries = bundle.get("entry")
         if entries is None:
@@ -644,24 +655,21 @@ class _Reader:
                 if depth >= _MAX_NESTING:
                     self._bad(InvalidInputError(field, "Bundles nested too deeply"), field)
                 else:
-                    self._walk(resource, field, depth + 1, items, seen)
+                    self._walk(resource, field, depth + 1, items)
                 continue
             if rtype not in _READ:
                 continue
-            rid = resource.get("id")
-            if isinstance(rid, str) and rid:
-                if (rtype, rid) in seen:  # the same resource twice (a searchset _include)
-                    continue
-                seen.add((rtype, rid))
             full_url = entry.get("fullUrl")
-            items.append(_Item(where, i, rtype, resource, full_url if isinstance(full_url, str) else None))
+            items.append(
+                self._row(rtype, resource, where, i, full_url if isinstance(full_url, str) else None)
+            )
 
     # -- the patient -------------------------------------------------------------------------
 
     @staticmethod
     def _identity(item: _Item) -> set[str]:
         keys: set[str] = set()
-        rid = item.resource.get("id")
+        rid = item.values.get("id")
         if isinstance(rid, str) and rid:
             keys.add(rid)
         if item.full_url:
@@ -718,7 +726,7 @@ class _Reader:
             return True
 
     def _patient(self, item: _Item) -> _Demographics:
-        res = item.resource
+        res = item.values
         birth = _date(res, "birthDate")
         if birth is not None and birth > self.as_of:
             raise InvalidInputError(
@@ -755,8 +763,16 @@ class _Reader:
 
     # -- the whole input ---------------------------------------------------------------------
 
-    def read(self, data: Mapping[str, Any], patient_id: str | None) -> PatientFacts:
-        items = self._collect(data)
+    def read_rows(self, rows: Sequence[_Item], patient_id: str | None) -> PatientFacts:
+        items: list[_Item] = []
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            rid = row.values.get("id")
+            if isinstance(rid, str) and rid:
+                if (row.rtype, rid) in seen:  # the same resource twice (a searchset _include)
+                    continue
+                seen.add((row.rtype, rid))
+            items.append(row)
         patients = [item for item in items if item.rtype == "Patient"]
         patient = self._choose_patient(patients, patient_id)
         for item in items:
@@ -796,9 +812,9 @@ class _Reader:
             if facts is None:
                 continue
             if item.rtype == "Condition":
-                has_conditions = has_conditions or self._about_patient(item.resource)
+                has_conditions = has_conditions or self._about_patient(item.values)
             elif item.rtype != "Observation":
-                has_medications = has_medications or self._about_patient(item.resource)
+                has_medications = has_medications or self._about_patient(item.values)
             for fact in facts:
                 if isinstance(fact, Lab):
                     labs.append(fact)
@@ -879,12 +895,14 @@ class _Reader:
     def _guarded(self, item: _Item, handler: Callable[[_Item], _T]) -> _T | None:
         """Run a handler; a failure refuses the input or leaves this resource out."""
         try:
+            if item.error is not None:
+                raise item.error
             return handler(item)
         except InvalidInputError as err:
             failure = err
         except _MALFORMED as exc:
             failure = InvalidInputError("", f"malformed {item.rtype} ({type(exc).__name__})")
-        if item.rtype != "Patient" and not self._about_patient(item.resource):
+        if item.rtype != "Patient" and not self._about_patient(item.values):
             return None  # another patient's resource: none of our business
         if self.strict:
             raise failure.at(item.where) from None
@@ -900,7 +918,7 @@ class _Reader:
     # -- Observation -------------------------------------------------------------------------
 
     def _observation(self, item: _Item) -> list[_Fact]:
-        res = item.resource
+        res = item.values
         status = res.get("status")
         if isinstance(status, str) and status in _OBSERVATION_SKIP:
             return []
@@ -957,7 +975,7 @@ class _Reader:
         codes: _Codes,
         when: date | None,
     ) -> Lab | None:
-        res = item.resource
+        res = item.values
         test = self.kb.tests[test_id]
         info = _test_info(self.kb, test_id)
         quantity = _obj(res, "valueQuantity")
@@ -982,7 +1000,10 @@ class _Reader:
             value_field = unit_field = "valueInteger"
             unit = None
         else:
-            other = next((k for k in res if k.startswith("value") and k != "valueQuantity"), None)
+            # In the view's column order, so that every path names the same one.
+            other = next(
+                (k for k in self.flat.names["Observation"] if k.startswith("value") and k in res), None
+            )
             if other is not None:
                 self.excluded.append(f"{item.note_label}: {other} is not a number; {test.name} left out")
             return None  # no value (dataAbsentReason) or not a quantity
@@ -1058,7 +1079,7 @@ class _Reader:
         return text or _code_words(codes_m)
 
     def _observed_sign(self, item: _Item, sign: Match, when: date | None) -> list[_Fact]:
-        res = item.resource
+        res = item.values
         present: bool | None
         if "valueBoolean" in res:
             value = res["valueBoolean"]
@@ -1087,7 +1108,7 @@ class _Reader:
     # -- Condition ---------------------------------------------------------------------------
 
     def _condition(self, item: _Item) -> list[_Fact]:
-        res = item.resource
+        res = item.values
         verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
         verification = next((code for _, code in verification_codes if code), None)
         if verification in _VERIFICATION_SKIP:
@@ -1210,13 +1231,13 @@ class _Reader:
     # -- MedicationRequest / MedicationStatement ---------------------------------------------
 
     def _index_medication(self, item: _Item) -> None:
-        rid = item.resource.get("id")
+        rid = item.values.get("id")
         if isinstance(rid, str) and rid:
-            self.medications_by_ref[f"Medication/{rid}"] = item.resource
+            self.medications_by_ref[f"Medication/{rid}"] = item.values
         if item.full_url:
-            self.medications_by_ref[item.full_url] = item.resource
+            self.medications_by_ref[item.full_url] = item.values
             rtype, key = _ref_key(item.full_url)
-            self.medications_by_ref[f"{rtype or 'Medication'}/{key}"] = item.resource
+            self.medications_by_ref[f"{rtype or 'Medication'}/{key}"] = item.values
 
     def _medication(
         self,
@@ -1225,7 +1246,7 @@ class _Reader:
         start: date | None,
         dosage_key: str,
     ) -> list[_Fact]:
-        res = item.resource
+        res = item.values
         codes, name, text = self._drug_concept(res)
         found = _match(self.kb, "drug", codes, text)
         dose = route = None
@@ -1323,7 +1344,7 @@ class _Reader:
         return found
 
     def _medication_request(self, item: _Item) -> list[_Fact]:
-        res = item.resource
+        res = item.values
         status = _str(res, "status")
         if status in _REQUEST_SKIP:
             return []
@@ -1343,7 +1364,7 @@ class _Reader:
         return self._medication(item, current, authored, "dosageInstruction")
 
     def _medication_statement(self, item: _Item) -> list[_Fact]:
-        res = item.resource
+        res = item.values
         status = _str(res, "status")
         if status in _STATEMENT_SKIP:
             return []

@@ -2,11 +2,15 @@
 
 FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
 which validates every line) classifies each line in SQL and keeps the lines the adapter needs
-in a staging table, whose row order is the input order. A second query joins referenced
-Medications, sorts the kept lines by patient (then input order) and streams them to Python,
-where each patient's lines go to :func:`magstat.batch.rows.screen_fhir_chunk` in worker
-processes. DuckDB sorts larger-than-memory data on disk, so memory stays bounded by
-``memory_limit`` and the chunk size, not by the input.
+in a staging table, whose row order is the input order. A second query flattens the kept
+lines in DuckDB with the knowledge base's SQL on FHIR views (the SQL that
+:func:`magstat.adapters.fhir.flatten.row_sql` compiles from them: only the elements the
+reading uses, one compact JSON row per resource), joins referenced Medications, sorts the rows
+by patient (then input order) and streams them to Python, where each patient's rows go to
+:func:`magstat.batch.rows.screen_rows_chunk` in worker processes: the same
+``facts_from_rows`` as ``magstat assess`` on a Bundle of those resources. DuckDB sorts
+larger-than-memory data on disk, so memory stays bounded by ``memory_limit`` and the chunk
+size, not by the input.
 
 .. versionadded:: 0.1.0
 """
@@ -21,6 +25,7 @@ from typing import Any
 
 import duckdb
 
+from magstat.adapters.fhir.flatten import READ_TYPES, row_sql, views_for_kb
 from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunContext
 from magstat.batch.parallel import WorkerPool
 from magstat.batch.readers import table as table_reader
@@ -32,8 +37,9 @@ from magstat.batch.readers.fhir_bulk import (
     code_keyword_patterns,
     plain_code_pattern,
 )
-from magstat.batch.rows import FhirGroup, Job, PatientResult, screen_fhir_chunk, screen_record_chunk
+from magstat.batch.rows import FhirGroup, Job, PatientResult, screen_record_chunk, screen_rows_chunk
 from magstat.errors import InvalidInputError
+from magstat.kb import KnowledgeBase
 
 __all__ = ["DuckDBEngine"]
 
@@ -184,19 +190,36 @@ FROM (
 )
 """  # noqa: S608
 
-    # Only integer constants are interpolated.
-    FETCH_SQL = f"""
-WITH meds AS (
-  SELECT mkey, arg_min(line, rowid) AS line FROM staged WHERE mkey IS NOT NULL GROUP BY mkey
+    @staticmethod
+    def fetch_sql(kb: KnowledgeBase) -> str:
+        """Flatten the kept lines with the views, add referenced Medications, sort by patient."""
+        flat = views_for_kb(kb)
+        per_type = " UNION ALL ".join(
+            row_sql(
+                flat,
+                rtype,
+                "duckdb",
+                # Only integer constants and checked type names are interpolated.
+                f"(SELECT CAST(line AS JSON) AS json, pid, mkey, rt, rowid AS ord FROM staged "  # noqa: S608
+                f"WHERE kind = {USED} AND rt = '{rtype}')",
+                "json",
+                carry=("pid", "mkey", "rt", "ord"),
+            )
+            for rtype in READ_TYPES
+        )
+        return f"""
+WITH flat AS ({per_type}),
+meds AS (
+  SELECT mkey, arg_min(row, ord) AS row FROM flat WHERE mkey IS NOT NULL GROUP BY mkey
 ),
 links AS (
   SELECT DISTINCT pid, mref FROM staged WHERE mref IS NOT NULL
 )
-SELECT pid, rt, line FROM (
-  SELECT l.pid AS pid, 'Medication' AS rt, -1 AS ord, m.mkey AS tie, m.line AS line
+SELECT pid, rt, row FROM (
+  SELECT l.pid AS pid, 'Medication' AS rt, -1 AS ord, m.mkey AS tie, m.row AS row
   FROM links l JOIN meds m ON l.mref = m.mkey
   UNION ALL
-  SELECT pid, rt, rowid AS ord, NULL AS tie, line FROM staged WHERE kind = {USED} AND rt <> 'Medication'
+  SELECT pid, rt, ord, NULL AS tie, row FROM flat WHERE rt <> 'Medication'
 )
 ORDER BY pid, ord, tie
 """  # noqa: S608
@@ -248,8 +271,8 @@ ORDER BY pid, ord, tie
         ((total,),) = con.execute(
             f"SELECT count(DISTINCT pid) FROM staged WHERE kind = {USED} AND rt <> 'Medication'"  # noqa: S608
         ).fetchall()
-        reader = con.sql(self.FETCH_SQL).to_arrow_reader(batch_size=8192)
-        work = functools.partial(screen_fhir_chunk, job=job)
+        reader = con.sql(self.fetch_sql(ctx.kb)).to_arrow_reader(batch_size=8192)
+        work = functools.partial(screen_rows_chunk, job=job)
         done = 0
         for results in pool.map(work, _chunks(_groups(reader))):
             done += len(results)
@@ -319,7 +342,7 @@ ORDER BY pid, ord, tie
 
 
 def _groups(reader: Any) -> Iterator[FhirGroup]:
-    """Group the sorted (pid, rt, line) stream into one tuple per patient."""
+    """Group the sorted (pid, rt, row) stream into one tuple per patient."""
     current: str | None = None
     rtypes: list[str] = []
     lines: list[str] = []

@@ -9,6 +9,8 @@ from magstat.core.rules.work import _fmt, _in_text, _Work
 # --------------------------------------------------------------------------------------------
 # Step 5: the status
 
+_EVIDENCE_WEIGHTS = frozenset(("deficit", "excess", "major", "minor", "specific", "supportive"))
+
 
 def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, str | None, Finding]:
     """Combine the evidence into a status, by precedence (first rule that holds wins).
@@ -35,13 +37,9 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
     band = serum.band if serum.current else None
     strong = bool(w.major) or mds.band == "high" or bool(w.specific_signs)
     risk = strong or len(w.minor) >= 2 or bool(w.supportive_signs) or "mds" in w.minor
-    evidence = [
-        f.id
-        for f in w.findings
-        if f.weight in ("deficit", "excess", "major", "minor", "specific", "supportive")
-    ]
+    evidence = [f.id for f in w.findings if f.weight in _EVIDENCE_WEIGHTS]
     severity: str | None = None
-    therapeutic_high = kb.param("mg_therapy.therapeutic_high")
+    therapeutic_high = w.p.params["mg_therapy.therapeutic_high"]
     if band == "above_lab_range" and w.mg_therapy and (serum.mmol_l or 0.0) <= therapeutic_high:
         status: Status = "indeterminate"
         rule = (
@@ -55,7 +53,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
                 text=(
                     f"Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is raised as expected during magnesium "
                     f"therapy and is within the labelled therapeutic range "
-                    f"({_fmt(kb.param('mg_therapy.therapeutic_low'))}–{_fmt(therapeutic_high)} mmol/L, 2.5–5 mEq/L): "
+                    f"({_fmt(w.p.params['mg_therapy.therapeutic_low'])}–{_fmt(therapeutic_high)} mmol/L, 2.5–5 mEq/L): "
                     "a therapeutic level, not magnesium excess."
                 ),
                 weight="info",
@@ -82,9 +80,9 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         status = "deficient"
         assert serum.mmol_l is not None
         order = {"mild": 0, "moderate": 1, "severe": 2}
-        if serum.mmol_l < kb.param("serum_mg.ctcae_hypo_grade3_below"):
+        if serum.mmol_l < w.p.params["serum_mg.ctcae_hypo_grade3_below"]:
             severity = "severe"
-        elif serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
+        elif serum.mmol_l < w.p.params["serum_mg.symptomatic_below"]:
             severity = "moderate"
         else:
             severity = "mild"
@@ -127,7 +125,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         band is None
         and mds.complete
         and mds.score is not None
-        and mds.score < kb.param("mds.band_middle")
+        and mds.score < w.p.params["mds.band_middle"]
         and w.facts.medications is not None
         and w.facts.conditions is not None
         and not w.major
@@ -143,8 +141,13 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         category="status",
         text=f"Status {status.replace('_', ' ')}" + (f" ({severity})" if severity else "") + f": {rule}.",
         weight="info",
-        rule=_decide.__doc__.split("\n\n", 1)[1].strip() if _decide.__doc__ else rule,
+        rule=_PRECEDENCE or rule,
         inputs=tuple(InputUsed("finding", e) for e in evidence),
-        sources=kb.statement("lim.decision_support").sources,
+        sources=w.p.statement_sources["lim.decision_support"],
     )
     return status, severity, basis
+
+
+_PRECEDENCE = _decide.__doc__.split("\n\n", 1)[1].strip() if _decide.__doc__ else None
+"""The precedence rule as the status finding states it (the numbered list of ``_decide``); without
+docstrings (``python -OO``) the finding states the rule that held."""

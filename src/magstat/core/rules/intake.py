@@ -24,7 +24,7 @@ def _intake(w: _Work) -> IntakeResult:
         w.limit("lim.intake_estimate", "Intake was estimated from a short food-frequency answer set.")
     row = None
     if w.age is not None:
-        row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating)
+        row = w.dri_row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating)
     if amount is None:
         w.missing.append("diet")
         return IntakeResult(
@@ -94,7 +94,7 @@ def _supplements(w: _Work) -> SupplementResult:
         else:
             total += elemental
         counted.append((item, elemental))
-    row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating) if w.age is not None else None
+    row = w.dri_row  # the life stage's row, found by _intake (None without an age)
     if row is None and w.age is not None:
         # The UL does not depend on sex: any row of the age band will do.
         row = next((r for r in kb.dri if r.age_min <= w.age < r.age_max), None)

@@ -26,36 +26,48 @@ def _select_labs(w: _Work) -> None:
     none). A dated result older than ``labs.recent_days`` is kept aside as stale: shown, not
     used for the status.
     """
-    recent_days = w.kb.param("labs.recent_days")
+    recent_days = w.p.params["labs.recent_days"]
     as_of = w.facts.as_of
-    best: dict[str, tuple[date, int, Lab]] = {}
-    for i, lab in enumerate(w.facts.labs):
+    labs = w.facts.labs
+    best: dict[str, Lab] = {}
+    best_when: dict[str, date] = {}
+    conflicts = w.conflicts
+    for lab in labs:
         when = lab.when or as_of
         if when > as_of:
             continue
-        if lab.test == "serum_mg":
-            w.mg_history.append((lab.when, lab.value))
-        key = (when, i)
-        old = best.get(lab.test)
-        if old is not None and when == old[0] and lab.when is not None and old[2].when is not None:
+        test = lab.test
+        old_when = best_when.get(test)
+        if old_when is None or when > old_when:
+            best_when[test] = when
+            best[test] = lab
+            if conflicts:
+                conflicts.pop(test, None)  # a newer date: earlier disagreements no longer matter
+            continue
+        if when < old_when:
+            continue
+        old = best[test]
+        if lab.when is None or old.when is None:
+            # The same date, one of the two undated: the later result in the record wins.
+            best[test] = lab
+            if conflicts:
+                conflicts.pop(test, None)
+        elif abs(lab.value - old.value) > 1e-9:
             # Two results of one test on the same date: not silently one or the other. Keep the
             # reading that is safer for advice and say so (see _conflict_finding).
-            if abs(lab.value - old[2].value) > 1e-9:
-                seen = w.conflicts.setdefault(lab.test, [old[2]])
-                seen.append(lab)
-                higher = lab.test in _HIGHER_IS_SAFER
-                safer = lab.value > old[2].value if higher else lab.value < old[2].value
-                if safer:
-                    best[lab.test] = (when, i, lab)
-            continue
-        if old is None or key > (old[0], old[1]):
-            best[lab.test] = (when, i, lab)
-            w.conflicts.pop(lab.test, None)  # a newer date: earlier disagreements no longer matter
-    for test, labs in w.conflicts.items():
-        if best[test][2] in labs:
-            _conflict_finding(w, test, labs, best[test][2])
-    for test, (when, _i, lab) in best.items():
-        if (as_of - when).days > recent_days:
+            conflicts.setdefault(test, [old]).append(lab)
+            higher = test in _HIGHER_IS_SAFER
+            if (lab.value > old.value) if higher else (lab.value < old.value):
+                best[test] = lab
+    if "serum_mg" in best:
+        w.mg_history.extend(
+            (lab.when, lab.value) for lab in labs if lab.test == "serum_mg" and (lab.when or as_of) <= as_of
+        )
+    for test, seen in conflicts.items():
+        if best[test] in seen:
+            _conflict_finding(w, test, seen, best[test])
+    for test, lab in best.items():
+        if (as_of - best_when[test]).days > recent_days:
             w.stale[test] = lab
         else:
             w.latest[test] = lab
@@ -104,11 +116,11 @@ def _serum(w: _Work) -> SerumMagnesium:
                     text=(
                         f"The last serum magnesium ({_fmt(stale.value, 2)} mmol/L on "
                         f"{stale.when.isoformat() if stale.when else 'an unknown date'}) is older than "
-                        f"{kb.param('labs.recent_days'):.0f} days before the as-of date, so it is shown "
+                        f"{w.p.params['labs.recent_days']:.0f} days before the as-of date, so it is shown "
                         "but not used."
                     ),
                     weight="info",
-                    rule=f"results older than labs.recent_days ({kb.param('labs.recent_days'):.0f} days) are not current",
+                    rule=f"results older than labs.recent_days ({w.p.params['labs.recent_days']:.0f} days) are not current",
                     inputs=(_lab_input("serum magnesium", stale),),
                     sources=kb.parameters["labs.recent_days"].sources,
                 )
@@ -131,7 +143,7 @@ def _serum(w: _Work) -> SerumMagnesium:
     interval_from: Literal["lab", "default"] = (
         "lab" if lab.ref_low is not None and lab.ref_high is not None else "default"
     )
-    evidence_lower = kb.param("serum_mg.evidence_lower")
+    evidence_lower = w.p.params["serum_mg.evidence_lower"]
     value = lab.value
     band: Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
     grade: int | None = None
@@ -143,13 +155,13 @@ def _serum(w: _Work) -> SerumMagnesium:
             (3, "ctcae_hypo_grade3_below"),
             (4, "ctcae_hypo_grade4_below"),
         ):
-            if value < kb.param(f"serum_mg.{key}"):
+            if value < w.p.params[f"serum_mg.{key}"]:
                 grade = g
     elif high is not None and value > high:
         band = "above_lab_range"
         grade = 1
         for g, key in ((3, "ctcae_hyper_grade3_above"), (4, "ctcae_hyper_grade4_above")):
-            if value > kb.param(f"serum_mg.{key}"):
+            if value > w.p.params[f"serum_mg.{key}"]:
                 grade = g
     elif value < evidence_lower:
         band = "low_normal"
@@ -225,7 +237,7 @@ def _egfr(w: _Work) -> EgfrResult:
         creatinine is not None
         and w.age is not None
         and facts.sex is not None
-        and w.age >= kb.param("ckd_epi.min_age")
+        and w.age >= w.p.params["ckd_epi.min_age"]
     )
     # A reported eGFR is preferred when it is CKD-EPI 2021 or unlabelled, unless a creatinine
     # taken later gives a newer estimate: kidney function can fall within weeks.
@@ -240,7 +252,7 @@ def _egfr(w: _Work) -> EgfrResult:
         and (not method or method.upper().startswith("CKD-EPI 2021"))
         and not newer_creatinine
     )
-    if creatinine is not None and w.age is not None and w.age < kb.param("ckd_epi.min_age"):
+    if creatinine is not None and w.age is not None and w.age < w.p.params["ckd_epi.min_age"]:
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
@@ -308,13 +320,13 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
     facts = w.facts
     if reported is None or creatinine is None or w.age is None or facts.sex is None:
         return result
-    if w.age < kb.param("ckd_epi.min_age") or result.value is None:
+    if w.age < w.p.params["ckd_epi.min_age"] or result.value is None:
         return result
     computed = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
     high, low = max(computed, reported.value), min(computed, reported.value)
-    if high <= 0 or (high - low) / high <= kb.param("egfr.discrepancy_fraction"):
+    if high <= 0 or (high - low) / high <= w.p.params["egfr.discrepancy_fraction"]:
         return result
-    fraction = kb.param("egfr.discrepancy_fraction")
+    fraction = w.p.params["egfr.discrepancy_fraction"]
     when_r = reported.when.isoformat() if reported.when else "an unknown date"
     when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
     w.find(

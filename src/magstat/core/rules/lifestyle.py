@@ -44,7 +44,7 @@ def _alcohol_and_lifestyle(w: _Work) -> None:
         w.missing.append("alcohol")
     if w.age is None:
         w.missing.append("age")
-    elif w.age >= kb.param("age.older_adult_at_least"):
+    elif w.age >= w.p.params["age.older_adult_at_least"]:
         w.minor.append("age")
         w.find(
             Finding(
@@ -52,7 +52,7 @@ def _alcohol_and_lifestyle(w: _Work) -> None:
                 category="risk_factor",
                 text=f"Age {w.age:.0f}: older adults more often have low intake and lower absorption, though serum magnesium changes little with age.",
                 weight="minor",
-                rule=f"age ≥ {kb.param('age.older_adult_at_least'):.0f} years counts as a minor risk factor",
+                rule=f"age ≥ {w.p.params['age.older_adult_at_least']:.0f} years counts as a minor risk factor",
                 inputs=(InputUsed("age", round(w.age, 1), "years"),),
                 sources=kb.parameters["age.older_adult_at_least"].sources,
                 strength="moderate",

@@ -5,23 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from magstat.core import calculators as calc
+from magstat.core.facts import Medication
 from magstat.core.result import EgfrResult, Finding, InputUsed, MdsResult
 from magstat.core.rules.work import _lab_input, _Work
-from magstat.kb.cache import per_kb
-from magstat.kb.schema import KnowledgeBase
 
 _MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
-
-
-@per_kb
-def _mds_components_by_drug(kb: KnowledgeBase) -> dict[str, frozenset[str]]:
-    """Drug id -> the MDS components its classes count for (computed once per knowledge base)."""
-    return {
-        drug.id: frozenset(
-            c for c in (kb.drug_classes[k].mds_component for k in drug.classes) if c is not None
-        )
-        for drug in kb.drugs.values()
-    }
 
 
 def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
@@ -29,22 +17,33 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     facts = w.facts
     components: dict[str, int | None] = {}
     inputs: list[InputUsed] = []
-    by_drug = _mds_components_by_drug(kb)
-    for component in ("diuretic", "ppi"):
-        if facts.medications is None:
-            components[component] = None
-            continue
-        taking = [m for m in facts.medications if m.current and any(component in by_drug[d] for d in m.drugs)]
-        unsure = [
-            m
-            for m in facts.medications
-            if m.current is None and any(component in by_drug[d] for d in m.drugs)
-        ]
-        components[component] = 1 if taking else (None if unsure else 0)
-        inputs.extend(
-            InputUsed(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
-            for m in taking
-        )
+    meds = facts.medications
+    if meds is None:
+        components["diuretic"] = components["ppi"] = None
+    else:
+        # One pass over the list: the medications that count for each component, taken now
+        # (current) or perhaps (current unknown).
+        by_drug = w.p.mds_components_of
+        taking: dict[str, list[Medication]] = {"diuretic": [], "ppi": []}
+        unsure: set[str] = set()
+        for m in meds:
+            current = m.current
+            if current is False or not m.drugs:
+                continue
+            for d in m.drugs:
+                for component in by_drug[d]:
+                    if current:
+                        if not taking[component] or taking[component][-1] is not m:
+                            taking[component].append(m)
+                    else:
+                        unsure.add(component)
+        for component in ("diuretic", "ppi"):
+            taken = taking[component]
+            components[component] = 1 if taken else (None if component in unsure else 0)
+            inputs.extend(
+                InputUsed(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                for m in taken
+            )
     components["kidney"] = None if egfr.value is None else calc.mds_kidney_points(kb, egfr.value)
     if egfr.value is not None:
         inputs.append(InputUsed("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
@@ -60,11 +59,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
         low_band, high_band = calc.mds_band(kb, score), calc.mds_band(kb, upper)
         if low_band == high_band:
             band = low_band  # type: ignore[assignment]
-    sources = tuple(
-        dict.fromkeys(
-            [*kb.parameters["mds.egfr_mild_below"].sources, *kb.parameters["mds.band_high"].sources]
-        )
-    )
+    sources = w.p.mds_sources
     if score is not None:
         parts = ", ".join(f"{k} {'unknown' if v is None else v}" for k, v in components.items())
         text = f"Magnesium Depletion Score {score}" + (
@@ -87,7 +82,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
                 weight="major" if band == "high" else "minor" if band == "middle" else "info",
                 rule="diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high",
                 inputs=tuple(inputs),
-                sources=tuple(dict.fromkeys([*sources, *kb.statement("ex.mds").sources])),
+                sources=w.p.mds_finding_sources,
                 strength="observational: predicts inflammation and mortality in NHANES; AUC 0.63 against the loading test",
             )
         )
@@ -114,8 +109,8 @@ def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:
     audit = w.latest.get("audit_c")
     if audit is not None:
         inputs.append(_lab_input("AUDIT-C", audit))
-        female_cut = kb.param("audit_c.positive_female_at_least")
-        male_cut = kb.param("audit_c.positive_male_at_least")
+        female_cut = w.p.params["audit_c.positive_female_at_least"]
+        male_cut = w.p.params["audit_c.positive_male_at_least"]
         cut = female_cut if sex == "female" else male_cut if sex == "male" else min(female_cut, male_cut)
         if audit.value < cut:
             w.alcohol_proxy = True

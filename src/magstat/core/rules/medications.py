@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magstat.core.facts import Medication
+from magstat.core.facts import ConditionFact, Medication
 from magstat.core.match import match_supplement
 from magstat.core.result import Finding, InputUsed
 from magstat.core.rules.work import _in_text, _Work
@@ -16,7 +16,7 @@ _MG_THERAPY_INDICATIONS = ("eclampsia", "tocoly", "preterm labo", "torsade", "as
 def _is_mg_therapy(w: _Work, med: Medication) -> bool:
     """Whether a current magnesium product is given as treatment (parenteral, or for a named indication)."""
     kb = w.kb
-    is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
+    is_product = not w.p.mg_product_drugs.isdisjoint(med.drugs)
     if not is_product and "magnesium" not in med.text.lower():
         return False  # the common case, decided without a name lookup
     form = match_supplement(kb, med.text)
@@ -35,13 +35,30 @@ def _medications(w: _Work) -> None:
     if meds is None:
         w.missing.append("medications")
         return
+    classes_of = w.p.drug_classes_of
+    current_classes = w.current_classes
+    unrecognised = w.unrecognised_medications
+    current_drugs = w.current_drugs
+    mg_products = w.p.mg_product_drugs
     for med in meds:
         if not med.current:
+            if med.current is None and not med.drugs:
+                unrecognised.append(med.text)
             continue
+        if not med.drugs:
+            unrecognised.append(med.text)
+        current_drugs.update(med.drugs)
         for drug_id in med.drugs:
-            for class_id in kb.drugs[drug_id].classes:
-                w.current_classes.setdefault(class_id, []).append(med)
-        if _is_mg_therapy(w, med):
+            for class_id in classes_of[drug_id]:
+                taken = current_classes.get(class_id)
+                if taken is None:
+                    current_classes[class_id] = [med]
+                else:
+                    taken.append(med)
+        # The common case (neither a magnesium product nor named magnesium) is decided here.
+        if (not mg_products.isdisjoint(med.drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(
+            w, med
+        ):
             w.mg_therapy.append(med)
     if w.mg_therapy:
         w.find(
@@ -68,10 +85,12 @@ def _medications(w: _Work) -> None:
                 sources=kb.statement("sf.mg_therapy").sources,
             )
         )
+    scoring = w.p.scoring_classes
     for cls_id, taken in w.current_classes.items():
-        klass = kb.drug_classes[cls_id]
-        if klass.effect != "lowers" or klass.weight is None:
+        if cls_id not in scoring:
             continue
+        klass = kb.drug_classes[cls_id]
+        assert klass.weight is not None
         names = ", ".join(
             dict.fromkeys(kb.drugs[d].name for m in taken for d in m.drugs if cls_id in kb.drugs[d].classes)
         )
@@ -79,13 +98,13 @@ def _medications(w: _Work) -> None:
         rule = f"a current drug of a class that lowers magnesium counts as a {klass.weight} risk factor"
         sources = list(klass.sources)
         if cls_id == "ppi":
-            long_term = kb.param("ppi.long_term_days")
+            long_term = w.p.params["ppi.long_term_days"]
             starts = [m.start for m in taken if m.start is not None]
             if starts:
                 days = (w.facts.as_of - min(starts)).days
                 if days >= long_term:
                     text += f" Taken for about {days // 30} months: the FDA saw most low-magnesium cases after more than a year of use."
-                elif days < kb.param("ppi.min_days"):
+                elif days < w.p.params["ppi.min_days"]:
                     text += (
                         f" Started {days} days ago: reported cases mostly follow at least 3 months of use."
                     )
@@ -159,28 +178,45 @@ def _medications(w: _Work) -> None:
             )
 
 
+_FINDING_EFFECTS = ("lowers", "raises")
+
+
+def _condition_input(c: ConditionFact) -> InputUsed:
+    return InputUsed(
+        "condition",
+        c.text,
+        date=c.onset,
+        source=c.origin.resource,
+        matched_by=c.origin.matched_by,
+        # A provisional or differential diagnosis counts, and says so.
+        context=c.verification if c.verification in ("provisional", "differential", "unconfirmed") else None,
+    )
+
+
 def _conditions(w: _Work) -> None:
     kb = w.kb
     conditions = w.facts.conditions
     if conditions is None:
         w.missing.append("conditions")
-    recorded: dict[str, list[InputUsed]] = {}
+    # The inputs of a finding are built only for conditions that give one (that lower or raise).
+    effect = w.p.condition_effect
+    current = w.current_conditions
+    recorded: dict[str, list[ConditionFact]] = {}
+    unrecognised = w.unrecognised_conditions
     for c in conditions or ():
-        if c.condition is not None and c.current:
-            w.current_conditions.add(c.condition)
-            recorded.setdefault(c.condition, []).append(
-                InputUsed(
-                    "condition",
-                    c.text,
-                    date=c.onset,
-                    source=c.origin.resource,
-                    matched_by=c.origin.matched_by,
-                    # A provisional or differential diagnosis counts, and says so.
-                    context=c.verification
-                    if c.verification in ("provisional", "differential", "unconfirmed")
-                    else None,
-                )
-            )
+        cond_id = c.condition
+        if cond_id is None:
+            if c.current is not False and not c.signs:
+                unrecognised.append(c.text)
+            continue
+        if c.current:
+            current.add(cond_id)
+            if effect[cond_id] in _FINDING_EFFECTS:
+                taken = recorded.get(cond_id)
+                if taken is None:
+                    recorded[cond_id] = [c]
+                else:
+                    taken.append(c)
     # Patient-reported states count like the conditions they name.
     for flag, cond_id in (
         (w.facts.pregnant, "pregnancy"),
@@ -192,7 +228,7 @@ def _conditions(w: _Work) -> None:
             w.current_conditions.add(cond_id)
     for cond_id in sorted(w.current_conditions):
         entry = kb.conditions[cond_id]
-        used = tuple(recorded.get(cond_id, ())) or (InputUsed(cond_id, True),)
+        used = tuple(_condition_input(c) for c in recorded.get(cond_id, ())) or (InputUsed(cond_id, True),)
         if entry.effect == "lowers":
             (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
             w.find(

@@ -6,7 +6,6 @@ from typing import Literal
 
 from magstat.core.result import EgfrResult, FemgResult, SerumMagnesium, Status
 from magstat.core.rules.mds import mds_high
-from magstat.core.rules.safety import _arrhythmia_risk
 from magstat.core.rules.signs import _ECG_SIGNS
 from magstat.core.rules.work import _in_text, _sentence, _Work
 
@@ -21,7 +20,15 @@ def _has_recent(w: _Work, *tests: str) -> bool:
     return any(t in w.latest for t in tests)
 
 
-def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, femg: FemgResult) -> None:
+def _next_steps(
+    w: _Work,
+    status: Status,
+    serum: SerumMagnesium,
+    egfr: EgfrResult,
+    femg: FemgResult,
+    *,
+    arrhythmia_risk: str | None,
+) -> None:
     kb = w.kb
     band = serum.band if serum.current else None
     if band is None:
@@ -76,9 +83,8 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
             reason += f" No current {' or '.join(missing)} result."
         w.step("ns.check_k_ca", reason, "high" if status == "deficient" else "routine")
     ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs]
-    if serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.symptomatic_below"):
+    if serum.current and serum.mmol_l is not None and serum.mmol_l < w.p.params["serum_mg.symptomatic_below"]:
         ecg_reasons.append("serum magnesium below 0.5 mmol/L")
-    arrhythmia_risk = _arrhythmia_risk(w, serum)
     if arrhythmia_risk:
         ecg_reasons.append(arrhythmia_risk)
     if status == "excess" and (serum.ctcae_grade or 0) >= 3:
@@ -124,7 +130,7 @@ def _next_steps(w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResul
     if (
         (w.facts.supplements or "magnesium_product" in w.current_classes)
         and egfr.value is not None
-        and egfr.value < kb.param("mds.egfr_reduced_below")
+        and egfr.value < w.p.params["mds.egfr_reduced_below"]
     ):
         w.step(
             "ns.recheck_on_supplement", "Magnesium products are taken with reduced kidney function.", "high"

@@ -18,7 +18,7 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
     u_mg, u_cr, s_mg, s_cr = labs
     assert u_mg is not None and u_cr is not None and s_mg is not None and s_cr is not None
     dates = [lab.when for lab in (u_mg, u_cr, s_mg, s_cr) if lab.when is not None]
-    gap = kb.param("femg.max_gap_days")
+    gap = w.p.params["femg.max_gap_days"]
     inputs = tuple(
         _lab_input(name, lab)
         for name, lab in zip(
@@ -44,12 +44,12 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
     # Magnesium: urine spot in mmol/L, serum in mmol/L; creatinine both in mg/dL.
     percent = calc.femg_percent(kb, u_mg.value, s_mg.value, u_cr.value, s_cr.value)
     interpretation: Literal["renal", "extrarenal", "indeterminate"]
-    if percent > kb.param("femg.renal_above"):
+    if percent > w.p.params["femg.renal_above"]:
         interpretation = "renal"
-        text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(kb.param('femg.renal_above'))}%): the kidneys are losing magnesium (renal wasting)."
-    elif percent < kb.param("femg.extrarenal_below"):
+        text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%): the kidneys are losing magnesium (renal wasting)."
+    elif percent < w.p.params["femg.extrarenal_below"]:
         interpretation = "extrarenal"
-        text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(kb.param('femg.extrarenal_below'))}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."
+        text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(w.p.params['femg.extrarenal_below'])}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."
     else:
         interpretation = "indeterminate"
         text = f"FEMg {_fmt(percent, 1)}%: between the extrarenal (< 2%) and renal (> 4%) cut-offs; not decisive."
@@ -79,7 +79,7 @@ def _urine_24h(w: _Work, serum: SerumMagnesium) -> None:
     if lab is None:
         return
     kb = w.kb
-    cut = kb.param("urine_mg_24h.renal_wasting_above")
+    cut = w.p.params["urine_mg_24h.renal_wasting_above"]
     param_sources = kb.parameters["urine_mg_24h.renal_wasting_above"].sources
     if serum.band == "below_lab_range":
         renal = lab.value > cut
@@ -126,8 +126,8 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
         )
     else:
         return LoadingResult(None, None, None)
-    deficient_cut = kb.param("loading.retention_deficient_above")
-    borderline_cut = kb.param("loading.retention_borderline_above")
+    deficient_cut = w.p.params["loading.retention_deficient_above"]
+    borderline_cut = w.p.params["loading.retention_borderline_above"]
     interpretation: Literal["deficient", "borderline", "normal"] = (
         "deficient" if retention > deficient_cut else "borderline" if retention > borderline_cut else "normal"
     )
@@ -135,7 +135,7 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
     diuretic_classes = {c.id for c in kb.drug_classes.values() if c.mds_component == "diuretic"}
     if diuretic_classes & set(w.current_classes):
         reasons.append("a current diuretic")
-    if egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below"):
+    if egfr.value is not None and egfr.value < w.p.params["mds.egfr_reduced_below"]:
         reasons.append("reduced kidney function")
     if femg.interpretation == "renal":
         reasons.append("renal magnesium wasting")

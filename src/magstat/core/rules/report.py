@@ -7,12 +7,22 @@ from magstat.core.rules.work import _fmt, _Work
 
 
 def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
-    kb = w.kb
     out = []
-    for domain in kb.outcomes.values():
-        why = [kb.conditions[c].name for c in domain.condition_triggers if c in w.current_conditions]
-        why += [kb.signs[s].name for s in domain.sign_triggers if s in w.present_signs]
-        if domain.id == "cardiovascular" and mds.band == "high":
+    conditions = w.current_conditions
+    signs = w.present_signs
+    high_mds = mds.band == "high"
+    # Only the domains that one of the patient's conditions or signs triggers (or the MDS).
+    by_trigger = w.p.domains_by_trigger
+    candidates = {i for t in (*conditions, *signs) for i in by_trigger.get(t, ())}
+    if high_mds:
+        candidates.update(i for i, d in enumerate(w.p.domains) if d.domain.id == "cardiovascular")
+    for index in sorted(candidates):
+        prepared = w.p.domains[index]
+        domain = prepared.domain
+        cardiovascular = high_mds and domain.id == "cardiovascular"
+        why = [name for c, name in prepared.condition_triggers if c in conditions]
+        why += [name for s, name in prepared.sign_triggers if s in signs]
+        if cardiovascular:
             why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
         if not why:
             continue
@@ -20,13 +30,13 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
             {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": list(e.sources)}
             for e in domain.evidence
         )
-        sources = tuple(dict.fromkeys([*domain.sources, *(s for e in domain.evidence for s in e.sources)]))
-        out.append(Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, sources))
+        out.append(
+            Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, prepared.sources)
+        )
     return tuple(out)
 
 
 def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
-    kb = w.kb
     w.limit("lim.decision_support", "Always.")
     if w.facts.excluded:
         w.limit(
@@ -44,7 +54,7 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
         if egfr.value is not None:
             near = [
                 c
-                for c in (kb.param("mds.egfr_mild_below"), kb.param("mds.egfr_reduced_below"))
+                for c in (w.p.params["mds.egfr_mild_below"], w.p.params["mds.egfr_reduced_below"])
                 if abs(egfr.value - c) <= 0.1 * c
             ]
             if near:

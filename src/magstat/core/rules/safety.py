@@ -25,7 +25,9 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
         if c in kb.drugs[d].classes
     ]
     signs = [_in_text(kb.signs[s].name) for s in _ECG_SIGNS if s in w.present_signs]
-    low_mg = serum.current and serum.mmol_l is not None and serum.mmol_l < kb.param("serum_mg.evidence_lower")
+    low_mg = (
+        serum.current and serum.mmol_l is not None and serum.mmol_l < w.p.params["serum_mg.evidence_lower"]
+    )
     if low_mg and (partners or drugs or signs):
         with_what = ", ".join(dict.fromkeys([*partners, *drugs, *signs]))
         return f"serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L (below 0.85) with {with_what}"
@@ -35,7 +37,13 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
 
 
 def _safety(
-    w: _Work, status: Status, serum: SerumMagnesium, egfr: EgfrResult, supplements: SupplementResult
+    w: _Work,
+    status: Status,
+    serum: SerumMagnesium,
+    egfr: EgfrResult,
+    supplements: SupplementResult,
+    *,
+    arrhythmia_risk: str | None,
 ) -> None:
     kb = w.kb
     band = serum.band if serum.current else None
@@ -43,7 +51,7 @@ def _safety(
     treating = status in ("deficient", "likely_deficient")
     # Below the label's GFR limit the oral route is contraindicated (sf.renal_avoid_oral says
     # so); the oral-repletion advice is then not offered.
-    oral_ok = egfr.value is None or egfr.value >= kb.param("egfr.supplement_avoid_below")
+    oral_ok = egfr.value is None or egfr.value >= w.p.params["egfr.supplement_avoid_below"]
     refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
     # The note that treats the status itself comes first; cautions and checks follow (the order
     # is kept within a priority, so it decides which urgent action a reader meets first).
@@ -56,7 +64,7 @@ def _safety(
         )
     if status == "deficient":
         assert serum.mmol_l is not None
-        if serum.mmol_l < kb.param("serum_mg.symptomatic_below") or symptomatic or refractory:
+        if serum.mmol_l < w.p.params["serum_mg.symptomatic_below"] or symptomatic or refractory:
             why = (
                 f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"
                 + (
@@ -87,7 +95,6 @@ def _safety(
             "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
             "urgent",
         )
-    arrhythmia_risk = _arrhythmia_risk(w, serum)
     if arrhythmia_risk:
         w.safe("sf.qt_risk", _sentence(arrhythmia_risk), "urgent" if band == "below_lab_range" else "high")
     if w.mg_therapy:
@@ -95,7 +102,7 @@ def _safety(
         above = (
             serum.current
             and serum.mmol_l is not None
-            and serum.mmol_l > kb.param("mg_therapy.therapeutic_high")
+            and serum.mmol_l > w.p.params["mg_therapy.therapeutic_high"]
         )
         if not above:
             # Above the therapeutic range sf.excess applies instead (toxicity: stop or reduce).
@@ -118,12 +125,12 @@ def _safety(
     oral_products = [m for m in w.current_classes.get("magnesium_product", ()) if m not in w.mg_therapy]
     taking_mg = bool(w.facts.supplements) or bool(oral_products)
     if (treating or taking_mg or w.mg_therapy) and egfr.value is not None:
-        if egfr.value < kb.param("egfr.supplement_avoid_below"):
+        if egfr.value < w.p.params["egfr.supplement_avoid_below"]:
             if treating or taking_mg:
                 w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
             if treating or w.mg_therapy:
                 w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
-        elif egfr.value < kb.param("mds.egfr_reduced_below") and (treating or taking_mg):
+        elif egfr.value < w.p.params["mds.egfr_reduced_below"] and (treating or taking_mg):
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
     if "heart_block" in w.current_conditions and (treating or taking_mg):
         w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
@@ -133,7 +140,7 @@ def _safety(
     ):
         w.safe("sf.correct_mg_first", "Low potassium or calcium is present.", "high")
     kidney_impaired = (
-        egfr.value is not None and egfr.value < kb.param("mds.egfr_reduced_below")
+        egfr.value is not None and egfr.value < w.p.params["mds.egfr_reduced_below"]
     ) or "chronic_kidney_disease" in w.current_conditions
     if kidney_impaired and (
         "magnesium_product" in w.current_classes or w.facts.supplements or status == "excess"
@@ -155,18 +162,20 @@ def _safety(
     # Interactions matter when magnesium is, or may be, given; rows whose advice is a magnesium
     # check apply whenever the drug is current.
     giving_mg = treating or bool(w.facts.supplements) or "magnesium_product" in w.current_classes
-    current_drugs = {d for m in w.facts.medications or () if m.current for d in m.drugs}
-    for row in kb.interactions:
-        if giving_mg or row.check_mg:
-            hit = sorted(current_drugs & set(row.drugs)) + sorted(
-                c for c in row.classes if c in w.current_classes
+    current_drugs = w.current_drugs
+    current_classes = w.current_classes
+    # Without a current drug no row applies (every row names drugs or their classes).
+    rows = (kb.interactions if giving_mg else w.p.check_mg_interactions) if current_drugs else ()
+    for row in rows:
+        hit = sorted(current_drugs.intersection(row.drugs)) + sorted(
+            c for c in row.classes if c in current_classes
+        )
+        if hit:
+            names = ", ".join(kb.drugs[h].name if h in kb.drugs else kb.drug_classes[h].name for h in hit)
+            w.safety[f"ix.{row.id}"] = Action(
+                f"ix.{row.id}",
+                f"{row.name}: {row.effect} {row.advice}",
+                f"Current: {names}.",
+                row.sources,
+                "routine",
             )
-            if hit:
-                names = ", ".join(kb.drugs[h].name if h in kb.drugs else kb.drug_classes[h].name for h in hit)
-                w.safety[f"ix.{row.id}"] = Action(
-                    f"ix.{row.id}",
-                    f"{row.name}: {row.effect} {row.advice}",
-                    f"Current: {names}.",
-                    row.sources,
-                    "routine",
-                )

@@ -77,10 +77,10 @@ def _glycaemia(w: _Work) -> None:
     lab = w.latest.get("hba1c")
     if sign_id not in kb.signs or "hba1c.goal_below" not in kb.parameters:
         return
-    if lab is None or (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("hba1c.recent_days"):
+    if lab is None or (w.facts.as_of - (lab.when or w.facts.as_of)).days > w.p.params["hba1c.recent_days"]:
         _glucose(w)
         return
-    goal = kb.param("hba1c.goal_below")
+    goal = w.p.params["hba1c.goal_below"]
     test = kb.tests["hba1c"]
     if lab.value < goal:
         w.refuted_signs[sign_id] = (
@@ -94,7 +94,7 @@ def _glycaemia(w: _Work) -> None:
         w,
         sign_id,
         text=f"{sign.name}: {test.name} {_fmt(lab.value, 1)}% is at or above the goal of below {_fmt(goal, 1)}%. {sign.text}",
-        rule=f"{test.name} at or above {_fmt(goal, 1)}% within {_fmt(kb.param('hba1c.recent_days'), 0)} days counts as poor glycaemic control",
+        rule=f"{test.name} at or above {_fmt(goal, 1)}% within {_fmt(w.p.params['hba1c.recent_days'], 0)} days counts as poor glycaemic control",
         inputs=(_lab_input(test.name, lab),),
         sources=[*kb.parameters["hba1c.goal_below"].sources, *test.sources],
     )
@@ -108,7 +108,7 @@ def _glucose(w: _Work) -> None:
     param = "glucose.hyperglycaemia_at_least"
     if lab is None or param not in kb.parameters or sign_id in w.present_signs:
         return
-    if (w.facts.as_of - (lab.when or w.facts.as_of)).days > kb.param("signs.recent_days"):
+    if (w.facts.as_of - (lab.when or w.facts.as_of)).days > w.p.params["signs.recent_days"]:
         return
     threshold = kb.param(param)
     if lab.value < threshold:
@@ -119,7 +119,7 @@ def _glucose(w: _Work) -> None:
         w,
         sign_id,
         text=f"{sign.name}: glucose {_fmt(lab.value, 1)} mmol/L is at or above {_fmt(threshold, 1)} mmol/L (marked hyperglycaemia); no recent HbA1c. {sign.text}",
-        rule=f"without an HbA1c within {_fmt(kb.param('hba1c.recent_days'), 0)} days, a glucose of {_fmt(threshold, 1)} mmol/L or more within {_fmt(kb.param('signs.recent_days'), 0)} days counts as poor glycaemic control",
+        rule=f"without an HbA1c within {_fmt(w.p.params['hba1c.recent_days'], 0)} days, a glucose of {_fmt(threshold, 1)} mmol/L or more within {_fmt(w.p.params['signs.recent_days'], 0)} days counts as poor glycaemic control",
         inputs=(_lab_input(test.name, lab),),
         sources=[*kb.parameters[param].sources, *test.sources],
     )
@@ -165,7 +165,7 @@ def _set_aside(w: _Work, fact: SignFact) -> str | None:
     trigger = f' by "{fact.trigger}"' if fact.trigger else ""
     if fact.context != "current":
         return f"{fact.context}{trigger}"
-    window = w.kb.param("signs.recent_days")
+    window = w.p.params["signs.recent_days"]
     if fact.when is not None and (w.facts.as_of - fact.when).days > window:
         return f"not_recent (recorded {fact.when.isoformat()}, more than {_fmt(window, 0)} days before)"
     return w.refuted_signs.get(fact.sign)
@@ -218,7 +218,7 @@ def _signs(w: _Work) -> None:
                 rule=(
                     "a sign counts only when reported present now: ConText triggers mark it negated, "
                     "historical, hypothetical or about a relative; a lifelong diagnosis named after it "
-                    f"(epilepsy for seizure) is not the acute sign; a record older than {_fmt(kb.param('signs.recent_days'), 0)} "
+                    f"(epilepsy for seizure) is not the acute sign; a record older than {_fmt(w.p.params['signs.recent_days'], 0)} "
                     "days is history; a recent HbA1c below goal outweighs a record of poor control"
                 ),
                 inputs=tuple(aside[sign_id]),

@@ -7,13 +7,19 @@ from datetime import date
 from typing import Literal
 
 from magstat.core.facts import Lab, Medication, PatientFacts
+from magstat.core.prepared import Prepared
 from magstat.core.result import Action, Finding, InputUsed
-from magstat.kb.schema import KnowledgeBase
+from magstat.kb.schema import DriRow, KnowledgeBase
+
+_RANK = {"urgent": 0, "high": 1, "routine": 2}
+
+
+_FIXED = tuple(f"%.{d}f" for d in range(5))  # printf-style: the same text as f"{value:.{d}f}", faster
 
 
 def _fmt(value: float, digits: int = 2) -> str:
     """Round for display and drop trailing zeros (0.70 -> 0.7, 60.0 -> 60)."""
-    text = f"{value:.{digits}f}"
+    text = _FIXED[digits] % value if 0 <= digits < len(_FIXED) else f"{value:.{digits}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
@@ -50,6 +56,7 @@ class _Work:
 
     facts: PatientFacts
     kb: KnowledgeBase
+    p: Prepared
     age: float | None = None
     latest: dict[str, Lab] = field(default_factory=dict)
     stale: dict[str, Lab] = field(default_factory=dict)
@@ -65,6 +72,10 @@ class _Work:
     present_signs: set[str] = field(default_factory=set)
     current_conditions: set[str] = field(default_factory=set)
     current_classes: dict[str, list[Medication]] = field(default_factory=dict)
+    current_drugs: set[str] = field(default_factory=set)
+    dri_row: DriRow | None = None
+    """The DRI row of the patient's life stage (found by the intake step; ``None`` without an age)."""
+    """The drug ids of current medications."""
     low_markers: list[str] = field(default_factory=list)
     alcohol_proxy: bool = False
     mg_history: list[tuple[date | None, float]] = field(default_factory=list)
@@ -72,6 +83,10 @@ class _Work:
     conflicts: dict[str, list[Lab]] = field(default_factory=dict)
     mg_therapy: list[Medication] = field(default_factory=list)
     severity_reason: str | None = None
+    unrecognised_medications: list[str] = field(default_factory=list)
+    """Texts of medications not recognised that may be current (not known to be stopped)."""
+    unrecognised_conditions: list[str] = field(default_factory=list)
+    """Texts of conditions not recognised that may be current (neither resolved nor read as a sign)."""
 
     def find(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -96,11 +111,10 @@ class _Work:
         reason: str,
         priority: Literal["urgent", "high", "routine"],
     ) -> None:
-        rank = {"urgent": 0, "high": 1, "routine": 2}
         old = table.get(statement_id)
         if old is not None:
-            if rank[priority] < rank[old.priority]:
+            if _RANK[priority] < _RANK[old.priority]:
                 table[statement_id] = Action(old.id, old.text, old.reason, old.sources, priority)
             return
-        statement = self.kb.statement(statement_id)
+        statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
         table[statement_id] = Action(statement_id, statement.text, reason, statement.sources, priority)

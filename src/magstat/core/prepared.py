@@ -1,0 +1,144 @@
+"""What the rules read from a knowledge base, prepared once per knowledge base.
+
+Every lookup table, code set, threshold and citation list that depends only on the knowledge
+base is built here once (then cached per knowledge-base content, see
+:func:`magstat.kb.cache.per_kb`), so that an assessment does only the work its patient needs.
+The rules read these instead of rebuilding them for every patient; the answer is the same.
+
+Pure: built from the knowledge base alone, no I/O, clock or environment.
+
+.. versionadded:: 0.8.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from magstat.errors import KnowledgeBaseError
+from magstat.kb.cache import per_kb
+from magstat.kb.schema import DriRow, Interaction, KnowledgeBase, OutcomeDomain
+
+__all__ = ["Prepared", "PreparedDomain", "prepared"]
+
+
+class _Parameters(dict[str, float]):
+    """Parameter id -> value; an undefined id is a knowledge-base error, as ``kb.param`` says."""
+
+    def __missing__(self, key: str) -> float:
+        raise KnowledgeBaseError(f"parameter {key!r} is not defined")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedDomain:
+    """One outcome domain with what deciding its relevance needs."""
+
+    domain: OutcomeDomain
+    condition_triggers: tuple[tuple[str, str], ...]
+    """(condition id, display name) of each condition trigger that the knowledge base defines."""
+    sign_triggers: tuple[tuple[str, str], ...]
+    """(sign id, display name) of each sign trigger that the knowledge base defines."""
+    condition_set: frozenset[str]
+    sign_set: frozenset[str]
+    sources: tuple[str, ...]
+    """The domain's sources, then its evidence's, each once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The knowledge base's tables in the shapes the rules use (see the module docstring)."""
+
+    kb: KnowledgeBase
+    params: Mapping[str, float]
+    """Parameter id -> value."""
+    param_sources: Mapping[str, tuple[str, ...]]
+    """Parameter id -> its sources."""
+    lab_limits: Mapping[str, tuple[str, float, float]]
+    """Test id -> (canonical unit, lowest plausible value, highest plausible value)."""
+    drug_classes_of: Mapping[str, tuple[str, ...]]
+    """Drug id -> its class ids."""
+    mds_components_of: Mapping[str, frozenset[str]]
+    """Drug id -> the MDS components its classes count for."""
+    mg_product_drugs: frozenset[str]
+    """Drugs of the class ``magnesium_product``."""
+    diuretic_classes: frozenset[str]
+    """Classes that count for the MDS diuretic component."""
+    scoring_classes: frozenset[str]
+    """Classes that lower magnesium and carry a weight (a risk factor when current)."""
+    condition_effect: Mapping[str, str | None]
+    """Condition id -> its effect (``lowers``, ``raises`` or other)."""
+    domains: tuple[PreparedDomain, ...]
+    dri_by_state: Mapping[str, tuple[DriRow, ...]]
+    """DRI rows by life-stage state (``none``, ``pregnancy``, ``lactation``), in the knowledge base's order."""
+    domains_by_trigger: Mapping[str, tuple[int, ...]]
+    """Condition or sign id -> the indexes in ``domains`` of the outcome domains it triggers."""
+    check_mg_interactions: tuple[Interaction, ...]
+    """The interaction rows whose advice is a magnesium check, in the knowledge base's order."""
+    statement_sources: Mapping[str, tuple[str, ...]]
+    """Statement id -> its sources."""
+    mds_sources: tuple[str, ...]
+    """The MDS result's sources (its kidney cut-offs and bands)."""
+    mds_finding_sources: tuple[str, ...]
+    """The MDS finding's sources (those and the MDS explanation's)."""
+
+
+@per_kb
+def prepared(kb: KnowledgeBase) -> Prepared:
+    """Build the prepared tables of ``kb`` (once per knowledge-base content)."""
+    mds_components_of = {
+        drug.id: frozenset(
+            c for c in (kb.drug_classes[k].mds_component for k in drug.classes) if c is not None
+        )
+        for drug in kb.drugs.values()
+    }
+    domains = []
+    for domain in kb.outcomes.values():
+        conditions = tuple(
+            (c, kb.conditions[c].name) for c in domain.condition_triggers if c in kb.conditions
+        )
+        signs = tuple((s, kb.signs[s].name) for s in domain.sign_triggers if s in kb.signs)
+        sources = tuple(dict.fromkeys([*domain.sources, *(s for e in domain.evidence for s in e.sources)]))
+        domains.append(
+            PreparedDomain(
+                domain,
+                conditions,
+                signs,
+                frozenset(domain.condition_triggers),
+                frozenset(domain.sign_triggers),
+                sources,
+            )
+        )
+    mds_sources = tuple(
+        dict.fromkeys(
+            [*kb.parameters["mds.egfr_mild_below"].sources, *kb.parameters["mds.band_high"].sources]
+        )
+    )
+    dri_by_state: dict[str, list[DriRow]] = {}
+    for row in kb.dri:
+        dri_by_state.setdefault(row.state, []).append(row)
+    by_trigger: dict[str, list[int]] = {}
+    for i, d in enumerate(domains):
+        for trigger in (*d.condition_set, *d.sign_set):
+            if i not in by_trigger.setdefault(trigger, []):
+                by_trigger[trigger].append(i)
+    return Prepared(
+        kb=kb,
+        params=_Parameters({k: p.value for k, p in kb.parameters.items()}),
+        param_sources={k: p.sources for k, p in kb.parameters.items()},
+        lab_limits={t.id: (t.canonical_unit, t.plausible_low, t.plausible_high) for t in kb.tests.values()},
+        drug_classes_of={d.id: d.classes for d in kb.drugs.values()},
+        mds_components_of=mds_components_of,
+        mg_product_drugs=frozenset(d.id for d in kb.drugs.values() if "magnesium_product" in d.classes),
+        diuretic_classes=frozenset(c.id for c in kb.drug_classes.values() if c.mds_component == "diuretic"),
+        scoring_classes=frozenset(
+            c.id for c in kb.drug_classes.values() if c.effect == "lowers" and c.weight is not None
+        ),
+        condition_effect={c.id: c.effect for c in kb.conditions.values()},
+        domains=tuple(domains),
+        dri_by_state={k: tuple(v) for k, v in dri_by_state.items()},
+        domains_by_trigger={k: tuple(v) for k, v in by_trigger.items()},
+        check_mg_interactions=tuple(row for row in kb.interactions if row.check_mg),
+        statement_sources={k: s.sources for k, s in kb.statements.items()},
+        mds_sources=mds_sources,
+        mds_finding_sources=tuple(dict.fromkeys([*mds_sources, *kb.statement("ex.mds").sources])),
+    )
