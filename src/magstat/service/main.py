@@ -51,6 +51,8 @@ from magstat.service.reports import ReportStore
 from magstat.service.routes import assess, cds_services, health, metrics, reports
 from magstat.service.security import SharedReplayCache, TokenVerifier
 from magstat.service.settings import Settings, load_settings
+from magstat.service.smart.routes import router as smart_router
+from magstat.service.smart.sessions import SharedSessionStore
 from magstat.service.store import SharedStore
 from magstat.service.suppression import CardMemory
 from magstat.web import router as web_router
@@ -162,6 +164,8 @@ def create_app(
     app.state.clock = clock or _utc_now
     app.state.http = None
     app.state.auth_log = logging.getLogger("magstat.service.auth")
+    # SMART app sessions (docs/ehr-deployment.md), in the shared store every worker sees.
+    app.state.smart_sessions = SharedSessionStore(shared)
     # The clinician web app: open in demo mode; with authentication on, only for the operator's
     # web credential, and disabled without one (docs/web.md, "Who may use the web app").
     password = settings.web.password.get_secret_value() if settings.web.password else None
@@ -176,6 +180,8 @@ def create_app(
     app.include_router(metrics.router)
     # The clinician web app and the self-check, at "/" (issue: web app served by magstat serve).
     app.include_router(web_router)
+    # The web app as a SMART app launched from the EHR (/smart/...).
+    app.include_router(smart_router)
     _handlers(app)
     _document_models(app, HookRequest, FeedbackRequest)
 

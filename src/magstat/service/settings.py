@@ -3,7 +3,7 @@
 The file is given with ``magstat serve --config FILE`` or the ``MAGSTAT_CONFIG`` variable.
 Nested keys are reached from the environment with a double underscore, for example
 ``MAGSTAT_CDS__REQUIRE_AUTH=false`` or ``MAGSTAT_DATABASE__URL=postgresql://...``. Relative
-``jwks_file`` paths are read relative to the folder of the config file.
+``jwks_file`` and ``private_key_file`` paths are read relative to the folder of the config file.
 
 .. versionadded:: 0.1.0
 """
@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from magstat.service.smart.config import SmartSettings
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -269,6 +271,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
     metrics: MetricsSettings = MetricsSettings()
+    smart: SmartSettings = SmartSettings()
     demo: bool = False
 
     @classmethod
@@ -284,9 +287,23 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, _FileSource(settings_cls))
 
     @property
+    def smart_only(self) -> bool:
+        """A configuration that serves only the SMART app: ``[[smart.ehrs]]``, no CDS Hooks issuers.
+
+        Set by ``[cds] require_auth = false`` with no trusted issuers. It is not demo mode: the
+        CDS Hooks endpoints then refuse every call (no EHR is trusted to make one).
+        """
+        return (
+            bool(self.smart.ehrs)
+            and not self.cds.require_auth
+            and not self.cds.trusted_issuers
+            and not self.demo
+        )
+
+    @property
     def auth_enabled(self) -> bool:
         """Whether EHR requests must carry a valid JWT (false only in demo mode)."""
-        return self.cds.require_auth and not self.demo
+        return (self.cds.require_auth or self.smart_only) and not self.demo
 
     def check(self) -> None:
         """Refuse a configuration that cannot serve safely.
@@ -296,10 +313,11 @@ class Settings(BaseSettings):
                 a JWKS file is missing.
 
         """
-        if self.auth_enabled and not self.cds.trusted_issuers:
+        if self.auth_enabled and not self.cds.trusted_issuers and not self.smart_only:
             raise ConfigError(
                 "cds.require_auth is true but no [[cds.trusted_issuers]] is configured; "
-                "add the EHRs allowed to call the service, or run `magstat serve --demo` for a demonstration"
+                "add the EHRs allowed to call the service, or run `magstat serve --demo` for a demonstration "
+                "(a service for the SMART app only sets cds.require_auth = false and lists [[smart.ehrs]])"
             )
         if bool(self.web.username) != bool(self.web.password and self.web.password.get_secret_value()):
             raise ConfigError("web.username and web.password are set together (or neither: web app disabled)")
@@ -308,6 +326,14 @@ class Settings(BaseSettings):
                 raise ConfigError(
                     f"cds.trusted_issuers ({issuer.iss}): jwks_file {issuer.jwks_file} not found"
                 )
+        for ehr in self.smart.ehrs:
+            if ehr.private_key_file is not None:
+                from magstat.service.smart.oauth import load_client_key  # noqa: PLC0415 - needs authlib
+
+                try:
+                    load_client_key(ehr)
+                except ValueError as exc:
+                    raise ConfigError(f"smart.ehrs ({ehr.iss}): private_key_file {exc}") from None
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
@@ -345,6 +371,12 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    smart = data.get("smart")
+    ehrs = smart.get("ehrs") if isinstance(smart, dict) else None
+    for ehr in ehrs if isinstance(ehrs, list) else ():
+        if isinstance(ehr, dict) and isinstance(ehr.get("private_key_file"), str):
+            key = Path(ehr["private_key_file"])
+            ehr["private_key_file"] = str(key if key.is_absolute() else base / key)
     cds = data.get("cds")
     if not isinstance(cds, dict):
         return

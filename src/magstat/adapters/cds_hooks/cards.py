@@ -52,6 +52,7 @@ __all__ = [
     "CardContext",
     "DraftDrug",
     "add_report_link",
+    "add_smart_link",
     "order_cards",
     "patient_view_cards",
     "serum_mg_order",
@@ -556,6 +557,21 @@ def add_report_link(cards: Sequence[dict[str, Any]], url: str) -> None:
         card["links"] = [
             {"label": "Full magstat report (inputs, rules, sources)", "url": url, "type": "absolute"}
         ]
+
+
+def add_smart_link(cards: Sequence[dict[str, Any]], launch_url: str, app_context: str | None = None) -> None:
+    """Offer the SMART app on each card (in place), after the report link.
+
+    A CDS Hooks ``smart`` link: the EHR launches the app at ``launch_url`` with its own ``iss``
+    and ``launch`` (SMART App Launch), so that the app reads the chart with the user's access
+    and can save its assessment. ``appContext``, when given, reaches the app in the token
+    response.
+    """
+    for card in cards:
+        link: dict[str, Any] = {"label": "Open in magstat (SMART app)", "url": launch_url, "type": "smart"}
+        if app_context:
+            link["appContext"] = app_context
+        card.setdefault("links", []).append(link)
 
 
 class _Detail:

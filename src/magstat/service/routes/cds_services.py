@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from magstat.adapters.cds_hooks.cards import add_smart_link
 from magstat.adapters.cds_hooks.models import (
     CdsResponse,
     Discovery,
@@ -133,6 +134,13 @@ async def call_service(
         run_db=request.app.state.run_hot,
         timing=timing,
     )
+    # The SMART app, when this EHR is registered for it (docs/ehr-deployment.md).
+    if (
+        response["cards"]
+        and settings.smart.ehrs
+        and (not body.fhirServer or settings.smart.find(body.fhirServer))
+    ):
+        add_smart_link(response["cards"], f"{base_url(request, settings)}/smart/launch")
     timing.cards = [str(card.get("indicator")) for card in response["cards"]]
     return Response(orjson.dumps(response), media_type="application/json")
 
