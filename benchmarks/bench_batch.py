@@ -2,7 +2,8 @@
 
 Run from the project root (it takes a few minutes and about 3 GB of temporary disk):
 
-    .venv/bin/python benchmarks/bench_batch.py [--sizes 100,300,1000] [--no-spark] [--data DIR] [--patients DIR]
+    .venv/bin/python benchmarks/bench_batch.py [--sizes 1000,3000] [--no-spark] [--data DIR] [--patients DIR]
+        [--memory-limit 2GB] [--kinds scan-objects,screen-duckdb]
 
 ``--patients`` names the source bundles: a folder holding ``synthea/`` and ``synthea-py/``
 (``.json`` or ``.json.gz``); the default is the repository's small test set, ``tests/data``.
@@ -17,11 +18,18 @@ runs, each in its own process:
 - ``screen-duckdb``: ``magstat screen`` with the DuckDB engine (default settings);
 - ``screen-spark``: ``magstat screen --engine spark`` in local mode (unless ``--no-spark``).
 
-It prints one JSON object and a Markdown table: seconds (the fastest of ``--repeat`` runs; one
+Every DuckDB measurement (the scans and ``magstat screen``) runs under the same
+``--memory-limit`` (DuckDB's ``memory_limit``).
+
+It prints one JSON object and Markdown tables: seconds (the fastest of ``--repeat`` runs; one
 Spark run), MB/s and patients/s (over the whole export's bytes), peak resident memory of the
-process tree (sampled every 20 ms), and each run's throughput as a ratio of the scans'. Not a
-test: numbers depend on the machine (and on what else runs on it); compare ratios measured in
-one run.
+process tree (sampled every 20 ms), and each run's throughput as a ratio of the scans'; then,
+side by side per size, ``magstat screen`` (DuckDB) over the lean scan (``scan-objects``:
+``read_json_objects`` + ``json_extract_string(json, '$.resourceType')``), the issue's bar
+being 0.5x; and linearity: seconds per GB of each run at each size, and its ratio to the
+smallest size's (1.00 is linear). Not a test: numbers depend on the machine (and on what else
+runs on it, so the load average before and after is printed); compare ratios measured in one
+run.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,25 +60,40 @@ AS_OF = dt.date(2020, 1, 1)
 # -- children: each measurement runs alone in a fresh process -----------------------------------
 
 
-def child(kind: str, data: Path, out: Path) -> dict:
+def _connect(memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    if memory_limit:
+        con.execute("SET memory_limit = ?", [memory_limit])
+    return con
+
+
+def child(kind: str, data: Path, out: Path, memory_limit: str | None = None) -> dict:
     files = sorted(str(p) for p in data.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))
     listed = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
     start = time.perf_counter()
     if kind == "scan-objects":
-        con = duckdb.connect()
+        con = _connect(memory_limit)
         rows = con.execute(
             f"SELECT json_extract_string(json, '$.resourceType') AS rt, count(*) FROM read_ndjson_objects({listed}) GROUP BY rt"
         ).fetchall()
         result = {"lines": sum(n for _, n in rows)}
     elif kind == "scan-read_json":
-        con = duckdb.connect()
+        con = _connect(memory_limit)
         rows = con.execute(
             f"SELECT count(*) FROM read_json({listed}, format = 'newline_delimited', union_by_name = true)"
         ).fetchall()
         result = {"lines": rows[0][0]}
     else:
         engine = kind.split("-", 1)[1]
-        outcome = screen(ScreenOptions(input=data, out=out, as_of=AS_OF, engine=engine))
+        outcome = screen(
+            ScreenOptions(
+                input=data,
+                out=out,
+                as_of=AS_OF,
+                engine=engine,
+                memory_limit=memory_limit if engine == "duckdb" else None,
+            )
+        )
         result = {"patients": outcome.summary["patients"], "issues": outcome.issues}
     result["seconds"] = time.perf_counter() - start
     return result
@@ -101,11 +125,14 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def measure(kind: str, data: Path, work: Path) -> dict:
+def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) -> dict:
     out = work / f"out-{kind}"
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out)]
+    if memory_limit:
+        command += ["--memory-limit", memory_limit]
     wall = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     peak = 0
     while proc.poll() is None:
@@ -116,6 +143,10 @@ def measure(kind: str, data: Path, work: Path) -> dict:
         raise RuntimeError(f"{kind} failed ({proc.returncode})")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["process_seconds"] = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time of the process and every worker it waited for: less sensitive than elapsed
+    # time to other work on a shared machine.
+    result["cpu_seconds"] = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
     result["peak_rss_mb"] = round(peak / 2**20)
     shutil.rmtree(out, ignore_errors=True)
     return result
@@ -146,7 +177,12 @@ def warm(folder: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="100,300,1000", help="MB of NDJSON, comma-separated")
+    parser.add_argument("--sizes", default="1000,3000", help="MB of NDJSON, comma-separated")
+    parser.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of every DuckDB run")
+    parser.add_argument(
+        "--kinds",
+        help="comma-separated runs (default: scan-objects, scan-read_json, screen-duckdb, screen-spark)",
+    )
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each DuckDB measurement; the fastest is kept"
@@ -159,16 +195,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.out)))
+        print(json.dumps(child(args.child, args.data, args.out, args.memory_limit)))
         return
     base = args.data or Path(tempfile.mkdtemp(prefix="magstat-bench-"))
     kinds = ["scan-objects", "scan-read_json", "screen-duckdb"] + ([] if args.no_spark else ["screen-spark"])
+    if args.kinds:
+        kinds = args.kinds.split(",")
     report: dict = {
         "machine": {
             "cpus": len(os.sched_getaffinity(0)),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "duckdb": duckdb.__version__,
+            "load_average_before": os.getloadavg(),
         },
+        "memory_limit": args.memory_limit,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "runs": [],
     }
     try:
@@ -178,7 +220,8 @@ def main() -> None:
             warm(folder)
             for kind in kinds:
                 tries = [
-                    measure(kind, folder, base) for _ in range(1 if kind == "screen-spark" else args.repeat)
+                    measure(kind, folder, base, args.memory_limit)
+                    for _ in range(1 if kind == "screen-spark" else args.repeat)
                 ]
                 result = min(tries, key=lambda r: r["seconds"])
                 result["all_seconds"] = [round(r["seconds"], 3) for r in tries]
@@ -190,19 +233,59 @@ def main() -> None:
     finally:
         if args.data is None:
             shutil.rmtree(base, ignore_errors=True)
+    report["machine"]["load_average_after"] = os.getloadavg()
     rows = []
     for run in report["runs"]:
         same = {r["kind"]: r for r in report["runs"] if r["size_mb"] == run["size_mb"]}
-        run["vs_scan_objects"] = round(run["mb_per_s"] / same["scan-objects"]["mb_per_s"], 2)
-        run["vs_scan_read_json"] = round(run["mb_per_s"] / same["scan-read_json"]["mb_per_s"], 2)
+        for scan in ("scan-objects", "scan-read_json"):
+            if scan in same:
+                run[f"vs_{scan.replace('-', '_')}"] = round(run["mb_per_s"] / same[scan]["mb_per_s"], 2)
         rows.append(
             f"| {run['size_mb']} | {run['kind']} | {run['seconds']:.2f} | {run['mb_per_s']:.0f} | "
-            f"{run['patients_per_s']:.0f} | {run['peak_rss_mb']} | {run['vs_scan_objects']:.2f} | {run['vs_scan_read_json']:.2f} |"
+            f"{run['patients_per_s']:.0f} | {run['peak_rss_mb']} | {run.get('vs_scan_objects', '-')} | "
+            f"{run.get('vs_scan_read_json', '-')} |"
         )
     print(json.dumps(report, indent=2))
+    print(
+        f"\nDuckDB memory_limit {args.memory_limit}; load average before {report['machine']['load_average_before']}, "
+        f"after {report['machine']['load_average_after']}"
+    )
     print("\n| MB | run | s | MB/s | patients/s | peak RSS MB | x scan-objects | x scan-read_json |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    sizes = sorted({r["size_mb"] for r in report["runs"]})
+    by = {(r["size_mb"], r["kind"]): r for r in report["runs"]}
+    if all((size, "scan-objects") in by and (size, "screen-duckdb") in by for size in sizes):
+        print("\nScreen (DuckDB) against the lean scan, same run (bar 0.5x):\n")
+        print(
+            "| MB | lean scan s | screen s | screen / lean (elapsed) | lean CPU s | screen CPU s "
+            "| screen / lean (CPU) | screen peak RSS MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for size in sizes:
+            lean, run = by[(size, "scan-objects")], by[(size, "screen-duckdb")]
+            print(
+                f"| {size} | {lean['seconds']:.2f} | {run['seconds']:.2f} | "
+                f"{lean['seconds'] / run['seconds']:.2f}x | {lean['cpu_seconds']:.1f} | {run['cpu_seconds']:.1f} | "
+                f"{lean['cpu_seconds'] / run['cpu_seconds']:.2f}x | {run['peak_rss_mb']} |"
+            )
+    if len(sizes) > 1:
+        print("\nLinearity: seconds per GB, and its ratio to the smallest size's (1.00: linear):\n")
+        kinds_run = list(dict.fromkeys(r["kind"] for r in report["runs"]))
+        print("| run | " + " | ".join(f"{s} MB" for s in sizes) + " |")
+        print("|---|" + "---|" * len(sizes))
+        for kind in kinds_run:
+            cells = []
+            base_rate = None
+            for size in sizes:
+                run = by.get((size, kind))
+                if run is None:
+                    cells.append("-")
+                    continue
+                rate = run["seconds"] / (size / 1000)
+                base_rate = base_rate or rate
+                cells.append(f"{rate:.2f} s/GB ({rate / base_rate:.2f})")
+            print(f"| {kind} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

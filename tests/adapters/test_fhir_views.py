@@ -7,6 +7,8 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 import magstat.kb
 from magstat.adapters.fhir import facts_from_fhir, facts_from_rows
 from magstat.adapters.fhir.flatten import READ_TYPES, ResourceRow, views_for_kb
@@ -73,3 +75,76 @@ def test_sql_rows_give_the_facts_of_the_bundle(kb):
     assert all(isinstance(r, ResourceRow) for r in rows)
     expected = facts_from_fhir(bundle, kb, as_of=as_of)
     assert expected == facts_from_rows(rows, kb, as_of=as_of)
+
+
+ODD = [
+    {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "Magnesium"},
+        "valueQuantity": [{"value": 1}, {"value": 2}],
+        "referenceRange": {"low": {"value": 0.7}},
+    },
+    {
+        "resourceType": "Observation",
+        "id": "o2",
+        "code": [{"text": "a"}],
+        "value": "x",
+        "valueString": "y",
+        "issued": None,
+        "interpretation": [None, {"text": "H"}],
+    },
+    {
+        "resourceType": "Condition",
+        "id": "c1",
+        "code": {"text": "Tetany"},
+        "onsetAge": {"value": 3},
+        "abatementBoolean": True,
+        "category": [None],
+    },
+    {
+        "resourceType": "MedicationRequest",
+        "id": "m1",
+        "status": ["active"],
+        "medicationReference": {"reference": "#x"},
+        "contained": [{"resourceType": "Medication", "id": "x"}],
+        "dosageInstruction": [],
+    },
+    {"resourceType": "Patient", "id": "p1", "deceasedBoolean": "yes", "birthDate": 1970},
+]
+
+
+@pytest.mark.parametrize("resource", ODD, ids=lambda r: r["id"])
+def test_every_path_makes_the_same_row_of_odd_json(kb, resource):
+    """The row function, the projection an SQL scan makes and the general view evaluator agree on odd JSON."""
+    flat = views_for_kb(kb)
+    rtype = resource["resourceType"]
+    general = flat.unwrap(rtype, flat.compiled[rtype].rows(resource)[0])
+    keys = flat.keys[rtype]
+    projection = json.dumps([resource.get(k) for k in keys])
+    assert general == flat.row(rtype, resource)
+    assert general == flat.row_from_projection(rtype, projection).values
+    columns = json.dumps(list(flat.compiled[rtype].rows(resource)[0]))
+    assert general == flat.row_from_json(rtype, columns).values
+
+
+def test_duckdb_projection_gives_the_rows_of_the_python_path(kb):
+    """The DuckDB engine's projection of kept lines reads back as the rows the in-process path makes."""
+    duckdb = pytest.importorskip("duckdb")
+    from magstat.batch.engines.duckdb import USED, DuckDBEngine  # noqa: PLC0415 - needs the batch extra
+
+    flat = views_for_kb(kb)
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TEMP TABLE staged (pid VARCHAR, rt VARCHAR, kind INTEGER, mkey VARCHAR, mref VARCHAR, line JSON)"
+    )
+    for resource in ODD:
+        con.execute(
+            "INSERT INTO staged VALUES ('p1', ?, ?, NULL, NULL, ?)",
+            [resource["resourceType"], USED, json.dumps(resource)],
+        )
+    rows = con.execute(DuckDBEngine.projection_fetch_sql(flat.keys)).fetchall()
+    assert len(ODD) == len(rows)
+    for resource, (_, rtype, text) in zip(ODD, rows, strict=True):
+        assert flat.row(rtype, resource) == flat.row_from_projection(rtype, text).values

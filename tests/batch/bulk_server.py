@@ -3,9 +3,10 @@
 It serves the NDJSON files of a folder through the Bulk Data Access 2.0 flow (kick-off at the
 system, Patient and Group levels, status polling, manifest, file download, DELETE), with a
 SMART Backend Services token endpoint that checks the client's signed assertion against the
-registered public key, and switches that inject the faults a real server shows: 429 with
-Retry-After, a 500, a file that 404s, a token that expires mid-download, a refused
-``_typeFilter``. Every request is logged (method, path, query, whether a token came) so that
+registered public key (and the registered ``jku`` when the assertion names one), a
+CapabilityStatement whose export OperationDefinition lists ``_typeFilter`` or not, and switches
+that inject the faults a real server shows: 429 with Retry-After at kick-off or on status polls,
+a 500, a token endpoint briefly down (503), a file that 404s, a token that expires mid-download, a refused ``_typeFilter``. Every request is logged (method, path, query, whether a token came) so that
 tests can assert what the client sent.
 """
 
@@ -60,6 +61,10 @@ class Faults:
     unsupported_types: tuple[str, ...] = ()
     status_fatal: bool = False
     wrong_type: str | None = None
+    status_429: int = 0
+    status_429_retry_after: str = "0"
+    token_503: int = 0
+    status_transient_400: int = 0
 
 
 @dataclass
@@ -89,6 +94,12 @@ class BulkServer:
         gzip: answer file requests that accept gzip with ``Content-Encoding: gzip``.
         groups: Group id -> member Patient ids.
         error_outcomes: OperationOutcome resources put in the manifest's error file.
+        declares_type_filter: the export OperationDefinition the CapabilityStatement names lists
+            ``_typeFilter``; ``None``: the server has no CapabilityStatement at all (404).
+        jku: the JWK Set URL registered for the client (an assertion naming another is refused).
+        kid: the ``kid`` of the registered key; an assertion naming another key is refused, as
+            a server that picks the key by ``kid`` from the client's JWK Set does (``None``:
+            any ``kid``).
 
     """
 
@@ -113,6 +124,9 @@ class BulkServer:
     manifest_page_items: int | None = None
     scopes_asked: list[str] = field(default_factory=list)
     base: str = ""
+    declares_type_filter: bool | None = True
+    jku: str | None = None
+    kid: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------
     def authorised(self, request: Request) -> bool:
@@ -195,6 +209,48 @@ def create_app(server: BulkServer) -> FastAPI:
             ],
         }
 
+    @app.get("/fhir/metadata")
+    def metadata() -> Response:
+        if server.declares_type_filter is None:
+            return outcome("not-found", "no CapabilityStatement here", 404)
+        export = {"name": "export", "definition": f"{server.base}/OperationDefinition/export"}
+        body = {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "kind": "instance",
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "operation": [export],
+                    "resource": [
+                        {"type": "Patient", "operation": [export]},
+                        {"type": "Group", "operation": [export]},
+                    ],
+                }
+            ],
+        }
+        return JSONResponse(body, media_type="application/fhir+json")
+
+    @app.get("/fhir/OperationDefinition/export")
+    def operation_definition() -> Response:
+        names = ["_outputFormat", "_since", "_type"] + (
+            ["_typeFilter"] if server.declares_type_filter else []
+        )
+        body = {
+            "resourceType": "OperationDefinition",
+            "name": "BulkDataExport",
+            "status": "active",
+            "kind": "operation",
+            "code": "export",
+            "system": True,
+            "type": True,
+            "instance": True,
+            "parameter": [{"name": n, "use": "in", "min": 0, "max": "1", "type": "string"} for n in names],
+        }
+        return JSONResponse(body, media_type="application/fhir+json")
+
     @app.post("/fhir/auth/token")
     async def token(request: Request) -> JSONResponse:
         form = await request.form()
@@ -207,12 +263,23 @@ def create_app(server: BulkServer) -> FastAPI:
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             return refuse("invalid_request", "client_assertion_type must be jwt-bearer", 400)
         assertion = str(form.get("client_assertion") or "")
+        if server.faults.token_503:
+            # The authorisation server is briefly down; it still saw the assertion's jti.
+            server.faults.token_503 -= 1
+            server.seen_jti.add(str(jwt.decode(assertion, options={"verify_signature": False}).get("jti")))
+            return JSONResponse(
+                {"error": "temporarily_unavailable"}, status_code=503, headers={"Retry-After": "0"}
+            )
         if server.client_id is None or server.public_key is None:
             return refuse("invalid_client", "no client is registered")
         try:
             header = jwt.get_unverified_header(assertion)
             if header.get("alg") not in ("RS384", "ES384") or not header.get("kid"):
                 return refuse("invalid_client", "alg must be RS384 or ES384, with a kid")
+            if server.kid is not None and header["kid"] != server.kid:
+                return refuse("invalid_client", "no registered key has this kid")
+            if "jku" in header and header["jku"] != server.jku:
+                return refuse("invalid_client", "jku is not the JWK Set URL registered for the client")
             claims = jwt.decode(
                 assertion,
                 server.public_key,
@@ -305,6 +372,12 @@ def create_app(server: BulkServer) -> FastAPI:
         job = server.jobs.get(job_id)
         if job is None or job.cancelled:
             return outcome("not-found", "no such export", 404)
+        if server.faults.status_429:
+            server.faults.status_429 -= 1
+            return Response(status_code=429, headers={"Retry-After": server.faults.status_429_retry_after})
+        if server.faults.status_transient_400:
+            server.faults.status_transient_400 -= 1
+            return outcome("transient", "the status store is busy; ask again later", 400)
         if server.faults.status_500:
             server.faults.status_500 -= 1
             return Response(b"upstream hiccup", status_code=500)

@@ -25,6 +25,10 @@ AS_OF = dt.date(2020, 1, 1)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "spark: runs Apache Spark in local mode (needs Java)")
+    config.addinivalue_line(
+        "markers",
+        "spark_cluster: starts a Spark standalone cluster or Connect server on 127.0.0.1 (needs Java)",
+    )
 
 
 def synthea_set_files() -> list[Path]:

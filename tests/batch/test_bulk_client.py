@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -82,9 +83,13 @@ def open_server() -> Iterator[BulkServer]:
 
 
 @pytest.fixture
-def auth_server(rsa_key: rsa.RSAPrivateKey) -> Iterator[BulkServer]:
-    """A server that registers client ``magstat`` with the RSA key's public half."""
-    with running(BulkServer(EXPORT, client_id="magstat", public_key=public_pem(rsa_key))) as server:
+def auth_server(rsa_key: rsa.RSAPrivateKey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BulkServer]:
+    """A server that registers client ``magstat`` with the RSA key's public half under its default kid."""
+    path = tmp_path_factory.mktemp("registered") / "key.pem"
+    path.write_bytes(pem(rsa_key))
+    kid = load_client_key(path).kid
+    server = BulkServer(EXPORT, client_id="magstat", public_key=public_pem(rsa_key), kid=kid)
+    with running(server):
         yield server
 
 
@@ -234,6 +239,15 @@ def test_wrong_key_is_refused(auth_server, other_rsa_key, tmp_path, capsys):
     assert not (out / "summary.json").exists()
 
 
+def test_key_named_by_another_kid_is_refused(auth_server, key_file, tmp_path, capsys):
+    """The registered key under a kid the server does not know is refused (exit 6): the server picks keys by kid."""
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "out", *with_key(key_file), "--key-id", "not-registered", capsys=capsys
+    )
+    assert 6 == code
+    assert "no registered key has this kid" in stderr
+
+
 def test_unusable_key_file_is_invalid_input(tmp_path, capsys):
     """A key file that is not a PEM private key is refused with exit 2, naming the option."""
     path = tmp_path / "key.pem"
@@ -291,12 +305,22 @@ def test_expired_token_is_renewed_mid_download(auth_server, key_file, tmp_path, 
     assert "asking for a new one" in stderr
 
 
+def test_token_endpoint_503_is_retried_with_a_new_assertion(auth_server, key_file, tmp_path, capsys):
+    """A token endpoint that answers 503 twice is asked again, each time with a new jti, and the run completes."""
+    auth_server.faults = Faults(token_503=2)
+    code, _, stderr = screen_server(auth_server, tmp_path / "out", *with_key(key_file), capsys=capsys)
+    assert 0 == code, stderr
+    assert 3 == len(auth_server.seen_jti)  # a replayed jti would have been refused
+    assert 3 == len(requests(auth_server, "/auth/token", "POST"))
+    assert "auth: token: HTTP 503, trying again in 0 s" in stderr
+
+
 def test_token_renewed_before_it_expires(auth_server, rsa_key):
     """A token is reused while it is fresh and renewed (new assertion, new jti) shortly before expires_in runs out."""
     auth_server.token_lifetime = 30
     now = [time.time()]
     with httpx.Client() as http:
-        client_key = ClientKey(rsa_key, "RS384", "test-key")
+        client_key = ClientKey(rsa_key, "RS384", auth_server.kid)
         auth = BackendServicesAuth(
             auth_server.base, "magstat", client_key, "system/*.rs", http, clock=lambda: now[0]
         )
@@ -343,6 +367,17 @@ def test_resource_of_another_type_fails(open_server, tmp_path, capsys):
         "Condition.1.ndjson: the manifest says Condition, but the file holds 1 Encounter (first at line 36)"
         in stderr
     )
+
+
+def test_transient_status_error_is_retried(open_server, tmp_path):
+    """A 4xx status answer whose OperationOutcome code is transient is a failed poll, not a failed export: poll again."""
+    open_server.faults = Faults(status_transient_400=2)
+    waits: list[float] = []
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        result = run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "export", client)
+    assert [1.0, 2.0] == waits[:2]
+    assert 6 == result.resources["Patient"]
 
 
 def test_final_error_status_is_not_retried(open_server, tmp_path, capsys):
@@ -408,6 +443,72 @@ def test_type_filter_sent_and_refused(open_server, tmp_path, capsys):
     assert "refused _typeFilter" in stderr
     retry = requests(open_server, "$export")[-1]
     assert "_typeFilter" not in retry["query"]
+
+
+@pytest.mark.parametrize(
+    ("declares", "why"),
+    [(False, "does not list it"), (None, "does not say")],
+    ids=["not-listed", "no-metadata"],
+)
+def test_type_filter_only_where_the_server_declares_it(open_server, tmp_path, capsys, declares, why):
+    """--type-filter is not sent when the CapabilityStatement's export definition leaves it out or cannot be read."""
+    open_server.declares_type_filter = declares
+    code, _, stderr = screen_server(open_server, tmp_path / "out", "--type-filter", capsys=capsys)
+    assert 0 == code, stderr
+    (kickoff,) = requests(open_server, "$export")
+    assert "_typeFilter" not in kickoff["query"]
+    assert f"CapabilityStatement {why} whether $export supports _typeFilter; not sending it" in stderr
+    assert requests(open_server, "/metadata")
+    assert not any(e["token"] for e in requests(open_server, "/metadata"))
+    whole = len(read_lines(EXPORT / "Observation.ndjson.gz"))
+    assert whole == len(read_lines(tmp_path / "out" / "export" / "Observation.1.ndjson"))
+
+
+def test_status_429_slows_polling_without_giving_up(open_server, tmp_path):
+    """429s on status polls (more than the retry budget) make the client wait their Retry-After, seconds or HTTP date."""
+    open_server.faults = Faults(status_429=8, status_429_retry_after="3")
+    waits: list[float] = []
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "a", client)
+    assert [3.0] * 8 == waits[:8]
+    assert 8 + 3 == len(requests(open_server, "/jobs/"))  # 8 refused, 2 in progress, 1 manifest
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    open_server.faults = Faults(status_429=1, status_429_retry_after=format_datetime(when, usegmt=True))
+    waits.clear()
+    with httpx.Client() as http:
+        client = BulkHttp(http, NoAuth(), RetryPolicy(), sleep=waits.append)
+        run_export(ExportRequest(open_server.base, types=("Patient",)), tmp_path / "b", client)
+    assert 27.0 <= waits[0] <= 30.0
+
+
+def test_patient_level_export(open_server, tmp_path, capsys):
+    """--patient-level kicks off Patient/$export and screens every patient."""
+    out = tmp_path / "out"
+    code, _, stderr = screen_server(open_server, out, "--patient-level", capsys=capsys)
+    assert 0 == code, stderr
+    assert "/fhir/Patient/$export" == requests(open_server, "$export")[0]["path"]
+    assert 6 == json.loads((out / "summary.json").read_text())["patients"]
+
+
+def test_jku_is_sent_and_checked(auth_server, key_file, tmp_path, capsys):
+    """--jku puts the registered JWK Set URL in the assertion header; another URL is refused; http is invalid."""
+    auth_server.jku = "https://client.example/magstat/jwks.json"
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "a", *with_key(key_file), "--jku", auth_server.jku, capsys=capsys
+    )
+    assert 0 == code, stderr
+    assert 1 == len(auth_server.seen_jti)
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "b", *with_key(key_file), "--jku", "https://evil.example/jwks", capsys=capsys
+    )
+    assert 6 == code
+    assert "jku is not the JWK Set URL registered" in stderr
+    code, _, stderr = screen_server(
+        auth_server, tmp_path / "c", *with_key(key_file), "--jku", "http://client.example/jwks", capsys=capsys
+    )
+    assert 2 == code
+    assert "--jku" in stderr
 
 
 def test_types_the_server_lacks_are_dropped(open_server, tmp_path, capsys):

@@ -8,7 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from magstat.batch import ScreenOptions, screen
+from magstat.batch.engines.base import RunContext
+from magstat.batch.engines.spark import SparkEngine
+from magstat.batch.issues import IssueLog
 from magstat.batch.popgen import write_bulk
+from magstat.batch.readers import fhir_bulk
+from magstat.batch.rows import Job
 from tests.batch.conftest import AS_OF, sha, synthea_py_files, synthea_set_files
 from tests.conftest import NHANES
 
@@ -47,3 +52,30 @@ def test_spark_nhanes_matches_duckdb(tmp_path):
         pq.read_table(tmp_path / "spark" / "results.parquet")
     )
     assert duck.summary["mds_distribution_weighted"] == spark.summary["mds_distribution_weighted"]
+
+
+def test_spark_result_parts_do_not_depend_on_the_input_split(tmp_path, kb):
+    """Executors write the same part files, byte for byte, however Spark splits the input."""
+    write_bulk(synthea_py_files()[:4], tmp_path / "bulk", compress=False, max_file_bytes=400_000)
+    source = fhir_bulk.discover(tmp_path / "bulk")
+    job = Job(as_of=AS_OF, strict=False, details=False, kb_sha256=kb.sha256)
+    parts = {}
+    for split in ("128MB", "64KB"):  # one task per file, or many per file
+        work = tmp_path / f"work-{split}"
+        work.mkdir()
+        engine = SparkEngine(conf={"spark.sql.files.maxPartitionBytes": split})
+        try:
+            ctx = RunContext(kb=kb, issues=IssueLog(), work_dir=work, threads=2)
+            results = [r for batch in engine.screen_fhir(source, job, ctx) for r in batch]
+        finally:
+            engine.close()
+        folder = work / "spark-results"
+        parts[split] = {p.name: p.read_bytes() for p in sorted(folder.glob("part-*.parquet"))}
+        assert [p.name for p in folder.iterdir() if not p.name.startswith("part-")] == []
+        ids = [r.row["patient_id"] for r in results if r.row is not None]
+        assert sorted(ids) == ids
+        assert len(ids) >= 4
+    assert ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet", "part-00003.parquet"] == sorted(
+        parts["128MB"]
+    )
+    assert parts["128MB"] == parts["64KB"]

@@ -12,7 +12,7 @@ import re
 
 import httpx
 import pytest
-from fhir.resources.riskassessment import RiskAssessment
+from fhir.resources.R4B.riskassessment import RiskAssessment  # magstat writes FHIR R4 (R4B: same resource)
 
 from magstat.cli import main
 from magstat.service.smart.config import SmartSettings

@@ -182,10 +182,53 @@ def test_list_and_show_print_shipped_views(tmp_path: Path, monkeypatch: Any, cap
     """views list names each shipped view with its resource; views show prints the JSON."""
     from magstat.cli import views as views_cli  # noqa: PLC0415 - the module under test
 
-    path = tmp_path / "patient.json"
-    path.write_text(json.dumps({**VIEW, "title": "Patients"}), encoding="utf-8")
-    monkeypatch.setattr(views_cli, "_shipped", lambda: {"patient": path})
+    text = json.dumps({**VIEW, "title": "Patients"})
+    monkeypatch.setattr(views_cli, "_shipped", lambda: {"patient": text})
     assert 0 == main(["views", "list"])
     assert "patient\tPatient\tPatients\n" == capsys.readouterr().out
     assert 0 == main(["views", "show", "patient"])
     assert "Patient" == json.loads(capsys.readouterr().out)["resource"]
+
+
+def test_list_names_the_knowledge_base_views(capsys: Any) -> None:
+    """views list prints the six views shipped with the knowledge base, one per type magstat reads."""
+    assert 0 == main(["views", "list"])
+    lines = capsys.readouterr().out.splitlines()
+    expected = {
+        "magstat_patient": "Patient",
+        "magstat_observation": "Observation",
+        "magstat_condition": "Condition",
+        "magstat_medication_request": "MedicationRequest",
+        "magstat_medication_statement": "MedicationStatement",
+        "magstat_medication": "Medication",
+    }
+    assert expected == {line.split("\t")[0]: line.split("\t")[1] for line in lines}
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb"])
+def test_run_a_shipped_view_by_name_into_a_folder(engine: str, tmp_path: Path) -> None:
+    """views run NAME writes the shipped view's table (Parquet) into an --out folder as NAME.parquet."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    source = tmp_path / "in"
+    source.mkdir()
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2601-3"}]},
+        "valueQuantity": {
+            "value": 0.62,
+            "unit": "mmol/L",
+            "system": "http://unitsofmeasure.org",
+            "code": "mmol/L",
+        },
+    }
+    (source / "Observation.ndjson").write_text(json.dumps(observation) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["views", "run", "magstat_observation", "--input", str(source), "--engine", engine]
+    assert 0 == main([*args, "--format", "parquet", "--out", str(out)])
+    (row,) = pq.read_table(out / "magstat_observation.parquet").to_pylist()
+    assert ("o1", "p1", 0.62, "mmol/L") == (row["id"], row["patient"], row["value"], row["unit"])
+    assert ["2601-3"] == json.loads(row["kb_loinc"])

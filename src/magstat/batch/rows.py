@@ -278,12 +278,19 @@ def screen_fhir_chunk(chunk: Sequence[FhirGroup], job: Job) -> list[PatientResul
 
 
 def assess_row_group(
-    patient_id: str, rtypes: Sequence[str], rows: Sequence[str | bytes], job: Job, kb: KnowledgeBase
+    patient_id: str,
+    rtypes: Sequence[str],
+    rows: Sequence[str | bytes],
+    job: Job,
+    kb: KnowledgeBase,
+    *,
+    projected: bool = True,
 ) -> PatientResult:
     """Assess one patient from the view rows of their resources (their Patient among them).
 
-    The rows are the JSON texts an SQL engine makes with the knowledge base's views
-    (:func:`magstat.adapters.fhir.flatten.row_sql`), in the order of a Bundle made of the
+    The rows are the JSON texts an SQL engine makes with the knowledge base's views (the
+    projection on ``FlatViews.keys`` when ``projected``, else the columns of
+    :func:`magstat.adapters.fhir.flatten.row_sql`), in the order of a Bundle made of the
     resources (referenced Medications first, then input order); they are read by the same
     :func:`~magstat.adapters.fhir.facts_from_rows` as ``magstat assess --lenient``
     (``--strict`` makes a bad resource fatal), so the facts are those of that Bundle.
@@ -295,11 +302,12 @@ def assess_row_group(
     from magstat.adapters.fhir import ResourceRow, facts_from_rows, views_for_kb  # noqa: PLC0415
 
     flat = views_for_kb(kb)
+    make = flat.row_from_projection if projected else flat.row_from_json
     resources: list[ResourceRow] = []
     problems: list[Issue] = []
     for rtype, text in zip(rtypes, rows, strict=True):
         try:
-            resources.append(flat.row_from_json(rtype, text, index=len(resources)))
+            resources.append(make(rtype, text, index=len(resources)))
         except (ValueError, RecursionError) as exc:
             problem = f"a row of this patient could not be read ({type(exc).__name__}); left out"
             if job.strict:
@@ -315,12 +323,12 @@ def assess_row_group(
     return PatientResult(result.row, result.detail, tuple(problems)) if problems else result
 
 
-def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job) -> list[PatientResult]:
+def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job, *, projected: bool = True) -> list[PatientResult]:
     """Assess a chunk of patients given as view rows: ``(patient id, resource types, row texts)``.
 
-    The rows of each patient are those of :func:`magstat.adapters.fhir.flatten.row_sql`, in
-    Bundle order (referenced Medications first, then input order). Runs in a worker or in the
-    driver, like :func:`screen_fhir_chunk`, and gives the same results as it would on the lines.
+    The rows of each patient are as :func:`assess_row_group` takes them, in Bundle order
+    (referenced Medications first, then input order). Runs in a worker or in the driver, like
+    :func:`screen_fhir_chunk`, and gives the same results as it would on the lines.
     """
     kb = job.kb()
     results: list[PatientResult] = []
@@ -334,7 +342,7 @@ def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job) -> list[PatientResul
                 issue = Issue("patient_not_in_export", None, None, f"Patient/{patient_id}", problem)
                 results.append(PatientResult(None, issues=(issue,)))
                 continue
-            results.append(assess_row_group(patient_id, rtypes, rows, job, kb))
+            results.append(assess_row_group(patient_id, rtypes, rows, job, kb, projected=projected))
     return results
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from magstat import __version__
+from magstat.adapters.cds_hooks.fhir_out import risk_assessment_json
 from magstat.adapters.read import facts_from_data, read_input
 from magstat.cli.common import as_of_arg, today, use_colour
 from magstat.core.assess import assess
@@ -27,7 +29,13 @@ def define_parser(sub: Any) -> None:
     )
     parser.add_argument("file", help="input file, or - for standard input (gzip accepted)")
     parser.add_argument(
-        "--format", choices=("text", "json", "html"), default="text", help="output format (default: text)"
+        "--format",
+        choices=("text", "json", "html", "fhir"),
+        default="text",
+        help=(
+            "output format: text (default), json, html, or fhir "
+            "(a FHIR R4 RiskAssessment, the same as POST /assess?format=fhir)"
+        ),
     )
     parser.add_argument(
         "--as-of",
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         text = render_json(result)
     elif args.format == "html":
         text = render_html(result, kb)
+    elif args.format == "fhir":
+        text = risk_assessment_json(result, kb, version=__version__)
     else:
         text = render_text(result, kb, colour=args.output is None and use_colour(), cite=not args.no_cite)
     if args.output:

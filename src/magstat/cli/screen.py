@@ -144,6 +144,11 @@ def _define_server_options(parser: argparse.ArgumentParser) -> None:
         "--private-key", type=Path, metavar="FILE", help="PEM private key: RSA (RS384) or EC P-384 (ES384)"
     )
     group.add_argument("--key-id", help="kid of the key (default: its RFC 7638 JWK thumbprint)")
+    group.add_argument(
+        "--jku",
+        metavar="URL",
+        help="https URL of the client's JWK Set as registered at the server, sent in the assertion header",
+    )
     group.add_argument("--scope", help="scopes to ask for (default: system/<Type>.rs for each exported type)")
     group.add_argument(
         "--type-filter",
@@ -185,7 +190,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.fhir_server and not args.input:
         raise InvalidInputError("INPUT", "missing", allowed="an input path, or --fhir-server BASE_URL")
     if not args.fhir_server:
-        server_only = ("group", "patient_level", "since", "client_id", "private_key", "key_id", "scope")
+        server_only = (
+            "group",
+            "patient_level",
+            "since",
+            "client_id",
+            "private_key",
+            "key_id",
+            "scope",
+            "jku",
+        )
         given = [f"--{n.replace('_', '-')}" for n in server_only if getattr(args, n)]
         if given or args.type_filter or args.new_export:
             flag = given[0] if given else ("--type-filter" if args.type_filter else "--new-export")
@@ -276,6 +290,13 @@ def _screen_server(args: argparse.Namespace, options: Any) -> tuple[int, Any]:
             "missing",
             allowed="--client-id and --private-key together (SMART Backend Services), or neither (an open server)",
         )
+    if args.jku and not (args.client_id and args.jku.startswith("https://")):
+        raise InvalidInputError(
+            "--jku",
+            "needs --client-id and --private-key" if not args.client_id else "is not an https URL",
+            value=args.jku,
+            allowed="the TLS-protected URL of the client's JWK Set, with --client-id and --private-key",
+        )
     if args.group and args.patient_level:
         raise InvalidInputError("--group", "given with --patient-level", allowed="one export level")
     if args.export_timeout <= 0:
@@ -309,6 +330,7 @@ def _screen_server(args: argparse.Namespace, options: Any) -> tuple[int, Any]:
         scope=args.scope or bulk.default_scope(types),
         policy=bulk.RetryPolicy(timeout=args.export_timeout),
         new_export=args.new_export,
+        jku=args.jku,
     )
     if args.since:
         sys.stderr.write(

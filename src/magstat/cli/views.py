@@ -1,8 +1,10 @@
 """``magstat views run|test|list|show``: SQL on FHIR v2 views from the command line.
 
-``run`` evaluates one ViewDefinition over FHIR data and writes its rows; ``test`` runs the
-specification's conformance files and writes its test report; ``list`` and ``show`` look at
-the views shipped in ``magstat/kb/views``.
+``run`` evaluates one ViewDefinition (a JSON file, or a view shipped with the knowledge base
+by name) over FHIR data and writes its rows; ``test`` runs the specification's conformance
+files and writes its test report; ``list`` and ``show`` look at the views shipped with the
+knowledge base (``magstat/kb/data/views``: magstat's own flattening of FHIR, versioned and
+hashed with the knowledge base).
 
 .. versionadded:: 0.2.0
 """
@@ -16,7 +18,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,15 @@ def define_parser(sub: Any) -> None:
     parser = sub.add_parser("views", help="SQL on FHIR v2 views: run, test, list, show")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     run_p = actions.add_parser("run", help="evaluate one ViewDefinition and write its rows")
-    run_p.add_argument("view", help="a ViewDefinition JSON file")
+    run_p.add_argument("view", help="a ViewDefinition JSON file, or the name of a shipped view (views list)")
     run_p.add_argument(
         "--input", required=True, help="NDJSON file or folder (plain or gzip), JSON array or Bundle"
     )
     run_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
     run_p.add_argument("--format", choices=("ndjson", "csv", "parquet"), default="ndjson")
-    run_p.add_argument("--out", default="-", help="output file, or - for stdout (default)")
+    run_p.add_argument(
+        "--out", default="-", help="output file, an existing folder (<view name>.<format>), or - for stdout"
+    )
     test_p = actions.add_parser("test", help="run SQL on FHIR conformance test files")
     test_p.add_argument("files", nargs="+", help="test files (JSON)")
     test_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
@@ -46,14 +49,11 @@ def define_parser(sub: Any) -> None:
     show_p.add_argument("name", help="the view's name (see views list)")
 
 
-def _shipped() -> dict[str, Any]:
-    """The shipped views by name (file stem)."""
-    folder = resources.files("magstat.kb").joinpath("views")
-    if not folder.is_dir():
-        return {}
-    return {
-        p.name[:-5]: p for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.name.endswith(".json")
-    }
+def _shipped() -> dict[str, str]:
+    """The views shipped with the knowledge base: name (file stem) -> JSON text."""
+    from magstat.kb import load  # noqa: PLC0415 - keeps the CLI start fast
+
+    return dict(sorted(load().views.items()))
 
 
 def _cell(value: Any) -> Any:
@@ -109,9 +109,20 @@ def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dic
 
 
 def _run(args: Any) -> int:
-    from magstat.views import get_engine, load_view  # noqa: PLC0415 - keeps the CLI start fast
+    from magstat.views import (  # noqa: PLC0415 - keeps the CLI start fast
+        get_engine,
+        load_view,
+        parse_view,
+    )
 
-    view = load_view(args.view)
+    shipped = _shipped()
+    if not Path(args.view).exists() and args.view in shipped:
+        view = parse_view(json.loads(shipped[args.view]))
+    else:
+        view = load_view(args.view)
+    if args.out != "-" and Path(args.out).is_dir():
+        suffix = {"ndjson": "ndjson", "csv": "csv", "parquet": "parquet"}[args.format]
+        args.out = str(Path(args.out) / f"{view.name or Path(args.view).stem}.{suffix}")
     source = Path(args.input)
     if not source.exists():
         raise InvalidInputError("--input", "no such file or folder", value=args.input)
@@ -164,8 +175,8 @@ def run(args: Any) -> int:
         return _test(args)
     shipped = _shipped()
     if args.action == "list":
-        for name, path in shipped.items():
-            raw = json.loads(path.read_text(encoding="utf-8"))
+        for name, text in shipped.items():
+            raw = json.loads(text)
             sys.stdout.write(
                 f"{name}\t{raw.get('resource', '?')}\t{raw.get('title', raw.get('description', ''))}\n"
             )
@@ -174,5 +185,5 @@ def run(args: Any) -> int:
         raise InvalidInputError(
             "name", "is not a shipped view", value=args.name, allowed=", ".join(shipped) or "none"
         )
-    sys.stdout.write(shipped[args.name].read_text(encoding="utf-8"))
+    sys.stdout.write(shipped[args.name])
     return 0

@@ -31,6 +31,9 @@ __all__ = [
     "OutcomeDomain",
     "OutcomeEvidence",
     "Parameter",
+    "RiskOutcome",
+    "RiskPrediction",
+    "RiskTables",
     "Sign",
     "Source",
     "Statement",
@@ -307,6 +310,58 @@ class OutcomeDomain:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskOutcome:
+    """The outcome a FHIR ``RiskAssessment`` prediction is about, coded where a verified code exists.
+
+    .. versionadded:: 0.2.0
+    """
+
+    id: str
+    text: str
+    system: str | None
+    code: str | None
+    display: str | None
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskPrediction:
+    """How one magstat status is written as a prediction: its outcome and qualitative probability.
+
+    ``probability`` is a code of the HL7 risk-probability code system other than ``certain``,
+    or ``None`` when the status knows too little to give one.
+
+    .. versionadded:: 0.2.0
+    """
+
+    status: str
+    outcome: str
+    probability: str | None
+    text: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RiskTables:
+    """``risk.toml``: the outcomes and the prediction of every status, for FHIR ``RiskAssessment``.
+
+    .. versionadded:: 0.2.0
+    """
+
+    probability_system: str = ""
+    outcomes: Mapping[str, RiskOutcome] = field(default_factory=dict)
+    statuses: Mapping[str, RiskPrediction] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+
+
+RISK_STATUSES = ("excess", "deficient", "likely_deficient", "at_risk", "unlikely", "indeterminate")
+"""The statuses ``risk.toml`` must map, each once (the statuses of ``magstat.core.result``)."""
+
+RISK_PROBABILITIES = ("negligible", "low", "moderate", "high")
+"""The risk-probability codes a prediction may carry: ``certain`` is refused (decision support)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     """A cited piece of guidance: a next step, a safety note or a limitation."""
 
@@ -339,6 +394,7 @@ class KnowledgeBase:
     statements: Mapping[str, Statement]
     history: tuple[Mapping[str, str], ...] = field(default=())
     context: ContextLexicon = field(default_factory=ContextLexicon)
+    risk: RiskTables = field(default_factory=RiskTables)
     views: Mapping[str, str] = field(default_factory=dict)
     """The shipped SQL on FHIR ViewDefinitions (``views/<name>.json``): name -> JSON text."""
 
@@ -662,6 +718,39 @@ def _context(doc: Mapping[str, Any]) -> ContextLexicon:
     return ContextLexicon(int(scope), terminators, categories, note, sources)
 
 
+def _risk(doc: Mapping[str, Any]) -> RiskTables:
+    settings = _Entry("risk.toml:settings", doc.get("settings", {}))
+    system = settings.string("probability_system")
+    sources = settings.sources()
+    settings.done()
+
+    def outcome(entry_id: str, e: _Entry) -> RiskOutcome:
+        coded = (e.opt_str("system"), e.opt_str("code"), e.opt_str("display"))
+        if any(coded) and not all(coded):
+            raise KnowledgeBaseError(f"{e.where}: system, code and display go together (all or none)")
+        return RiskOutcome(entry_id, e.string("text"), *coded, e.sources())
+
+    def prediction(entry_id: str, e: _Entry) -> RiskPrediction:
+        probability = e.opt_str("probability")
+        if probability is not None and probability not in RISK_PROBABILITIES:
+            raise KnowledgeBaseError(
+                f"{e.where}.probability: {probability!r} is not one of {', '.join(RISK_PROBABILITIES)} "
+                "(decision support never states an outcome as certain)"
+            )
+        return RiskPrediction(entry_id, e.string("outcome"), probability, e.string("text"), e.sources())
+
+    outcomes = _entries(doc, "risk.toml", "outcomes", outcome)
+    statuses = _entries(doc, "risk.toml", "statuses", prediction)
+    if sorted(statuses) != sorted(RISK_STATUSES):
+        raise KnowledgeBaseError(
+            f"risk.toml: statuses must be {', '.join(RISK_STATUSES)}; got {', '.join(sorted(statuses))}"
+        )
+    for row in statuses.values():
+        if row.outcome not in outcomes:
+            raise KnowledgeBaseError(f"risk.toml:statuses.{row.status}: unknown outcome {row.outcome!r}")
+    return RiskTables(system, outcomes, statuses, sources)
+
+
 def _dri(e: _Entry) -> DriRow:
     row = DriRow(
         id=e.string("id"),
@@ -752,6 +841,7 @@ FILES = (
     "outcomes.toml",
     "statements.toml",
     "context.toml",
+    "risk.toml",
 )
 
 
@@ -836,6 +926,7 @@ def build(documents: Mapping[str, Mapping[str, Any]], raw: Mapping[str, bytes]) 
         ),
         history=tuple(history),
         context=_context(doc("context.toml", "settings", "categories")),
+        risk=_risk(doc("risk.toml", "settings", "outcomes", "statuses")),
         views=views,
     )
     _check_references(kb)
@@ -865,6 +956,9 @@ def _check_references(kb: KnowledgeBase) -> None:
         cited.extend((f"OutcomeDomain {outcome.id} evidence", ev.sources) for ev in outcome.evidence)
     cited.append(("context.toml settings", kb.context.sources))
     cited.extend((f"ContextCategory {k}", v.sources) for k, v in kb.context.categories.items())
+    cited.append(("risk.toml settings", kb.risk.sources))
+    cited.extend((f"RiskOutcome {k}", v.sources) for k, v in kb.risk.outcomes.items())
+    cited.extend((f"RiskPrediction {k}", v.sources) for k, v in kb.risk.statuses.items())
     for where, ids in cited:
         for source_id in ids:
             if source_id not in kb.sources:

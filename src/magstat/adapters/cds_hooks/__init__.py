@@ -8,7 +8,7 @@ The HTTP service (``magstat.service``) wires these pure functions to the network
 from __future__ import annotations
 
 from magstat.adapters.cds_hooks.cards import CardContext, DraftDrug, order_cards, patient_view_cards
-from magstat.adapters.cds_hooks.fhir_out import risk_assessment
+from magstat.adapters.cds_hooks.fhir_out import risk_assessment, risk_assessment_json
 from magstat.adapters.cds_hooks.request import (
     DraftOrders,
     PrefetchReading,
@@ -32,4 +32,5 @@ __all__ = [
     "prefetch_templates",
     "render_template",
     "risk_assessment",
+    "risk_assessment_json",
 ]

@@ -319,30 +319,46 @@ def _num(owner: Mapping[str, Any], key: str, where: str = "") -> float | None:
     return number
 
 
+_DATES: dict[str, date] = {}
+
+
 def _date(owner: Mapping[str, Any], key: str, where: str = "") -> date | None:
     """Read a FHIR date/dateTime/instant as its date part; a partial date as its first day."""
     value = owner.get(key)
     if value is None:
         return None
     if isinstance(value, str):
-        n = len(value)
-        try:
-            if n >= 10 and value[4] == "-" and value[7] == "-" and (n == 10 or value[10] == "T"):
-                parts = value[0:4], value[5:7], value[8:10]
-                if all(p.isascii() and p.isdigit() for p in parts):
-                    return date(int(parts[0]), int(parts[1]), int(parts[2]))
-            elif n == 7 and value[4] == "-" and value[:4].isdigit() and value[5:].isdigit():
-                return date(int(value[:4]), int(value[5:]), 1)
-            elif n == 4 and value.isascii() and value.isdigit():
-                return date(int(value), 1, 1)
-        except ValueError:
-            pass
+        found = _DATES.get(value)
+        if found is not None:
+            return found
+        found = _parse_date(value)
+        if found is not None:
+            if len(_DATES) >= _MEMO_LIMIT:
+                _DATES.clear()
+            _DATES[value] = found
+            return found
     raise InvalidInputError(
         _path(where, key),
         "not a FHIR date or dateTime",
         value=value,
         allowed="YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with a zone",
     )
+
+
+def _parse_date(value: str) -> date | None:
+    n = len(value)
+    try:
+        if n >= 10 and value[4] == "-" and value[7] == "-" and (n == 10 or value[10] == "T"):
+            parts = value[0:4], value[5:7], value[8:10]
+            if all(p.isascii() and p.isdigit() for p in parts):
+                return date(int(parts[0]), int(parts[1]), int(parts[2]))
+        elif n == 7 and value[4] == "-" and value[:4].isdigit() and value[5:].isdigit():
+            return date(int(value[:4]), int(value[5:]), 1)
+        elif n == 4 and value.isascii() and value.isdigit():
+            return date(int(value), 1, 1)
+    except ValueError:
+        pass
+    return None
 
 
 def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | None]:
@@ -525,6 +541,21 @@ def _match(kb: KnowledgeBase, kind: str, codes: _Codes, text: str | None) -> Mat
             _MEMO.clear()
         found = _MATCHERS[kind](kb, codes, text)
         _MEMO[key] = found
+    return found
+
+
+_SIGNS_MEMO: dict[tuple[str, _Codes, str | None], tuple[Match, ...]] = {}
+
+
+def _find_signs(kb: KnowledgeBase, codes: _Codes, text: str | None) -> tuple[Match, ...]:
+    """:func:`find_signs` once per distinct (codes, text): a population repeats its diagnoses."""
+    key = (kb.sha256, codes, text)
+    found = _SIGNS_MEMO.get(key)
+    if found is None:
+        if len(_SIGNS_MEMO) >= _MEMO_LIMIT:
+            _SIGNS_MEMO.clear()
+        found = find_signs(kb, codes, text)
+        _SIGNS_MEMO[key] = found
     return found
 
 
@@ -1126,7 +1157,7 @@ class _Reader:
             return []
         current, status = self._condition_current(res)
         found = _match(self.kb, "condition", codes, text)
-        signs = find_signs(self.kb, codes, text)
+        signs = _find_signs(self.kb, codes, text)
         name = text or _code_words(codes) or "unnamed condition"
         category = None
         for i, cc in enumerate(_list(res, "category")):

@@ -9,19 +9,25 @@ DuckDB and Spark give identical facts by construction:
 
 - in process (``facts_from_fhir`` on a bundle): :func:`views_for_kb` compiles the views once
   per knowledge base; :meth:`FlatViews.row` runs the compiled closures on each resource;
-- in SQL (``magstat screen``): :func:`row_sql` compiles one view into a query giving one JSON
-  text per resource (``row``); :meth:`FlatViews.row_from_json` turns it into the same row.
+- in SQL (``magstat screen`` on DuckDB): the scan extracts the JSON keys the view's columns
+  read (:attr:`FlatViews.keys`: a projection, one compact JSON array per resource) and
+  :meth:`FlatViews.row_from_projection` applies the same compiled columns to it; or, for any
+  view, :func:`row_sql` compiles it into a query giving the columns themselves (``row``),
+  which :meth:`FlatViews.row_from_json` reads. Both give the rows of the in-process path.
 
 API for an engine (DuckDB, Spark)::
 
     flat = views_for_kb(kb)                            # cached per knowledge base
+    flat.keys["Observation"]                           # ('id', 'status', 'code', ...)
+    flat.row_from_projection("Observation", '["o1", "final", {...}, null, ...]', index=i)
     sql = row_sql(flat, "Observation", "spark", "staged", "parse_json(line)",
                   carry=("pid", "ord"))                # -> columns pid, ord, row
     rows = [flat.row_from_json(rtype, text, index=i) for i, (rtype, text) in enumerate(...)]
     facts = facts_from_rows(rows, kb, as_of=..., strict=...)   # magstat.adapters.fhir
 
 or, for a whole chunk of patients, :func:`magstat.batch.rows.screen_rows_chunk` with groups
-of ``(patient id, resource types, row texts)`` (medications first, then input order).
+of ``(patient id, resource types, texts)`` (medications first, then input order) and
+``projected=True`` for projections, ``False`` for :func:`row_sql` rows.
 
 Each column is evaluated as a collection (so a repeated element never stops a SQL query);
 :meth:`FlatViews.unwrap` then gives a column that is not a collection in the view its single
@@ -206,6 +212,7 @@ def collection_view(view: View, leave_out: frozenset[str] = frozenset()) -> View
         leave_out: names of columns to drop.
 
     .. versionadded:: 0.3.0
+
     """
 
     def mark(select: Any) -> Any:
@@ -238,6 +245,8 @@ class FlatViews:
         singular: resource type -> for each of them, whether the shipped view has it hold one value.
         compiled: resource type -> the view compiled for Python, every column a collection.
         row_functions: resource type -> the function making a resource's row in process.
+        keys: resource type -> the JSON keys its columns read, when every column the reading
+            uses is a top-level element (``code``, ``value.ofType(Quantity)``); ``None`` otherwise.
 
     """
 
@@ -248,6 +257,7 @@ class FlatViews:
     singular: Mapping[str, tuple[bool, ...]]
     compiled: Mapping[str, CompiledView]
     row_functions: Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]]
+    keys: Mapping[str, tuple[str, ...] | None]
 
     def unwrap(self, rtype: str, columns: Sequence[Any]) -> dict[str, Any]:
         """Turn one row of collections into the reader's row (see the module documentation)."""
@@ -270,6 +280,26 @@ class FlatViews:
 
         """
         return self.row_functions[rtype](resource)
+
+    def row_from_projection(
+        self, rtype: str, text: str | bytes, *, bundle: str = "Bundle", index: int = 0
+    ) -> ResourceRow:
+        """A row from the JSON array of the resource's values at :attr:`keys` (``null``: absent).
+
+        The view's columns read those keys only, so the compiled row function gives on them
+        the row it gives on the whole resource. An SQL engine extracts them in its scan
+        (DuckDB: ``to_json(json_extract(json, ['$.id', ...]))``).
+
+        Raises:
+            ValueError: the text is not such an array, or the type has no :attr:`keys`.
+
+        """
+        keys = self.keys[rtype]
+        values = _loads(text)
+        if keys is None or not isinstance(values, list) or len(values) != len(keys):
+            raise ValueError(f"a {rtype} projection must be a JSON array of its {len(keys or ())} keys")
+        resource = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+        return ResourceRow(rtype, self.row_functions[rtype](resource), bundle, index)
 
     def row_from_json(
         self, rtype: str, text: str | bytes, *, bundle: str = "Bundle", index: int = 0
@@ -314,6 +344,7 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
     read_views = {t: collection_view(by_type[t], ANALYST_COLUMNS) for t in READ_TYPES}
     compiled = {t: compile_view(read_views[t]) for t in READ_TYPES}
     row_functions = {}
+    keys: dict[str, tuple[str, ...] | None] = {}
     for t in READ_TYPES:
         found_getters, probes = compiled[t].getters, compiled[t].probes
         if found_getters is None or probes is None:
@@ -327,6 +358,11 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
             key, plain = probe if probe is not None else (None, None)
             specs.append((column.name, not column.collection, key, plain, get))
         row_functions[t] = _row_function(specs)
+        if all(key is not None for _, _, key, _, _ in specs):
+            read = [k for _, _, key, plain, _ in specs for k in (key, plain) if k is not None]
+            keys[t] = tuple(dict.fromkeys(read))
+        else:
+            keys[t] = None
     flat = FlatViews(
         kb_sha256=kb.sha256,
         views={t: by_type[t] for t in READ_TYPES},
@@ -338,6 +374,7 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
         },
         compiled=compiled,
         row_functions=row_functions,
+        keys=keys,
     )
     if len(_CACHE) > 8:
         _CACHE.clear()
@@ -346,7 +383,7 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
 
 
 def row_sql(
-    flat: FlatViews, rtype: str, dialect: str, source: str, resource_column: str, carry: Sequence[str] = ()
+    flat: FlatViews, rtype: str, dialect: str, source: str, resource_column: str, *, carry: Sequence[str] = ()
 ) -> str:
     """SQL giving, per resource of ``source`` of type ``rtype``, the ``carry`` columns and ``row``.
 

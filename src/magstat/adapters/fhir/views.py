@@ -10,11 +10,15 @@ module generates.
 Each view has one row per resource and one column per element the FHIR adapter reads, named
 as in FHIR JSON (``valueQuantity``, ``onsetPeriod``), so the rows are the resource cut down to
 what the clinical reading needs. Complex elements (a CodeableConcept, a Quantity, a Dosage)
-are kept whole: the reading checks each element's shape and names the element in its errors,
-which it can only do on the element as written. Choice elements are read the portable way
-(``value.ofType(Quantity)``). The Observation view also carries ``kb_loinc``, the codes of the
-result that the knowledge base's lab tests list (generated from ``tests.toml``), so an analyst
-can keep the results magstat reads by code with ``kb_loinc IS NOT NULL``-style filters.
+are kept whole (JSON in a table): the reading checks each element's shape and names the
+element in its errors, which it can only do on the element as written. Choice elements are
+read the portable way (``value.ofType(Quantity)``).
+
+After them come columns for analysts (:data:`ANALYST_COLUMNS`, never read by magstat, so the
+service and screening do not compute them): the patient key, codes, value and unit, reference
+range, statuses as plain values; and, on Observation, ``kb_loinc``: the result's LOINC codes
+that the knowledge base's lab tests list (generated from ``tests.toml``), so a
+``len(kb_loinc) > 0`` filter keeps the results magstat reads by code.
 
 The same views run everywhere: in process on a bundle (the CLI, the CDS Hooks service), in
 DuckDB and in Spark (``magstat screen``), and ``magstat views run magstat_observation ...``
@@ -34,8 +38,46 @@ from magstat.kb.schema import KnowledgeBase
 
 __all__ = ["ANALYST_COLUMNS", "VIEW_FILES", "generate_views", "render_view", "write_views"]
 
-ANALYST_COLUMNS = frozenset({"kb_loinc", "interpretation"})
-"""Columns for analysts that the clinical reading does not use (screening leaves them out)."""
+_PATIENT = ("patient", "subject.getReferenceKey(Patient)", False)
+_ANALYST: dict[str, list[tuple[str, str, bool]]] = {
+    "Observation": [
+        _PATIENT,
+        ("loinc", "code.coding.where(system = 'http://loinc.org').code", True),
+        ("value", "value.ofType(Quantity).value", False),
+        ("unit", "value.ofType(Quantity).code", False),
+        ("ref_low", "referenceRange.first().low.value", False),
+        ("ref_high", "referenceRange.first().high.value", False),
+        ("interpretation_code", "interpretation.coding.code", True),
+    ],
+    "Condition": [
+        _PATIENT,
+        ("code_code", "code.coding.code", True),
+        ("code_text", "code.text", False),
+        ("clinical_status", "clinicalStatus.coding.code.first()", False),
+        ("verification_status", "verificationStatus.coding.code.first()", False),
+    ],
+    "MedicationRequest": [
+        _PATIENT,
+        ("medication_code", "medication.ofType(CodeableConcept).coding.code", True),
+        ("medication_text", "medication.ofType(CodeableConcept).text", False),
+        ("medication_key", "medication.ofType(Reference).getReferenceKey(Medication)", False),
+    ],
+    "MedicationStatement": [
+        _PATIENT,
+        ("medication_code", "medication.ofType(CodeableConcept).coding.code", True),
+        ("medication_text", "medication.ofType(CodeableConcept).text", False),
+        ("medication_key", "medication.ofType(Reference).getReferenceKey(Medication)", False),
+    ],
+    "Medication": [("code_code", "code.coding.code", True), ("code_text", "code.text", False)],
+}
+
+_TYPES = {"value": "decimal", "ref_low": "decimal", "ref_high": "decimal"}
+
+ANALYST_COLUMNS = frozenset(
+    {"kb_loinc", "interpretation"} | {name for columns in _ANALYST.values() for name, _, _ in columns}
+)
+"""Columns for analysts (plain values to filter and join on) that the clinical reading does not
+use: the in-process reading and screening leave them out."""
 
 _LOINC = "http://loinc.org"
 
@@ -121,7 +163,7 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
             ("dosageInstruction", "dosageInstruction", True),
             ("reasonCode", "reasonCode", True),
             ("reasonReference", "reasonReference", True),
-            ("contained", "contained.where(resourceType = 'Medication')", True),
+            ("contained", "contained", True),
         ],
     ),
     (
@@ -137,7 +179,7 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
             ("dosage", "dosage", True),
             ("reasonCode", "reasonCode", True),
             ("reasonReference", "reasonReference", True),
-            ("contained", "contained.where(resourceType = 'Medication')", True),
+            ("contained", "contained", True),
         ],
     ),
     (
@@ -176,7 +218,7 @@ def generate_views(kb: KnowledgeBase) -> dict[str, dict[str, Any]]:
     """
     out: dict[str, dict[str, Any]] = {}
     for resource, name, description, columns in _VIEWS:
-        cols = list(columns)
+        cols = list(columns) + _ANALYST.get(resource, [])
         if resource == "Observation":
             cols.insert(3, ("kb_loinc", _kb_loinc_path(kb), True))
         out[name] = {
@@ -188,7 +230,12 @@ def generate_views(kb: KnowledgeBase) -> dict[str, dict[str, Any]]:
             "select": [
                 {
                     "column": [
-                        {"name": col, "path": path, **({"collection": True} if many else {})}
+                        {
+                            "name": col,
+                            "path": path,
+                            **({"type": _TYPES[col]} if col in _TYPES else {}),
+                            **({"collection": True} if many else {}),
+                        }
                         for col, path, many in cols
                     ]
                 }

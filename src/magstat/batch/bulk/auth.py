@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from magstat.batch.bulk.errors import BulkAuthError, BulkExportError
+from magstat.batch.bulk.http import RetryPolicy, parse_retry_after
 from magstat.errors import InvalidInputError
 
 __all__ = ["ASSERTION_LIFETIME", "BackendServicesAuth", "ClientKey", "NoAuth", "load_client_key"]
@@ -141,6 +142,12 @@ class BackendServicesAuth:
         scope: the scopes to ask for (space-separated).
         http: the HTTP client to use.
         clock: seconds since the epoch (replaceable in tests).
+        jku: the JWK Set URL registered for the client, sent in each assertion's header when
+            given (optional in SMART Backend Services; a server then checks it against the
+            registration).
+        policy: retries of the discovery and token requests on 429, 5xx or a lost connection
+            (each token try with a new assertion, so no ``jti`` is sent twice).
+        sleep: how to wait between tries (replaceable in tests).
 
     """
 
@@ -156,8 +163,14 @@ class BackendServicesAuth:
         *,
         clock: Callable[[], float] = time.time,
         say: Callable[[str], None] = lambda _line: None,
+        jku: str | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.jku = jku
+        self.policy = policy or RetryPolicy()
+        self.sleep = sleep
         self.client_id = client_id
         self.key = key
         self.scope = scope
@@ -186,10 +199,12 @@ class BackendServicesAuth:
         config: dict[str, Any] = {}
         url = f"{self.base_url}/.well-known/smart-configuration"
         try:
-            response = self.http.get(url, headers={"Accept": "application/json"})
+            response = self._send(
+                lambda: self.http.get(url, headers={"Accept": "application/json"}), "discovery"
+            )
             if response.status_code == 200:
                 config = response.json()
-        except (httpx.HTTPError, ValueError):
+        except (BulkExportError, ValueError):
             config = {}
         endpoint = config.get("token_endpoint") if isinstance(config, dict) else None
         if not isinstance(endpoint, str) or not endpoint:
@@ -221,10 +236,13 @@ class BackendServicesAuth:
         return endpoint
 
     def _token_endpoint_from_metadata(self) -> str | None:
+        url = f"{self.base_url}/metadata"
         try:
-            response = self.http.get(f"{self.base_url}/metadata", headers={"Accept": "application/fhir+json"})
+            response = self._send(
+                lambda: self.http.get(url, headers={"Accept": "application/fhir+json"}), "metadata"
+            )
             data = response.json() if response.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError):
+        except (BulkExportError, ValueError):
             return None
         for rest in data.get("rest", []) if isinstance(data, dict) else []:
             for ext in (rest.get("security") or {}).get("extension", []):
@@ -235,7 +253,11 @@ class BackendServicesAuth:
         return None
 
     def assertion(self) -> str:
-        """A fresh client assertion: ``iss`` = ``sub`` = client id, ``aud`` = token endpoint, unique ``jti``."""
+        """A fresh client assertion: ``iss`` = ``sub`` = client id, ``aud`` = token endpoint, unique ``jti``.
+
+        Its header names the algorithm (RS384 or ES384), ``typ`` JWT, the key's ``kid`` and, when
+        configured, the ``jku``; ``exp`` is four minutes ahead (the specification allows five).
+        """
         endpoint = self.discover()
         now = int(self.clock())
         claims = {
@@ -246,6 +268,8 @@ class BackendServicesAuth:
             "jti": uuid.uuid4().hex,
         }
         headers = {"kid": self.key.kid, "typ": "JWT"}
+        if self.jku:
+            headers["jku"] = self.jku
         return jwt.encode(claims, self.key.key, algorithm=self.key.alg, headers=headers)
 
     def renew(self) -> None:
@@ -258,18 +282,22 @@ class BackendServicesAuth:
 
         """
         endpoint = self.discover()
-        form = {
-            "grant_type": "client_credentials",
-            "scope": self.scope,
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion(),
-        }
-        try:
-            response = self.http.post(endpoint, data=form, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
+
+        def post() -> httpx.Response:
+            form = {
+                "grant_type": "client_credentials",
+                "scope": self.scope,
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": self.assertion(),  # a new jti for every try
+            }
+            return self.http.post(endpoint, data=form, headers={"Accept": "application/json"})
+
+        response = self._send(post, "token")
+        if response.status_code == 429 or response.status_code >= 500:
             raise BulkExportError(
-                f"the token endpoint {endpoint} could not be reached ({type(exc).__name__})"
-            ) from None
+                f"the token endpoint {endpoint} answered HTTP {response.status_code} "
+                f"{self.policy.attempts} times; try again later"
+            )
         try:
             body = response.json()
         except ValueError:
@@ -291,6 +319,38 @@ class BackendServicesAuth:
         self._renew_at = self.clock() + seconds - min(RENEW_MARGIN, seconds / 5)
         self.granted_scope = body.get("scope") if isinstance(body.get("scope"), str) else None
         self.tokens_obtained += 1
+
+    def _send(self, send: Callable[[], httpx.Response], what: str) -> httpx.Response:
+        """Send, and on 429, 5xx or a lost connection try again (``Retry-After``, else back-off).
+
+        Returns the last response, whatever its status.
+
+        Raises:
+            BulkExportError: no connection after every try.
+
+        """
+        attempt = 0
+        while True:
+            last = attempt + 1 >= self.policy.attempts
+            try:
+                response = send()
+            except httpx.TransportError as exc:
+                if last:
+                    raise BulkExportError(
+                        f"{what}: {self.base_url} could not be reached ({type(exc).__name__})"
+                    ) from None
+                wait = self.policy.backoff(attempt)
+                self.say(f"auth: {what}: no connection, trying again in {wait:g} s")
+            else:
+                if last or not (response.status_code == 429 or response.status_code >= 500):
+                    return response
+                hint = parse_retry_after(response.headers.get("Retry-After"))
+                wait = (
+                    self.policy.backoff(attempt) if hint is None else min(hint, self.policy.max_retry_after)
+                )
+                self.say(f"auth: {what}: HTTP {response.status_code}, trying again in {wait:g} s")
+            self.sleep(wait)
+            attempt += 1
 
     def header(self) -> dict[str, str]:
         """The ``Authorization`` header, with a token renewed first if it is about to expire."""

@@ -37,7 +37,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import httpx
 
 from magstat.batch.bulk.errors import BulkExportError
-from magstat.batch.bulk.http import BulkHttp, outcome_text, parse_retry_after
+from magstat.batch.bulk.http import BulkHttp, outcome_text, parse_retry_after, transient_outcome
 from magstat.errors import InvalidInputError
 
 __all__ = ["STATE_FILE", "ExportRequest", "ExportResult", "run_export"]
@@ -394,6 +394,15 @@ class _Exporter:
         url = self.request.url()
         headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
         use_filter = bool(self.request.type_filter)
+        if use_filter:
+            declared = self.type_filter_declared()
+            if not declared:
+                why = "does not list it" if declared is False else "does not say"
+                self.say(
+                    f"export: the server's CapabilityStatement {why} whether $export supports _typeFilter; "
+                    "not sending it (every Observation will be exported)"
+                )
+                use_filter = False
         types = tuple(self.request.types)
         level = self.request.level + (f" (Group/{self.request.group})" if self.request.group else "")
         self.say(f"export: kick-off at {url} ({level} level, _type={','.join(types)})")
@@ -435,6 +444,61 @@ class _Exporter:
         self.save()
         return status_url
 
+    def type_filter_declared(self) -> bool | None:
+        """Whether the server's CapabilityStatement declares ``_typeFilter`` for this ``$export``.
+
+        Bulk Data 2.0 leaves ``_typeFilter`` optional for servers and asks them to describe the
+        parameters of each export operation in their CapabilityStatement. The statement names an
+        ``OperationDefinition`` for ``export`` (at the system level, or on ``Patient`` or
+        ``Group``); only a definition the server itself hosts says what it supports (the IG's own
+        canonical lists every optional parameter). Returns ``True`` when such a definition lists
+        ``_typeFilter``, ``False`` when the server's definitions leave it out, ``None`` when the
+        statement or a hosted definition cannot be read. Both are read without the token: they
+        describe the server, not a patient.
+        """
+        base = self.request.base_url.rstrip("/")
+        capability = self._json(f"{base}/metadata", "metadata")
+        if capability is None:
+            return None
+        scope = {"system": None, "patient": "Patient", "group": "Group"}[self.request.level]
+        at_level: list[str] = []
+        anywhere: list[str] = []
+        for rest in capability.get("rest") or []:
+            if not isinstance(rest, dict):
+                continue
+            places: list[tuple[str | None, Any]] = [(None, rest.get("operation"))]
+            places += [
+                (r.get("type"), r.get("operation")) for r in rest.get("resource") or [] if isinstance(r, dict)
+            ]
+            for rtype, operations in places:
+                for op in operations or []:
+                    if not isinstance(op, dict) or str(op.get("name", "")).lstrip("$") != "export":
+                        continue
+                    definition = op.get("definition")
+                    if isinstance(definition, str) and definition:
+                        (at_level if rtype == scope else anywhere).append(definition.partition("|")[0])
+        origin = urlsplit(base)[:2]
+        hosted = [d for d in at_level or anywhere if urlsplit(d)[:2] == origin]
+        answers = []
+        for definition in dict.fromkeys(hosted):
+            operation = self._json(definition, "operation definition")
+            if operation is None or operation.get("resourceType") != "OperationDefinition":
+                continue
+            names = {p.get("name") for p in operation.get("parameter") or [] if isinstance(p, dict)}
+            answers.append("_typeFilter" in names)
+        return any(answers) if answers else None
+
+    def _json(self, url: str, what: str) -> dict[str, Any] | None:
+        """A JSON object from ``url`` read without the token, or ``None`` when it cannot be had."""
+        try:
+            response = self.client.request(
+                "GET", url, headers={"Accept": "application/fhir+json"}, use_auth=False, what=what
+            )
+            data = response.json() if response.status_code == 200 else None
+        except (BulkExportError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
     def poll(self, status_url: str) -> tuple[dict[str, Any], str | None]:
         """Poll the status URL until the manifest; honour Retry-After, else back off exponentially."""
         policy = self.client.policy
@@ -443,11 +507,23 @@ class _Exporter:
         last_note = ""
         last_said = 0.0
         started = time.monotonic()
+        transient = 0
         while True:
             response = self.client.request(
-                "GET", status_url, headers={"Accept": "application/json"}, what="status"
+                "GET", status_url, headers={"Accept": "application/json"}, what="status", retry_429=False
             )
             status = response.status_code
+            now = time.monotonic()
+            if status == 429:
+                # Polling too often (Bulk Data: 429 with Retry-After): wait as told, then go on.
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                if wait is None:
+                    wait = interval
+                    interval = min(policy.poll_cap, interval * 2)
+                wait = min(wait, policy.max_retry_after)
+                self.say(f"status: HTTP 429 (polling too often), waiting {wait:g} s")
+                self._pause(now, wait, deadline)
+                continue
             if status == 200:
                 try:
                     manifest = response.json()
@@ -460,11 +536,19 @@ class _Exporter:
                 raise BulkExportError(
                     f"the export at {status_url} is gone (cancelled, expired or unknown): {outcome_text(response)}"
                 )
+            if 400 <= status < 500 and transient_outcome(response) and transient + 1 < policy.attempts:
+                # A failed status request, not a failed export (a transient issue code): later.
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                wait = policy.backoff(transient) if wait is None else min(wait, policy.max_retry_after)
+                transient += 1
+                self.say(f"status: {outcome_text(response)}; trying again in {wait:g} s")
+                self._pause(now, wait, deadline)
+                continue
             if status != 202:
                 raise BulkExportError(f"the export failed: {outcome_text(response)}")
+            transient = 0
             progress = " ".join((response.headers.get("X-Progress") or "in progress").split())[:100]
             progress = "".join(c for c in progress if c.isprintable())
-            now = time.monotonic()
             if progress != last_note or now - last_said >= 60:
                 self.say(f"export: {progress} ({now - started:.0f} s)")
                 last_note, last_said = progress, now
@@ -474,13 +558,17 @@ class _Exporter:
                 interval = min(policy.poll_cap, interval * 2)
             else:
                 wait = min(wait, policy.max_retry_after)
-            if now + wait > deadline:
-                self.cancel()
-                raise BulkExportError(
-                    f"the export was not ready after {policy.timeout:g} s (--export-timeout); "
-                    "it was cancelled"
-                )
-            self.client.sleep(max(wait, 0.05))
+            self._pause(now, wait, deadline)
+
+    def _pause(self, now: float, wait: float, deadline: float) -> None:
+        """Wait before the next status poll, or cancel the export when the wait would pass the deadline."""
+        if now + wait > deadline:
+            self.cancel()
+            raise BulkExportError(
+                f"the export was not ready after {self.client.policy.timeout:g} s (--export-timeout); "
+                "it was cancelled"
+            )
+        self.client.sleep(max(wait, 0.05))
 
     def whole_manifest(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Follow a paged manifest's ``link`` (relation ``next``) and join its pages into one.

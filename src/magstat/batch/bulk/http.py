@@ -23,7 +23,7 @@ import httpx
 
 from magstat.batch.bulk.errors import BulkAuthError, BulkExportError
 
-__all__ = ["Auth", "BulkHttp", "RetryPolicy", "outcome_text", "parse_retry_after"]
+__all__ = ["Auth", "BulkHttp", "RetryPolicy", "outcome_text", "parse_retry_after", "transient_outcome"]
 
 TRANSIENT_CODES = frozenset(
     {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
@@ -112,6 +112,22 @@ def outcome_text(response: httpx.Response, limit: int = 300) -> str:
     return f"HTTP {response.status_code}" + (f" ({summary})" if summary else "")
 
 
+def transient_outcome(response: httpx.Response) -> bool:
+    """Whether an error response carries an OperationOutcome with an issue of the ``transient`` family.
+
+    Bulk Data asks a server whose status request failed without the export failing to say so
+    with such a code, so that the client tries again later.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return False
+    codes = {str(i.get("code")) for i in body.get("issue") or [] if isinstance(i, dict)}
+    return bool(codes & TRANSIENT_CODES)
+
+
 def _final_outcome(response: httpx.Response) -> bool:
     """Whether a 5xx response carries an OperationOutcome whose issues are all non-transient."""
     try:
@@ -164,7 +180,15 @@ class BulkHttp:
 
     @contextmanager
     def _open(
-        self, method: str, url: str, headers: Mapping[str, str], use_auth: bool, what: str, **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        use_auth: bool,
+        what: str,
+        *,
+        retry_429: bool = True,
+        **kwargs: Any,
     ) -> Iterator[httpx.Response]:
         """Send until a response worth returning; yield it open (streamed), then close it."""
         renewed = False
@@ -199,7 +223,7 @@ class BulkHttp:
             if status >= 500:
                 response.read()
                 final = _final_outcome(response)
-            retryable = status == 429 or (status >= 500 and not final)
+            retryable = (status == 429 and retry_429) or (status >= 500 and not final)
             if retryable and attempt + 1 < self.policy.attempts:
                 response.close()
                 self._wait(response, attempt, what)
@@ -219,16 +243,20 @@ class BulkHttp:
         headers: Mapping[str, str],
         use_auth: bool = True,
         what: str,
+        retry_429: bool = True,
         **kwargs: Any,
     ) -> httpx.Response:
         """Send a request (retried as the policy says) and return the read response, whatever its status.
+
+        ``retry_429=False`` returns a 429 at once, for a caller that paces itself (status polling,
+        where a 429 means "poll less often", not "give up after a few tries").
 
         Raises:
             BulkExportError: the server could not be reached after every try.
             BulkAuthError: the server refused the token after one renewal.
 
         """
-        with self._open(method, url, headers, use_auth, what, **kwargs) as response:
+        with self._open(method, url, headers, use_auth, what, retry_429=retry_429, **kwargs) as response:
             response.read()
             return response
 

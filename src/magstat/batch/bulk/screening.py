@@ -51,6 +51,7 @@ class ServerScreening:
         policy: retries, back-off and the export timeout.
         new_export: ignore a kept export.
         timeout: seconds for one HTTP exchange.
+        jku: the client's registered JWK Set URL, sent in the assertion header (optional).
 
     """
 
@@ -61,6 +62,7 @@ class ServerScreening:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     new_export: bool = False
     timeout: float = 60.0
+    jku: str | None = None
 
 
 def default_scope(types: tuple[str, ...]) -> str:
@@ -139,7 +141,15 @@ def screen_from_server(
         auth: Auth = NoAuth()
         if config.client_id and config.key:
             auth = BackendServicesAuth(
-                config.request.base_url, config.client_id, config.key, config.scope, http, say=say
+                config.request.base_url,
+                config.client_id,
+                config.key,
+                config.scope,
+                http,
+                say=say,
+                jku=config.jku,
+                policy=config.policy,
+                sleep=sleep,
             )
         client = BulkHttp(http, auth, config.policy, sleep=sleep, say=say)
         started = time.monotonic()

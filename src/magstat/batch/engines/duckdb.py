@@ -3,12 +3,13 @@
 FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
 which validates every line) classifies each line in SQL and keeps the lines the adapter needs
 in a staging table, whose row order is the input order. A second query flattens the kept
-lines in DuckDB with the knowledge base's SQL on FHIR views (the SQL that
-:func:`magstat.adapters.fhir.flatten.row_sql` compiles from them: only the elements the
-reading uses, one compact JSON row per resource), joins referenced Medications, sorts the rows
-by patient (then input order) and streams them to Python, where each patient's rows go to
-:func:`magstat.batch.rows.screen_rows_chunk` in worker processes: the same
-``facts_from_rows`` as ``magstat assess`` on a Bundle of those resources. DuckDB sorts
+lines in DuckDB with the knowledge base's SQL on FHIR views: each line becomes a compact JSON
+array of the elements its view reads (``FlatViews.keys``: ``id``, ``status``, ``code``,
+``valueQuantity`` ...), or, for a view that is not a plain projection, the view's own columns
+(:func:`magstat.adapters.fhir.flatten.row_sql`). It joins referenced Medications, sorts the
+rows by patient (then input order) and streams them to Python, where each patient's rows go
+to :func:`magstat.batch.rows.screen_rows_chunk` in worker processes: the view's compiled
+columns and the same ``facts_from_rows`` as ``magstat assess`` on a Bundle of those resources. DuckDB sorts
 larger-than-memory data on disk, so memory stays bounded by ``memory_limit`` and the chunk
 size, not by the input.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +192,42 @@ FROM (
 """  # noqa: S608
 
     @staticmethod
+    def projection_fetch_sql(keys: Mapping[str, tuple[str, ...]]) -> str:
+        """Project the kept lines on the keys their views read, add Medications, sort by patient.
+
+        A line becomes the JSON array of its values at those keys (``null`` where absent),
+        which ``FlatViews.row_from_projection`` reads; only kept lines are projected.
+        """
+        whens = []
+        for rtype, rtype_keys in keys.items():
+            if not rtype.isidentifier() or not all(k.isidentifier() for k in rtype_keys):
+                raise ValueError(f"not a resource type and JSON keys a view can read: {rtype} {rtype_keys}")
+            paths = ", ".join(f"'$.{k}'" for k in rtype_keys)
+            # The cast of a list of JSON values is a JSON array once absent values are null.
+            whens.append(
+                f"WHEN '{rtype}' THEN CAST(list_transform(json_extract(line, [{paths}]), "
+                "lambda x: coalesce(x, 'null'::JSON)) AS VARCHAR)"
+            )
+        project = f"CASE rt {' '.join(whens)} END"
+        return f"""
+WITH meds AS (
+  SELECT mkey, arg_min(line, rowid) AS line FROM staged WHERE mkey IS NOT NULL GROUP BY mkey
+),
+links AS (
+  SELECT DISTINCT pid, mref FROM staged WHERE mref IS NOT NULL
+)
+SELECT pid, rt, {project} AS line FROM (
+  SELECT l.pid AS pid, 'Medication' AS rt, -1 AS ord, m.mkey AS tie, m.line AS line
+  FROM links l JOIN meds m ON l.mref = m.mkey
+  UNION ALL
+  SELECT pid, rt, rowid AS ord, NULL AS tie, line FROM staged WHERE kind = {USED} AND rt <> 'Medication'
+)
+ORDER BY pid, ord, tie
+"""  # noqa: S608
+
+    @staticmethod
     def fetch_sql(kb: KnowledgeBase) -> str:
-        """Flatten the kept lines with the views, add referenced Medications, sort by patient."""
+        """Flatten the kept lines with the views' SQL, add referenced Medications, sort by patient."""
         flat = views_for_kb(kb)
         per_type = " UNION ALL ".join(
             row_sql(
@@ -271,8 +306,14 @@ ORDER BY pid, ord, tie
         ((total,),) = con.execute(
             f"SELECT count(DISTINCT pid) FROM staged WHERE kind = {USED} AND rt <> 'Medication'"  # noqa: S608
         ).fetchall()
-        reader = con.sql(self.fetch_sql(ctx.kb)).to_arrow_reader(batch_size=8192)
-        work = functools.partial(screen_rows_chunk, job=job)
+        flat = views_for_kb(ctx.kb)
+        keys = {t: k for t, k in flat.keys.items() if k is not None}
+        # Every view a plain projection (the shipped ones are): DuckDB extracts the elements;
+        # otherwise it runs the views' SQL.
+        projected = len(keys) == len(flat.keys)
+        fetch = self.projection_fetch_sql(keys) if projected else self.fetch_sql(ctx.kb)
+        reader = con.sql(fetch).to_arrow_reader(batch_size=8192)
+        work = functools.partial(screen_rows_chunk, job=job, projected=projected)
         done = 0
         for results in pool.map(work, _chunks(_groups(reader))):
             done += len(results)

@@ -1,14 +1,27 @@
 """The Apache Spark engine (``--engine spark``): local mode, a cluster, or Spark Connect.
 
-Spark reads the needed NDJSON files as text, classifies each line with the same rules as the
-DuckDB engine (the expressions of :mod:`magstat.batch.readers.fhir_bulk`), groups the kept
-lines by patient in input order, and runs :func:`magstat.batch.rows.screen_fhir_chunk` on the
-groups with ``mapInArrow``. The results come back to the driver sorted by patient id through
-``toLocalIterator``, one partition at a time, so the driver's memory stays bounded.
+Spark reads the needed NDJSON files as text and classifies each line with the same rules as the
+DuckDB engine (the expressions of :mod:`magstat.batch.readers.fhir_bulk`). The knowledge base's
+SQL on FHIR views (:mod:`magstat.adapters.fhir.views`) then run in Spark SQL on the kept
+resources (:func:`magstat.adapters.fhir.flatten.row_sql`): one compact row per resource, with no
+Python per row. The rows are grouped by patient in input order (referenced Medications first)
+and ``mapInArrow`` hands each partition's patients to :func:`magstat.batch.rows.screen_rows_chunk`,
+the same reader (``facts_from_rows``) and core as every other path.
+
+The executors write the results themselves, as Parquet: the patients are spread over a fixed
+number of partitions by a hash of their id (:func:`result_partitions`, from the input's size
+only), sorted by id within each, and each task writes ``part-NNNNN.parquet`` (its partition
+number) into the run's work folder, through a temporary name and a rename, so a retried task
+leaves the same file. Nothing in that layout depends on the cluster, the number of workers or
+the timing. The driver then merges the sorted parts a row group at a time into the screening's
+outputs (``results.parquet``, the summary, the issues): its memory depends on the number of
+parts, which is capped (:data:`MAX_RESULT_PARTITIONS`), not on the number of patients.
 
 Executors must have the same magstat (and knowledge base) installed as the driver; a row made
 with another knowledge base is refused. The input must be readable at the same path by the
-driver (which lists it) and the executors (which read it): a shared filesystem on a cluster.
+driver (which lists it) and the executors (which read it), and so must the output folder
+(executors write their parts in its staging folder; the driver reads them): a shared
+filesystem on a cluster. A part the driver cannot find stops the run with that explanation.
 
 .. versionadded:: 0.1.0
 """
@@ -17,15 +30,19 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
 import json
+import math
 import os
 import pickle
 import sys
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from magstat.adapters.fhir.flatten import READ_TYPES, row_sql, views_for_kb
 from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunContext
 from magstat.batch.issues import Issue
 from magstat.batch.readers import table as table_reader
@@ -38,19 +55,53 @@ from magstat.batch.readers.fhir_bulk import (
     code_keyword_anchors,
     plain_code_pattern,
 )
-from magstat.batch.rows import Job, PatientResult, screen_fhir_chunk, screen_record_chunk
+from magstat.batch.rows import Job, PatientResult, screen_record_chunk, screen_rows_chunk
 
 __all__ = ["SparkEngine"]
 
 USED, MALFORMED, NOT_NEEDED, NO_PATIENT = 0, 1, 3, 4
-_OUT_SCHEMA = "patient_id string, row string, detail string, issues string"
 _DATE_COLUMNS = ("as_of", "serum_mg_date")
 _COLLECT_BATCH = 512
 
+RESULT_PARTITIONS_CONF = "spark.magstat.resultPartitions"
+"""A Spark setting that fixes the number of result parts (else :func:`result_partitions`)."""
 
-def _encode(result: PatientResult) -> dict[str, Any]:
+MIN_RESULT_PARTITIONS = 4
+MAX_RESULT_PARTITIONS = 64
+"""The driver merges the parts holding one row group of each open: this caps its memory."""
+
+BYTES_PER_RESULT_PARTITION = 256 << 20
+PART_ROW_GROUP = 512
+"""Rows per row group of a part (what the driver holds of each part while merging)."""
+
+
+_VIEW_SQL_CONF = {
+    # A view compiles to nested lambda expressions beyond the JVM's 64 KB method limit: Spark
+    # would generate code, fail and fall back to interpreting them, so it is not asked to.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+
+
+def result_partitions(input_bytes: int) -> int:
+    """The number of result parts for an input of this size (never the cluster's size).
+
+    Args:
+        input_bytes: the bytes of input read (files as stored, gzip or not).
+
+    Returns:
+        One part per 256 MB, at least 4 and at most 64.
+
+    """
+    wanted = math.ceil(max(input_bytes, 0) / BYTES_PER_RESULT_PARTITION)
+    return max(MIN_RESULT_PARTITIONS, min(MAX_RESULT_PARTITIONS, wanted))
+
+
+def _encode(result: PatientResult, key: str | None, seq: int) -> dict[str, Any]:
     row = result.row
     return {
+        "key": key,
+        "seq": seq,
         "patient_id": None if row is None else row["patient_id"],
         "row": None if row is None else json.dumps(row, default=str, sort_keys=True),
         "detail": result.detail,
@@ -70,25 +121,126 @@ def _decode(record: Any) -> PatientResult:
 
 
 def _fhir_partition(batches: Iterable[Any], job: Job) -> Iterator[Any]:
-    """mapInArrow: (patient_id, items) per patient -> encoded results (runs on executors)."""
+    """mapInArrow: (patient_id, items) per patient -> encoded results (runs on executors).
+
+    The items are the patient's view rows (JSON text, from Spark SQL), referenced
+    Medications first, then in input order; :func:`screen_rows_chunk` reads them with the
+    same :func:`~magstat.adapters.fhir.facts_from_rows` as every other path.
+    """
     import pyarrow as pa  # noqa: PLC0415 - executor side
 
     for batch in batches:
         groups = []
         for pid, items in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
-            groups.append((pid, [i["rt"] for i in items], [i["line"] for i in items]))
-        encoded = [_encode(r) for r in screen_fhir_chunk(groups, job)]
-        yield pa.RecordBatch.from_pylist(
-            encoded,
-            schema=_result_schema(pa),
-        )
+            groups.append((pid, [i["rt"] for i in items], [i["row"] for i in items]))
+        results = screen_rows_chunk(groups, job)
+        encoded = [_encode(r, g[0], 0) for r, g in zip(results, groups, strict=True)]
+        yield pa.RecordBatch.from_pylist(encoded, schema=part_schema(pa))
 
 
-def _result_schema(pa: Any) -> Any:
-    """The Arrow schema of the encoded results both partition functions yield."""
+def part_schema(pa: Any) -> Any:
+    """The Arrow schema of the encoded results (the columns of every part file).
+
+    ``key`` and ``seq`` are what the partition is sorted by (the patient id of the input, and
+    the input position among equal ids); the driver merges the parts by them.
+    """
     return pa.schema(
-        [("patient_id", pa.string()), ("row", pa.string()), ("detail", pa.string()), ("issues", pa.string())]
+        [
+            ("key", pa.string()),
+            ("seq", pa.int64()),
+            ("patient_id", pa.string()),
+            ("row", pa.string()),
+            ("detail", pa.string()),
+            ("issues", pa.string()),
+        ]
     )
+
+
+_PART_SCHEMA = "part int, rows long"
+
+
+def _write_part(
+    batches: Iterable[Any], inner: Callable[[Iterable[Any]], Iterator[Any]], folder: str
+) -> Iterator[Any]:
+    """mapInArrow: run ``inner`` on this partition and write its results as one Parquet part.
+
+    Runs on an executor. The file is named after the partition number and written under a
+    temporary name first, so a retried or speculative task replaces it whole with the same
+    content. Yields one small record (the part number and its rows) for the driver.
+    """
+    import pyarrow as pa  # noqa: PLC0415 - executor side
+    import pyarrow.parquet as pq  # noqa: PLC0415
+    from pyspark import TaskContext  # noqa: PLC0415
+
+    context = TaskContext.get()
+    part = context.partitionId() if context is not None else 0
+    attempt = context.taskAttemptId() if context is not None else 0
+    final = Path(folder) / part_name(part)
+    temp = Path(folder) / f".{part_name(part)}.{attempt}.tmp"
+    rows = 0
+    try:
+        with pq.ParquetWriter(temp, part_schema(pa), compression="zstd") as writer:
+            for batch in inner(batches):
+                if batch.num_rows:
+                    writer.write_batch(batch, row_group_size=PART_ROW_GROUP)
+                    rows += batch.num_rows
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+    yield pa.RecordBatch.from_pylist(
+        [{"part": part, "rows": rows}], schema=pa.schema([("part", pa.int32()), ("rows", pa.int64())])
+    )
+
+
+def part_name(part: int) -> str:
+    """The file name of a result part: ``part-00003.parquet``."""
+    return f"part-{part:05d}.parquet"
+
+
+def check_parts(folder: Path, written: Iterable[tuple[int, int]]) -> list[Path]:
+    """The part files the executors reported, checked to be here whole, in part order.
+
+    Args:
+        folder: where the executors wrote (the run's work folder, seen from the driver).
+        written: (part number, rows) as each task reported it.
+
+    Raises:
+        RuntimeError: a part is missing or holds another number of rows: the driver does not
+            see what the executors wrote (the folder is not on storage they share).
+
+    """
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    paths = []
+    for part, rows in sorted(written):
+        path = folder / part_name(part)
+        found = pq.ParquetFile(path).metadata.num_rows if path.is_file() else None
+        if found != rows:
+            raise RuntimeError(
+                f"the Spark executors wrote {rows} result(s) to {path}, but the driver "
+                f"{'cannot find that file' if found is None else f'reads {found} there'}: the output "
+                "folder must be on storage that the driver and every executor share, at the same path"
+            )
+        paths.append(path)
+    return paths
+
+
+def _read_part(path: Path) -> Iterator[tuple[tuple[int, str, int], Any]]:
+    """The records of one part, in its order, with their merge key (one row group at a time)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    with pq.ParquetFile(path) as handle:
+        for batch in handle.iter_batches(batch_size=PART_ROW_GROUP):
+            for record in batch.to_pylist():
+                key = record["key"]
+                # Spark sorts a missing key first, as (0, "") does here.
+                yield (0, "", record["seq"]) if key is None else (1, key, record["seq"]), record
+
+
+def merge_parts(paths: Iterable[Path]) -> Iterator[PatientResult]:
+    """The results of every part, merged into one stream sorted as the parts are."""
+    for _, record in heapq.merge(*(_read_part(p) for p in paths), key=lambda item: item[0]):
+        yield _decode(record)
 
 
 def _record_partition(
@@ -99,15 +251,19 @@ def _record_partition(
 
     for batch in batches:
         rows = batch.to_pylist()
+        keys = [(r.pop(_KEY), r.pop(_SEQ)) for r in rows]
         if pickled:
             chunk = [(r["patient_id"], pickle.loads(r["payload"])) for r in rows]  # noqa: S301 - our own records
         else:
             chunk = [(str(r.get("patient_id")), r) for r in rows]
-        encoded = [_encode(r) for r in screen_record_chunk(chunk, function, job)]
-        yield pa.RecordBatch.from_pylist(
-            encoded,
-            schema=_result_schema(pa),
-        )
+        results = screen_record_chunk(chunk, function, job)
+        encoded = [_encode(r, k, q) for r, (k, q) in zip(results, keys, strict=True)]
+        yield pa.RecordBatch.from_pylist(encoded, schema=part_schema(pa))
+
+
+_OWN_CARRY = ("pid", "rt", "f", "pos", "tie")
+_KEY, _SEQ = "__magstat_key", "__magstat_seq"
+"""Columns added to a table's rows: the sort key and the input position (removed before use)."""
 
 
 class SparkEngine:
@@ -127,6 +283,7 @@ class SparkEngine:
         self.conf = dict(conf or {})
         self.spark: Any = None
         self._own_session = False
+        self._temp_views: list[str] = []
 
     def _session(self, ctx: RunContext) -> Any:
         if self.spark is not None:
@@ -149,15 +306,26 @@ class SparkEngine:
                 "spark.sql.shuffle.partitions": str(max(4, 2 * (ctx.threads or os.cpu_count() or 2))),
                 "spark.local.dir": str(ctx.work_dir / "spark"),
             }
+            defaults.update(_VIEW_SQL_CONF)
             if ctx.memory_limit:
                 defaults["spark.driver.memory"] = ctx.memory_limit
             for key, value in defaults.items():
+                builder = builder.config(key, value)
+        if self.remote:
+            for key, value in _VIEW_SQL_CONF.items():
                 builder = builder.config(key, value)
         for key, value in self.conf.items():
             builder = builder.config(key, value)
         # getOrCreate may hand back a session someone else in this process made (a views run);
         # only a session this engine created is stopped by close().
         existing = None if self.remote else SparkSession.getActiveSession()
+        if existing is not None and self.master and existing.sparkContext.master != self.master:
+            # One Spark driver per process: getOrCreate would silently hand back that session
+            # and the screening would run there, not on the master asked for.
+            raise RuntimeError(
+                f"a Spark session on {existing.sparkContext.master} is already running in this process, "
+                f"so the screening cannot run on {self.master}: run it in a process of its own"
+            )
         self.spark = builder.getOrCreate()
         self._own_session = existing is None
         if not self.remote:
@@ -297,11 +465,12 @@ class SparkEngine:
                 ctx.no_patient.append((read[row["f"]].name, row["label"]))
             ctx.progress("scan", 100, 100)
             ctx.after_scan()
-            meds = (
+            med_lines = (
                 classified.where(F.col("mkey").isNotNull())
                 .groupBy("mkey")
-                .agg(F.min_by("line", F.struct("f", "pos")).alias("mline"))
+                .agg(F.min_by("line", F.struct("f", "pos")).alias("line"))
             )
+            meds = self._view_rows(spark, ctx, med_lines, "Medication", ("mkey",))
             links = classified.where(F.col("mref").isNotNull()).select("pid", "mref").distinct()
             med_rows = links.join(meds, links.mref == meds.mkey).select(
                 "pid",
@@ -309,50 +478,91 @@ class SparkEngine:
                 F.lit(-1).alias("f"),
                 F.lit(-1).cast("long").alias("pos"),
                 F.col("mkey").alias("tie"),
-                F.col("mline").alias("line"),
+                F.col("row"),
             )
-            own_rows = classified.where((F.col("kind") == USED) & (F.col("rt") != "Medication")).select(
+            own = classified.where((F.col("kind") == USED) & (F.col("rt") != "Medication")).select(
                 "pid", "rt", "f", "pos", F.lit(None).cast("string").alias("tie"), "line"
             )
+            own_rows = functools.reduce(
+                lambda a, b: a.unionByName(b),
+                [
+                    self._view_rows(spark, ctx, own.where(F.col("rt") == rtype), rtype, _OWN_CARRY)
+                    for rtype in READ_TYPES
+                    if rtype != "Medication"
+                ],
+            )
+            parts = self._partitions(sum(f.size for f in read))
             grouped = (
                 med_rows.unionByName(own_rows)
-                .groupBy("pid")
-                .agg(F.sort_array(F.collect_list(F.struct("f", "pos", "tie", "rt", "line"))).alias("items"))
-                .orderBy("pid")  # sorted before the Python step, which keeps the order
+                .repartition(parts, "pid")
+                .groupBy("pid")  # the hash partitioning above holds: no second shuffle
+                .agg(F.sort_array(F.collect_list(F.struct("f", "pos", "tie", "rt", "row"))).alias("items"))
+                .sortWithinPartitions("pid")
             )
             work = functools.partial(_fhir_partition, job=job)
-            yield from self._collect(grouped.mapInArrow(work, _OUT_SCHEMA), ctx, total)
+            yield from self._write_and_merge(grouped, work, ctx, total)
         finally:
             classified.unpersist()
+            self._drop_temp_views()
 
-    def _collect(self, results: Any, ctx: RunContext, total: int | None) -> Iterator[list[PatientResult]]:
-        """Bring results, already in patient-id order, to the driver a batch at a time.
+    def _view_rows(self, spark: Any, ctx: RunContext, lines: Any, rtype: str, carry: Sequence[str]) -> Any:
+        """The knowledge base's view of ``rtype`` run in Spark SQL on ``lines``: ``carry`` and ``row``.
 
-        They are computed first on every executor at once (and kept, spilling to disk), then
-        read a partition at a time: ``toLocalIterator`` alone would compute one partition after
-        the other.
+        ``row`` is the view's row as JSON text (:func:`magstat.adapters.fhir.flatten.row_sql`).
+        A line Spark cannot parse as a ``VARIANT`` (which json_tuple could read) gets the row
+        ``null``, which the per-patient step reports as a row it could not read, never drops.
         """
-        from pyspark import StorageLevel  # noqa: PLC0415
+        from pyspark.sql import functions as F  # noqa: N812, PLC0415
 
+        flat = views_for_kb(ctx.kb)
+        staged = lines.select(*carry, F.expr("try_parse_json(line)").alias("resource_"))
+        name = f"magstat_{rtype.lower()}_{uuid.uuid4().hex}"
+        staged.where(F.col("resource_").isNotNull()).createOrReplaceTempView(name)
+        self._temp_views.append(name)
+        rows = spark.sql(row_sql(flat, rtype, "spark", name, "resource_", carry=tuple(carry)))
+        unreadable = staged.where(F.col("resource_").isNull()).select(*carry, F.lit("null").alias("row"))
+        return rows.unionByName(unreadable)
+
+    def _drop_temp_views(self) -> None:
+        if self.spark is not None:
+            for name in self._temp_views:
+                self.spark.catalog.dropTempView(name)
+        self._temp_views.clear()
+
+    def _partitions(self, input_bytes: int) -> int:
+        setting = self.conf.get(RESULT_PARTITIONS_CONF)
+        return int(setting) if setting else result_partitions(input_bytes)
+
+    def _write_and_merge(
+        self,
+        frame: Any,
+        work: Callable[[Iterable[Any]], Iterator[Any]],
+        ctx: RunContext,
+        total: int | None,
+    ) -> Iterator[list[PatientResult]]:
+        """Have the executors assess ``frame``'s partitions and write them; merge the parts.
+
+        ``frame`` is already hash-partitioned and sorted within partitions by the merge key.
+        """
         ctx.progress("assess", 0, total)
-        kept = results.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            kept.count()
-            batch: list[PatientResult] = []
-            done = 0
-            for record in kept.toLocalIterator():
-                batch.append(_decode(record))
-                if len(batch) >= _COLLECT_BATCH:
-                    done += len(batch)
-                    ctx.progress("assess", done, total)
-                    yield batch
-                    batch = []
-            if batch:
+        folder = ctx.work_dir / "spark-results"
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = functools.partial(_write_part, inner=work, folder=str(folder.resolve()))
+        written = [(r["part"], r["rows"]) for r in frame.mapInArrow(writer, _PART_SCHEMA).collect()]
+        paths = check_parts(folder, written)
+        batch: list[PatientResult] = []
+        done = 0
+        for result in merge_parts(paths):
+            batch.append(result)
+            if len(batch) >= _COLLECT_BATCH:
                 done += len(batch)
                 ctx.progress("assess", done, total)
                 yield batch
-        finally:
-            kept.unpersist()
+                batch = []
+        if batch:
+            done += len(batch)
+            ctx.progress("assess", done, total)
+            yield batch
 
     # -- tables and records -------------------------------------------------------------------
 
@@ -366,18 +576,27 @@ class SparkEngine:
         else:
             frame = spark.read.option("header", "true").option("inferSchema", "false").csv(str(path))
         table_reader.check_columns(frame.columns)
+        keyed = frame.select(
+            "*",
+            F.col("patient_id").cast("string").alias(_KEY),
+            F.monotonically_increasing_id().alias(_SEQ),
+        )
         work = functools.partial(_record_partition, function=table_reader.assess_row, job=job, pickled=False)
-        ordered = frame.orderBy(F.col("patient_id").cast("string"))
-        yield from self._collect(ordered.mapInArrow(work, _OUT_SCHEMA), ctx, None)
+        ordered = keyed.repartition(self._partitions(path.stat().st_size), _KEY).sortWithinPartitions(
+            _KEY, _SEQ
+        )
+        yield from self._write_and_merge(ordered, work, ctx, None)
 
     def screen_records(
         self, records: Iterable[Record], function: RecordFunction, job: Job, ctx: RunContext
     ) -> Iterator[list[PatientResult]]:
         """Screen records built on the driver (NHANES): shipped to executors pickled."""
         spark = self._session(ctx)
-        rows = [(pid, pickle.dumps(record)) for pid, record in records]
-        frame = spark.createDataFrame(rows, "patient_id string, payload binary")
+        rows = [(pid, pickle.dumps(record), pid, seq) for seq, (pid, record) in enumerate(records)]
+        frame = spark.createDataFrame(rows, f"patient_id string, payload binary, {_KEY} string, {_SEQ} long")
+        size = sum(len(r[1]) for r in rows)
+        ordered = frame.repartition(self._partitions(size), _KEY).sortWithinPartitions(_KEY, _SEQ)
         work: Callable[[Iterable[Any]], Iterator[Any]] = functools.partial(
             _record_partition, function=function, job=job, pickled=True
         )
-        yield from self._collect(frame.orderBy("patient_id").mapInArrow(work, _OUT_SCHEMA), ctx, len(rows))
+        yield from self._write_and_merge(ordered, work, ctx, len(rows))

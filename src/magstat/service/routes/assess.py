@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from magstat import __version__
-from magstat.adapters.cds_hooks.fhir_out import risk_assessment
+from magstat.adapters.cds_hooks.fhir_out import risk_assessment_json
 from magstat.adapters.read import MAX_INFLATED_BYTES, facts_from_data, parse_bytes
 from magstat.core.assess import assess
 from magstat.core.result import Assessment
@@ -87,8 +87,9 @@ async def assess_patient(
     options = _Options(day, clock().date(), patient, strict, inflated)
     result = await run_in_threadpool(_assess, raw, kb, options)
     if format == "fhir":
-        return JSONResponse(
-            risk_assessment(result, kb, version=__version__), media_type="application/fhir+json"
+        # The same text as `magstat assess --format fhir` (one function makes both).
+        return Response(
+            risk_assessment_json(result, kb, version=__version__), media_type="application/fhir+json"
         )
     if format == "html":
         return HTMLResponse(render_html(result, kb), headers=REPORT_HEADERS)

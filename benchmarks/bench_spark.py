@@ -1,0 +1,196 @@
+"""Spark screening on a standalone cluster with one worker and with two, side by side in one run.
+
+Run from the project root (needs Java and ``magstat[spark]``; a few minutes per size):
+
+    .venv/bin/python benchmarks/bench_spark.py [--sizes 50,200] [--data DIR]
+        [--worker-memory 1g] [--executor-memory 512m]
+
+For each size (MB of NDJSON) it writes a population with the seeded generator
+(:mod:`magstat.batch.popgen`, the test bundles of ``tests/data`` replicated with fresh ids) into
+``--data`` (default: a folder under the system's temporary directory), warms the page cache,
+then, for 1 and 2 workers, starts a master and that many workers on 127.0.0.1 (the helper the
+tests use: one core and 1 GB per worker by default), runs ``magstat screen --engine spark
+--spark-master spark://...`` in a process of its own and stops the cluster. A DuckDB screening
+of the same export is the reference: every Spark run's ``results.parquet`` must have its bytes.
+
+It prints one JSON object and a Markdown table: seconds (wall time of ``magstat screen``,
+Spark session start included), MB/s and patients/s over the export's bytes, the driver's peak
+resident memory (the ``magstat screen`` process tree, sampled every 50 ms: executors run in the
+workers' JVMs and Python workers, outside it), the speed-up of 2 workers over 1, and the
+machine's load average before each run. Not a test: the numbers depend on the machine and on
+what else runs on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the cluster helper lives with the tests
+
+from tests.batch import spark_cluster  # noqa: E402
+
+from magstat.batch import ScreenOptions, screen  # noqa: E402
+from magstat.batch.popgen import source_bundles, write_bulk  # noqa: E402
+
+AS_OF = dt.date(2020, 1, 1)
+PATIENTS = ROOT / "tests" / "data"
+
+
+def make_data(folder: Path, size_mb: int) -> tuple[int, int]:
+    """Write (or reuse) an export of about ``size_mb`` MB; its bytes and patients."""
+    marker = folder / ".made.json"
+    if marker.exists():
+        made = json.loads(marker.read_text(encoding="utf-8"))
+        return made["bytes"], made["patients"]
+    shutil.rmtree(folder, ignore_errors=True)
+    written = write_bulk(
+        source_bundles(PATIENTS / "synthea", PATIENTS / "synthea-py"),
+        folder,
+        target_bytes=size_mb * 10**6,
+        seed=2024,
+    )
+    marker.write_text(json.dumps({"bytes": written.bytes_written, "patients": written.patients}))
+    return written.bytes_written, written.patients
+
+
+def warm(folder: Path) -> None:
+    """Read every file once, so that each run finds them in the page cache."""
+    for path in folder.iterdir():
+        with path.open("rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and its descendants (Linux /proc)."""
+    total = 0
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        stack.extend(children.get(current, []))
+    return total
+
+
+def run_cluster(data: Path, work: Path, workers: int, args: argparse.Namespace) -> dict:
+    """Start a master and ``workers`` workers, screen ``data`` on them, stop them."""
+    spark_cluster.WORKER_MEMORY = args.worker_memory
+    cluster = spark_cluster.start_cluster(work / f"cluster-{workers}", workers=workers)
+    out = work / f"out-{workers}"
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable)
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    command = [sys.executable, "-m", "magstat", "screen", str(data), "--out", str(out)]
+    command += ["--as-of", AS_OF.isoformat(), "--engine", "spark", "--no-progress"]
+    command += [
+        "--spark-master",
+        cluster.master_url,
+        "--spark-conf",
+        f"spark.executor.memory={args.executor_memory}",
+    ]
+    load = os.getloadavg()
+    try:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        _, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"screen on {workers} worker(s) failed:\n{stderr.decode()[-3000:]}\n{cluster.logs()}"
+            )
+    finally:
+        cluster.stop()
+    return {
+        "workers": workers,
+        "seconds": round(seconds, 2),
+        "driver_peak_rss_mb": round(peak / 2**20),
+        "load_before": [round(x, 2) for x in load],
+        "out": out,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="50,200", help="MB of NDJSON per population, comma-separated")
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "magstat-bench-spark")
+    parser.add_argument("--worker-memory", default="1g")
+    parser.add_argument("--executor-memory", default="512m")
+    args = parser.parse_args()
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        data = args.data / f"bulk-{size}MB"
+        total_bytes, patients = make_data(data, size)
+        warm(data)
+        work = args.data / f"work-{size}MB"
+        work.mkdir(parents=True, exist_ok=True)
+        reference = work / "out-duckdb"
+        shutil.rmtree(reference, ignore_errors=True)
+        start = time.perf_counter()
+        screen(ScreenOptions(input=data, out=reference, as_of=AS_OF))
+        duck_seconds = time.perf_counter() - start
+        runs = [run_cluster(data, work, n, args) for n in (1, 2)]
+        expected = (reference / "results.parquet").read_bytes()
+        for run in runs:
+            run["same_bytes_as_duckdb"] = expected == (run.pop("out") / "results.parquet").read_bytes()
+            run["mb_per_s"] = round(total_bytes / 1e6 / run["seconds"], 2)
+            run["patients_per_s"] = round(patients / run["seconds"], 1)
+        rows.append(
+            {
+                "size_mb": round(total_bytes / 1e6, 1),
+                "patients": patients,
+                "duckdb_seconds": round(duck_seconds, 2),
+                "runs": runs,
+                "speedup_2_over_1": round(runs[0]["seconds"] / runs[1]["seconds"], 2),
+            }
+        )
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "results": rows,
+    }
+    sys.stdout.write(json.dumps(report, indent=2) + "\n\n")
+    sys.stdout.write(
+        "| MB | patients | workers | s | MB/s | patients/s | driver peak RSS MB | load before | = DuckDB |\n"
+    )
+    sys.stdout.write("|---|---|---|---|---|---|---|---|---|\n")
+    for row in rows:
+        for run in row["runs"]:
+            sys.stdout.write(
+                f"| {row['size_mb']} | {row['patients']} | {run['workers']} | {run['seconds']} | "
+                f"{run['mb_per_s']} | {run['patients_per_s']} | {run['driver_peak_rss_mb']} | "
+                f"{' '.join(str(x) for x in run['load_before'])} | {run['same_bytes_as_duckdb']} |\n"
+            )
+
+
+if __name__ == "__main__":
+    main()
