@@ -59,6 +59,13 @@ WORKERS = int(os.environ.get("MAGSTAT_TEST_WORKERS", "1") or "1")
 """Worker processes of every live server (1: the application in a thread of the test process)."""
 
 
+in_process_only = pytest.mark.skipif(
+    WORKERS > 1,
+    reason="reads the service's log records in process (MAGSTAT_TEST_WORKERS runs worker processes)",
+)
+"""Marks a test that reads what the service logs through the test process's logging."""
+
+
 class Live:
     """A running service: its base URL and the application object (in process only)."""
 

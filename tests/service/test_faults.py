@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.service.conftest import hook_request, live, post
+from tests.service.conftest import hook_request, in_process_only, live, post
 from tests.service.test_serve_cli import free_port, start
 
 T = TypeVar("T")
@@ -470,6 +470,7 @@ def test_assess_html_has_the_report_security_headers(demo_server):
     assert "no-store" == response.headers["cache-control"]
 
 
+@in_process_only
 def test_client_disconnect_is_logged_as_a_disconnect(demo_server, caplog):
     """A client that goes away mid-body is logged as a disconnect, not as an internal error."""
     host, port = urlsplit(demo_server.base).hostname, urlsplit(demo_server.base).port

@@ -11,7 +11,7 @@ import pytest
 from magstat.adapters.cds_hooks.request import prefetch_templates
 from magstat.service import load_settings
 from magstat.service.metrics import STAGES
-from tests.service.conftest import hook_request, live, post
+from tests.service.conftest import hook_request, in_process_only, live, post
 from tests.service.ehr import fhir_server, prefetch_for
 
 PV = "/cds-services/magstat-patient-view"
@@ -124,6 +124,7 @@ def _logged(caplog, key: str) -> list[dict]:
         time.sleep(0.05)
 
 
+@in_process_only
 def test_access_log_has_the_timing_record_of_each_hook_call(demo_server, access_log, records, kb):
     """A hook call's access line names the hook instance, the total and every stage in milliseconds."""
     record = records["py06"]
@@ -142,6 +143,7 @@ def test_access_log_has_the_timing_record_of_each_hook_call(demo_server, access_
     assert line["cards"] >= 1
 
 
+@in_process_only
 def test_access_log_leaves_out_a_hook_instance_that_is_not_a_uuid(demo_server, access_log, records, kb):
     """A hookInstance that is not a UUID (it could carry anything) is logged as null."""
     record = records["py06"]

@@ -187,21 +187,24 @@ def test_metrics_sum_every_worker_and_hold_no_patient_data(workers, signer, reco
     """/metrics counts the hook calls of both workers, whichever answers, and names no patient."""
     url = workers.base + PV
     record = records["barrett"]
+    ids = [f"metrics-{i}-{time.monotonic_ns()}" for i in range(8)]
     with ThreadPoolExecutor(4) as pool:
         statuses = list(
             pool.map(
-                lambda _i: (
+                lambda rid: (
                     _fresh(
                         "POST",
                         url,
                         json=_hook_body(kb, record),
-                        headers={"Authorization": f"Bearer {signer.token(url)}"},
+                        headers={"Authorization": f"Bearer {signer.token(url)}", "X-Request-Id": rid},
                     ).status_code
                 ),
-                range(8),
+                ids,
             )
         )
     assert [200] * 8 == statuses
+    for rid in ids:  # each access line is written just after its answer: wait for all of them
+        _pid_of(workers, rid)
     answered = [
         line
         for line in workers.lines()
