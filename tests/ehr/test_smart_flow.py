@@ -83,6 +83,15 @@ def test_ehr_launch_shows_what_magstat_assess_gives(make_app, ehr, ehr_records, 
     )
 
 
+def test_aud_is_the_iss_exactly_as_the_ehr_sent_it(make_app, ehr):
+    """An iss sent with a trailing slash goes back as aud with it: servers may compare aud to the letter."""
+    app = make_app()
+    with httpx.Client(follow_redirects=False, timeout=30) as client:
+        to_ehr = client.get(app.url("/smart/launch"), params={"iss": ehr.fhir_base + "/", "launch": "abc123"})
+    assert 302 == to_ehr.status_code
+    assert ehr.fhir_base + "/" == query_of(to_ehr.headers["location"])["aud"]
+
+
 def test_the_authorization_request_follows_smart(make_app, ehr, ehr_records):
     """The authorization request carries launch, aud, state, PKCE S256 and the configured scopes."""
     app = make_app()

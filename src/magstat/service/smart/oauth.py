@@ -257,6 +257,7 @@ def authorization_url(
     state: str,
     code_verifier: str,
     launch: str | None,
+    aud: str | None = None,
 ) -> str:
     """The URL of the authorization request to send the browser to.
 
@@ -268,6 +269,9 @@ def authorization_url(
         state: the random ``state`` kept in the session.
         code_verifier: the PKCE verifier kept in the session (only its S256 hash is sent).
         launch: the EHR's ``launch`` value (EHR launch); ``None`` for a standalone launch.
+        aud: the FHIR base URL exactly as the EHR sent it as ``iss`` (a server may compare ``aud``
+            with its own base URL character for character, trailing slash included); by default
+            the registered ``iss``.
 
     """
     url: str = prepare_grant_uri(
@@ -277,7 +281,7 @@ def authorization_url(
         redirect_uri=redirect_uri,
         scope=scope,
         state=state,
-        aud=ehr.iss,
+        aud=aud or ehr.iss,
         launch=launch,
         code_challenge=create_s256_code_challenge(code_verifier),
         code_challenge_method="S256",

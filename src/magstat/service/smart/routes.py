@@ -255,7 +255,7 @@ async def launch(request: Request, iss: str = "", launch: str = "") -> Response:
         return _problem(
             request, 400, "Launch from the EHR", "The EHR's launch carried no usable launch value."
         )
-    return await _begin(request, ehr, launch)
+    return await _begin(request, ehr, launch, aud=iss.strip())
 
 
 @router.get("/start", response_model=None)
@@ -271,7 +271,9 @@ async def start(request: Request, iss: str = "") -> Response:
     return await _begin(request, ehr, None)
 
 
-async def _begin(request: Request, ehr: SmartEhr, launch_value: str | None) -> Response:
+async def _begin(
+    request: Request, ehr: SmartEhr, launch_value: str | None, aud: str | None = None
+) -> Response:
     settings = _settings(request)
     smart = settings.smart
     timeout = min(smart.fhir_deadline_seconds, 10.0)
@@ -297,6 +299,7 @@ async def _begin(request: Request, ehr: SmartEhr, launch_value: str | None) -> R
         state=state,
         code_verifier=verifier,
         launch=launch_value,
+        aud=aud,
     )
     pending = {
         "phase": "authorizing",
