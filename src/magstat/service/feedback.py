@@ -32,6 +32,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,32 +130,8 @@ class FeedbackStore:
         return "%s" if self.kind == "postgresql" else "?"
 
     def _connect(self) -> Any:
-        if self._conn is not None:
-            return self._conn
-        try:
-            if self.kind == "postgresql":
-                import psycopg  # noqa: PLC0415 - PostgreSQL is optional; loaded only when configured
-
-                wait = max(2, round(self.timeout_seconds))  # libpq's least useful connect_timeout
-                self._conn = psycopg.connect(
-                    self._dsn,
-                    connect_timeout=wait,
-                    options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}",
-                )
-            else:
-                if self._dsn != ":memory:":
-                    Path(self._dsn).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self._dsn, check_same_thread=False, timeout=self.timeout_seconds)
-                conn.execute("PRAGMA journal_mode=WAL")
-                # WAL with synchronous=NORMAL: a commit does not wait for fsync (about 5 ms each
-                # on a busy disk, paid by every hook call that remembers its cards); the file
-                # cannot be corrupted, a power cut may lose the last moments' rows.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn = conn
-        except Exception as exc:
-            raise StorageError(
-                f"cannot open the {self.kind} feedback database ({type(exc).__name__})"
-            ) from None
+        if self._conn is None:
+            self._conn = open_connection(self.kind, self._dsn, self.timeout_seconds, "feedback database")
         return self._conn
 
     def _run(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool = False) -> list[Any]:
@@ -375,3 +352,64 @@ class DatabaseRunner:
         """Let idle threads end (a thread stuck in a call is a daemon: it does not hold the process)."""
         for _ in self._threads:
             self._jobs.put(None)
+
+
+def open_connection(kind: str, dsn: str, timeout_seconds: float, what: str) -> Any:
+    """Open one connection to the service's database (PostgreSQL, or SQLite in WAL mode).
+
+    Both the feedback store and the shared key/value store (:mod:`magstat.service.store`) open
+    their connections here, so they agree on time limits and durability.
+
+    Args:
+        kind: ``"postgresql"`` or ``"sqlite"``.
+        dsn: the PostgreSQL connection string, or the SQLite file path (``:memory:`` allowed).
+        timeout_seconds: the connect, statement and busy-wait limit.
+        what: the store's name, for the error message.
+
+    Returns:
+        A DB-API connection.
+
+    Raises:
+        StorageError: the database cannot be opened (the message names no credentials).
+
+    """
+    try:
+        if kind == "postgresql":
+            import psycopg  # noqa: PLC0415 - PostgreSQL is optional; loaded only when configured
+
+            wait = max(2, round(timeout_seconds))  # libpq's least useful connect_timeout
+            return psycopg.connect(
+                dsn,
+                connect_timeout=wait,
+                options=f"-c statement_timeout={int(timeout_seconds * 1000)}",
+            )
+        if dsn != ":memory:":
+            Path(dsn).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(dsn, check_same_thread=False, timeout=timeout_seconds)
+        _wal(conn, time.monotonic() + timeout_seconds)
+        # WAL with synchronous=NORMAL: a commit does not wait for fsync (about 5 ms each on a busy
+        # disk, paid by every hook call that remembers its cards); the file cannot be corrupted,
+        # a power cut may lose the last moments' rows.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+    except Exception as exc:
+        raise StorageError(f"cannot open the {kind} {what} ({type(exc).__name__})") from None
+
+
+def sqlite_busy(exc: Exception) -> bool:
+    """Whether a SQLite error is a busy or locked database (trying again may succeed)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    )
+
+
+def _wal(conn: sqlite3.Connection, until: float) -> None:
+    """Switch a SQLite database to WAL; while another connection does the same, wait and retry."""
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not sqlite_busy(exc) or time.monotonic() > until:
+                raise
+            time.sleep(0.01)

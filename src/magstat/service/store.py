@@ -53,10 +53,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from magstat.service.feedback import StorageError
+from magstat.service.feedback import StorageError, open_connection, sqlite_busy
 
 __all__ = ["MAX_KEY_CHARS", "NAMESPACE_PATTERN", "SharedStore"]
 
@@ -127,27 +126,8 @@ class SharedStore:
     # -- connection ------------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        if self._conn is not None:
-            return self._conn
-        try:
-            if self.kind == "postgresql":
-                import psycopg  # noqa: PLC0415 - PostgreSQL is optional; loaded only when configured
-
-                wait = max(2, round(self.timeout_seconds))  # libpq's least useful connect_timeout
-                self._conn = psycopg.connect(
-                    self._dsn,
-                    connect_timeout=wait,
-                    options=f"-c statement_timeout={int(self.timeout_seconds * 1000)}",
-                )
-            else:
-                if self._dsn != ":memory:":
-                    Path(self._dsn).parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self._dsn, check_same_thread=False, timeout=self.timeout_seconds)
-                _wal(conn, time.monotonic() + self.timeout_seconds)
-                conn.execute("PRAGMA synchronous=NORMAL")
-                self._conn = conn
-        except Exception as exc:
-            raise StorageError(f"cannot open the {self.kind} shared store ({type(exc).__name__})") from None
+        if self._conn is None:
+            self._conn = open_connection(self.kind, self._dsn, self.timeout_seconds, "shared store")
         return self._conn
 
     def _transact(self, work: Callable[[Any], _T]) -> _T:
@@ -407,18 +387,6 @@ def _broken(exc: Exception) -> bool:
     )
 
 
-def _wal(conn: sqlite3.Connection, until: float) -> None:
-    """Switch a SQLite database to WAL; while another connection does the same, wait and retry."""
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _retryable(exc) or time.monotonic() > until:
-                raise
-            time.sleep(0.01)
-
-
 def _retryable(exc: Exception) -> bool:
     """Whether running the transaction again may succeed.
 
@@ -427,5 +395,5 @@ def _retryable(exc: Exception) -> bool:
     database was busy or locked past the busy handler (a WAL snapshot that went stale).
     """
     if isinstance(exc, sqlite3.OperationalError):
-        return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return sqlite_busy(exc)
     return getattr(exc, "sqlstate", "") in ("40P01", "40001", "23505", "42P07")
