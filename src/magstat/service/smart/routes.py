@@ -39,8 +39,9 @@ from starlette.concurrency import run_in_threadpool
 from magstat import __version__
 from magstat.adapters.cds_hooks.fhir_out import risk_assessment
 from magstat.errors import InvalidInputError
-from magstat.kb.schema import KnowledgeBase
 from magstat.service.deps import base_url, get_http
+from magstat.service.deps import get_kb as _kb
+from magstat.service.deps import get_settings as _settings
 from magstat.service.feedback import DatabaseRunner, StorageError
 from magstat.service.settings import Settings
 from magstat.service.smart.chart import ChartAssessment, ChartUnreadableError, assess_chart
@@ -105,16 +106,6 @@ def smart_headers(smart: SmartSettings) -> dict[str, str]:
         "frame-ancestors 'none'", f"frame-ancestors {ancestors}"
     )
     return headers
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _kb(request: Request) -> KnowledgeBase:
-    kb: KnowledgeBase = request.app.state.kb
-    return kb
 
 
 def _sessions(request: Request) -> SessionStore:
