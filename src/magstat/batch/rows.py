@@ -284,7 +284,7 @@ def assess_row_group(
     job: Job,
     kb: KnowledgeBase,
     *,
-    projected: bool = True,
+    projected: bool,
 ) -> PatientResult:
     """Assess one patient from the view rows of their resources (their Patient among them).
 
@@ -323,12 +323,15 @@ def assess_row_group(
     return PatientResult(result.row, result.detail, tuple(problems)) if problems else result
 
 
-def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job, *, projected: bool = True) -> list[PatientResult]:
+def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job, *, projected: bool) -> list[PatientResult]:
     """Assess a chunk of patients given as view rows: ``(patient id, resource types, row texts)``.
 
     The rows of each patient are as :func:`assess_row_group` takes them, in Bundle order
     (referenced Medications first, then input order). Runs in a worker or in the driver, like
     :func:`screen_fhir_chunk`, and gives the same results as it would on the lines.
+    ``projected`` says which form the row texts have (an engine's projection on
+    ``FlatViews.keys``, or :func:`magstat.adapters.fhir.flatten.row_sql` rows); it has no
+    default, because read in the wrong form every patient looks empty.
     """
     kb = job.kb()
     results: list[PatientResult] = []

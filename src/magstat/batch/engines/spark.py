@@ -133,7 +133,7 @@ def _fhir_partition(batches: Iterable[Any], job: Job) -> Iterator[Any]:
         groups = []
         for pid, items in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
             groups.append((pid, [i["rt"] for i in items], [i["row"] for i in items]))
-        results = screen_rows_chunk(groups, job)
+        results = screen_rows_chunk(groups, job, projected=False)
         encoded = [_encode(r, g[0], 0) for r, g in zip(results, groups, strict=True)]
         yield pa.RecordBatch.from_pylist(encoded, schema=part_schema(pa))
 
