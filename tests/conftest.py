@@ -8,9 +8,13 @@ over every patient (``every_patient`` below) on a larger set instead.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -83,3 +87,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             sys.stderr.write(f"skipped under MAGSTAT_CI_STRICT: {report.nodeid}: {reason}\n")
         session.exitstatus = 1
+
+
+_T = TypeVar("_T")
+
+
+def run_async(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine on its own event loop in a fresh thread.
+
+    Playwright's sync API (the browser tests, in the same session) keeps an event loop running
+    in the main thread, where asyncio.run refuses to start; a test's order must not matter.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -7,7 +7,6 @@ The FHIR data are a small synthetic patient written here (no shared data).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -18,20 +17,19 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from tests.conftest import run_async
 from tests.service.conftest import hook_request, in_process_only, live, post
 from tests.service.test_serve_cli import free_port, start
-
-T = TypeVar("T")
 
 PV = "/cds-services/magstat-patient-view"
 PATIENT_ID = "fault-1"
@@ -51,16 +49,6 @@ LOW_MG = {
         "code": "mmol/L",
     },
 }
-
-
-def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on its own event loop in a fresh thread.
-
-    Playwright's sync API (the browser tests, in the same session) keeps an event loop running
-    in the main thread, where asyncio.run refuses to start; a test's order must not matter.
-    """
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 @contextmanager
@@ -164,7 +152,7 @@ def test_fhir_reads_recover_after_a_burst_to_a_hanging_server(make_settings):
         live(make_settings(demo=True, fhir_deadline_seconds=deadline)) as server,
     ):
         bodies = [_pv_body(f"http://{host}:{port}/fhir") for _ in range(80)]
-        answers = _run_async(_concurrent(server.url(PV), bodies))
+        answers = run_async(_concurrent(server.url(PV), bodies))
         assert {412} == {status for status, _ in answers}
         # Bounded end to end (the deadline itself is measured without the HTTP round trip in
         # test_fetch_keeps_its_deadline_and_frees_the_pool; a shared test machine adds seconds).
@@ -268,7 +256,7 @@ def test_hanging_database_does_not_stall_other_routes(make_settings):
                         assert response.status_code in (200, 422)
                 return await tasks[0], others
 
-            answers, others = _run_async(run())
+            answers, others = run_async(run())
             health = httpx.get(server.url("/healthz"), timeout=10).json()
     assert {503} == {status for status, _ in answers}
     assert max(seconds for _, seconds in answers) < 2.0 + 3.0
@@ -401,7 +389,7 @@ def test_fetch_keeps_its_deadline_and_frees_the_pool(accept):
             return took, later
 
     with hanging_server(accept=accept) as (host, port), small_fhir() as healthy:
-        took, later = _run_async(run(f"http://{host}:{port}/fhir", healthy))
+        took, later = run_async(run(f"http://{host}:{port}/fhir", healthy))
     # Before the fix the calls overran to 4.9-6.5 s; the slack covers a loaded, shared machine
     # (200 coroutines on one event loop) without letting that overrun pass.
     assert max(took) < deadline + 1.5

@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")]
 
@@ -58,7 +58,7 @@ def test_load_held_without_errors_or_memory_growth(tmp_path, signer):
             await sampler
             return result
 
-        result = asyncio.run(held())
+        result = run_async(held())
         samples.append(server.rss_mib())
         view = bench.server_view(server.entries())
     finally:
