@@ -32,13 +32,11 @@ __all__ = [
     "Job",
     "PatientResult",
     "assess_facts",
-    "assess_fhir_group",
     "assess_row_group",
     "canonical_json",
     "gc_paused",
     "loads",
     "row_from_assessment",
-    "screen_fhir_chunk",
     "screen_record_chunk",
     "screen_rows_chunk",
 ]
@@ -217,64 +215,8 @@ def assess_facts(
     return PatientResult(row, canonical_json(result) if job.details else None)
 
 
-def assess_fhir_group(
-    patient_id: str, lines: Sequence[str | bytes], job: Job, kb: KnowledgeBase
-) -> PatientResult:
-    """Assess one patient from the NDJSON lines of their resources (their Patient among them).
-
-    The resources are put in a ``collection`` Bundle, in the order given, and read by the same
-    FHIR adapter as ``magstat assess --lenient`` (``--strict`` makes a bad resource fatal).
-
-    Raises:
-        InvalidInputError: ``job.strict`` and a resource fails the adapter's checks.
-
-    """
-    from magstat.adapters.fhir import facts_from_fhir  # noqa: PLC0415 - FHIR code loads on demand
-
-    entries = []
-    problems: list[Issue] = []
-    for line in lines:
-        try:
-            resource = loads(line)
-        except (ValueError, RecursionError) as exc:
-            # The DuckDB scan validates every line; Spark's JSON functions are more lenient.
-            problem = f"a line of this patient is not valid JSON ({type(exc).__name__}); left out"
-            if job.strict:
-                raise InvalidInputError(f"Patient/{patient_id}", problem) from None
-            problems.append(Issue("malformed_line", None, None, f"Patient/{patient_id}", problem))
-            continue
-        entries.append({"resource": resource})
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
-    try:
-        facts = facts_from_fhir(bundle, kb, as_of=job.as_of, strict=job.strict)
-        result = assess_facts(facts, kb, job)
-    except InvalidInputError as err:
-        if job.strict:
-            raise InvalidInputError(f"Patient/{patient_id}", err.message) from None
-        result = PatientResult(error_row(patient_id, job.as_of, kb, err.message))
-    return PatientResult(result.row, result.detail, tuple(problems)) if problems else result
-
-
 FhirGroup = tuple[str, Sequence[str], Sequence[str | bytes]]
-"""One patient of a Bulk Data export: (patient id, resource types, NDJSON lines), in order."""
-
-
-def screen_fhir_chunk(chunk: Sequence[FhirGroup], job: Job) -> list[PatientResult]:
-    """Assess a chunk of patients of a Bulk Data export (runs in a worker or in the driver)."""
-    kb = job.kb()
-    results: list[PatientResult] = []
-    with gc_paused():
-        for patient_id, rtypes, lines in chunk:
-            if "Patient" not in rtypes:
-                problem = (
-                    f"{len(lines)} resource(s) name Patient/{patient_id}, which is not in the export; "
-                    "left out (no demographics to assess them with)"
-                )
-                issue = Issue("patient_not_in_export", None, None, f"Patient/{patient_id}", problem)
-                results.append(PatientResult(None, issues=(issue,)))
-                continue
-            results.append(assess_fhir_group(patient_id, lines, job, kb))
-    return results
+"""One patient of a Bulk Data export: (patient id, resource types, the texts of their view rows), in order."""
 
 
 def assess_row_group(
@@ -327,8 +269,8 @@ def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job, *, projected: bool) 
     """Assess a chunk of patients given as view rows: ``(patient id, resource types, row texts)``.
 
     The rows of each patient are as :func:`assess_row_group` takes them, in Bundle order
-    (referenced Medications first, then input order). Runs in a worker or in the driver, like
-    :func:`screen_fhir_chunk`, and gives the same results as it would on the lines.
+    (referenced Medications first, then input order). Runs in a worker or in the driver, and
+    gives the results ``magstat assess`` gives on a Bundle of the same resources.
     ``projected`` says which form the row texts have (an engine's projection on
     ``FlatViews.keys``, or :func:`magstat.adapters.fhir.flatten.row_sql` rows); it has no
     default, because read in the wrong form every patient looks empty.
