@@ -436,8 +436,12 @@ def _probe(node: Node) -> tuple[str, str | None] | None:
 
 def _direct(node: Node) -> Callable[[Any], list[Any]] | None:
     """A getter for a top-level element (``code``, ``value.ofType(Quantity)``), else ``None``."""
-    if node[0] == "member" and node[1] is None:
-        key = node[2]
+    probe = _probe(node)
+    if probe is None:
+        return None
+    first, plain = probe
+    if plain is None:
+        key = first
 
         def member(element: Any) -> list[Any]:
             value = element.get(key) if isinstance(element, dict) else None
@@ -448,35 +452,24 @@ def _direct(node: Node) -> Callable[[Any], list[Any]] | None:
             return [value]
 
         return member
-    if (
-        node[0] == "call"
-        and node[2] == "ofType"
-        and node[1] is not None
-        and node[1][0] == "member"
-        and node[1][1] is None
-        and node[3]
-        and isinstance(node[3][0][1], str)
-    ):
-        type_name = node[3][0][1]
-        key = node[1][2]
-        choice = key + type_name[:1].upper() + type_name[1:]
+    type_name: str = node[3][0][1]
+    choice, key = first, plain
 
-        def choice_getter(element: Any) -> list[Any]:
-            if not isinstance(element, dict):
-                return []
-            value = element.get(choice)
-            if value is None:
-                found = []
-            elif isinstance(value, list):
-                found = [v for v in value if v is not None]
-            else:
-                found = [value]
-            if element.get(key) is not None:
-                found += [v for v in _children((element,), key) if _is_type(v, type_name)]
-            return found
+    def choice_getter(element: Any) -> list[Any]:
+        if not isinstance(element, dict):
+            return []
+        value = element.get(choice)
+        if value is None:
+            found = []
+        elif isinstance(value, list):
+            found = [v for v in value if v is not None]
+        else:
+            found = [value]
+        if element.get(key) is not None:
+            found += [v for v in _children((element,), key) if _is_type(v, type_name)]
+        return found
 
-        return choice_getter
-    return None
+    return choice_getter
 
 
 def _static(node: Node) -> bool:
