@@ -132,6 +132,31 @@ _WRONG = {
         "conditions": (ConditionFact("x", "no_such_condition", True, origin=Origin("C/1")),)
     },
     "unknown sign": {"signs": (SignFact("no_such_sign", True, origin=Origin("O/1")),)},
+    "unknown drug, stopped": {
+        "medications": (
+            Medication("a", ("omeprazole",), True, origin=Origin("M/1")),
+            Medication("b", (), None, origin=Origin("M/2")),
+            Medication("c", ("omeprazole", "no_such_drug"), False, origin=Origin("M/3")),
+        )
+    },
+    "unknown drug, current unknown": {
+        "medications": (Medication("c", ("no_such_drug",), None, origin=Origin("M/3")),)
+    },
+    "unknown condition, resolved": {
+        "conditions": (
+            ConditionFact("a", None, True, origin=Origin("C/1")),
+            ConditionFact("b", "no_such_condition", False, origin=Origin("C/2")),
+        )
+    },
+    "unknown drug and condition": {
+        "medications": (Medication("c", ("no_such_drug",), False, origin=Origin("M/3")),),
+        "conditions": (ConditionFact("b", "no_such_condition", True, origin=Origin("C/2")),),
+        "signs": (SignFact("no_such_sign", True, origin=Origin("O/1")),),
+    },
+    "unknown condition and sign": {
+        "conditions": (ConditionFact("b", "no_such_condition", True, origin=Origin("C/2")),),
+        "signs": (SignFact("no_such_sign", True, origin=Origin("O/1")),),
+    },
 }
 
 

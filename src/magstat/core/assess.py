@@ -29,7 +29,7 @@ from magstat.core.rules.intake import _intake, _supplements
 from magstat.core.rules.labs import _egfr, _select_labs, _serum
 from magstat.core.rules.lifestyle import _alcohol_and_lifestyle
 from magstat.core.rules.mds import _mds
-from magstat.core.rules.medications import _conditions, _medications
+from magstat.core.rules.medications import _condition_pass, _conditions, _medication_pass, _medications
 from magstat.core.rules.next_steps import _next_steps
 from magstat.core.rules.patient import _age, _deceased, _died
 from magstat.core.rules.renal import _femg, _loading, _urine_24h
@@ -37,7 +37,7 @@ from magstat.core.rules.report import _limitations, _relevance, _summary
 from magstat.core.rules.safety import _arrhythmia_risk, _safety
 from magstat.core.rules.signs import _other_markers, _signs
 from magstat.core.rules.work import _Work
-from magstat.core.validate import check_entries, check_facts, check_person
+from magstat.core.validate import check_facts, check_other_entries, check_person
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = ["assess"]
@@ -72,7 +72,11 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
         check_facts(facts, kb, p)
         return _deceased(facts, kb, w.age)
     _select_labs(w)
-    check_entries(facts, kb)
+    # Then the drug and condition ids, each checked in the one pass that gathers what the rules
+    # read from its list; then the other entries.
+    _medication_pass(w)
+    _condition_pass(w)
+    check_other_entries(facts, kb)
     serum = _serum(w)
     egfr = _egfr(w)
     _medications(w)

@@ -18,7 +18,17 @@ from magstat.core.prepared import Prepared, prepared
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
-__all__ = ["MAX_AGE_YEARS", "check_entries", "check_facts", "check_person", "lab_error", "lab_plausible"]
+__all__ = [
+    "MAX_AGE_YEARS",
+    "check_conditions",
+    "check_entries",
+    "check_facts",
+    "check_medications",
+    "check_other_entries",
+    "check_person",
+    "lab_error",
+    "lab_plausible",
+]
 
 MAX_AGE_YEARS = 130.0
 """Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
@@ -136,6 +146,13 @@ def lab_error(facts: PatientFacts, kb: KnowledgeBase, lab: Lab) -> None:
 
 def check_entries(facts: PatientFacts, kb: KnowledgeBase) -> None:
     """The last part of :func:`check_facts`: medications, conditions, signs, diet, supplements."""
+    check_medications(facts, kb)
+    check_conditions(facts, kb)
+    check_other_entries(facts, kb)
+
+
+def check_medications(facts: PatientFacts, kb: KnowledgeBase) -> None:
+    """The drug ids of the medications (the first part of :func:`check_entries`)."""
     # Every id at once; the entries are searched one by one only to name the one that fails.
     meds = facts.medications or ()
     if meds and not kb.drugs.keys() >= {d for m in meds for d in m.drugs}:
@@ -145,6 +162,10 @@ def check_entries(facts: PatientFacts, kb: KnowledgeBase) -> None:
                     raise InvalidInputError(
                         _where(f"medications[{i}].drugs", med.origin.resource), "unknown drug id", value=drug
                     )
+
+
+def check_conditions(facts: PatientFacts, kb: KnowledgeBase) -> None:
+    """The condition ids of the problem list (the second part of :func:`check_entries`)."""
     conditions = facts.conditions or ()
     if conditions and not kb.conditions.keys() >= {
         c.condition for c in conditions if c.condition is not None
@@ -156,6 +177,10 @@ def check_entries(facts: PatientFacts, kb: KnowledgeBase) -> None:
                     "unknown condition id",
                     value=cond.condition,
                 )
+
+
+def check_other_entries(facts: PatientFacts, kb: KnowledgeBase) -> None:
+    """Signs, diet, food frequency, supplements and loading test (the rest of :func:`check_entries`)."""
     for i, sign in enumerate(facts.signs):
         if sign.context not in FACT_CONTEXTS:
             raise InvalidInputError(

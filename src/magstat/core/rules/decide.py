@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magstat.core.result import Finding, InputUsed, MdsResult, SerumMagnesium, Status
+from magstat.core.result import Finding, InputUsed, MdsResult, SerumMagnesium, Status, new_finding, new_input
 from magstat.core.rules.signs import _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
 from magstat.core.rules.work import _fmt, _in_text, _Work
 
@@ -47,7 +47,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
             "intended magnesium therapy → within the therapeutic range, not excess; deficit status cannot be judged"
         )
         w.find(
-            Finding(
+            new_finding(
                 id="serum_mg.therapeutic",
                 category="serum_magnesium",
                 text=(
@@ -58,7 +58,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
                 ),
                 weight="info",
                 rule=f"intended magnesium therapy and serum ≤ {_fmt(therapeutic_high)} mmol/L → therapeutic",
-                inputs=(InputUsed("serum magnesium", serum.mmol_l, "mmol/L", serum.date, serum.source),),
+                inputs=(new_input("serum magnesium", serum.mmol_l, "mmol/L", serum.date, serum.source),),
                 sources=kb.parameters["mg_therapy.therapeutic_high"].sources,
             )
         )
@@ -137,7 +137,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         status = "indeterminate"
         rule = "too little is known to judge: no current serum magnesium and no risk factor or complete MDS"
     known = w.p.finding_inputs
-    basis = Finding(
+    basis = new_finding(
         id="status",
         category="status",
         text=f"Status {status.replace('_', ' ')}" + (f" ({severity})" if severity else "") + f": {rule}.",
@@ -151,7 +151,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
 
 def _finding_input(known: dict[str, InputUsed], finding_id: str) -> InputUsed:
     """The input naming a finding in the status finding, made once per id (frozen, so shared)."""
-    made = known[finding_id] = InputUsed("finding", finding_id)
+    made = known[finding_id] = new_input("finding", finding_id)
     return made
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import SupplementFact
-from magstat.core.result import Finding, InputUsed, IntakeResult, SupplementResult
+from magstat.core.result import IntakeResult, SupplementResult, new_finding, new_input
 from magstat.core.rules.work import _Work
 
 
@@ -49,13 +49,13 @@ def _intake(w: _Work) -> IntakeResult:
         w.minor.append("diet.below_ear")
         text += " Below the EAR: inadequate for most people of this life stage."
     w.find(
-        Finding(
+        new_finding(
             id="diet.below_ear" if below else "diet.intake",
             category="diet",
             text=text,
             weight="minor" if below else "info",
             rule="intake below the life stage's EAR counts as a minor risk factor",
-            inputs=(InputUsed("dietary magnesium", round(amount), "mg/day"), InputUsed("life stage", row.id)),
+            inputs=(new_input("dietary magnesium", round(amount), "mg/day"), new_input("life stage", row.id)),
             sources=sources,
             strength="IOM 1997 DRIs",
         )
@@ -113,16 +113,16 @@ def _supplements(w: _Work) -> SupplementResult:
         if unknown_content:
             text += f" Content unknown for: {', '.join(unknown_content)}."
         w.find(
-            Finding(
+            new_finding(
                 id="supplements.above_ul" if above else "supplements.total",
                 category="supplement",
                 text=text,
                 weight="info",
                 rule="elemental Mg = product amount × elemental percentage of the salt; compared with the UL for supplements",
                 inputs=tuple(
-                    InputUsed(f"supplement {s.text}", round(mg), "mg/day elemental", source=s.origin.resource)
+                    new_input(f"supplement {s.text}", round(mg), "mg/day elemental", source=s.origin.resource)
                     if mg is not None
-                    else InputUsed("supplement", s.text, source=s.origin.resource)
+                    else new_input("supplement", s.text, source=s.origin.resource)
                     for s, mg in counted
                 ),
                 sources=tuple(dict.fromkeys(sources)),

@@ -7,7 +7,7 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
-from magstat.core.result import EgfrResult, Finding, InputUsed, SerumMagnesium
+from magstat.core.result import EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 from magstat.core.validate import lab_error
 
@@ -106,7 +106,7 @@ def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None
     values = ", ".join(f"{_fmt(lab.value, 2)} {lab.unit}" for lab in labs)
     direction = "higher" if test in _HIGHER_IS_SAFER else "lower"
     w.find(
-        Finding(
+        new_finding(
             id=f"conflict.{test}",
             category="test",
             text=(
@@ -136,7 +136,7 @@ def _serum(w: _Work) -> SerumMagnesium:
     if lab is None:
         if stale is not None:
             w.find(
-                Finding(
+                new_finding(
                     id="serum_mg.not_recent",
                     category="serum_magnesium",
                     text=(
@@ -218,7 +218,7 @@ def _serum(w: _Work) -> SerumMagnesium:
     if band == "low_normal":
         sources.extend(kb.statement("ex.grey_zone").sources)
     w.find(
-        Finding(
+        new_finding(
             id=f"serum_mg.{band}",
             category="serum_magnesium",
             text=texts[band],
@@ -297,8 +297,8 @@ def _egfr(w: _Work) -> EgfrResult:
         value = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
         inputs = (
             _lab_input("serum creatinine", creatinine),
-            InputUsed("age", round(w.age, 1), "years"),
-            InputUsed("sex", facts.sex),
+            new_input("age", round(w.age, 1), "years"),
+            new_input("sex", facts.sex),
         )
         result = EgfrResult(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
         text = (
@@ -323,7 +323,7 @@ def _egfr(w: _Work) -> EgfrResult:
         )
         rule = "when a reported and a computed eGFR conflict, the lower is used for dosing advice"
     w.find(
-        Finding(
+        new_finding(
             id="egfr",
             category="calculator",
             text=text,
@@ -356,7 +356,7 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
     when_r = reported.when.isoformat() if reported.when else "an unknown date"
     when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
     w.find(
-        Finding(
+        new_finding(
             id="egfr.discrepancy",
             category="calculator",
             text=(
@@ -377,8 +377,8 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
     if low == computed:
         inputs = (
             _lab_input("serum creatinine", creatinine),
-            InputUsed("age", round(w.age, 1), "years"),
-            InputUsed("sex", facts.sex),
+            new_input("age", round(w.age, 1), "years"),
+            new_input("sex", facts.sex),
         )
         return EgfrResult(
             computed,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from magstat.core import calculators as calc
-from magstat.core.result import Finding, InputUsed
+from magstat.core.result import InputUsed, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 
 
@@ -47,13 +47,13 @@ def _alcohol_and_lifestyle(w: _Work) -> None:
     elif w.age >= w.p.params["age.older_adult_at_least"]:
         w.minor.append("age")
         w.find(
-            Finding(
+            new_finding(
                 id="age.older",
                 category="risk_factor",
                 text=f"Age {w.age:.0f}: older adults more often have low intake and lower absorption, though serum magnesium changes little with age.",
                 weight="minor",
                 rule=f"age ≥ {w.p.params['age.older_adult_at_least']:.0f} years counts as a minor risk factor",
-                inputs=(InputUsed("age", round(w.age, 1), "years"),),
+                inputs=(new_input("age", round(w.age, 1), "years"),),
                 sources=kb.parameters["age.older_adult_at_least"].sources,
                 strength="moderate",
             )
@@ -71,7 +71,7 @@ def _alcohol_finding(
     sources = tuple(dict.fromkeys([*kb.parameters[param].sources, *(aud.sources if aud else ())]))
     w.major.append(finding_id)
     w.find(
-        Finding(
+        new_finding(
             id=finding_id,
             category="risk_factor",
             text=text,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from magstat.core import calculators as calc
-from magstat.core.facts import Medication
-from magstat.core.result import EgfrResult, Finding, InputUsed, MdsResult
+from magstat.core.result import EgfrResult, InputUsed, MdsResult, new_finding, new_input
 from magstat.core.rules.work import _lab_input, _Work
 
 _MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
@@ -21,32 +20,20 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     if meds is None:
         components["diuretic"] = components["ppi"] = None
     else:
-        # One pass over the list: the medications that count for each component, taken now
-        # (current) or perhaps (current unknown).
-        by_drug = w.p.mds_components_of
-        taking: dict[str, list[Medication]] = {"diuretic": [], "ppi": []}
-        unsure: set[str] = set()
-        for m in meds:
-            current = m.current
-            if current is False or not m.drugs:
-                continue
-            for d in m.drugs:
-                for component in by_drug[d]:
-                    if current:
-                        if not taking[component] or taking[component][-1] is not m:
-                            taking[component].append(m)
-                    else:
-                        unsure.add(component)
+        # The medications that count for each component, taken now (current) or perhaps
+        # (current unknown), were gathered in the pass over the list (_medication_pass).
+        taking = w.mds_taking
+        unsure = w.mds_unsure
         for component in ("diuretic", "ppi"):
             taken = taking[component]
             components[component] = 1 if taken else (None if component in unsure else 0)
             inputs.extend(
-                InputUsed(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                new_input(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
                 for m in taken
             )
     components["kidney"] = None if egfr.value is None else calc.mds_kidney_points(kb, egfr.value)
     if egfr.value is not None:
-        inputs.append(InputUsed("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
+        inputs.append(new_input("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
     components["alcohol"] = _mds_alcohol(w, inputs)
     # The score, its band and the texts depend only on the points (and the knowledge base): they
     # are worked out once per combination of points.
@@ -57,7 +44,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
         if band in {"high", "middle"}:
             (w.major if band == "high" else w.minor).append("mds")
         w.find(
-            Finding(
+            new_finding(
                 id="mds",
                 category="calculator",
                 text=text,
@@ -131,7 +118,7 @@ def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:
             return int(heavy)
     if "alcohol_use_disorder" in w.current_conditions:
         w.alcohol_proxy = True
-        inputs.append(InputUsed("alcohol use disorder (current diagnosis)", True))
+        inputs.append(new_input("alcohol use disorder (current diagnosis)", True))
         return 1
     audit = w.latest.get("audit_c")
     if audit is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from magstat.core.facts import ConditionFact, Medication
 from magstat.core.match import match_supplement
-from magstat.core.result import Finding, InputUsed
+from magstat.core.result import InputUsed, new_finding, new_input
 from magstat.core.rules.work import _in_text, _Work
+from magstat.core.validate import check_conditions, check_medications
 
 # Routes and recorded indications that show magnesium is given as treatment (S56, S60, S61):
 # parenteral magnesium sulfate for (pre-)eclampsia, tocolysis, torsades or severe asthma.
@@ -29,28 +30,43 @@ def _is_mg_therapy(w: _Work, med: Medication) -> bool:
     return any(word in reason for word in _MG_THERAPY_INDICATIONS)
 
 
-def _medications(w: _Work) -> None:
-    kb = w.kb
+def _medication_pass(w: _Work) -> None:
+    """One pass over the medication list: drug ids checked, current drugs and classes, MDS items.
+
+    An unknown drug id is refused here with the error of
+    :func:`magstat.core.validate.check_medications` (the same entry and words). The findings
+    are made later, in their place among the others (:func:`_medications`).
+    """
     meds = w.facts.medications
-    if meds is None:
-        w.missing.append("medications")
+    if not meds:
         return
-    classes_of = w.p.drug_classes_of
+    p = w.p
+    classes_of = p.drug_classes_of
+    components_of = p.mds_components_of
+    mg_products = p.mg_product_drugs
     current_classes = w.current_classes
-    unrecognised = w.unrecognised_medications
     current_drugs = w.current_drugs
-    mg_products = w.p.mg_product_drugs
+    unrecognised = w.unrecognised_medications
+    taking = w.mds_taking
     for med in meds:
         drugs = med.drugs
-        if not med.current:
-            if med.current is None and not drugs:
-                unrecognised.append(med.text)
-            continue
+        current = med.current
         if not drugs:
-            # Not recognised (the common entry of a long record): only a magnesium name matters.
-            unrecognised.append(med.text)
-            if "magnesium" in med.text.lower() and _is_mg_therapy(w, med):
-                w.mg_therapy.append(med)
+            # Not recognised (the common entry of a long record): listed unless known to be
+            # stopped; when current, only a magnesium name matters.
+            if current is not False:
+                unrecognised.append(med.text)
+                if current and "magnesium" in med.text.lower() and _is_mg_therapy(w, med):
+                    w.mg_therapy.append(med)
+            continue
+        for drug_id in drugs:
+            if drug_id not in classes_of:
+                check_medications(w.facts, w.kb)  # raises, naming the first unknown id
+        if not current:
+            if current is None:
+                # Perhaps taken: the MDS components it would count for are unknown.
+                for drug_id in drugs:
+                    w.mds_unsure.update(components_of[drug_id])
             continue
         current_drugs.update(drugs)
         for drug_id in drugs:
@@ -60,12 +76,24 @@ def _medications(w: _Work) -> None:
                     current_classes[class_id] = [med]
                 else:
                     taken.append(med)
+            for component in components_of[drug_id]:
+                counted = taking[component]
+                if not counted or counted[-1] is not med:
+                    counted.append(med)
         # The common case (neither a magnesium product nor named magnesium) is decided here.
         if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(w, med):
             w.mg_therapy.append(med)
+
+
+def _medications(w: _Work) -> None:
+    """The findings of current medications (gathered by :func:`_medication_pass`)."""
+    kb = w.kb
+    if w.facts.medications is None:
+        w.missing.append("medications")
+        return
     if w.mg_therapy:
         w.find(
-            Finding(
+            new_finding(
                 id="drug.magnesium_therapy",
                 category="treatment",
                 text=(
@@ -82,7 +110,7 @@ def _medications(w: _Work) -> None:
                 rule="a current magnesium product given intravenously or intramuscularly, or recorded for eclampsia, "
                 "tocolysis, torsades or asthma, is intended magnesium therapy",
                 inputs=tuple(
-                    InputUsed("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    new_input("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
                     for m in w.mg_therapy
                 ),
                 sources=kb.statement("sf.mg_therapy").sources,
@@ -114,14 +142,14 @@ def _medications(w: _Work) -> None:
                 sources.extend(kb.parameters["ppi.long_term_days"].sources)
         (w.major if klass.weight == "major" else w.minor).append(f"drug.{cls_id}")
         w.find(
-            Finding(
+            new_finding(
                 id=f"drug.{cls_id}",
                 category="risk_factor",
                 text=text,
                 weight=klass.weight,
                 rule=rule,
                 inputs=tuple(
-                    InputUsed(
+                    new_input(
                         "medication",
                         m.text,
                         date=m.start,
@@ -143,7 +171,7 @@ def _medications(w: _Work) -> None:
             )
         )
         w.find(
-            Finding(
+            new_finding(
                 id="drug.qt_prolonging",
                 category="interaction",
                 text=f"Current {_in_text(klass.name)} ({names}): {klass.mechanism}",
@@ -151,7 +179,7 @@ def _medications(w: _Work) -> None:
                 rule="a QT-prolonging drug does not lower magnesium; with a low or low-normal magnesium, low "
                 "potassium or calcium it calls for an ECG and a safety note",
                 inputs=tuple(
-                    InputUsed("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    new_input("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
                     for m in taken
                 ),
                 sources=klass.sources,
@@ -165,14 +193,14 @@ def _medications(w: _Work) -> None:
             # magnesium as an effect (SGLT2 inhibitors) are shown for context.
             product = cls_id == "magnesium_product"
             w.find(
-                Finding(
+                new_finding(
                     id=f"drug.{cls_id}",
                     category="risk_factor" if product else "protective",
                     text=f"Current {_in_text(klass.name)}: {klass.mechanism}",
                     weight="excess_risk" if product else "info",
                     rule="drugs that raise serum magnesium are shown; they never lower the deficit status",
                     inputs=tuple(
-                        InputUsed("medication", m.text, source=m.origin.resource)
+                        new_input("medication", m.text, source=m.origin.resource)
                         for m in w.current_classes[cls_id]
                     ),
                     sources=klass.sources,
@@ -185,7 +213,7 @@ _FINDING_EFFECTS = ("lowers", "raises")
 
 
 def _condition_input(c: ConditionFact) -> InputUsed:
-    return InputUsed(
+    return new_input(
         "condition",
         c.text,
         date=c.onset,
@@ -196,22 +224,28 @@ def _condition_input(c: ConditionFact) -> InputUsed:
     )
 
 
-def _conditions(w: _Work) -> None:
-    kb = w.kb
+def _condition_pass(w: _Work) -> None:
+    """One pass over the problem list: condition ids checked, current conditions gathered.
+
+    An unknown condition id is refused here with the error of
+    :func:`magstat.core.validate.check_conditions`. The inputs of a finding are built later,
+    only for conditions that give one (that lower or raise magnesium).
+    """
     conditions = w.facts.conditions
-    if conditions is None:
-        w.missing.append("conditions")
-    # The inputs of a finding are built only for conditions that give one (that lower or raise).
+    if not conditions:
+        return
     effect = w.p.condition_effect
     current = w.current_conditions
-    recorded: dict[str, list[ConditionFact]] = {}
+    recorded = w.recorded_conditions
     unrecognised = w.unrecognised_conditions
-    for c in conditions or ():
+    for c in conditions:
         cond_id = c.condition
         if cond_id is None:
             if c.current is not False and not c.signs:
                 unrecognised.append(c.text)
             continue
+        if cond_id not in effect:
+            check_conditions(w.facts, w.kb)  # raises, naming the first unknown id
         if c.current:
             current.add(cond_id)
             if effect[cond_id] in _FINDING_EFFECTS:
@@ -220,6 +254,14 @@ def _conditions(w: _Work) -> None:
                     recorded[cond_id] = [c]
                 else:
                     taken.append(c)
+
+
+def _conditions(w: _Work) -> None:
+    """The findings of current conditions (gathered by :func:`_condition_pass`)."""
+    kb = w.kb
+    if w.facts.conditions is None:
+        w.missing.append("conditions")
+    recorded = w.recorded_conditions
     # Patient-reported states count like the conditions they name.
     for flag, cond_id in (
         (w.facts.pregnant, "pregnancy"),
@@ -233,11 +275,11 @@ def _conditions(w: _Work) -> None:
         entry = kb.conditions[cond_id]
         if entry.effect not in _FINDING_EFFECTS:
             continue  # no finding: its inputs are not built
-        used = tuple(_condition_input(c) for c in recorded.get(cond_id, ())) or (InputUsed(cond_id, True),)
+        used = tuple(_condition_input(c) for c in recorded.get(cond_id, ())) or (new_input(cond_id, True),)
         if entry.effect == "lowers":
             (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
             w.find(
-                Finding(
+                new_finding(
                     id=f"condition.{cond_id}",
                     category="risk_factor",
                     text=f"{entry.name}: {entry.what_is_known}",
@@ -250,7 +292,7 @@ def _conditions(w: _Work) -> None:
             )
         elif entry.effect == "raises":
             w.find(
-                Finding(
+                new_finding(
                     id=f"condition.{cond_id}",
                     category="risk_factor",
                     text=f"{entry.name}: {entry.what_is_known}",

@@ -7,13 +7,13 @@ from magstat.core.result import (
     Assessment,
     EgfrResult,
     FemgResult,
-    Finding,
-    InputUsed,
     IntakeResult,
     LoadingResult,
     MdsResult,
     SerumMagnesium,
     SupplementResult,
+    new_finding,
+    new_input,
 )
 from magstat.core.rules.mds import _MDS_MAX
 from magstat.kb.schema import KnowledgeBase
@@ -28,7 +28,7 @@ def _deceased(facts: PatientFacts, kb: KnowledgeBase, age: float | None) -> Asse
     """The answer for a patient who has died: not assessed, no next steps, no advice."""
     when = facts.deceased_date
     on = f" on {when.isoformat()}" if when else ""
-    finding = Finding(
+    finding = new_finding(
         id="patient.deceased",
         category="status",
         text=(
@@ -38,7 +38,7 @@ def _deceased(facts: PatientFacts, kb: KnowledgeBase, age: float | None) -> Asse
         weight="info",
         rule="a patient whose record says deceased at or before the as-of date is not assessed as living",
         inputs=(
-            InputUsed(
+            new_input(
                 "deceased",
                 when.isoformat() if when else True,
                 date=when,

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Literal
 
 from magstat.core import calculators as calc
-from magstat.core.result import EgfrResult, FemgResult, Finding, InputUsed, LoadingResult, SerumMagnesium
+from magstat.core.result import (
+    EgfrResult,
+    FemgResult,
+    InputUsed,
+    LoadingResult,
+    SerumMagnesium,
+    new_finding,
+    new_input,
+)
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 
 
@@ -57,7 +65,7 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
     if serum.band not in ("below_lab_range", "low_normal"):
         note = "read as renal vs extrarenal loss mainly when serum magnesium is low"
     w.find(
-        Finding(
+        new_finding(
             id=f"femg.{interpretation}",
             category="test",
             text=text,
@@ -94,7 +102,7 @@ def _urine_24h(w: _Work, serum: SerumMagnesium) -> None:
         finding_id = "urine_24h.intake_marker"
         w.limit("lim.urine_reflects_intake", "Urine magnesium was measured without hypomagnesaemia.")
     w.find(
-        Finding(
+        new_finding(
             id=finding_id,
             category="test",
             text=text,
@@ -120,9 +128,9 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
             facts.loading_dose_mmol, facts.loading_urine_mmol, baseline
         )
         inputs = (
-            InputUsed("loading dose", facts.loading_dose_mmol, "mmol"),
-            InputUsed("urine magnesium after load", facts.loading_urine_mmol, "mmol"),
-            InputUsed("baseline urine magnesium", facts.loading_baseline_urine_mmol, "mmol"),
+            new_input("loading dose", facts.loading_dose_mmol, "mmol"),
+            new_input("urine magnesium after load", facts.loading_urine_mmol, "mmol"),
+            new_input("baseline urine magnesium", facts.loading_baseline_urine_mmol, "mmol"),
         )
     else:
         return LoadingResult(None, None, None)
@@ -160,7 +168,7 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
     if interpretation == "deficient":
         w.low_markers.append("loading_test")
     w.find(
-        Finding(
+        new_finding(
             id=f"loading_test.{interpretation}",
             category="test",
             text=(

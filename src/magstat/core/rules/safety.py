@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magstat.core.result import Action, EgfrResult, SerumMagnesium, Status, SupplementResult
+from magstat.core.result import EgfrResult, SerumMagnesium, Status, SupplementResult, new_action
 from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
 from magstat.core.rules.work import _fmt, _in_text, _sentence, _Work
 
@@ -181,6 +181,6 @@ def _safety(
         )
         if hit:
             names = ", ".join(kb.drugs[h].name if h in kb.drugs else kb.drug_classes[h].name for h in hit)
-            w.safety[f"ix.{row.id}"] = Action(
+            w.safety[f"ix.{row.id}"] = new_action(
                 f"ix.{row.id}", texts[i], f"Current: {names}.", row.sources, "routine"
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from magstat.core.facts import SignFact
-from magstat.core.result import Finding, InputUsed
+from magstat.core.result import InputUsed, new_finding, new_input
 from magstat.core.rules.work import _fmt, _in_text, _lab_input, _Work
 
 # Signs whose presence means a deficit is symptomatic (route: IV), per S54.
@@ -28,7 +28,7 @@ def _other_markers(w: _Work) -> None:
         if low is not None and lab.value < low:
             w.low_markers.append(test_id)
             w.find(
-                Finding(
+                new_finding(
                     id=f"{test_id}.low",
                     category="test",
                     text=f"{test.name} {_fmt(lab.value, 2)} mmol/L is below its interval (lower limit {_fmt(low, 2)} mmol/L, {'lab' if lab.ref_low is not None else 'default'}).",
@@ -132,7 +132,7 @@ def _count_sign(
     sign = w.kb.signs[sign_id]
     w.present_signs.add(sign_id)
     w.find(
-        Finding(
+        new_finding(
             id=f"sign.{sign_id}",
             category="sign",
             text=text,
@@ -146,7 +146,7 @@ def _count_sign(
 
 
 def _sign_input(w: _Work, fact: SignFact, context: str | None) -> InputUsed:
-    return InputUsed(
+    return new_input(
         w.kb.signs[fact.sign].name,
         fact.present,
         date=fact.when,
@@ -210,7 +210,7 @@ def _signs(w: _Work) -> None:
         sign = kb.signs[sign_id]
         reasons = "; ".join(dict.fromkeys((i.context or "").replace("_", " ", 1) for i in aside[sign_id]))
         w.find(
-            Finding(
+            new_finding(
                 id=f"context.sign.{sign_id}",
                 category="context",
                 text=f"{sign.name}: named in the record, but not a current sign ({reasons}); not counted.",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
-from magstat.core.facts import Lab, Medication, PatientFacts
+from magstat.core.facts import ConditionFact, Lab, Medication, PatientFacts
 from magstat.core.prepared import Prepared
-from magstat.core.result import Action, Finding, InputUsed
+from magstat.core.result import Action, Finding, InputUsed, new_action, new_input
 from magstat.kb.schema import DriRow, KnowledgeBase
 
 _RANK = {"urgent": 0, "high": 1, "routine": 2}
@@ -40,7 +39,7 @@ def _in_text(name: str) -> str:
 
 
 def _lab_input(name: str, lab: Lab) -> InputUsed:
-    return InputUsed(
+    return new_input(
         name=name,
         value=round(lab.value, 4),
         unit=lab.unit,
@@ -50,43 +49,88 @@ def _lab_input(name: str, lab: Lab) -> InputUsed:
     )
 
 
-@dataclass
 class _Work:
-    """Mutable scratch space of one assessment (never leaves :func:`magstat.core.assess.assess`)."""
+    """Mutable scratch space of one assessment (never leaves :func:`magstat.core.assess.assess`).
 
-    facts: PatientFacts
-    kb: KnowledgeBase
-    p: Prepared
-    age: float | None = None
-    latest: dict[str, Lab] = field(default_factory=dict)
-    stale: dict[str, Lab] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    next_steps: dict[str, Action] = field(default_factory=dict)
-    safety: dict[str, Action] = field(default_factory=dict)
-    limitations: dict[str, Action] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    major: list[str] = field(default_factory=list)
-    minor: list[str] = field(default_factory=list)
-    specific_signs: list[str] = field(default_factory=list)
-    supportive_signs: list[str] = field(default_factory=list)
-    present_signs: set[str] = field(default_factory=set)
-    current_conditions: set[str] = field(default_factory=set)
-    current_classes: dict[str, list[Medication]] = field(default_factory=dict)
-    current_drugs: set[str] = field(default_factory=set)
-    dri_row: DriRow | None = None
-    """The DRI row of the patient's life stage (found by the intake step; ``None`` without an age)."""
-    """The drug ids of current medications."""
-    low_markers: list[str] = field(default_factory=list)
-    alcohol_proxy: bool = False
-    mg_history: list[tuple[date | None, float]] = field(default_factory=list)
-    refuted_signs: dict[str, str] = field(default_factory=dict)
-    conflicts: dict[str, list[Lab]] = field(default_factory=dict)
-    mg_therapy: list[Medication] = field(default_factory=list)
-    severity_reason: str | None = None
-    unrecognised_medications: list[str] = field(default_factory=list)
-    """Texts of medications not recognised that may be current (not known to be stopped)."""
-    unrecognised_conditions: list[str] = field(default_factory=list)
-    """Texts of conditions not recognised that may be current (neither resolved nor read as a sign)."""
+    A plain slotted class (made once per assessment; a dataclass with default factories was
+    slower to build).
+    """
+
+    __slots__ = (
+        "age",
+        "alcohol_proxy",
+        "conflicts",
+        "current_classes",
+        "current_conditions",
+        "current_drugs",
+        "dri_row",
+        "facts",
+        "findings",
+        "kb",
+        "latest",
+        "limitations",
+        "low_markers",
+        "major",
+        "mds_taking",
+        "mds_unsure",
+        "mg_history",
+        "mg_therapy",
+        "minor",
+        "missing",
+        "next_steps",
+        "p",
+        "present_signs",
+        "recorded_conditions",
+        "refuted_signs",
+        "safety",
+        "severity_reason",
+        "specific_signs",
+        "stale",
+        "supportive_signs",
+        "unrecognised_conditions",
+        "unrecognised_medications",
+    )
+
+    def __init__(self, facts: PatientFacts, kb: KnowledgeBase, p: Prepared) -> None:
+        self.facts = facts
+        self.kb = kb
+        self.p = p
+        self.age: float | None = None
+        self.latest: dict[str, Lab] = {}
+        self.stale: dict[str, Lab] = {}
+        self.findings: list[Finding] = []
+        self.next_steps: dict[str, Action] = {}
+        self.safety: dict[str, Action] = {}
+        self.limitations: dict[str, Action] = {}
+        self.missing: list[str] = []
+        self.major: list[str] = []
+        self.minor: list[str] = []
+        self.specific_signs: list[str] = []
+        self.supportive_signs: list[str] = []
+        self.present_signs: set[str] = set()
+        self.current_conditions: set[str] = set()
+        self.recorded_conditions: dict[str, list[ConditionFact]] = {}
+        """Current conditions that lower or raise magnesium -> their entries, in record order."""
+        self.current_classes: dict[str, list[Medication]] = {}
+        self.current_drugs: set[str] = set()
+        """The drug ids of current medications."""
+        self.mds_taking: dict[str, list[Medication]] = {"diuretic": [], "ppi": []}
+        """MDS medication component -> the current medications that count for it."""
+        self.mds_unsure: set[str] = set()
+        """MDS medication components of medications that may be current (current unknown)."""
+        self.dri_row: DriRow | None = None
+        """The DRI row of the patient's life stage (found by the intake step; ``None`` without an age)."""
+        self.low_markers: list[str] = []
+        self.alcohol_proxy = False
+        self.mg_history: list[tuple[date | None, float]] = []
+        self.refuted_signs: dict[str, str] = {}
+        self.conflicts: dict[str, list[Lab]] = {}
+        self.mg_therapy: list[Medication] = []
+        self.severity_reason: str | None = None
+        self.unrecognised_medications: list[str] = []
+        """Texts of medications not recognised that may be current (not known to be stopped)."""
+        self.unrecognised_conditions: list[str] = []
+        """Texts of conditions not recognised that may be current (neither resolved nor read as a sign)."""
 
     def find(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -116,7 +160,7 @@ class _Work:
         made = self.p.fixed_actions.get(key)
         if made is None:
             statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
-            made = self.p.fixed_actions[key] = Action(
+            made = self.p.fixed_actions[key] = new_action(
                 statement_id, statement.text, reason, statement.sources, "routine"
             )
         table[statement_id] = made
@@ -131,7 +175,7 @@ class _Work:
         old = table.get(statement_id)
         if old is not None:
             if _RANK[priority] < _RANK[old.priority]:
-                table[statement_id] = Action(old.id, old.text, old.reason, old.sources, priority)
+                table[statement_id] = new_action(old.id, old.text, old.reason, old.sources, priority)
             return
         statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
-        table[statement_id] = Action(statement_id, statement.text, reason, statement.sources, priority)
+        table[statement_id] = new_action(statement_id, statement.text, reason, statement.sources, priority)

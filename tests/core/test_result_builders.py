@@ -1,0 +1,62 @@
+"""The fast builders of findings, inputs and actions make the objects the classes make."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import pickle
+
+import pytest
+
+from magstat.core import result
+from magstat.core.result import Action, Finding, InputUsed, new_action, new_finding, new_input
+
+_PAIRS = [
+    (InputUsed, result._InputUsedSlots),
+    (Finding, result._FindingSlots),
+    (Action, result._ActionSlots),
+]
+
+
+@pytest.mark.parametrize(("cls", "slots"), _PAIRS, ids=lambda x: x.__name__)
+def test_builder_layout_is_the_class_layout(cls, slots):
+    """Each builder's slotted twin has exactly the fields of the frozen class it becomes."""
+    assert sorted(f.name for f in dataclasses.fields(cls)) == sorted(slots.__slots__)
+
+
+def test_built_input_is_the_constructed_input():
+    """new_input gives an InputUsed equal to the constructor's, with defaults, hash and repr."""
+    day = dt.date(2024, 5, 1)
+    for args, kwargs in (
+        (("age", 70.0, "years"), {}),
+        (("serum magnesium", 0.61, "mmol/L", day, "Observation/1", "LOINC 19123-9"), {}),
+        (("condition", "CKD"), {"date": day, "source": "Condition/2", "context": "provisional"}),
+    ):
+        built = new_input(*args, **kwargs)
+        made = InputUsed(*args, **kwargs)
+        assert InputUsed is type(built)
+        assert made == built
+        assert hash(made) == hash(built)
+        assert repr(made) == repr(built)
+        assert made.to_dict() == built.to_dict()
+        assert made == pickle.loads(pickle.dumps(built))
+
+
+def test_built_finding_and_action_are_the_constructed_ones():
+    """new_finding and new_action give objects equal to the constructors', defaults included."""
+    inputs = (new_input("age", 70.0, "years"),)
+    args = ("age.older", "risk_factor", "Age 70.", "minor", "age >= 65", inputs, ("S1",))
+    assert Finding(*args) == new_finding(*args)
+    assert Finding(*args, strength="moderate") == new_finding(*args, strength="moderate")
+    assert Finding is type(new_finding(*args))
+    assert Action("ns.x", "Do x.", "Because.", ("S2",)) == new_action("ns.x", "Do x.", "Because.", ("S2",))
+    assert Action("ns.x", "Do x.", "Why.", (), "urgent") == new_action("ns.x", "Do x.", "Why.", (), "urgent")
+    assert Action is type(new_action("ns.x", "Do x.", "Why.", ()))
+
+
+def test_built_objects_stay_frozen():
+    """A built object refuses assignment like one from the class's constructor."""
+    built = new_finding("a", "b", "c", "d", "e", (), ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.text = "changed"  # type: ignore[misc]
+    assert "changed" == dataclasses.replace(built, text="changed").text
