@@ -60,3 +60,15 @@ def test_built_objects_stay_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.text = "changed"  # type: ignore[misc]
     assert "changed" == dataclasses.replace(built, text="changed").text
+
+
+def test_a_subclass_of_a_result_class_is_built_through_its_slots():
+    """An instance of a subclass keeps its own class (filled through the slots' descriptors)."""
+
+    class Marked(InputUsed):
+        __slots__ = ()
+
+    built = Marked("age", 70.0, "years")
+    assert Marked is type(built)
+    assert InputUsed("age", 70.0, "years").to_dict() == built.to_dict()
+    assert (70.0, "years") == (built.value, built.unit)

@@ -54,18 +54,24 @@ T = TypeVar("T")
 
 
 def _slot_init(cls: type[T]) -> type[T]:
-    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot.
+    """Give a frozen, slotted dataclass an ``__init__`` that stores its fields as plain slots.
 
     The ``__init__`` that ``dataclass(frozen=True)`` writes stores every field with
-    ``object.__setattr__``, several times slower than the slot's own descriptor; one assessment
-    builds a few dozen of these objects, so this was a large share of its time. The class is
+    ``object.__setattr__``, several times slower than a plain attribute store; one assessment
+    builds a few dozen of these objects, so this was a large share of its time. The new
+    ``__init__`` gives the object, for the time of the stores, a twin class with the same slots
+    and no frozen ``__setattr__`` (two class switches, then one fast store per field); an
+    instance of a subclass is filled through the slots' descriptors instead. The class is
     otherwise unchanged: same fields, defaults, equality, hash and repr, and still frozen
     (assigning an attribute raises ``FrozenInstanceError``). Like ``dataclass`` itself, the
     function is generated from source, once per class at import.
     """
-    env: dict[str, Any] = {}
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    twin = type(f"_{cls.__name__}Slots", (), {"__slots__": tuple(names), "__module__": cls.__module__})
+    env: dict[str, Any] = {"_cls": cls, "_twin": twin, "_set_class": object.__setattr__}
     params: list[str] = []
-    body: list[str] = []
+    fast: list[str] = []
+    slow: list[str] = []
     for f in fields(cls):  # type: ignore[arg-type]
         if f.default_factory is not MISSING or not f.init:
             raise TypeError(f"{cls.__name__}.{f.name}: only plain fields and defaults are supported")
@@ -75,10 +81,15 @@ def _slot_init(cls: type[T]) -> type[T]:
             env[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
         env[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
-        body.append(f"    _set_{f.name}(self, {f.name})")
+        fast.append(f"      self.{f.name} = {f.name}")
+        slow.append(f"      _set_{f.name}(self, {f.name})")
     source = (
         f"def _make({', '.join(env)}):\n"
-        f"  def __init__(self, {', '.join(params)}):\n" + "\n".join("  " + line for line in body) + "\n"
+        f"  def __init__(self, {', '.join(params)}):\n"
+        "    if type(self) is _cls:\n"
+        "      _set_class(self, '__class__', _twin)\n" + "\n".join(fast) + "\n"
+        "      self.__class__ = _cls\n"
+        "    else:\n" + "\n".join(slow) + "\n"
         "  return __init__\n"
     )
     namespace: dict[str, Any] = {}

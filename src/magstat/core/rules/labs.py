@@ -9,7 +9,7 @@ from magstat.core import calculators as calc
 from magstat.core.facts import Lab
 from magstat.core.result import EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
-from magstat.core.validate import lab_error
+from magstat.core.validate import lab_error, lab_plausible
 
 _NUMBER_TYPES = (float, int)
 
@@ -28,75 +28,130 @@ def _select_labs(w: _Work) -> None:
     A result without a date counts as taken on the as-of date (patient documents often carry
     none). A dated result older than ``labs.recent_days`` is kept aside as stale: shown, not
     used for the status.
+
+    The results are walked once, from the last to the first, each checked on the way (as
+    :func:`magstat.core.validate.check_facts` would; a failure is named in record order). A
+    long record is mostly in date order, so most results are older than the one already kept
+    for their test and cost one look-up. A test with several results on its latest date is
+    settled in record order by :func:`_same_date`.
     """
-    recent_days = w.p.params["labs.recent_days"]
-    as_of = w.facts.as_of
-    labs = w.facts.labs
+    facts = w.facts
+    labs = facts.labs
+    if not labs:
+        return
+    as_of = facts.as_of
+    limits = w.p.lab_limits
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
-    conflicts = w.conflicts
-    limits = w.p.lab_limits
-    mg_history = w.mg_history  # every serum magnesium at or before the as-of date, in record order
-    for lab in labs:
-        # First the check of check_facts (validate.lab_plausible, inlined: this loop runs over
-        # every result of a record); a failure is named by validate.lab_error.
-        spec = limits.get(lab.test)
+    tied: set[tuple[str, date]] | None = None  # (test, date) met twice
+    checked = False
+    for lab in reversed(labs):
+        test = lab.test
+        # The check of check_facts (validate.lab_plausible, inlined: this loop runs over every
+        # result of a record).
+        spec = limits.get(test)
         if spec is None:
-            lab_error(w.facts, w.kb, lab)
+            if not checked:
+                _check_in_order(w)
+                checked = True
         else:
             unit, low, high = spec
             value = lab.value
             ref_low = lab.ref_low
             ref_high = lab.ref_high
-            if not (
-                lab.unit == unit
-                and type(value) in _NUMBER_TYPES
-                and low <= value <= high
-                and (
-                    (ref_high is None or low <= ref_high <= high)
-                    if ref_low is None
-                    else (low <= ref_low <= high)
-                    if ref_high is None
-                    else (low <= ref_low < ref_high <= high)
+            if (
+                not (
+                    lab.unit == unit
+                    and type(value) in _NUMBER_TYPES
+                    and low <= value <= high
+                    and (
+                        (ref_high is None or low <= ref_high <= high)
+                        if ref_low is None
+                        else (low <= ref_low <= high)
+                        if ref_high is None
+                        else (low <= ref_low < ref_high <= high)
+                    )
                 )
+                and not checked
             ):
-                lab_error(w.facts, w.kb, lab)
+                _check_in_order(w)
+                checked = True
         when = lab.when or as_of
         if when > as_of:
             continue
-        test = lab.test
-        if test == "serum_mg":
-            mg_history.append((lab.when, lab.value))
         old_when = best_when.get(test)
         if old_when is None or when > old_when:
             best_when[test] = when
             best[test] = lab
-            if conflicts:
-                conflicts.pop(test, None)  # a newer date: earlier disagreements no longer matter
-            continue
-        if when < old_when:
-            continue
-        old = best[test]
-        if lab.when is None or old.when is None:
-            # The same date, one of the two undated: the later result in the record wins.
-            best[test] = lab
-            if conflicts:
-                conflicts.pop(test, None)
-        elif abs(lab.value - old.value) > 1e-9:
-            # Two results of one test on the same date: not silently one or the other. Keep the
-            # reading that is safer for advice and say so (see _conflict_finding).
-            conflicts.setdefault(test, [old]).append(lab)
-            higher = test in _HIGHER_IS_SAFER
-            if (lab.value > old.value) if higher else (lab.value < old.value):
-                best[test] = lab
-    for test, seen in conflicts.items():
-        if best[test] in seen:
-            _conflict_finding(w, test, seen, best[test])
+        elif when == old_when:
+            if tied is None:
+                tied = set()
+            tied.add((test, when))
+    if tied:
+        latest_ties = {test: when for test, when in tied if best_when[test] == when}
+        if latest_ties:
+            _same_date(w, latest_ties, best)
+    if "serum_mg" in best:
+        # Every serum magnesium at or before the as-of date, in record order.
+        w.mg_history = [
+            (lab.when, lab.value) for lab in labs if lab.test == "serum_mg" and (lab.when or as_of) <= as_of
+        ]
+    recent_days = w.p.params["labs.recent_days"]
+    latest = w.latest
+    stale = w.stale
     for test, lab in best.items():
         if (as_of - best_when[test]).days > recent_days:
-            w.stale[test] = lab
+            stale[test] = lab
         else:
-            w.latest[test] = lab
+            latest[test] = lab
+
+
+def _check_in_order(w: _Work) -> None:
+    """Check every result in record order; the first that fails is refused (as check_facts does)."""
+    facts = w.facts
+    limits = w.p.lab_limits
+    for lab in facts.labs:
+        if not lab_plausible(lab, limits):
+            lab_error(facts, w.kb, lab)
+
+
+def _same_date(w: _Work, ties: dict[str, date], best: dict[str, Lab]) -> None:
+    """Settle each test with several results on its latest date, in record order.
+
+    A later undated result replaces the one kept (the record's order decides). Two dated
+    results with different values are not silently one or the other: the reading that is
+    safer for advice is kept, and the disagreement is flagged (see :func:`_conflict_finding`),
+    in the order the record shows them.
+    """
+    as_of = w.facts.as_of
+    groups: dict[str, list[tuple[int, Lab]]] = {test: [] for test in ties}
+    for i, lab in enumerate(w.facts.labs):
+        day = ties.get(lab.test)
+        if day is not None and (lab.when or as_of) == day:
+            groups[lab.test].append((i, lab))
+    flagged: list[tuple[int, str, list[Lab]]] = []
+    for test, group in groups.items():
+        chosen = group[0][1]
+        seen: list[Lab] | None = None
+        since = 0
+        higher = test in _HIGHER_IS_SAFER
+        for i, lab in group[1:]:
+            if lab.when is None or chosen.when is None:
+                chosen = lab
+                seen = None
+            elif abs(lab.value - chosen.value) > 1e-9:
+                if seen is None:
+                    seen = [chosen]
+                    since = i
+                seen.append(lab)
+                if (lab.value > chosen.value) if higher else (lab.value < chosen.value):
+                    chosen = lab
+        best[test] = chosen
+        if seen is not None:
+            flagged.append((since, test, seen))
+    for _since, test, seen in sorted(flagged, key=lambda item: item[0]):
+        if best[test] in seen:
+            _conflict_finding(w, test, seen, best[test])
 
 
 def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None:
