@@ -145,7 +145,15 @@ _RANK = {"urgent": 0, "high": 1, "routine": 2}
 
 
 def _ordered(table: dict[str, Action]) -> tuple[Action, ...]:
-    return tuple(sorted(table.values(), key=lambda a: _RANK[a.priority]))
+    """The actions by priority (urgent, high, routine), in the order they were given within each."""
+    actions = tuple(table.values())
+    if len(actions) < 2:
+        return actions
+    return tuple(sorted(actions, key=_rank))
+
+
+def _rank(action: Action) -> int:
+    return _RANK[action.priority]
 
 
 def _unrecognised(w: _Work) -> tuple[str, ...]:

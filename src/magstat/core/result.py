@@ -477,6 +477,16 @@ class Assessment:
         }
 
 
+NO_EGFR = EgfrResult(None, None, None, None)
+"""The kidney function when nothing gives it (frozen and holding no mutable value: shared)."""
+NO_FEMG = FemgResult(None, None)
+"""The FEMg when it cannot be computed (frozen, shared)."""
+NO_LOADING = LoadingResult(None, None, None)
+"""The loading test when none was done (frozen, shared)."""
+NO_SUPPLEMENTS = SupplementResult(None, None, None)
+"""Supplements when not asked (frozen, shared)."""
+
+
 def _r(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 

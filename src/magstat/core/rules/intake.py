@@ -6,7 +6,7 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import SupplementFact
-from magstat.core.result import IntakeResult, SupplementResult, new_finding, new_input
+from magstat.core.result import NO_SUPPLEMENTS, IntakeResult, SupplementResult, new_finding, new_input
 from magstat.core.rules.work import _Work
 
 
@@ -70,7 +70,7 @@ def _supplements(w: _Work) -> SupplementResult:
     facts = w.facts
     if facts.supplements is None:
         w.missing.append("supplements")
-        return SupplementResult(None, None, None)
+        return NO_SUPPLEMENTS
     total = 0.0
     unknown_content: list[str] = []
     not_counted: list[str] = []

@@ -7,7 +7,7 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
-from magstat.core.result import EgfrResult, SerumMagnesium, new_finding, new_input
+from magstat.core.result import NO_EGFR, EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 from magstat.core.validate import lab_error, lab_plausible
 
@@ -181,6 +181,13 @@ def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None
 # --------------------------------------------------------------------------------------------
 # Step 3: calculators
 
+_SERUM_WEIGHTS = {
+    "below_lab_range": "deficit",
+    "low_normal": "supportive",
+    "normal": "reassuring",
+    "above_lab_range": "excess",
+}
+
 
 def _serum(w: _Work) -> SerumMagnesium:
     kb = w.kb
@@ -251,22 +258,19 @@ def _serum(w: _Work) -> SerumMagnesium:
     interval = f"{_fmt(low or 0, 2)}–{_fmt(high or 0, 2)} mmol/L ({'reported by the lab' if interval_from == 'lab' else 'default interval: the lab reported none'})"
     mg_dl = calc.mg_mmol_to_mg_dl(kb, value)
     shown = f"{_fmt(value, 2)} mmol/L ({_fmt(mg_dl, 2)} mg/dL)"
-    texts = {
-        "below_lab_range": f"Serum magnesium {shown} is below the lab interval {interval}: hypomagnesaemia, CTCAE grade {grade}.",
-        "low_normal": (
+    # Only the text of the band that holds is made.
+    if band == "below_lab_range":
+        text = f"Serum magnesium {shown} is below the lab interval {interval}: hypomagnesaemia, CTCAE grade {grade}."
+    elif band == "low_normal":
+        text = (
             f"Serum magnesium {shown} is within the lab interval {interval} but below the "
             f"evidence-based lower limit of {_fmt(evidence_lower)} mmol/L: the grey zone where a deficit "
             "is common when other markers are low."
-        ),
-        "normal": f"Serum magnesium {shown} is within the lab interval {interval} and at or above {_fmt(evidence_lower)} mmol/L.",
-        "above_lab_range": f"Serum magnesium {shown} is above the lab interval {interval}: hypermagnesaemia, CTCAE grade {grade}.",
-    }
-    weights = {
-        "below_lab_range": "deficit",
-        "low_normal": "supportive",
-        "normal": "reassuring",
-        "above_lab_range": "excess",
-    }
+        )
+    elif band == "normal":
+        text = f"Serum magnesium {shown} is within the lab interval {interval} and at or above {_fmt(evidence_lower)} mmol/L."
+    else:
+        text = f"Serum magnesium {shown} is above the lab interval {interval}: hypermagnesaemia, CTCAE grade {grade}."
     sources = [*test.sources, *kb.parameters["serum_mg.evidence_lower"].sources]
     if grade is not None:
         sources.extend(kb.parameters["serum_mg.ctcae_hypo_grade2_below"].sources)
@@ -276,8 +280,8 @@ def _serum(w: _Work) -> SerumMagnesium:
         new_finding(
             id=f"serum_mg.{band}",
             category="serum_magnesium",
-            text=texts[band],
-            weight=weights[band],
+            text=text,
+            weight=_SERUM_WEIGHTS[band],
             rule=(
                 f"below the lab's lower limit → below_lab_range; lower limit to < {_fmt(evidence_lower)} mmol/L → "
                 "low_normal; above the lab's upper limit → above_lab_range; grade by CTCAE v5.0"
@@ -333,6 +337,12 @@ def _egfr(w: _Work) -> EgfrResult:
         and (not method or method.upper().startswith("CKD-EPI 2021"))
         and not newer_creatinine
     )
+    # Computed once: the agreement check below compares it with a reported value.
+    computed = (
+        calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+        if computable and creatinine is not None and w.age is not None and facts.sex is not None
+        else None
+    )
     if creatinine is not None and w.age is not None and w.age < w.p.params["ckd_epi.min_age"]:
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
     if reported is not None and (reported_preferred or not computable):
@@ -347,9 +357,9 @@ def _egfr(w: _Work) -> EgfrResult:
         )
         text = f"eGFR {_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({equation})."
         rule = "a reported eGFR is used when it is CKD-EPI 2021 or unlabelled, or when none can be computed"
-    elif computable:
+    elif computed is not None:
         assert creatinine is not None and w.age is not None and facts.sex is not None
-        value = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+        value = computed
         inputs = (
             _lab_input("serum creatinine", creatinine),
             new_input("age", round(w.age, 1), "years"),
@@ -363,8 +373,8 @@ def _egfr(w: _Work) -> EgfrResult:
         rule = "CKD-EPI 2021: 142 × min(Scr/κ,1)^α × max(Scr/κ,1)^−1.200 × 0.9938^age × 1.012 if female"
     else:
         w.missing.append("egfr_or_creatinine")
-        return EgfrResult(None, None, None, None)
-    chosen = _egfr_agreement(w, result, reported, creatinine)
+        return NO_EGFR
+    chosen = _egfr_agreement(w, result, reported, creatinine, computed)
     if chosen is not result:
         result = chosen
         text = (
@@ -391,7 +401,9 @@ def _egfr(w: _Work) -> EgfrResult:
     return result
 
 
-def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatinine: Lab | None) -> EgfrResult:
+def _egfr_agreement(
+    w: _Work, result: EgfrResult, reported: Lab | None, creatinine: Lab | None, computed: float | None
+) -> EgfrResult:
     """Compare a reported eGFR with the one computed from creatinine; flag a large gap.
 
     When both exist and differ by more than ``egfr.discrepancy_fraction`` of the higher value,
@@ -401,9 +413,8 @@ def _egfr_agreement(w: _Work, result: EgfrResult, reported: Lab | None, creatini
     facts = w.facts
     if reported is None or creatinine is None or w.age is None or facts.sex is None:
         return result
-    if w.age < w.p.params["ckd_epi.min_age"] or result.value is None:
+    if w.age < w.p.params["ckd_epi.min_age"] or result.value is None or computed is None:
         return result
-    computed = calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
     high, low = max(computed, reported.value), min(computed, reported.value)
     if high <= 0 or (high - low) / high <= w.p.params["egfr.discrepancy_fraction"]:
         return result

@@ -275,7 +275,8 @@ def _conditions(w: _Work) -> None:
         entry = kb.conditions[cond_id]
         if entry.effect not in _FINDING_EFFECTS:
             continue  # no finding: its inputs are not built
-        used = tuple(_condition_input(c) for c in recorded.get(cond_id, ())) or (new_input(cond_id, True),)
+        entries = recorded.get(cond_id)
+        used = tuple([_condition_input(c) for c in entries]) if entries else (new_input(cond_id, True),)
         if entry.effect == "lowers":
             (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
             w.find(

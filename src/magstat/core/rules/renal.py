@@ -6,6 +6,8 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.result import (
+    NO_FEMG,
+    NO_LOADING,
     EgfrResult,
     FemgResult,
     InputUsed,
@@ -22,7 +24,7 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
     needed = ("urine_mg_spot", "urine_creatinine", "serum_mg", "serum_creatinine")
     labs = [w.latest.get(t) for t in needed]
     if any(lab is None for lab in labs):
-        return FemgResult(None, None)
+        return NO_FEMG
     u_mg, u_cr, s_mg, s_cr = labs
     assert u_mg is not None and u_cr is not None and s_mg is not None and s_cr is not None
     dates = [lab.when for lab in (u_mg, u_cr, s_mg, s_cr) if lab.when is not None]
@@ -133,7 +135,7 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
             new_input("baseline urine magnesium", facts.loading_baseline_urine_mmol, "mmol"),
         )
     else:
-        return LoadingResult(None, None, None)
+        return NO_LOADING
     deficient_cut = w.p.params["loading.retention_deficient_above"]
     borderline_cut = w.p.params["loading.retention_borderline_above"]
     interpretation: Literal["deficient", "borderline", "normal"] = (
