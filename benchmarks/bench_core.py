@@ -3,6 +3,7 @@
 Run from the project root:
 
     .venv/bin/python benchmarks/bench_core.py [--seconds 5] [--patients DIR]
+    .venv/bin/python benchmarks/bench_core.py --compare OLD/src [--compare OTHER/src] [--rounds 3]
 
 ``--patients`` names a folder holding ``synthea/`` and ``synthea-py/`` FHIR bundles (``.json``
 or ``.json.gz``); the default is the repository's small test set, ``tests/data``.
@@ -13,6 +14,14 @@ per-patient time of parse + FHIR adapter + assess for each data set. Rates are g
 of elapsed time and per second of this process's CPU time (steadier on a shared machine), with
 the load average at the start. Not a test: the numbers depend on the machine; compare ratios
 measured in one run.
+
+``--compare SRC`` (repeatable) names the ``src`` folder of another checkout of magstat (for
+instance ``git worktree add /tmp/core-old b3a5971`` gives ``/tmp/core-old/src``). Each round then
+runs this benchmark once per checkout, each in its own process (``PYTHONPATH=SRC``), the
+compared checkouts first and this one last, for ``--rounds`` rounds; it prints each run's rates
+and, per checkout, the median CPU-time rate and its ratio to the first compared checkout. Runs
+that alternate in one sitting share the machine's state, so their ratio is what to quote on a
+shared machine.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -82,13 +93,77 @@ def loop(facts: list, kb: object, seconds: float) -> tuple[int, float, float]:
     return count, time.perf_counter() - start, time.process_time() - cpu
 
 
+def compare(sources: list[Path], rounds: int, seconds: float, patients: Path) -> None:
+    """Run this benchmark for each checkout in turn, ``rounds`` times; print rates and ratios."""
+    sides = [*(str(s.resolve()) for s in sources), str(ROOT / "src")]
+    names = [*(str(s) for s in sources), "this checkout"]
+    load_average = [round(x, 2) for x in os.getloadavg()]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_no in range(1, rounds + 1):
+        for name, src in zip(names, sides, strict=True):
+            env = {**os.environ, "PYTHONPATH": src}
+            command = [sys.executable, str(Path(__file__).resolve()), "--seconds", str(seconds)]
+            command += ["--patients", str(patients)]
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+            result = json.loads(out)
+            runs[name].append(result)
+            print(
+                f"round {round_no} {name}: assess/CPU s {result['assess_per_cpu_second']}, "
+                f"/s {result['assess_per_second']}, compact/CPU s {result['assess_per_cpu_second_compact']}, "
+                f"load {result['load_average_1_5_15_min'][0]}",
+                file=sys.stderr,
+            )
+    base = statistics.median(r["assess_per_cpu_second"] for r in runs[names[0]])
+    base_compact = statistics.median(r["assess_per_cpu_second_compact"] for r in runs[names[0]])
+    summary = {}
+    for name in names:
+        cpu = statistics.median(r["assess_per_cpu_second"] for r in runs[name])
+        compact = statistics.median(r["assess_per_cpu_second_compact"] for r in runs[name])
+        summary[name] = {
+            "assess_per_cpu_second": [r["assess_per_cpu_second"] for r in runs[name]],
+            "assess_per_second": [r["assess_per_second"] for r in runs[name]],
+            "assess_per_cpu_second_compact": [r["assess_per_cpu_second_compact"] for r in runs[name]],
+            "median_per_cpu_second": round(cpu),
+            "ratio_cpu_to_first": round(cpu / base, 3),
+            "median_per_cpu_second_compact": round(compact),
+            "ratio_cpu_compact_to_first": round(compact / base_compact, 3),
+        }
+    print(
+        json.dumps(
+            {
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"),
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                "patients_folder": str(patients),
+                "rounds": rounds,
+                "seconds_per_loop": seconds,
+                "load_average_1_5_15_min_at_start": load_average,
+                "load_average_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
+                "checkouts": summary,
+            },
+            indent=2,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0, help="time budget of the assess loop")
     parser.add_argument(
         "--patients", type=Path, default=DEFAULT_PATIENTS, help="folder with synthea/ and synthea-py/"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="the src folder of another checkout to run beside this one (repeatable)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison")
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args.rounds, args.seconds, args.patients)
+        return
     load_average = [round(x, 2) for x in os.getloadavg()]
     kb = load()
     raw = bundles(args.patients)
