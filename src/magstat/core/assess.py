@@ -91,7 +91,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     intake = _intake(w)
     supplements = _supplements(w)
     status, severity, basis = _decide(w, serum, mds)
-    w.find(basis)
+    w.findings.append(basis)
     arrhythmia_risk = _arrhythmia_risk(w, serum)
     _next_steps(w, status, serum, egfr, femg, arrhythmia_risk=arrhythmia_risk)
     _safety(w, status, serum, egfr, supplements, arrhythmia_risk=arrhythmia_risk)

@@ -155,12 +155,17 @@ def dri_for(
     """The DRI row of a life stage, or ``None`` if sex is needed and unknown."""
     state = "pregnancy" if pregnant else "lactation" if lactating else "none"
     by_state = prepared(kb).dri_by_state
-    candidates = [r for r in by_state.get(state, ()) if r.age_min <= age_years < r.age_max]
-    if not candidates and state != "none":
-        candidates = [r for r in by_state.get("none", ()) if r.age_min <= age_years < r.age_max]
-    for row in candidates:
-        if row.sex in ("any", sex):
-            return row
+    # The first row of the state whose age band holds and whose sex fits; a pregnancy or
+    # lactation state without a row for the age falls back to the rows of no special state.
+    for rows in (by_state.get(state, ()), by_state.get("none", ()) if state != "none" else ()):
+        age_band_found = False
+        for row in rows:
+            if row.age_min <= age_years < row.age_max:
+                if row.sex in ("any", sex):
+                    return row
+                age_band_found = True
+        if age_band_found:
+            return None
     return None
 
 

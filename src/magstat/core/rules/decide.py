@@ -46,7 +46,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
             f"serum magnesium above the lab's upper limit but at or below {_fmt(therapeutic_high)} mmol/L during "
             "intended magnesium therapy → within the therapeutic range, not excess; deficit status cannot be judged"
         )
-        w.find(
+        w.findings.append(
             new_finding(
                 id="serum_mg.therapeutic",
                 category="serum_magnesium",

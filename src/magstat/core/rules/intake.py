@@ -48,7 +48,7 @@ def _intake(w: _Work) -> IntakeResult:
     if below:
         w.minor.append("diet.below_ear")
         text += " Below the EAR: inadequate for most people of this life stage."
-    w.find(
+    w.findings.append(
         new_finding(
             id="diet.below_ear" if below else "diet.intake",
             category="diet",
@@ -112,7 +112,7 @@ def _supplements(w: _Work) -> SupplementResult:
         )
         if unknown_content:
             text += f" Content unknown for: {', '.join(unknown_content)}."
-        w.find(
+        w.findings.append(
             new_finding(
                 id="supplements.above_ul" if above else "supplements.total",
                 category="supplement",

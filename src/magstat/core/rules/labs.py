@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import Literal
 
@@ -12,6 +13,9 @@ from magstat.core.rules.work import _fmt, _lab_input, _Work
 from magstat.core.validate import lab_error, lab_plausible
 
 _NUMBER_TYPES = (float, int)
+_UNKNOWN_TEST = ("", math.inf, -math.inf)
+"""Limits for a test the knowledge base does not define: no value lies between them."""
+_BEFORE_ANY = date.min
 
 # Tests for which the higher of two conflicting same-day results is the safer reading (it
 # gives the lower kidney function); for the others the lower reading is the safer one.
@@ -48,42 +52,40 @@ def _select_labs(w: _Work) -> None:
     for lab in reversed(labs):
         test = lab.test
         # The check of check_facts (validate.lab_plausible, inlined: this loop runs over every
-        # result of a record).
-        spec = limits.get(test)
-        if spec is None:
-            if not checked:
-                _check_in_order(w)
-                checked = True
-        else:
-            unit, low, high = spec
-            value = lab.value
-            ref_low = lab.ref_low
-            ref_high = lab.ref_high
-            if (
-                not (
-                    lab.unit == unit
-                    and type(value) in _NUMBER_TYPES
-                    and low <= value <= high
-                    and (
-                        (ref_high is None or low <= ref_high <= high)
-                        if ref_low is None
-                        else (low <= ref_low <= high)
-                        if ref_high is None
-                        else (low <= ref_low < ref_high <= high)
-                    )
+        # result of a record). An unknown test gets limits that no value meets.
+        unit, low, high = limits.get(test, _UNKNOWN_TEST)
+        value = lab.value
+        ref_low = lab.ref_low
+        ref_high = lab.ref_high
+        if (
+            not (
+                lab.unit == unit
+                and type(value) in _NUMBER_TYPES
+                and low <= value <= high
+                and (
+                    (ref_high is None or low <= ref_high <= high)
+                    if ref_low is None
+                    else (low <= ref_low <= high)
+                    if ref_high is None
+                    else (low <= ref_low < ref_high <= high)
                 )
-                and not checked
-            ):
-                _check_in_order(w)
-                checked = True
+            )
+            and not checked
+        ):
+            _check_in_order(w)
+            checked = True
         when = lab.when or as_of
         if when > as_of:
             continue
-        old_when = best_when.get(test)
-        if old_when is None or when > old_when:
+        old_when = best_when.get(test, _BEFORE_ANY)
+        if when > old_when:
             best_when[test] = when
             best[test] = lab
         elif when == old_when:
+            if test not in best_when:  # a result dated date.min, the first of its test
+                best_when[test] = when
+                best[test] = lab
+                continue
             if tied is None:
                 tied = set()
             tied.add((test, when))
@@ -160,7 +162,7 @@ def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None
     name = kb.tests[test].name if test in kb.tests else test
     values = ", ".join(f"{_fmt(lab.value, 2)} {lab.unit}" for lab in labs)
     direction = "higher" if test in _HIGHER_IS_SAFER else "lower"
-    w.find(
+    w.findings.append(
         new_finding(
             id=f"conflict.{test}",
             category="test",
@@ -197,7 +199,7 @@ def _serum(w: _Work) -> SerumMagnesium:
     stale = w.stale.get("serum_mg")
     if lab is None:
         if stale is not None:
-            w.find(
+            w.findings.append(
                 new_finding(
                     id="serum_mg.not_recent",
                     category="serum_magnesium",
@@ -276,7 +278,7 @@ def _serum(w: _Work) -> SerumMagnesium:
         sources.extend(kb.parameters["serum_mg.ctcae_hypo_grade2_below"].sources)
     if band == "low_normal":
         sources.extend(kb.statement("ex.grey_zone").sources)
-    w.find(
+    w.findings.append(
         new_finding(
             id=f"serum_mg.{band}",
             category="serum_magnesium",
@@ -387,7 +389,7 @@ def _egfr(w: _Work) -> EgfrResult:
             + ": the lower of two conflicting estimates (see egfr.discrepancy)."
         )
         rule = "when a reported and a computed eGFR conflict, the lower is used for dosing advice"
-    w.find(
+    w.findings.append(
         new_finding(
             id="egfr",
             category="calculator",
@@ -421,7 +423,7 @@ def _egfr_agreement(
     fraction = w.p.params["egfr.discrepancy_fraction"]
     when_r = reported.when.isoformat() if reported.when else "an unknown date"
     when_c = creatinine.when.isoformat() if creatinine.when else "an unknown date"
-    w.find(
+    w.findings.append(
         new_finding(
             id="egfr.discrepancy",
             category="calculator",

@@ -46,7 +46,7 @@ def _alcohol_and_lifestyle(w: _Work) -> None:
         w.missing.append("age")
     elif w.age >= w.p.params["age.older_adult_at_least"]:
         w.minor.append("age")
-        w.find(
+        w.findings.append(
             new_finding(
                 id="age.older",
                 category="risk_factor",
@@ -70,7 +70,7 @@ def _alcohol_finding(
     aud = kb.conditions.get("alcohol_use_disorder")
     sources = tuple(dict.fromkeys([*kb.parameters[param].sources, *(aud.sources if aud else ())]))
     w.major.append(finding_id)
-    w.find(
+    w.findings.append(
         new_finding(
             id=finding_id,
             category="risk_factor",

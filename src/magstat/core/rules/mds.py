@@ -43,7 +43,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     if score is not None:
         if band in {"high", "middle"}:
             (w.major if band == "high" else w.minor).append("mds")
-        w.find(
+        w.findings.append(
             new_finding(
                 id="mds",
                 category="calculator",

@@ -92,7 +92,7 @@ def _medications(w: _Work) -> None:
         w.missing.append("medications")
         return
     if w.mg_therapy:
-        w.find(
+        w.findings.append(
             new_finding(
                 id="drug.magnesium_therapy",
                 category="treatment",
@@ -141,7 +141,7 @@ def _medications(w: _Work) -> None:
                     )
                 sources.extend(kb.parameters["ppi.long_term_days"].sources)
         (w.major if klass.weight == "major" else w.minor).append(f"drug.{cls_id}")
-        w.find(
+        w.findings.append(
             new_finding(
                 id=f"drug.{cls_id}",
                 category="risk_factor",
@@ -170,7 +170,7 @@ def _medications(w: _Work) -> None:
                 kb.drugs[d].name for m in taken for d in m.drugs if "qt_prolonging" in kb.drugs[d].classes
             )
         )
-        w.find(
+        w.findings.append(
             new_finding(
                 id="drug.qt_prolonging",
                 category="interaction",
@@ -192,7 +192,7 @@ def _medications(w: _Work) -> None:
             # Magnesium-containing products are a risk of excess; drugs that raise serum
             # magnesium as an effect (SGLT2 inhibitors) are shown for context.
             product = cls_id == "magnesium_product"
-            w.find(
+            w.findings.append(
                 new_finding(
                     id=f"drug.{cls_id}",
                     category="risk_factor" if product else "protective",
@@ -279,7 +279,7 @@ def _conditions(w: _Work) -> None:
         used = tuple([_condition_input(c) for c in entries]) if entries else (new_input(cond_id, True),)
         if entry.effect == "lowers":
             (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
-            w.find(
+            w.findings.append(
                 new_finding(
                     id=f"condition.{cond_id}",
                     category="risk_factor",
@@ -292,7 +292,7 @@ def _conditions(w: _Work) -> None:
                 )
             )
         elif entry.effect == "raises":
-            w.find(
+            w.findings.append(
                 new_finding(
                     id=f"condition.{cond_id}",
                     category="risk_factor",

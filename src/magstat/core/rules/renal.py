@@ -66,7 +66,7 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
     note = None
     if serum.band not in ("below_lab_range", "low_normal"):
         note = "read as renal vs extrarenal loss mainly when serum magnesium is low"
-    w.find(
+    w.findings.append(
         new_finding(
             id=f"femg.{interpretation}",
             category="test",
@@ -103,7 +103,7 @@ def _urine_24h(w: _Work, serum: SerumMagnesium) -> None:
         text = f"24-hour urine magnesium {_fmt(lab.value, 2)} mmol/day: without hypomagnesaemia it mainly reflects recent intake."
         finding_id = "urine_24h.intake_marker"
         w.limit("lim.urine_reflects_intake", "Urine magnesium was measured without hypomagnesaemia.")
-    w.find(
+    w.findings.append(
         new_finding(
             id=finding_id,
             category="test",
@@ -169,7 +169,7 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
     # the limitation say that the test was not done under its validated conditions.
     if interpretation == "deficient":
         w.low_markers.append("loading_test")
-    w.find(
+    w.findings.append(
         new_finding(
             id=f"loading_test.{interpretation}",
             category="test",

@@ -27,7 +27,7 @@ def _other_markers(w: _Work) -> None:
         w.limit(limitation, f"{test.name} was used.")
         if low is not None and lab.value < low:
             w.low_markers.append(test_id)
-            w.find(
+            w.findings.append(
                 new_finding(
                     id=f"{test_id}.low",
                     category="test",
@@ -131,7 +131,7 @@ def _count_sign(
     """Count a sign as present now: its finding (sources, then the sign's own) and its weight."""
     sign = w.kb.signs[sign_id]
     w.present_signs.add(sign_id)
-    w.find(
+    w.findings.append(
         new_finding(
             id=f"sign.{sign_id}",
             category="sign",
@@ -209,7 +209,7 @@ def _signs(w: _Work) -> None:
             continue
         sign = kb.signs[sign_id]
         reasons = "; ".join(dict.fromkeys((i.context or "").replace("_", " ", 1) for i in aside[sign_id]))
-        w.find(
+        w.findings.append(
             new_finding(
                 id=f"context.sign.{sign_id}",
                 category="context",

@@ -132,9 +132,6 @@ class _Work:
         self.unrecognised_conditions: list[str] = []
         """Texts of conditions not recognised that may be current (neither resolved nor read as a sign)."""
 
-    def find(self, finding: Finding) -> None:
-        self.findings.append(finding)
-
     def step(
         self, statement_id: str, reason: str, priority: Literal["urgent", "high", "routine"] = "routine"
     ) -> None:
