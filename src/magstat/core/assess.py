@@ -21,6 +21,8 @@ assessment, byte for byte.
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from magstat.core.facts import PatientFacts
 from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment
@@ -99,11 +101,11 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     _limitations(w, serum, mds, egfr)
     summary = _summary(status, severity, serum, mds, w)
     cited: set[str] = set().union(
-        *[f.sources for f in w.findings],
-        *[a.sources for a in w.next_steps.values()],
-        *[a.sources for a in w.safety.values()],
-        *[a.sources for a in w.limitations.values()],
-        *[r.sources for r in relevance],
+        *map(_SOURCES, w.findings),
+        *map(_SOURCES, w.next_steps.values()),
+        *map(_SOURCES, w.safety.values()),
+        *map(_SOURCES, w.limitations.values()),
+        *map(_SOURCES, relevance),
         mds.sources,
         egfr.sources,
         femg.sources,
@@ -142,6 +144,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
 
 
 _RANK = {"urgent": 0, "high": 1, "routine": 2}
+_SOURCES = attrgetter("sources")
 
 
 def _ordered(table: dict[str, Action]) -> tuple[Action, ...]:
@@ -166,7 +169,11 @@ def _unrecognised(w: _Work) -> tuple[str, ...]:
     if w.unrecognised_medications:
         supplement_texts = {s.text for s in w.facts.supplements or ()}
         out.extend(
-            f"medication: {t}" for t in dict.fromkeys(w.unrecognised_medications) if t not in supplement_texts
+            [
+                f"medication: {t}"
+                for t in dict.fromkeys(w.unrecognised_medications)
+                if t not in supplement_texts
+            ]
         )
-    out.extend(f"condition: {t}" for t in dict.fromkeys(w.unrecognised_conditions))
+    out.extend([f"condition: {t}" for t in dict.fromkeys(w.unrecognised_conditions)])
     return tuple(out)

@@ -34,6 +34,8 @@ MAX_AGE_YEARS = 130.0
 """Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
 
 _NUMBER_TYPES = (float, int)
+_UNKNOWN_TEST = ("", math.inf, -math.inf)
+"""Limits for a test the knowledge base does not define: no value lies between them."""
 
 _MAX_MG_PER_DAY = 10_000.0
 """Plausibility limit for diet and supplement amounts, mg/day (project choice, MAGSTAT)."""
@@ -65,7 +67,23 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase, p: Prepared | None = Non
     check_person(facts)
     limits = (p or prepared(kb)).lab_limits
     for lab in facts.labs:
-        if not lab_plausible(lab, limits):
+        # lab_plausible, inlined (a long record has hundreds of results).
+        unit, low, high = limits.get(lab.test, _UNKNOWN_TEST)
+        value = lab.value
+        ref_low = lab.ref_low
+        ref_high = lab.ref_high
+        if not (
+            lab.unit == unit
+            and type(value) in _NUMBER_TYPES
+            and low <= value <= high
+            and (
+                (ref_high is None or low <= ref_high <= high)
+                if ref_low is None
+                else (low <= ref_low <= high)
+                if ref_high is None
+                else (low <= ref_low < ref_high <= high)
+            )
+        ):
             lab_error(facts, kb, lab)
     check_entries(facts, kb)
 

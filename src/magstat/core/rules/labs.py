@@ -47,7 +47,7 @@ def _select_labs(w: _Work) -> None:
     limits = w.p.lab_limits
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
-    tied: set[tuple[str, date]] | None = None  # (test, date) met twice
+    tied: dict[str, list[Lab]] | None = None  # test -> its results on its latest date, last first
     checked = False
     for lab in reversed(labs):
         test = lab.test
@@ -81,18 +81,22 @@ def _select_labs(w: _Work) -> None:
         if when > old_when:
             best_when[test] = when
             best[test] = lab
+            if tied and test in tied:
+                del tied[test]  # a newer date: the results of the older one no longer matter
         elif when == old_when:
             if test not in best_when:  # a result dated date.min, the first of its test
                 best_when[test] = when
                 best[test] = lab
                 continue
             if tied is None:
-                tied = set()
-            tied.add((test, when))
+                tied = {}
+            group = tied.get(test)
+            if group is None:
+                tied[test] = [best[test], lab]
+            else:
+                group.append(lab)
     if tied:
-        latest_ties = {test: when for test, when in tied if best_when[test] == when}
-        if latest_ties:
-            _same_date(w, latest_ties, best)
+        _same_date(w, tied, best)
     if "serum_mg" in best:
         # Every serum magnesium at or before the as-of date, in record order.
         w.mg_history = [
@@ -117,43 +121,55 @@ def _check_in_order(w: _Work) -> None:
             lab_error(facts, w.kb, lab)
 
 
-def _same_date(w: _Work, ties: dict[str, date], best: dict[str, Lab]) -> None:
+def _same_date(w: _Work, ties: dict[str, list[Lab]], best: dict[str, Lab]) -> None:
     """Settle each test with several results on its latest date, in record order.
 
-    A later undated result replaces the one kept (the record's order decides). Two dated
-    results with different values are not silently one or the other: the reading that is
-    safer for advice is kept, and the disagreement is flagged (see :func:`_conflict_finding`),
-    in the order the record shows them.
+    ``ties`` holds each such test's results on that date, the last in the record first. A
+    later undated result replaces the one kept (the record's order decides). Two dated results
+    with different values are not silently one or the other: the reading that is safer for
+    advice is kept, and the disagreement is flagged (see :func:`_conflict_finding`), in the
+    order the record shows them.
     """
-    as_of = w.facts.as_of
-    groups: dict[str, list[tuple[int, Lab]]] = {test: [] for test in ties}
-    for i, lab in enumerate(w.facts.labs):
-        day = ties.get(lab.test)
-        if day is not None and (lab.when or as_of) == day:
-            groups[lab.test].append((i, lab))
+    labs = w.facts.labs
     flagged: list[tuple[int, str, list[Lab]]] = []
-    for test, group in groups.items():
-        chosen = group[0][1]
+    for test, group in ties.items():
+        group.reverse()
+        chosen = group[0]
         seen: list[Lab] | None = None
-        since = 0
+        opened = 0  # where in the group the last disagreement was opened
         higher = test in _HIGHER_IS_SAFER
-        for i, lab in group[1:]:
+        for k in range(1, len(group)):
+            lab = group[k]
             if lab.when is None or chosen.when is None:
                 chosen = lab
                 seen = None
             elif abs(lab.value - chosen.value) > 1e-9:
                 if seen is None:
                     seen = [chosen]
-                    since = i
+                    opened = k
                 seen.append(lab)
                 if (lab.value > chosen.value) if higher else (lab.value < chosen.value):
                     chosen = lab
         best[test] = chosen
         if seen is not None:
-            flagged.append((since, test, seen))
-    for _since, test, seen in sorted(flagged, key=lambda item: item[0]):
+            # Where the record opened the disagreement orders the findings (as first met).
+            flagged.append((_position(labs, group, opened), test, seen))
+    flagged.sort(key=lambda item: item[0])
+    for _since, test, seen in flagged:
         if best[test] in seen:
             _conflict_finding(w, test, seen, best[test])
+
+
+def _position(labs: tuple[Lab, ...], group: list[Lab], k: int) -> int:
+    """The index in the record of ``group[k]`` (the same object may stand there more than once)."""
+    target = group[k]
+    nth = sum(1 for lab in group[: k + 1] if lab is target)
+    for i, lab in enumerate(labs):
+        if lab is target:
+            nth -= 1
+            if nth == 0:
+                return i
+    raise AssertionError("a result of the group is in the record")
 
 
 def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None:
