@@ -82,7 +82,7 @@ def _next_steps(
         if missing:
             reason += f" No current {' or '.join(missing)} result."
         w.step("ns.check_k_ca", reason, "high" if status == "deficient" else "routine")
-    ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs]
+    ecg_reasons = [kb.signs[s].name for s in _ECG_SIGNS if s in w.present_signs] if w.present_signs else []
     if serum.current and serum.mmol_l is not None and serum.mmol_l < w.p.params["serum_mg.symptomatic_below"]:
         ecg_reasons.append("serum magnesium below 0.5 mmol/L")
     if arrhythmia_risk:

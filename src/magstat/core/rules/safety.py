@@ -16,15 +16,21 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
     QT-prolonging drug, digoxin or a sign of arrhythmia (S341, S346).
     """
     kb = w.kb
-    partners = [_in_text(kb.signs[s].name) for s in _LOW_K_CA_SIGNS if s in w.present_signs]
-    drugs = [
-        kb.drugs[d].name
-        for c in ("qt_prolonging", "cardiac_glycoside")
-        for m in w.current_classes.get(c, ())
-        for d in m.drugs
-        if c in kb.drugs[d].classes
-    ]
-    signs = [_in_text(kb.signs[s].name) for s in _ECG_SIGNS if s in w.present_signs]
+    present = w.present_signs
+    partners = [_in_text(kb.signs[s].name) for s in _LOW_K_CA_SIGNS if s in present] if present else []
+    classes = w.current_classes
+    drugs = (
+        [
+            kb.drugs[d].name
+            for c in ("qt_prolonging", "cardiac_glycoside")
+            for m in classes.get(c, ())
+            for d in m.drugs
+            if c in kb.drugs[d].classes
+        ]
+        if "qt_prolonging" in classes or "cardiac_glycoside" in classes
+        else []
+    )
+    signs = [_in_text(kb.signs[s].name) for s in _ECG_SIGNS if s in present] if present else []
     low_mg = (
         serum.current and serum.mmol_l is not None and serum.mmol_l < w.p.params["serum_mg.evidence_lower"]
     )
@@ -52,7 +58,7 @@ def _safety(
     # Below the label's GFR limit the oral route is contraindicated (sf.renal_avoid_oral says
     # so); the oral-repletion advice is then not offered.
     oral_ok = egfr.value is None or egfr.value >= w.p.params["egfr.supplement_avoid_below"]
-    refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
+    refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs] if w.present_signs else []
     # The note that treats the status itself comes first; cautions and checks follow (the order
     # is kept within a priority, so it decides which urgent action a reader meets first).
     if status == "excess":

@@ -59,7 +59,6 @@ class _Work:
     __slots__ = (
         "age",
         "alcohol_proxy",
-        "conflicts",
         "current_classes",
         "current_conditions",
         "current_drugs",
@@ -124,7 +123,6 @@ class _Work:
         self.alcohol_proxy = False
         self.mg_history: list[tuple[date | None, float]] = []
         self.refuted_signs: dict[str, str] = {}
-        self.conflicts: dict[str, list[Lab]] = {}
         self.mg_therapy: list[Medication] = []
         self.severity_reason: str | None = None
         self.unrecognised_medications: list[str] = []
