@@ -11,6 +11,7 @@ import pytest
 
 from magstat.adapters.read import facts_from_data
 from magstat.core import assess
+from magstat.core.calculators import dri_for
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment, Finding, InputUsed
@@ -202,3 +203,30 @@ def test_an_assessment_does_not_depend_on_what_was_assessed_before(kb):
         for other in patients:
             assess(other, kb)
         assert first == assess(patient, kb).to_dict()
+
+
+def _dri_linear(p, age, sex, pregnant, lactating):
+    state = "pregnancy" if pregnant else "lactation" if lactating else "none"
+    rows = [r for r in p.dri_by_state.get(state, ()) if r.age_min <= age < r.age_max]
+    if not rows and state != "none":
+        rows = [r for r in p.dri_by_state.get("none", ()) if r.age_min <= age < r.age_max]
+    return next((r for r in rows if r.sex in ("any", sex)), None)
+
+
+@pytest.mark.parametrize("banded", [True, False], ids=["age bands", "row by row"])
+def test_dri_row_is_the_first_row_whose_age_and_sex_fit(kb, banded):
+    """The DRI row found through the prepared age bands (or row by row) is the first that fits, with the fallback."""
+    p = prepared(kb)
+    saved = dict(p.dri_bands)
+    if not banded:
+        p.dri_bands.clear()  # type: ignore[attr-defined]
+    try:
+        ages = [x / 4 for x in range(0, 900)] + [0.5, 1.0, 14.0, 19.0, 51.0, 199.99, 200.0, 250.0]
+        for age in ages:
+            for sex in ("male", "female", None):
+                for pregnant, lactating in ((True, None), (None, True), (False, False), (None, None)):
+                    expected = _dri_linear(p, age, sex, pregnant, lactating)
+                    assert expected is dri_for(kb, age, sex, pregnant, lactating)
+    finally:
+        p.dri_bands.update(saved)  # type: ignore[attr-defined]
+    assert {"none", "pregnancy", "lactation"} == set(p.dri_bands)

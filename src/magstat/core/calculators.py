@@ -8,6 +8,7 @@ from the knowledge base (parameter ids in the docstrings), never from literals h
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 
 from magstat.core.facts import FoodServing, Sex
@@ -154,12 +155,22 @@ def dri_for(
 ) -> DriRow | None:
     """The DRI row of a life stage, or ``None`` if sex is needed and unknown."""
     state = "pregnancy" if pregnant else "lactation" if lactating else "none"
-    by_state = prepared(kb).dri_by_state
+    p = prepared(kb)
     # The first row of the state whose age band holds and whose sex fits; a pregnancy or
     # lactation state without a row for the age falls back to the rows of no special state.
-    for rows in (by_state.get(state, ()), by_state.get("none", ()) if state != "none" else ()):
+    for candidate in (state, "none") if state != "none" else (state,):
+        bands = p.dri_bands.get(candidate)
+        if bands is not None:
+            lows, highs, rows_of_band = bands
+            i = bisect_right(lows, age_years) - 1
+            if i < 0 or not age_years < highs[i]:
+                continue
+            for row in rows_of_band[i]:
+                if row.sex in ("any", sex):
+                    return row
+            return None
         age_band_found = False
-        for row in rows:
+        for row in p.dri_by_state.get(candidate, ()):
             if row.age_min <= age_years < row.age_max:
                 if row.sex in ("any", sex):
                     return row

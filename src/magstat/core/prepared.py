@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from magstat.core.result import Action, InputUsed
@@ -74,6 +75,9 @@ class Prepared:
     domains: tuple[PreparedDomain, ...]
     dri_by_state: Mapping[str, tuple[DriRow, ...]]
     """DRI rows by life-stage state (``none``, ``pregnancy``, ``lactation``), in the knowledge base's order."""
+    dri_bands: Mapping[str, tuple[tuple[float, ...], tuple[float, ...], tuple[tuple[DriRow, ...], ...]]]
+    """Per state whose age bands do not overlap: the bands' lower and upper ages, in order, and
+    each band's rows in the knowledge base's order (a state with overlapping bands is absent)."""
     domains_by_trigger: Mapping[str, tuple[int, ...]]
     """Condition or sign id -> the indexes in ``domains`` of the outcome domains it triggers."""
     check_mg_interactions: tuple[Interaction, ...]
@@ -134,6 +138,18 @@ def prepared(kb: KnowledgeBase) -> Prepared:
     dri_by_state: dict[str, list[DriRow]] = {}
     for row in kb.dri:
         dri_by_state.setdefault(row.state, []).append(row)
+    dri_bands = {}
+    for state, rows in dri_by_state.items():
+        bands: dict[tuple[float, float], list[DriRow]] = {}
+        for row in rows:
+            bands.setdefault((row.age_min, row.age_max), []).append(row)
+        edges = sorted(bands)
+        if all(a[1] <= b[0] for a, b in pairwise(edges)):
+            dri_bands[state] = (
+                tuple(low for low, _ in edges),
+                tuple(high for _, high in edges),
+                tuple(tuple(bands[edge]) for edge in edges),
+            )
     by_trigger: dict[str, list[int]] = {}
     for i, d in enumerate(domains):
         for trigger in (*d.condition_set, *d.sign_set):
@@ -159,6 +175,7 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         condition_effect={c.id: c.effect for c in kb.conditions.values()},
         domains=tuple(domains),
         dri_by_state={k: tuple(v) for k, v in dri_by_state.items()},
+        dri_bands=dri_bands,
         domains_by_trigger={k: tuple(v) for k, v in by_trigger.items()},
         check_mg_interactions=tuple(row for row in kb.interactions if row.check_mg),
         statement_sources={k: s.sources for k, s in kb.statements.items()},
