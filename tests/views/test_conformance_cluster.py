@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.slow
 if shutil.which("java") is None:  # pragma: no cover - depends on the machine
     pytest.skip("Spark needs a Java runtime", allow_module_level=True)
 
-from tests.batch.spark_cluster import Cluster, start_cluster  # noqa: E402
+from tests.batch.spark_cluster import Cluster, start_cluster, start_connect_server  # noqa: E402
 
 RUN_SECONDS = 900
 """A bound on the whole suite on the cluster (134 small Spark jobs; the machine may be busy)."""
@@ -69,3 +70,22 @@ def test_suite_on_standalone_cluster(cluster, tmp_path):
     for index in range(cluster.workers):
         assert list((cluster.log_dir / f"work-{index}").glob("app-*")), cluster.logs()
     record_conformance("spark (standalone cluster, 2 workers)", len(outcomes) - len(failed), len(outcomes))
+
+
+def test_views_over_spark_connect(tmp_path):
+    """`magstat views test --spark-remote sc://...` runs views over Spark Connect (the server from the wheel)."""
+    pytest.importorskip("grpc")
+    server = start_connect_server(tmp_path / "connect")
+    try:
+        files = [str(SUITE / "basic.json"), str(SUITE / "fn_join.json"), str(SUITE / "foreach.json")]
+        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+        command = [sys.executable, "-m", "magstat", "views", "test", *files, "--engine", "spark"]
+        command += ["--spark-remote", str(server.remote_url)]
+        run = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=RUN_SECONDS, check=False
+        )
+    finally:
+        server.stop()
+    total = sum(len(json.loads((SUITE / Path(f).name).read_text(encoding="utf-8"))["tests"]) for f in files)
+    assert 0 == run.returncode, run.stderr[-4000:]
+    assert f"spark: {total}/{total} passed" in run.stdout
