@@ -77,6 +77,8 @@ class DuckDBEngine:
     """Screening on DuckDB (``--engine duckdb``)."""
 
     name = "duckdb"
+    finds_suspect_files = True
+    """The scan tells which files hold lines of another type (``RunContext.suspect_files``)."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -285,10 +287,16 @@ ORDER BY pid, ord, tie
         except duckdb.IOException as exc:
             # A damaged file (a truncated gzip stream) stops the scan; DuckDB names the file.
             raise InvalidInputError("input", f"a file could not be read: {exc}") from None
-        for path, kind, count in con.execute(
-            "SELECT file, kind, count(*) FROM staged GROUP BY ALL"
+        types = {str(f.path): f.rtype for f in read}
+        for path, kind, rtype, count in con.execute(
+            "SELECT file, kind, rt, count(*) FROM staged GROUP BY ALL"
         ).fetchall():
-            stats = ctx.file_stats[by_path.get(path, path)]
+            name = by_path.get(path, path)
+            stats = ctx.file_stats[name]
+            if ctx.suspect_files is not None and (
+                kind == MALFORMED or (rtype and types.get(path) and rtype != types.get(path))
+            ):
+                ctx.suspect_files.add(name)
             stats.lines += count
             if kind == USED:
                 stats.used += count
