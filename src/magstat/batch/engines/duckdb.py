@@ -66,8 +66,13 @@ def _ref_id(ref: str, rtype: str) -> str:
     ``/_history/..`` and query dropped; a bare id is taken as it is. Anything else is NULL.
     """
     path = f"regexp_replace(split_part({ref}, '?', 1), '/_history(/.*)?$', '')"
+    # The usual ``<rtype>/<id>`` is taken apart without regular expressions (most lines have one).
+    prefix = f"{rtype}/"
+    rest = f"substr({ref}, {len(prefix) + 1})"
     return (
         f"CASE WHEN {ref} IS NULL OR {ref} = '' OR starts_with({ref}, '#') THEN NULL "
+        f"WHEN starts_with({ref}, '{prefix}') AND strpos({rest}, '/') = 0 AND strpos({rest}, '?') = 0 "
+        f"THEN nullif({rest}, '') "
         f"WHEN starts_with({ref}, 'urn:') THEN nullif(regexp_extract({ref}, '[^:]*$'), '') "
         f"ELSE nullif(regexp_extract({path}, '^(?:(?:.*/)?{rtype}/)?([^/]+)/*$', 1), '') END"
     )
@@ -135,8 +140,13 @@ class DuckDBEngine:
 
     # -- FHIR Bulk Data -----------------------------------------------------------------------
 
-    def stage_sql(self, files: list[str], keywords: list[str], plain: str) -> str:
-        """The scan that classifies every line and keeps what the adapter needs."""
+    def stage_sql(self, files: list[str], keywords: list[str], plain: str, project: str | None = None) -> str:
+        """The scan that classifies every line and keeps what the adapter needs.
+
+        ``project`` is an expression of ``rt`` and ``doc`` (:meth:`projection_sql`) that a kept
+        line is stored as, made in the same pass that parses it; ``None`` stores the line.
+        """
+        kept = project if project is not None else "doc"
         needed = _sql_list(NEEDED_TYPES)
         linked = _sql_list(PATIENT_LINKED)
         kw = " OR ".join(f"regexp_matches(code, '{k.replace(chr(39), chr(39) * 2)}')" for k in keywords)
@@ -150,7 +160,7 @@ SELECT file, kind, rt,
        CASE WHEN kind = {USED} AND rt = 'Medication' THEN 'Medication/' || rid END AS mkey,
        CASE WHEN kind = {USED} THEN 'Medication/' || mref END AS mref,
        CASE WHEN kind = {NO_PATIENT} THEN coalesce(rt, '?') || '/' || coalesce(rid, '(no id)') END AS label,
-       CASE WHEN kind = {USED} THEN doc END AS line
+       CASE WHEN kind = {USED} THEN {kept} END AS line
 FROM (
   SELECT file, doc, rt, rid, pid, mref,
     CASE WHEN kind0 = {USED} AND (
@@ -194,11 +204,11 @@ FROM (
 """  # noqa: S608
 
     @staticmethod
-    def projection_fetch_sql(keys: Mapping[str, tuple[str, ...]]) -> str:
-        """Project the kept lines on the keys their views read, add Medications, sort by patient.
+    def projection_sql(keys: Mapping[str, tuple[str, ...]], column: str = "line") -> str:
+        """SQL: the JSON text ``column`` of a resource of type ``rt``, projected on the keys its view reads.
 
         A line becomes the JSON array of its values at those keys (``null`` where absent),
-        which ``FlatViews.row_from_projection`` reads; only kept lines are projected.
+        which ``FlatViews.row_from_projection`` reads.
         """
         whens = []
         for rtype, rtype_keys in keys.items():
@@ -207,10 +217,18 @@ FROM (
             paths = ", ".join(f"'$.{k}'" for k in rtype_keys)
             # The cast of a list of JSON values is a JSON array once absent values are null.
             whens.append(
-                f"WHEN '{rtype}' THEN CAST(list_transform(json_extract(line, [{paths}]), "
+                f"WHEN '{rtype}' THEN CAST(list_transform(json_extract({column}, [{paths}]), "
                 "lambda x: coalesce(x, 'null'::JSON)) AS VARCHAR)"
             )
-        project = f"CASE rt {' '.join(whens)} END"
+        return f"CASE rt {' '.join(whens)} END"
+
+    @staticmethod
+    def sorted_rows_sql(line: str = "line") -> str:
+        """The kept lines (as ``line``, an expression of the staged ``line``), sorted by patient.
+
+        Each patient's referenced Medications come first (by reference), then their resources
+        in input order.
+        """
         return f"""
 WITH meds AS (
   SELECT mkey, arg_min(line, rowid) AS line FROM staged WHERE mkey IS NOT NULL GROUP BY mkey
@@ -218,7 +236,7 @@ WITH meds AS (
 links AS (
   SELECT DISTINCT pid, mref FROM staged WHERE mref IS NOT NULL
 )
-SELECT pid, rt, {project} AS line FROM (
+SELECT pid, rt, {line} AS line FROM (
   SELECT l.pid AS pid, 'Medication' AS rt, -1 AS ord, m.mkey AS tie, m.line AS line
   FROM links l JOIN meds m ON l.mref = m.mkey
   UNION ALL
@@ -226,6 +244,15 @@ SELECT pid, rt, {project} AS line FROM (
 )
 ORDER BY pid, ord, tie
 """  # noqa: S608
+
+    @classmethod
+    def projection_fetch_sql(cls, keys: Mapping[str, tuple[str, ...]]) -> str:
+        """Project staged lines on the keys their views read, add Medications, sort by patient.
+
+        The engine projects in its scan instead (:meth:`stage_sql` with :meth:`projection_sql`);
+        this is the same projection over lines staged whole.
+        """
+        return cls.sorted_rows_sql(cls.projection_sql(keys, "line"))
 
     @staticmethod
     def fetch_sql(kb: KnowledgeBase) -> str:
@@ -279,8 +306,16 @@ ORDER BY pid, ord, tie
         self, read: tuple[BulkFile, ...], by_path: dict[str, str], job: Job, ctx: RunContext, pool: WorkerPool
     ) -> Iterator[list[PatientResult]]:
         con = self._connect(ctx)
+        flat = views_for_kb(ctx.kb)
+        keys = {t: k for t, k in flat.keys.items() if k is not None}
+        # Every view a plain projection (the shipped ones are): the scan stores each kept line
+        # projected on the elements its view reads; otherwise whole, for the views' SQL.
+        projected = len(keys) == len(flat.keys)
         sql = self.stage_sql(
-            [str(f.path) for f in read], code_keyword_patterns(ctx.kb, "(?i)"), plain_code_pattern()
+            [str(f.path) for f in read],
+            code_keyword_patterns(ctx.kb, "(?i)"),
+            plain_code_pattern(),
+            project=self.projection_sql(keys, "doc") if projected else None,
         )
         try:
             self._run_with_progress(con, sql, "scan", ctx)
@@ -314,12 +349,7 @@ ORDER BY pid, ord, tie
         ((total,),) = con.execute(
             f"SELECT count(DISTINCT pid) FROM staged WHERE kind = {USED} AND rt <> 'Medication'"  # noqa: S608
         ).fetchall()
-        flat = views_for_kb(ctx.kb)
-        keys = {t: k for t, k in flat.keys.items() if k is not None}
-        # Every view a plain projection (the shipped ones are): DuckDB extracts the elements;
-        # otherwise it runs the views' SQL.
-        projected = len(keys) == len(flat.keys)
-        fetch = self.projection_fetch_sql(keys) if projected else self.fetch_sql(ctx.kb)
+        fetch = self.sorted_rows_sql() if projected else self.fetch_sql(ctx.kb)
         reader = con.sql(fetch).to_arrow_reader(batch_size=8192)
         work = functools.partial(screen_rows_chunk, job=job, projected=projected)
         done = 0
