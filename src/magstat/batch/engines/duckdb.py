@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from magstat.adapters.fhir.flatten import READ_TYPES, row_sql, views_for_kb
 from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunContext
@@ -44,10 +46,10 @@ from magstat.kb import KnowledgeBase
 
 __all__ = ["DuckDBEngine"]
 
-CHUNK_PATIENTS = 64
-"""Patients per unit of work sent to a worker."""
+CHUNK_ROWS = 8192
+"""Rows (resources) per unit of work sent to a worker, about 60 Synthea lifetime records ..."""
 CHUNK_BYTES = 8 << 20
-"""... or fewer, when their lines pass this many bytes."""
+"""... or fewer, when their rows pass this many bytes (a unit always holds whole patients)."""
 MAX_LINE_BYTES = 16 << 20
 """Longest NDJSON line accepted (a resource with large attachments); longer lines are malformed."""
 
@@ -351,9 +353,9 @@ ORDER BY pid, ord, tie
         ).fetchall()
         fetch = self.sorted_rows_sql() if projected else self.fetch_sql(ctx.kb)
         reader = con.sql(fetch).to_arrow_reader(batch_size=8192)
-        work = functools.partial(screen_rows_chunk, job=job, projected=projected)
+        work = functools.partial(screen_arrow_chunk, job=job, projected=projected)
         done = 0
-        for results in pool.map(work, _chunks(_groups(reader))):
+        for results in pool.map(work, _arrow_chunks(reader)):
             done += len(results)
             ctx.progress("assess", done, total)
             yield results
@@ -420,12 +422,60 @@ ORDER BY pid, ord, tie
             yield results
 
 
-def _groups(reader: Any) -> Iterator[FhirGroup]:
+def _arrow_chunks(reader: Any) -> Iterator[bytes]:
+    """Cut the sorted (pid, rt, row) batches into units of whole patients, as Arrow IPC bytes.
+
+    The driver only cuts and copies (no Python object per row); the workers turn the rows
+    into Python and group them (:func:`screen_arrow_chunk`). A unit holds about
+    ``CHUNK_ROWS`` rows or ``CHUNK_BYTES`` bytes, more when one patient has more.
+    """
+    held: list[pa.RecordBatch] = []
+    rows = size = 0
+    for batch in reader:
+        if not batch.num_rows:
+            continue
+        held.append(batch)
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows < CHUNK_ROWS and size < CHUNK_BYTES:
+            continue
+        table = pa.Table.from_batches(held)
+        pids = table.column(0)
+        # The first row of the last patient (rows are sorted by patient): the unit ends before it.
+        cut = pc.index(pids, pids[-1]).as_py()
+        if cut <= 0:
+            continue  # one patient so far: read on
+        yield _ipc(table.slice(0, cut))
+        rest = table.slice(cut)
+        held, rows, size = rest.to_batches(), rest.num_rows, rest.nbytes
+    if held:
+        yield _ipc(pa.Table.from_batches(held))
+
+
+def _ipc(table: pa.Table) -> bytes:
+    """The table as Arrow IPC bytes: only its own rows (a pickled slice would carry its whole buffers)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def screen_arrow_chunk(data: bytes, job: Job, *, projected: bool) -> list[PatientResult]:
+    """Assess a unit of :func:`_arrow_chunks`: Arrow IPC rows (pid, rt, row), whole patients, sorted.
+
+    Runs in a worker (or in the driver) and hands each patient's rows to
+    :func:`magstat.batch.rows.screen_rows_chunk`.
+    """
+    table = pa.ipc.open_stream(data).read_all()
+    return screen_rows_chunk(list(_groups(table.to_batches())), job, projected=projected)
+
+
+def _groups(batches: Iterable[Any]) -> Iterator[FhirGroup]:
     """Group the sorted (pid, rt, row) stream into one tuple per patient."""
     current: str | None = None
     rtypes: list[str] = []
     lines: list[str] = []
-    for batch in reader:
+    for batch in batches:
         pids = batch.column(0).to_pylist()
         types = batch.column(1).to_pylist()
         texts = batch.column(2).to_pylist()
@@ -438,19 +488,6 @@ def _groups(reader: Any) -> Iterator[FhirGroup]:
             lines.append(line)
     if current is not None:
         yield current, rtypes, lines
-
-
-def _chunks(groups: Iterable[FhirGroup]) -> Iterator[list[FhirGroup]]:
-    chunk: list[FhirGroup] = []
-    size = 0
-    for group in groups:
-        chunk.append(group)
-        size += sum(len(line) for line in group[2])
-        if len(chunk) >= CHUNK_PATIENTS or size >= CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
