@@ -40,7 +40,7 @@ from magstat.batch.readers.fhir_bulk import (
     code_keyword_patterns,
     plain_code_pattern,
 )
-from magstat.batch.rows import FhirGroup, Job, PatientResult, screen_record_chunk, screen_rows_chunk
+from magstat.batch.rows import Job, PatientResult, screen_arrow_chunk, screen_record_chunk
 from magstat.errors import InvalidInputError
 from magstat.kb import KnowledgeBase
 
@@ -426,7 +426,7 @@ def _arrow_chunks(reader: Any) -> Iterator[bytes]:
     """Cut the sorted (pid, rt, row) batches into units of whole patients, as Arrow IPC bytes.
 
     The driver only cuts and copies (no Python object per row); the workers turn the rows
-    into Python and group them (:func:`screen_arrow_chunk`). A unit holds about
+    into Python and group them (:func:`magstat.batch.rows.screen_arrow_chunk`). A unit holds about
     ``CHUNK_ROWS`` rows or ``CHUNK_BYTES`` bytes, more when one patient has more.
     """
     held: list[pa.RecordBatch] = []
@@ -458,36 +458,6 @@ def _ipc(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue())
-
-
-def screen_arrow_chunk(data: bytes, job: Job, *, projected: bool) -> list[PatientResult]:
-    """Assess a unit of :func:`_arrow_chunks`: Arrow IPC rows (pid, rt, row), whole patients, sorted.
-
-    Runs in a worker (or in the driver) and hands each patient's rows to
-    :func:`magstat.batch.rows.screen_rows_chunk`.
-    """
-    table = pa.ipc.open_stream(data).read_all()
-    return screen_rows_chunk(list(_groups(table.to_batches())), job, projected=projected)
-
-
-def _groups(batches: Iterable[Any]) -> Iterator[FhirGroup]:
-    """Group the sorted (pid, rt, row) stream into one tuple per patient."""
-    current: str | None = None
-    rtypes: list[str] = []
-    lines: list[str] = []
-    for batch in batches:
-        pids = batch.column(0).to_pylist()
-        types = batch.column(1).to_pylist()
-        texts = batch.column(2).to_pylist()
-        for pid, rtype, line in zip(pids, types, texts, strict=True):
-            if pid != current:
-                if current is not None:
-                    yield current, rtypes, lines
-                current, rtypes, lines = pid, [], []
-            rtypes.append(rtype)
-            lines.append(line)
-    if current is not None:
-        yield current, rtypes, lines
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
