@@ -2,16 +2,18 @@
 
 FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
 which validates every line) classifies each line in SQL and keeps the lines the adapter needs
-in a staging table, whose row order is the input order. A second query flattens the kept
-lines in DuckDB with the knowledge base's SQL on FHIR views: each line becomes a compact JSON
-array of the elements its view reads (``FlatViews.keys``: ``id``, ``status``, ``code``,
-``valueQuantity`` ...), or, for a view that is not a plain projection, the view's own columns
-(:func:`magstat.adapters.fhir.flatten.row_sql`). It joins referenced Medications, sorts the
-rows by patient (then input order) and streams them to Python, where each patient's rows go
-to :func:`magstat.batch.rows.screen_rows_chunk` in worker processes: the view's compiled
-columns and the same ``facts_from_rows`` as ``magstat assess`` on a Bundle of those resources. DuckDB sorts
-larger-than-memory data on disk, so memory stays bounded by ``memory_limit`` and the chunk
-size, not by the input.
+in a staging table, whose row order is the input order. Each kept line is stored as it is
+parsed: as a compact JSON array of the elements its view reads (``FlatViews.keys``: ``id``,
+``status``, ``code``, ``valueQuantity`` ...), or whole when a view is not a plain projection
+(a second query then flattens it with the view's own columns,
+:func:`magstat.adapters.fhir.flatten.row_sql`). The scan also names the files that hold lines
+of another resource type, so that only those are read again to report them by line. A second
+query joins referenced Medications and sorts the rows by patient (then input order); the
+driver cuts the sorted Arrow batches into units of whole patients, and worker processes turn
+each unit into rows and read them (:func:`magstat.batch.rows.screen_arrow_chunk`): the view's
+compiled columns and the same ``facts_from_rows`` as ``magstat assess`` on a Bundle of those
+resources. DuckDB sorts larger-than-memory data on disk, so memory stays bounded by
+``memory_limit`` and the unit size, not by the input.
 
 .. versionadded:: 0.1.0
 """

@@ -184,9 +184,11 @@ def _name_pattern(name: str) -> str:
     return _GAP.join(re.escape(w).replace("/", r"\\?/") for w in words)
 
 
-KEYWORD_CHUNK = 256
+KEYWORD_CHUNK = 512
 """Names per regular expression: one large alternation outgrows RE2's fast automaton memory
-and falls back to a slow matcher, so the names are split over several expressions."""
+and falls back to a slow matcher, so the names are split over several expressions. Each
+expression is one more pass over every code: the knowledge base's 263 names in one
+expression scan in half the time of the same names split 256 + 7 (DuckDB 2.0)."""
 
 
 def code_keyword_alternatives(kb: KnowledgeBase) -> list[str]:
