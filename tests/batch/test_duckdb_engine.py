@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +16,7 @@ import pytest
 
 from magstat.batch import ScreenOptions, screen
 from magstat.batch.engines import duckdb as engine_mod
+from magstat.batch.issues import StrictError
 from magstat.batch.readers import fhir_bulk
 
 AS_OF = dt.date(2021, 6, 1)
@@ -109,3 +112,23 @@ def test_small_units_give_the_same_outputs(tmp_path, monkeypatch, bulk):
     assert default.summary["patients"] == small.summary["patients"]
     for name in ("results.parquet", "issues.csv", "summary.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_strict_stops_at_a_line_of_another_type(tmp_path):
+    """With --strict a line of another type, found by the scan, stops the run naming its file; nothing is written."""
+    folder = _export(tmp_path / "bulk", "Condition")
+    with pytest.raises(StrictError, match=r"Condition\.ndjson"):
+        screen(ScreenOptions(input=folder, out=tmp_path / "out", as_of=AS_OF, strict=True))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_imports_neither_duckdb_nor_the_pipeline():
+    """What a worker imports to assess a unit leaves out DuckDB, the pipeline and the report."""
+    code = (
+        "import sys, magstat.batch.rows, magstat.adapters.fhir\n"
+        "print(sorted(m for m in ('duckdb', 'magstat.batch.pipeline', 'magstat.batch.report') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "[]" == done.stdout.strip()
