@@ -98,7 +98,10 @@ class HookRoute(AuthenticatedRoute):
                 _SERVICE_ID.validate_python(service_id)
             except ValidationError as exc:
                 raise RequestValidationError(
-                    [{**e, "loc": ("path", "service_id", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+                    [
+                        {**e, "loc": ("path", "service_id", *e["loc"])}
+                        for e in exc.errors(include_url=False, include_input=False)
+                    ]
                 ) from None
             state = request.app.state
             return await call_service(
