@@ -33,6 +33,11 @@ What it does, for each ``--workers`` count in turn (side by side in one run):
 of every server process every 10 s: it reports errors and the RSS growth from the end of the
 warm-up to the end.
 
+Each result also gives ``cpu_ms_per_call``: the CPU time (user + system, from ``/proc``) the
+server's processes used during the run divided by the hook calls they logged, and this load
+process's CPU time per request sent. Below saturation it is what one call costs, whatever
+else runs on the machine, so it compares two versions on a busy machine where latency cannot.
+
 Prints one JSON object, and with ``--markdown`` a table for RESULTS.md. Not a test: the numbers
 depend on the machine; the server and this load process share it.
 """
@@ -430,9 +435,14 @@ def run_hold(args: argparse.Namespace, payloads: list[bytes], signer: Signer, tm
             finally:
                 sampler.cancel()
 
+        server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
         result = asyncio.run(held())
+        client_cpu = time.process_time() - client_cpu
         samples.append((round(args.warmup + args.seconds, 1), server.rss_mib()))
+        time.sleep(0.5)
+        server_cpu = server.cpu_seconds() - server_cpu
         result["server"] = server_view(server.entries())
+        result["cpu_ms_per_call"] = cpu_per_call(server_cpu, client_cpu, result)
     finally:
         server.stop()
     after_warmup = next((rss for t, rss in samples if t >= args.warmup), samples[0][1])
