@@ -750,6 +750,7 @@ class _Reader:
         self.birth_date: date | None = None
         self.flat: FlatViews = views_for_kb(kb)
         self.memo = _memo(kb)
+        self.used_codes = self.memo.observation_used
         self.unused_ids: set[str] = set()  # ids of Observations left out before their rows
         self.subjects: dict[str, bool] = {}  # subject reference -> about the chosen patient
 
@@ -799,6 +800,23 @@ class _Reader:
             self._bad(InvalidInputError(field, f"expected a list, got {_kind(entries)}"), field)
             return
         for i, entry in enumerate(entries):
+            if type(entry) is dict:
+                # The usual entry, a resource with a type: read here; anything else below.
+                resource = entry.get("resource")
+                if type(resource) is dict:
+                    rtype = resource.get("resourceType")
+                    if type(rtype) is str and rtype and rtype != "Bundle":
+                        if rtype not in _READ or (
+                            rtype == "Observation" and self._observation_unused(resource)
+                        ):
+                            continue
+                        full_url = entry.get("fullUrl")
+                        items.append(
+                            self._row(
+                                rtype, resource, where, i, full_url if isinstance(full_url, str) else None
+                            )
+                        )
+                        continue
             if type(entry) is not dict and not isinstance(entry, Mapping):
                 field = f"{where}.entry[{i}]"
                 self._bad(InvalidInputError(field, f"expected an object, got {_kind(entry)}"), field)
@@ -852,7 +870,17 @@ class _Reader:
             elif type(code) is not dict:
                 return False  # the reader names what is wrong with it
             else:
-                unused = not self.memo.observation_code_used(code)
+                coding = code.get("coding")
+                used = None
+                if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+                    first = coding[0]  # observation_code_used's memo, looked up here: most are hits
+                    try:
+                        used = self.used_codes.get(
+                            (first.get("system"), first.get("code"), first.get("display"), code.get("text"))
+                        )
+                    except TypeError:
+                        used = None
+                unused = not (self.memo.observation_code_used(code) if used is None else used)
         if unused and type(rid) is str and rid:
             self.unused_ids.add(rid)
         return unused
@@ -1001,25 +1029,35 @@ class _Reader:
         observed: dict[str, _DatedSign] = {}
         has_medications = has_conditions = False
         for item in items:
-            handler = handlers.get(item.rtype)
+            rtype = item.rtype
+            handler = handlers.get(rtype)
             if handler is None:
                 continue
-            facts = self._guarded(item, handler)
-            if facts is None:
+            # As _guarded, with the usual case (no error) first.
+            if item.error is not None:
+                self._failed(item, item.error)
                 continue
-            if item.rtype == "Condition":
+            try:
+                facts = handler(item)
+            except InvalidInputError as err:
+                self._failed(item, err)
+                continue
+            except _MALFORMED as exc:
+                self._failed(item, InvalidInputError("", f"malformed {rtype} ({type(exc).__name__})"))
+                continue
+            if rtype == "Condition":
                 has_conditions = has_conditions or self._about_patient(item.values)
-            elif item.rtype != "Observation":
+            elif rtype != "Observation":
                 has_medications = has_medications or self._about_patient(item.values)
             for fact in facts:
-                if isinstance(fact, Lab):
-                    labs.append(fact)
-                elif isinstance(fact, Medication):
-                    medications.append(fact)
-                elif isinstance(fact, ConditionFact):
+                if isinstance(fact, ConditionFact):
                     conditions.append(fact)
+                elif isinstance(fact, Lab):
+                    labs.append(fact)
                 elif isinstance(fact, SignFact):
                     signs.append(fact)
+                elif isinstance(fact, Medication):
+                    medications.append(fact)
                 else:
                     old = observed.get(fact.fact.sign)
                     if old is None or (fact.when or date.min) >= (old.when or date.min):
@@ -1098,13 +1136,17 @@ class _Reader:
             failure = err
         except _MALFORMED as exc:
             failure = InvalidInputError("", f"malformed {item.rtype} ({type(exc).__name__})")
+        self._failed(item, failure)
+        return None
+
+    def _failed(self, item: _Item, failure: InvalidInputError) -> None:
+        """A handler failed: refuse the input (strict) or leave this resource out with a note."""
         if item.rtype != "Patient" and not self._about_patient(item.values):
-            return None  # another patient's resource: none of our business
+            return  # another patient's resource: none of our business
         if self.strict:
             raise failure.at(item.where) from None
         reason = failure.message if failure.field else failure.problem
         self.excluded.append(f"{item.note_label}: {reason}")
-        return None
 
     def _other_patient(self, item: _Item) -> list[_Fact]:
         if self.note_other_patients:
@@ -1304,10 +1346,12 @@ class _Reader:
 
     def _condition(self, item: _Item) -> list[_Fact]:
         res = item.values
-        verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
-        verification = next((code for _, code in verification_codes if code), None)
-        if verification in _VERIFICATION_SKIP:
-            return []
+        verification = None
+        if res.get("verificationStatus") is not None:
+            verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
+            verification = next((code for _, code in verification_codes if code), None)
+            if verification in _VERIFICATION_SKIP:
+                return []
         codes, text = _concept(_obj(res, "code"), "code")
         if not codes and not text:
             return []  # nothing to show or recognise
@@ -1323,11 +1367,13 @@ class _Reader:
         reading = self.memo.condition(codes, text)
         found, signs, name, sign_ids = reading.found, reading.signs, reading.name, reading.sign_ids
         category = None
-        for i, cc in enumerate(_list(res, "category")):
-            cat_codes, cat_text = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
-            category = next((code for _, code in cat_codes if code), cat_text)
-            if category:
-                break
+        categories = res.get("category")
+        if categories is not None:
+            for i, cc in enumerate(_list(res, "category")):
+                cat_codes, cat_text = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
+                category = next((code for _, code in cat_codes if code), cat_text)
+                if category:
+                    break
         abatement = self._when(res, "abatement", "end")
         facts: list[_Fact] = []
         now: bool | None
@@ -1393,7 +1439,9 @@ class _Reader:
         not; a dated ``abatement[x]`` on or before ``as_of`` ends it, after it means it was
         still current then.
         """
-        status_codes, _ = _concept(_obj(res, "clinicalStatus"), "clinicalStatus")
+        status_codes = (
+            _concept(_obj(res, "clinicalStatus"), "clinicalStatus")[0] if "clinicalStatus" in res else ()
+        )
         current: bool | None = None
         word = "unknown_status"
         for _, code in status_codes:
@@ -1410,7 +1458,7 @@ class _Reader:
             word = "current" if current else code
             break
         # A dated abatement says when it stopped, which the status (as of today) cannot.
-        period = _obj(res, "abatementPeriod")
+        period = _obj(res, "abatementPeriod") if "abatementPeriod" in res else None
         if "abatementDateTime" not in res and period is not None:
             end = _date(period, "end", "abatementPeriod")
             start = _date(period, "start", "abatementPeriod")
