@@ -365,18 +365,9 @@ def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | No
     """Codings and text of a CodeableConcept; the text falls back to the displays joined."""
     if cc is None:
         return (), None
-    coding = cc.get("coding")
-    if type(coding) is list and len(coding) == 1:
-        # The usual concept, one coding of strings: read in one go (the loop below gives the same).
-        first, text = coding[0], cc.get("text")
-        if type(first) is dict and (text is None or type(text) is str):
-            system, code, display = first.get("system"), first.get("code"), first.get("display")
-            if (
-                (system is None or type(system) is str)
-                and (code is None or type(code) is str)
-                and (display is None or type(display) is str)
-            ):
-                return ((system, code),), text or display or None
+    simple = _simple_concept(cc)
+    if simple is not None:
+        return simple
     codes: list[tuple[str | None, str | None]] = []
     displays: list[str] = []
     for i, coding in enumerate(_list(cc, "coding", where)):
@@ -402,6 +393,30 @@ def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | No
     if not text and displays:
         text = " / ".join(dict.fromkeys(displays))
     return tuple(codes), text or None
+
+
+def _simple_concept(cc: Mapping[str, Any]) -> tuple[_Codes, str | None] | None:
+    """:func:`_concept` of the usual concept, one coding of strings (read in one go); else ``None``."""
+    coding = cc.get("coding")
+    if type(coding) is list and len(coding) == 1:
+        first, text = coding[0], cc.get("text")
+        if type(first) is dict and (text is None or type(text) is str):
+            system, code, display = first.get("system"), first.get("code"), first.get("display")
+            if (
+                (system is None or type(system) is str)
+                and (code is None or type(code) is str)
+                and (display is None or type(display) is str)
+            ):
+                return ((system, code),), text or display or None
+    return None
+
+
+def _first_code(codes: _Codes) -> str | None:
+    """The first non-empty code."""
+    for _, code in codes:
+        if code:
+            return code
+    return None
 
 
 # SNOMED CT route-of-administration codes (the FHIR R4 example value set for Dosage.route).
@@ -860,30 +875,30 @@ class _Reader:
         rid = resource.get("id")
         if type(rid) is str and rid in self.unused_ids:
             return True
-        status = resource.get("status")
-        if type(status) is str and status in _OBSERVATION_SKIP:
+        code = resource.get("code")
+        if code is None:
             unused = True
+        elif type(code) is dict:
+            coding = code.get("coding")
+            used = None
+            if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+                first = coding[0]  # observation_code_used's memo, looked up here: most are hits
+                try:
+                    used = self.used_codes.get(
+                        (first.get("system"), first.get("code"), first.get("display"), code.get("text"))
+                    )
+                except TypeError:
+                    used = None
+            unused = not (self.memo.observation_code_used(code) if used is None else used)
         else:
-            code = resource.get("code")
-            if code is None:
-                unused = True
-            elif type(code) is not dict:
-                return False  # the reader names what is wrong with it
-            else:
-                coding = code.get("coding")
-                used = None
-                if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
-                    first = coding[0]  # observation_code_used's memo, looked up here: most are hits
-                    try:
-                        used = self.used_codes.get(
-                            (first.get("system"), first.get("code"), first.get("display"), code.get("text"))
-                        )
-                    except TypeError:
-                        used = None
-                unused = not (self.memo.observation_code_used(code) if used is None else used)
-        if unused and type(rid) is str and rid:
+            unused = False  # malformed: the reader names what is wrong, unless the status skips it
+        if not unused:
+            status = resource.get("status")
+            if type(status) is not str or status not in _OBSERVATION_SKIP:
+                return False
+        if type(rid) is str and rid:
             self.unused_ids.add(rid)
-        return unused
+        return True
 
     # -- the patient -------------------------------------------------------------------------
 
@@ -1349,7 +1364,7 @@ class _Reader:
         verification = None
         if res.get("verificationStatus") is not None:
             verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
-            verification = next((code for _, code in verification_codes if code), None)
+            verification = _first_code(verification_codes)
             if verification in _VERIFICATION_SKIP:
                 return []
         codes, text = _concept(_obj(res, "code"), "code")
@@ -1370,8 +1385,10 @@ class _Reader:
         categories = res.get("category")
         if categories is not None:
             for i, cc in enumerate(_list(res, "category")):
-                cat_codes, cat_text = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
-                category = next((code for _, code in cat_codes if code), cat_text)
+                concept = _simple_concept(cc) if type(cc) is dict else None
+                if concept is None:  # the field path is made only for the long way, which may need it
+                    concept = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
+                category = _first_code(concept[0]) or concept[1]
                 if category:
                     break
         abatement = self._when(res, "abatement", "end")
