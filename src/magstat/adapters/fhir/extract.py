@@ -590,6 +590,7 @@ class _Memo:
         "kb",
         "matches",
         "observation_used",
+        "observations",
         "signs",
         "supplements",
         "tests",
@@ -604,6 +605,7 @@ class _Memo:
         self.canonical: dict[tuple[str, float, str], float] = {}
         self.conditions: dict[tuple[_Codes, str | None], _ConditionCode] = {}
         self.supplements: dict[str | None, Match] = {}
+        self.observations: dict[tuple[_Codes, str | None], tuple[Match, Match | None]] = {}
 
     def match(self, kind: str, codes: _Codes, text: str | None) -> Match:
         """Call a core matcher once per distinct (codes, text)."""
@@ -614,6 +616,18 @@ class _Memo:
             if len(table) >= _MEMO_LIMIT:
                 table.clear()
             found = table[key] = _MATCHERS[kind](self.kb, codes, text)
+        return found
+
+    def observation_match(self, codes: _Codes, text: str | None) -> tuple[Match, Match | None]:
+        """The test an Observation's code names, else the sign (``None`` when it names a test)."""
+        key = (codes, text)
+        found = self.observations.get(key)
+        if found is None:
+            test = self.match("test", codes, text)
+            found = (test, None if test else self.match("sign", codes, text))
+            if len(self.observations) >= _MEMO_LIMIT:
+                self.observations.clear()
+            self.observations[key] = found
         return found
 
     def supplement(self, text: str | None) -> Match:
@@ -1178,8 +1192,7 @@ class _Reader:
         codes, text = _concept(_obj(res, "code"), "code")
         if not codes and not text:
             return []
-        test = self.memo.match("test", codes, text)
-        sign = None if test else self.memo.match("sign", codes, text)
+        test, sign = self.memo.observation_match(codes, text)
         if not test and not sign:
             return []
         if not self._for_patient(res):
@@ -1394,8 +1407,9 @@ class _Reader:
         abatement = self._when(res, "abatement", "end")
         facts: list[_Fact] = []
         now: bool | None
+        source = item.origin
         for condition_id in found.ids or (None,):
-            origin = Origin(item.origin, found.matched_by)
+            origin = Origin(source, found.matched_by)
             if condition_id is not None and found.context != "current":
                 # "History of ...", "No ...", "Mother has ...": named, but not current.
                 context, trigger, now = found.context, found.trigger, False
@@ -1422,7 +1436,7 @@ class _Reader:
             if context == "current" and current is not True:
                 # Resolved, inactive or of unknown status: not a current sign.
                 context, trigger = (status if status != "current" else "unknown_status"), "clinicalStatus"
-            origin = Origin(item.origin, sign.matched_by)
+            origin = Origin(source, sign.matched_by)
             facts.append(SignFact(sign.ids[0], context != "negated", origin, context, trigger, when))
         return facts
 
