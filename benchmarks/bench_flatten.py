@@ -58,7 +58,7 @@ def bundles(roots: list[Path]) -> list[tuple[str, bytes]]:
                 raw = path.read_bytes()
                 out.append(
                     (
-                        f"{root.name}/{name}/{path.name}",
+                        str(path),
                         gzip.decompress(raw) if path.name.endswith(".gz") else raw,
                     )
                 )
