@@ -47,3 +47,36 @@ def load_case(file: str, title: str) -> tuple[list[dict[str, Any]], dict[str, An
     suite = json.loads((SUITE / file).read_text(encoding="utf-8"))
     test = next(t for t in suite["tests"] if t["title"] == title)
     return suite["resources"], test
+
+
+# Pass counts of the conformance suite per engine, printed at the end of the test run.
+_COUNTS: dict[str, list[int]] = {}
+_ENGINE_OF_TEST = {
+    "test_python": "python",
+    "test_duckdb": "duckdb",
+    "test_spark": "spark (local)",
+}
+
+
+def record_conformance(engine: str, passed: int, total: int) -> None:
+    """Add a whole run's pass count (e.g. one made by ``magstat views test``) to the summary."""
+    counts = _COUNTS.setdefault(engine, [0, 0])
+    counts[0] += passed
+    counts[1] += total
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the conformance tests per engine as they finish."""
+    path, _, name = report.nodeid.partition("::")
+    if report.when != "call" or not path.endswith("test_conformance.py"):
+        return
+    engine = _ENGINE_OF_TEST.get(name.partition("[")[0])
+    if engine is not None:
+        record_conformance(engine, int(report.passed), 1)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the pass count per engine (known failures count as not passed)."""
+    if _COUNTS:
+        counts = ", ".join(f"{engine} {p}/{t}" for engine, (p, t) in _COUNTS.items())
+        terminalreporter.write_line(f"SQL on FHIR v2 conformance: {counts}")

@@ -232,3 +232,20 @@ def test_run_a_shipped_view_by_name_into_a_folder(engine: str, tmp_path: Path) -
     (row,) = pq.read_table(out / "magstat_observation.parquet").to_pylist()
     assert ("o1", "p1", 0.62, "mmol/L") == (row["id"], row["patient"], row["value"], row["unit"])
     assert ["2601-3"] == json.loads(row["kb_loinc"])
+
+
+@pytest.mark.parametrize("flag", ["--spark-master", "--spark-remote"])
+@pytest.mark.parametrize("action", ["run", "test"])
+def test_spark_location_without_the_spark_engine_exits_2(
+    flag: str, action: str, view_file: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """A Spark master or Connect URL given with another engine is refused with exit 2, naming the flag."""
+    first = (
+        [str(view_file), "--input", str(_ndjson(tmp_path / "r.ndjson"))]
+        if action == "run"
+        else [str(SUITE / "basic.json")]
+    )
+    assert 2 == main(["views", action, *first, "--engine", "duckdb", flag, "spark://127.0.0.1:7077"])
+    err = capsys.readouterr().err
+    assert flag in err
+    assert "--engine spark" in err

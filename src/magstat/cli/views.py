@@ -36,6 +36,7 @@ def define_parser(sub: Any) -> None:
         "--input", required=True, help="NDJSON file or folder (plain or gzip), JSON array or Bundle"
     )
     run_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
+    _spark_arguments(run_p)
     run_p.add_argument("--format", choices=("ndjson", "csv", "parquet"), default="ndjson")
     run_p.add_argument(
         "--out", default="-", help="output file, an existing folder (<view name>.<format>), or - for stdout"
@@ -43,10 +44,34 @@ def define_parser(sub: Any) -> None:
     test_p = actions.add_parser("test", help="run SQL on FHIR conformance test files")
     test_p.add_argument("files", nargs="+", help="test files (JSON)")
     test_p.add_argument("--engine", choices=("duckdb", "spark", "python"), default="duckdb")
+    _spark_arguments(test_p)
     test_p.add_argument("--report", help="write the test report (JSON) here")
     actions.add_parser("list", help="list the views shipped with the knowledge base")
     show_p = actions.add_parser("show", help="print one shipped view")
     show_p.add_argument("name", help="the view's name (see views list)")
+
+
+def _spark_arguments(parser: Any) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--spark-master", help="with --engine spark: a master URL (default local[2]), e.g. spark://host:7077"
+    )
+    group.add_argument(
+        "--spark-remote", help="with --engine spark: a Spark Connect URL, e.g. sc://host:15002"
+    )
+
+
+def _engine_options(args: Any) -> dict[str, str]:
+    """The engine's options from ``--spark-master``/``--spark-remote`` (refused without Spark)."""
+    given = {
+        key: value
+        for key, value in (("master", args.spark_master), ("remote", args.spark_remote))
+        if value is not None
+    }
+    if given and args.engine != "spark":
+        flag = "--spark-master" if "master" in given else "--spark-remote"
+        raise InvalidInputError(flag, "is given without --engine spark", value=next(iter(given.values())))
+    return given
 
 
 def _shipped() -> dict[str, str]:
@@ -128,7 +153,7 @@ def _run(args: Any) -> int:
         raise InvalidInputError("--input", "no such file or folder", value=args.input)
     if args.format == "parquet" and args.out == "-":
         raise InvalidInputError("--out", "Parquet needs an output file", value="-", allowed="a file name")
-    engine = get_engine(args.engine)
+    engine = get_engine(args.engine, **_engine_options(args))
     try:
         names, rows = engine.run(view, source)
         if args.format == "parquet":
@@ -155,7 +180,7 @@ def _run(args: Any) -> int:
 def _test(args: Any) -> int:
     from magstat.views.conformance import report, run_files  # noqa: PLC0415
 
-    outcomes = run_files(args.files, args.engine)
+    outcomes = run_files(args.files, args.engine, **_engine_options(args))
     passed = sum(o.passed for o in outcomes)
     for outcome in outcomes:
         if not outcome.passed:

@@ -121,9 +121,9 @@ def report(outcomes: Iterable[Outcome]) -> dict[str, Any]:
     return out
 
 
-def run_files(paths: Iterable[str | Path], engine_name: str = "python") -> list[Outcome]:
-    """Run several test files on one engine (started once)."""
-    engine = get_engine(engine_name)
+def run_files(paths: Iterable[str | Path], engine_name: str = "python", **options: Any) -> list[Outcome]:
+    """Run several test files on one engine (started once, with ``options``: see ``get_engine``)."""
+    engine = get_engine(engine_name, **options)
     try:
         return [o for p in paths for o in run_file(engine, p)]
     finally:

@@ -909,7 +909,16 @@ class SparkEngine:
 
     name = "spark"
 
-    def __init__(self, master: str = "local[2]", session: Any = None) -> None:
+    def __init__(self, master: str = "local[2]", remote: str | None = None, session: Any = None) -> None:
+        if session is None and remote is not None:
+            from pyspark.sql import SparkSession  # noqa: PLC0415 - optional extra
+
+            # Over Spark Connect the server owns the session's static settings; only SQL settings
+            # of this session can be given (the same ones as below).
+            session = SparkSession.builder.remote(remote).appName("magstat-views").getOrCreate()
+            session.conf.set("spark.sql.shuffle.partitions", "2")
+            session.conf.set("spark.sql.codegen.wholeStage", "false")
+            session.conf.set("spark.sql.codegen.factoryMode", "NO_CODEGEN")
         if session is None:
             import os  # noqa: PLC0415
             import sys  # noqa: PLC0415

@@ -365,6 +365,18 @@ def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | No
     """Codings and text of a CodeableConcept; the text falls back to the displays joined."""
     if cc is None:
         return (), None
+    coding = cc.get("coding")
+    if type(coding) is list and len(coding) == 1:
+        # The usual concept, one coding of strings: read in one go (the loop below gives the same).
+        first, text = coding[0], cc.get("text")
+        if type(first) is dict and (text is None or type(text) is str):
+            system, code, display = first.get("system"), first.get("code"), first.get("display")
+            if (
+                (system is None or type(system) is str)
+                and (code is None or type(code) is str)
+                and (display is None or type(display) is str)
+            ):
+                return ((system, code),), text or display or None
     codes: list[tuple[str | None, str | None]] = []
     displays: list[str] = []
     for i, coding in enumerate(_list(cc, "coding", where)):
@@ -528,62 +540,179 @@ _MATCHERS: Mapping[str, _Matcher] = {
     "condition": match_condition,
     "drug": match_drug,
 }
-_MEMO: dict[tuple[str, str, _Codes, str | None], Match] = {}
 _MEMO_LIMIT = 100_000
-
-
-def _match(kb: KnowledgeBase, kind: str, codes: _Codes, text: str | None) -> Match:
-    """Call a core matcher once per distinct (codes, text): records repeat them often."""
-    key = (kb.sha256, kind, codes, text)
-    found = _MEMO.get(key)
-    if found is None:
-        if len(_MEMO) >= _MEMO_LIMIT:
-            _MEMO.clear()
-        found = _MATCHERS[kind](kb, codes, text)
-        _MEMO[key] = found
-    return found
-
-
-_SIGNS_MEMO: dict[tuple[str, _Codes, str | None], tuple[Match, ...]] = {}
-
-
-def _find_signs(kb: KnowledgeBase, codes: _Codes, text: str | None) -> tuple[Match, ...]:
-    """:func:`find_signs` once per distinct (codes, text): a population repeats its diagnoses."""
-    key = (kb.sha256, codes, text)
-    found = _SIGNS_MEMO.get(key)
-    if found is None:
-        if len(_SIGNS_MEMO) >= _MEMO_LIMIT:
-            _SIGNS_MEMO.clear()
-        found = find_signs(kb, codes, text)
-        _SIGNS_MEMO[key] = found
-    return found
+"""Entries per memo table; a full table starts again empty (a population's distinct values fit)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _TestInfo:
-    loinc_notes: Mapping[str, str]  # LOINC code -> note
+    equations: Mapping[str, str]  # LOINC code -> the equation its note names (eGFR)
     unitless: bool  # a score or count: a missing unit means the canonical one
 
 
-_TEST_INFO: dict[tuple[str, str], _TestInfo] = {}
+@dataclass(frozen=True, slots=True)
+class _ConditionCode:
+    """What a Condition's code and text say, whatever the resource: read once per distinct pair."""
+
+    found: Match  # the condition it names
+    signs: tuple[Match, ...]  # the signs it names
+    sign_ids: tuple[str, ...]  # their ids, first of each, once
+    name: str  # what the condition is called
 
 
-def _test_info(kb: KnowledgeBase, test_id: str) -> _TestInfo:
-    key = (kb.sha256, test_id)
-    info = _TEST_INFO.get(key)
-    if info is None:
-        test = kb.tests[test_id]
-        unit = parse_unit(test.canonical_unit)
-        info = _TestInfo(
-            {c.code: c.note for c in test.loinc if c.note},
-            unit is not None and unit.dimension in ("score", "drinks"),
-        )
-        _TEST_INFO[key] = info
-    return info
+class _Memo:
+    """The knowledge base's answers for the distinct values a population repeats, per knowledge base.
+
+    A record names the same tests, diagnoses and drugs again and again, and a population the
+    same few thousand: each answer (a match, the ConText reading of a diagnosis, a unit
+    conversion) is computed once per distinct input and kept, each table bounded by
+    :data:`_MEMO_LIMIT`. The tables of one knowledge base never answer for another.
+    """
+
+    __slots__ = (
+        "canonical",
+        "conditions",
+        "kb",
+        "matches",
+        "observation_used",
+        "signs",
+        "supplements",
+        "tests",
+    )
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self.matches: dict[str, dict[tuple[_Codes, str | None], Match]] = {k: {} for k in _MATCHERS}
+        self.signs: dict[tuple[_Codes, str | None], tuple[Match, ...]] = {}
+        self.tests: dict[str, _TestInfo] = {}
+        self.observation_used: dict[tuple[Any, ...], bool] = {}
+        self.canonical: dict[tuple[str, float, str], float] = {}
+        self.conditions: dict[tuple[_Codes, str | None], _ConditionCode] = {}
+        self.supplements: dict[str | None, Match] = {}
+
+    def match(self, kind: str, codes: _Codes, text: str | None) -> Match:
+        """Call a core matcher once per distinct (codes, text)."""
+        table = self.matches[kind]
+        key = (codes, text)
+        found = table.get(key)
+        if found is None:
+            if len(table) >= _MEMO_LIMIT:
+                table.clear()
+            found = table[key] = _MATCHERS[kind](self.kb, codes, text)
+        return found
+
+    def supplement(self, text: str | None) -> Match:
+        """:func:`match_supplement` once per distinct text."""
+        found = self.supplements.get(text)
+        if found is None:
+            if len(self.supplements) >= _MEMO_LIMIT:
+                self.supplements.clear()
+            found = self.supplements[text] = match_supplement(self.kb, text)
+        return found
+
+    def find_signs(self, codes: _Codes, text: str | None) -> tuple[Match, ...]:
+        """:func:`find_signs` once per distinct (codes, text)."""
+        key = (codes, text)
+        found = self.signs.get(key)
+        if found is None:
+            if len(self.signs) >= _MEMO_LIMIT:
+                self.signs.clear()
+            found = self.signs[key] = find_signs(self.kb, codes, text)
+        return found
+
+    def condition(self, codes: _Codes, text: str | None) -> _ConditionCode:
+        """The condition and signs a Condition's code and text name, once per distinct pair."""
+        key = (codes, text)
+        found = self.conditions.get(key)
+        if found is None:
+            signs = self.find_signs(codes, text)
+            found = _ConditionCode(
+                self.match("condition", codes, text),
+                signs,
+                tuple(dict.fromkeys(m.ids[0] for m in signs)),
+                text or _code_words(codes) or "unnamed condition",
+            )
+            if len(self.conditions) >= _MEMO_LIMIT:
+                self.conditions.clear()
+            self.conditions[key] = found
+        return found
+
+    def test_info(self, test_id: str) -> _TestInfo:
+        """LOINC notes and whether a missing unit means the canonical one, per test."""
+        info = self.tests.get(test_id)
+        if info is None:
+            test = self.kb.tests[test_id]
+            unit = parse_unit(test.canonical_unit)
+            equations = {c.code: _EQUATION.match(c.note) for c in test.loinc if c.note}
+            info = self.tests[test_id] = _TestInfo(
+                {code: found.group(1) for code, found in equations.items() if found},
+                unit is not None and unit.dimension in ("score", "drinks"),
+            )
+        return info
+
+    def to_canonical(self, test_id: str, value: float, unit: str) -> float:
+        """:func:`to_canonical` once per distinct (test, value, unit); errors are not kept."""
+        if not value:  # 0.0 and -0.0 are equal keys but not equal results
+            return to_canonical(self.kb, test_id, value, unit)
+        key = (test_id, value, unit)
+        found = self.canonical.get(key)
+        if found is None:
+            found = to_canonical(self.kb, test_id, value, unit)
+            if len(self.canonical) >= _MEMO_LIMIT:
+                self.canonical.clear()
+            self.canonical[key] = found
+        return found
+
+    def observation_code_used(self, code: Mapping[str, Any]) -> bool:
+        """Whether an Observation ``code`` (an object) names a test or sign, or is malformed.
+
+        ``False`` means: well-formed, and the reader recognises nothing in it.
+        """
+        coding = code.get("coding")
+        key: tuple[Any, ...] | None = None
+        if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+            first = coding[0]
+            # The whole input of the reading of a one-coding concept; unhashable values
+            # (a list where a string belongs) are malformed and go the long way.
+            key = (first.get("system"), first.get("code"), first.get("display"), code.get("text"))
+            try:
+                found = self.observation_used.get(key)
+            except TypeError:
+                key = found = None
+            if found is not None:
+                return found
+        try:
+            codes, text = _concept(code, "code")
+        except InvalidInputError:
+            used = True
+        else:
+            used = bool(codes or text) and bool(
+                self.match("test", codes, text) or self.match("sign", codes, text)
+            )
+        if key is not None:
+            if len(self.observation_used) >= _MEMO_LIMIT:
+                self.observation_used.clear()
+            self.observation_used[key] = used
+        return used
+
+
+_MEMOS: dict[str, _Memo] = {}
+
+
+def _memo(kb: KnowledgeBase) -> _Memo:
+    """The memo tables of ``kb`` (by content), a few knowledge bases at most."""
+    found = _MEMOS.get(kb.sha256)
+    if found is None or found.kb is not kb:
+        if len(_MEMOS) >= 8:
+            _MEMOS.clear()
+        found = _MEMOS[kb.sha256] = _Memo(kb)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
 # The reader
+
+_CHOICE_KEYS = {p: (f"{p}DateTime", f"{p}Period", f"{p}Age") for p in ("onset", "abatement")}
 
 
 _Item = ResourceRow
@@ -620,6 +749,9 @@ class _Reader:
         self.medications_by_ref: dict[str, Mapping[str, Any]] = {}
         self.birth_date: date | None = None
         self.flat: FlatViews = views_for_kb(kb)
+        self.memo = _memo(kb)
+        self.unused_ids: set[str] = set()  # ids of Observations left out before their rows
+        self.subjects: dict[str, bool] = {}  # subject reference -> about the chosen patient
 
     # -- input structure ---------------------------------------------------------------------
 
@@ -690,10 +822,40 @@ class _Reader:
                 continue
             if rtype not in _READ:
                 continue
+            if rtype == "Observation" and self._observation_unused(resource):
+                continue
             full_url = entry.get("fullUrl")
             items.append(
                 self._row(rtype, resource, where, i, full_url if isinstance(full_url, str) else None)
             )
+
+    def _observation_unused(self, resource: Mapping[str, Any]) -> bool:
+        """Whether the reader would pass over this Observation silently: its row is not needed.
+
+        Most Observations of a record are vital signs, surveys and panels the knowledge base
+        does not know; making their rows is most of the work of a large Bundle. One is left
+        out here only when :meth:`_observation` would return nothing for it without a note:
+        a skipped status, or a well-formed ``code`` that names no test or sign. A resource
+        type and id is read once, the first time it is seen; a later Observation with the id
+        of one left out here is therefore left out too (:attr:`unused_ids`).
+        """
+        rid = resource.get("id")
+        if type(rid) is str and rid in self.unused_ids:
+            return True
+        status = resource.get("status")
+        if type(status) is str and status in _OBSERVATION_SKIP:
+            unused = True
+        else:
+            code = resource.get("code")
+            if code is None:
+                unused = True
+            elif type(code) is not dict:
+                return False  # the reader names what is wrong with it
+            else:
+                unused = not self.memo.observation_code_used(code)
+        if unused and type(rid) is str and rid:
+            self.unused_ids.add(rid)
+        return unused
 
     # -- the patient -------------------------------------------------------------------------
 
@@ -746,8 +908,11 @@ class _Reader:
         reference = _str(subject, "reference", "subject")
         if not reference or reference.startswith("#"):
             return True
-        rtype, rid = _ref_key(reference)
-        return rtype in (None, "Patient") and rid in self.patient_keys
+        found = self.subjects.get(reference)
+        if found is None:
+            rtype, rid = _ref_key(reference)
+            found = self.subjects[reference] = rtype in (None, "Patient") and rid in self.patient_keys
+        return found
 
     def _about_patient(self, resource: Mapping[str, Any]) -> bool:
         """Like :meth:`_for_patient`, but a malformed subject counts as this patient's."""
@@ -899,12 +1064,12 @@ class _Reader:
             if med.current is not True or med.route in ("intravenous", "intramuscular", "transdermal"):
                 continue
             is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
-            form_match = match_supplement(kb, med.text)
+            form_match = self.memo.supplement(med.text)
             for drug_id in med.drugs:
                 # A product recognised by its code: its salt comes from the drug's name.
                 if form_match:
                     break
-                form_match = match_supplement(kb, kb.drugs[drug_id].name)
+                form_match = self.memo.supplement(kb.drugs[drug_id].name)
             form = form_match.ids[0] if form_match else None
             if form is not None and kb.supplements[form].route != "oral":
                 continue
@@ -956,8 +1121,8 @@ class _Reader:
         codes, text = _concept(_obj(res, "code"), "code")
         if not codes and not text:
             return []
-        test = _match(self.kb, "test", codes, text)
-        sign = None if test else _match(self.kb, "sign", codes, text)
+        test = self.memo.match("test", codes, text)
+        sign = None if test else self.memo.match("sign", codes, text)
         if not test and not sign:
             return []
         if not self._for_patient(res):
@@ -1008,7 +1173,7 @@ class _Reader:
     ) -> Lab | None:
         res = item.values
         test = self.kb.tests[test_id]
-        info = _test_info(self.kb, test_id)
+        info = self.memo.test_info(test_id)
         quantity = _obj(res, "valueQuantity")
         unit: str | None
         if quantity is not None:
@@ -1070,7 +1235,7 @@ class _Reader:
 
     def _convert(self, test_id: str, value: float, unit: str, field: str) -> float:
         try:
-            return to_canonical(self.kb, test_id, value, unit)
+            return self.memo.to_canonical(test_id, value, unit)
         except InvalidInputError as err:
             raise InvalidInputError(field, err.problem, value=err.value, allowed=err.allowed) from None
 
@@ -1101,11 +1266,10 @@ class _Reader:
 
     @staticmethod
     def _method(res: Mapping[str, Any], info: _TestInfo, codes: _Codes) -> str | None:
+        equations = info.equations
         for system, code in codes:
-            if code and canonical_system(system) == LOINC and code in info.loinc_notes:
-                found = _EQUATION.match(info.loinc_notes[code])
-                if found:
-                    return found.group(1)
+            if code and code in equations and canonical_system(system) == LOINC:
+                return equations[code]
         codes_m, text = _concept(_obj(res, "method"), "method")
         return text or _code_words(codes_m)
 
@@ -1156,9 +1320,8 @@ class _Reader:
         if onset is None and recorded is not None and recorded > self.as_of:
             return []
         current, status = self._condition_current(res)
-        found = _match(self.kb, "condition", codes, text)
-        signs = _find_signs(self.kb, codes, text)
-        name = text or _code_words(codes) or "unnamed condition"
+        reading = self.memo.condition(codes, text)
+        found, signs, name, sign_ids = reading.found, reading.signs, reading.name, reading.sign_ids
         category = None
         for i, cc in enumerate(_list(res, "category")):
             cat_codes, cat_text = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
@@ -1166,7 +1329,6 @@ class _Reader:
             if category:
                 break
         abatement = self._when(res, "abatement", "end")
-        sign_ids = tuple(dict.fromkeys(m.ids[0] for m in signs))
         facts: list[_Fact] = []
         now: bool | None
         for condition_id in found.ids or (None,):
@@ -1203,10 +1365,14 @@ class _Reader:
 
     def _when(self, res: Mapping[str, Any], prefix: str, edge: str) -> date | None:
         """A date from ``<prefix>DateTime``, ``<prefix>Period`` (its ``edge``) or ``<prefix>Age``."""
-        when = _date(res, f"{prefix}DateTime")
-        if when is not None:
-            return when
-        period = _obj(res, f"{prefix}Period")
+        date_key, period_key, age_key = _CHOICE_KEYS[prefix]
+        if date_key in res:
+            when = _date(res, date_key)
+            if when is not None:
+                return when
+        if period_key not in res and age_key not in res:
+            return None
+        period = _obj(res, period_key)
         if period is not None:
             return _date(period, edge, f"{prefix}Period") or _date(
                 period, "start" if edge == "end" else "end", f"{prefix}Period"
@@ -1279,7 +1445,7 @@ class _Reader:
     ) -> list[_Fact]:
         res = item.values
         codes, name, text = self._drug_concept(res)
-        found = _match(self.kb, "drug", codes, text)
+        found = self.memo.match("drug", codes, text)
         dose = route = None
         per_day: float | None = None
         dosages = _list(res, dosage_key)

@@ -204,6 +204,32 @@ def _row_function(specs: Sequence[_Spec]) -> Callable[[Mapping[str, Any]], dict[
     return row
 
 
+_Plan = tuple[tuple[str, bool] | None, ...]
+
+
+def _projection_plan(specs: Sequence[_Spec], keys: Sequence[str]) -> _Plan:
+    """Per key of a projection: (column, holds one value) when a single value fills that column alone.
+
+    ``None`` marks a key whose value, when present, needs :func:`_row_function` (the plain key
+    of a choice element, a key read by several columns).
+    """
+    readers: dict[str, list[tuple[str, bool, str | None]]] = {}
+    for name, one, key, plain, _getter in specs:
+        if key is not None:
+            readers.setdefault(key, []).append((name, one, plain))
+        if plain is not None:
+            readers.setdefault(plain, []).append((name, one, None))
+    plain_keys = {plain for _, _, _, plain, _ in specs if plain is not None}
+    plan: list[tuple[str, bool] | None] = []
+    for key in keys:
+        found = readers.get(key, [])
+        if key in plain_keys or len(found) != 1:
+            plan.append(None)
+        else:
+            plan.append((found[0][0], found[0][1]))
+    return tuple(plan)
+
+
 def collection_view(view: View, leave_out: frozenset[str] = frozenset()) -> View:
     """The same view with every column a collection (its rows never fail on a repeated element).
 
@@ -245,6 +271,8 @@ class FlatViews:
         singular: resource type -> for each of them, whether the shipped view has it hold one value.
         compiled: resource type -> the view compiled for Python, every column a collection.
         row_functions: resource type -> the function making a resource's row in process.
+        plans: resource type -> per key of :attr:`keys`, the column a single value fills
+            (``None``: the value needs the row function); empty when ``keys`` is ``None``.
         keys: resource type -> the JSON keys its columns read, when every column the reading
             uses is a top-level element (``code``, ``value.ofType(Quantity)``); ``None`` otherwise.
 
@@ -258,6 +286,7 @@ class FlatViews:
     compiled: Mapping[str, CompiledView]
     row_functions: Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]]
     keys: Mapping[str, tuple[str, ...] | None]
+    plans: Mapping[str, _Plan]
 
     def unwrap(self, rtype: str, columns: Sequence[Any]) -> dict[str, Any]:
         """Turn one row of collections into the reader's row (see the module documentation)."""
@@ -296,10 +325,25 @@ class FlatViews:
         """
         keys = self.keys[rtype]
         values = _loads(text)
-        if keys is None or not isinstance(values, list) or len(values) != len(keys):
+        if keys is None or type(values) is not list or len(values) != len(keys):
             raise ValueError(f"a {rtype} projection must be a JSON array of its {len(keys or ())} keys")
-        resource = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
-        return ResourceRow(rtype, self.row_functions[rtype](resource), bundle, index)
+        # The usual projection: every value present fills its own column, as the row function
+        # fills it; a value that needs more (the plain key of a choice) goes through that function.
+        row: dict[str, Any] = {}
+        for column, value in zip(self.plans[rtype], values, strict=True):
+            if value is None:
+                continue
+            if column is None:
+                resource = {k: v for k, v in zip(keys, values, strict=True) if v is not None}
+                row = self.row_functions[rtype](resource)
+                break
+            if type(value) is list:
+                found = [v for v in value if v is not None]
+                if found:
+                    row[column[0]] = found[0] if column[1] and len(found) == 1 else found
+            else:
+                row[column[0]] = value if column[1] else [value]
+        return ResourceRow(rtype, row, bundle, index)
 
     def row_from_json(
         self, rtype: str, text: str | bytes, *, bundle: str = "Bundle", index: int = 0
@@ -345,6 +389,7 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
     compiled = {t: compile_view(read_views[t]) for t in READ_TYPES}
     row_functions = {}
     keys: dict[str, tuple[str, ...] | None] = {}
+    plans: dict[str, _Plan] = {}
     for t in READ_TYPES:
         found_getters, probes = compiled[t].getters, compiled[t].probes
         if found_getters is None or probes is None:
@@ -360,7 +405,9 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
         row_functions[t] = _row_function(specs)
         if all(key is not None for _, _, key, _, _ in specs):
             read = [k for _, _, key, plain, _ in specs for k in (key, plain) if k is not None]
-            keys[t] = tuple(dict.fromkeys(read))
+            projected = tuple(dict.fromkeys(read))
+            keys[t] = projected
+            plans[t] = _projection_plan(specs, projected)
         else:
             keys[t] = None
     flat = FlatViews(
@@ -375,6 +422,7 @@ def views_for_kb(kb: KnowledgeBase) -> FlatViews:
         compiled=compiled,
         row_functions=row_functions,
         keys=keys,
+        plans=plans,
     )
     if len(_CACHE) > 8:
         _CACHE.clear()
