@@ -1,6 +1,8 @@
 """Batch screening against a bare DuckDB scan of the same NDJSON: throughput and peak memory.
 
-Run from the project root (it takes a few minutes and about 3 GB of temporary disk):
+Run from the project root (it takes a few minutes and about 3 GB of temporary disk; the
+linearity point ``--sizes 1000,3000,10000`` needs about 15 GB of disk, and with ``--data`` the
+populations are kept for the next run):
 
     .venv/bin/python benchmarks/bench_batch.py [--sizes 1000,3000] [--no-spark] [--data DIR] [--patients DIR]
         [--memory-limit 2GB] [--kinds scan-objects,screen-duckdb]
@@ -22,12 +24,13 @@ Every DuckDB measurement (the scans and ``magstat screen``) runs under the same
 ``--memory-limit`` (DuckDB's ``memory_limit``).
 
 It prints one JSON object and Markdown tables: seconds (the fastest of ``--repeat`` runs; one
-Spark run), MB/s and patients/s (over the whole export's bytes), peak resident memory of the
-process tree (sampled every 20 ms), and each run's throughput as a ratio of the scans'; then,
+Spark run), CPU seconds (user + system of the process tree), MB/s and patients/s (over the
+whole export's bytes), peak resident memory of the process tree (sampled every 20 ms), the load
+average around each run, and each run's throughput as a ratio of the scans'; then,
 side by side per size, ``magstat screen`` (DuckDB) over the lean scan (``scan-objects``:
 ``read_json_objects`` + ``json_extract_string(json, '$.resourceType')``), the issue's bar
-being 0.5x; and linearity: seconds per GB of each run at each size, and its ratio to the
-smallest size's (1.00 is linear). Not a test: numbers depend on the machine (and on what else
+being 0.5x; and linearity: elapsed and CPU seconds per GB and peak memory of each run at each
+size, with each rate's ratio to the smallest size's (1.00 is linear). Not a test: numbers depend on the machine (and on what else
 runs on it, so the load average before and after is printed); compare ratios measured in one
 run.
 """
@@ -131,6 +134,7 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
     command = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out)]
     if memory_limit:
         command += ["--memory-limit", memory_limit]
+    load_before = os.getloadavg()[0]
     wall = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -148,6 +152,7 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
     # time to other work on a shared machine.
     result["cpu_seconds"] = round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2)
     result["peak_rss_mb"] = round(peak / 2**20)
+    result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     shutil.rmtree(out, ignore_errors=True)
     return result
 
@@ -228,6 +233,8 @@ def main() -> None:
                 result.update(kind=kind, size_mb=round(nbytes / 1e6), patients=patients)
                 result["mb_per_s"] = round(nbytes / 1e6 / result["seconds"], 1)
                 result["patients_per_s"] = round(patients / result["seconds"], 1)
+                result["s_per_gb"] = round(result["seconds"] / (nbytes / 1e9), 2)
+                result["cpu_s_per_gb"] = round(result["cpu_seconds"] / (nbytes / 1e9), 2)
                 report["runs"].append(result)
                 print(json.dumps(result), file=sys.stderr)
     finally:
@@ -241,17 +248,21 @@ def main() -> None:
             if scan in same:
                 run[f"vs_{scan.replace('-', '_')}"] = round(run["mb_per_s"] / same[scan]["mb_per_s"], 2)
         rows.append(
-            f"| {run['size_mb']} | {run['kind']} | {run['seconds']:.2f} | {run['mb_per_s']:.0f} | "
-            f"{run['patients_per_s']:.0f} | {run['peak_rss_mb']} | {run.get('vs_scan_objects', '-')} | "
-            f"{run.get('vs_scan_read_json', '-')} |"
+            f"| {run['size_mb']} | {run['kind']} | {run['seconds']:.2f} | {run['cpu_seconds']:.1f} | "
+            f"{run['mb_per_s']:.0f} | {run['patients_per_s']:.0f} | {run['peak_rss_mb']} | "
+            f"{run.get('vs_scan_objects', '-')} | {run.get('vs_scan_read_json', '-')} | "
+            f"{run['load_average'][0]}-{run['load_average'][1]} |"
         )
     print(json.dumps(report, indent=2))
     print(
         f"\nDuckDB memory_limit {args.memory_limit}; load average before {report['machine']['load_average_before']}, "
         f"after {report['machine']['load_average_after']}"
     )
-    print("\n| MB | run | s | MB/s | patients/s | peak RSS MB | x scan-objects | x scan-read_json |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| MB | run | s | CPU s | MB/s | patients/s | peak RSS MB | x scan-objects | x scan-read_json "
+        "| load average (1 min) before-after |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     sizes = sorted({r["size_mb"] for r in report["runs"]})
     by = {(r["size_mb"], r["kind"]): r for r in report["runs"]}
@@ -270,22 +281,33 @@ def main() -> None:
                 f"{lean['cpu_seconds'] / run['cpu_seconds']:.2f}x | {run['peak_rss_mb']} |"
             )
     if len(sizes) > 1:
-        print("\nLinearity: seconds per GB, and its ratio to the smallest size's (1.00: linear):\n")
+        print(
+            "\nLinearity: elapsed and CPU seconds per GB, each with its ratio to the smallest size's "
+            "(1.00: linear), and peak RSS:\n"
+        )
         kinds_run = list(dict.fromkeys(r["kind"] for r in report["runs"]))
-        print("| run | " + " | ".join(f"{s} MB" for s in sizes) + " |")
-        print("|---|" + "---|" * len(sizes))
+        print("| run | measure | " + " | ".join(f"{s} MB" for s in sizes) + " |")
+        print("|---|---|" + "---|" * len(sizes))
         for kind in kinds_run:
-            cells = []
-            base_rate = None
-            for size in sizes:
-                run = by.get((size, kind))
-                if run is None:
-                    cells.append("-")
-                    continue
-                rate = run["seconds"] / (size / 1000)
-                base_rate = base_rate or rate
-                cells.append(f"{rate:.2f} s/GB ({rate / base_rate:.2f})")
-            print(f"| {kind} | " + " | ".join(cells) + " |")
+            for label, key in (
+                ("s/GB", "s_per_gb"),
+                ("CPU s/GB", "cpu_s_per_gb"),
+                ("peak RSS MB", "peak_rss_mb"),
+            ):
+                cells = []
+                base_rate = None
+                for size in sizes:
+                    run = by.get((size, kind))
+                    if run is None:
+                        cells.append("-")
+                        continue
+                    rate = run[key]
+                    if key == "peak_rss_mb":
+                        cells.append(str(rate))
+                        continue
+                    base_rate = base_rate or rate
+                    cells.append(f"{rate:.2f} ({rate / base_rate:.2f})")
+                print(f"| {kind} | {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

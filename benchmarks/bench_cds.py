@@ -33,6 +33,11 @@ What it does, for each ``--workers`` count in turn (side by side in one run):
 of every server process every 10 s: it reports errors and the RSS growth from the end of the
 warm-up to the end.
 
+Each result also gives ``cpu_ms_per_call``: the CPU time (user + system, from ``/proc``) the
+server's processes used during the run divided by the hook calls they logged, and this load
+process's CPU time per request sent. Below saturation it is what one call costs, whatever
+else runs on the machine, so it compares two versions on a busy machine where latency cannot.
+
 Prints one JSON object, and with ``--markdown`` a table for RESULTS.md. Not a test: the numbers
 depend on the machine; the server and this load process share it.
 """
@@ -172,6 +177,17 @@ class Server:
                 found.extend(int(c) for c in children)
         return found
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's processes together."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # Fields 14 and 15 of /proc/PID/stat, counted after the command name's parenthesis.
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
     def rss_mib(self) -> dict[int, float]:
         """Resident memory of each server process, MiB."""
         out = {}
@@ -293,6 +309,7 @@ async def run_rate(
     return {
         "rate_per_s": rate,
         "requests": measured,
+        "sent": total,
         "achieved_per_s": round(total / wall, 1),
         "p50_ms": pct(latencies, 50),
         "p90_ms": pct(latencies, 90),
@@ -325,6 +342,22 @@ def server_view(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "under_500ms_percent": round(100 * sum(t < 500 for t in totals) / len(totals), 3),
         "stage_median_ms": stages,
         "workers_answering": len({e.get("pid") for e in calls}),
+    }
+
+
+def cpu_per_call(server_cpu: float, client_cpu: float, result: dict[str, Any]) -> dict[str, Any]:
+    """CPU milliseconds per hook call: the server's processes together, and this load process.
+
+    Every call of the run counts, the warm-up's included, as the CPU times cover the whole run.
+    Below saturation this is what a call costs, whatever else the machine does; at and above
+    it, queued calls that end after the run are missing and the figure reads low.
+    """
+    calls = (result.get("server") or {}).get("calls", 0)
+    sent = result["sent"]
+    return {
+        "server": round(1000 * server_cpu / calls, 3) if calls else None,
+        "client": round(1000 * client_cpu / sent, 3) if sent else None,
+        "calls": calls,
     }
 
 
@@ -364,9 +397,13 @@ def run_levels(
                 tokens = sign(signer, url, int(rate * (args.warmup + args.seconds)) + 1)
                 waited = drain(server.port)
                 before = len(server.entries())
+                server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
                 result = asyncio.run(run_rate(server.port, payloads, tokens, rate, args.seconds, args.warmup))
+                client_cpu = time.process_time() - client_cpu
                 time.sleep(0.5)
+                server_cpu = server.cpu_seconds() - server_cpu
                 result["server"] = server_view(server.entries()[before:])
+                result["cpu_ms_per_call"] = cpu_per_call(server_cpu, client_cpu, result)
                 result["workers"] = workers
                 result["drained_before_s"] = waited
                 runs.append(result)
@@ -398,9 +435,14 @@ def run_hold(args: argparse.Namespace, payloads: list[bytes], signer: Signer, tm
             finally:
                 sampler.cancel()
 
+        server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
         result = asyncio.run(held())
+        client_cpu = time.process_time() - client_cpu
         samples.append((round(args.warmup + args.seconds, 1), server.rss_mib()))
+        time.sleep(0.5)
+        server_cpu = server.cpu_seconds() - server_cpu
         result["server"] = server_view(server.entries())
+        result["cpu_ms_per_call"] = cpu_per_call(server_cpu, client_cpu, result)
     finally:
         server.stop()
     after_warmup = next((rss for t, rss in samples if t >= args.warmup), samples[0][1])
@@ -418,16 +460,19 @@ def run_hold(args: argparse.Namespace, payloads: list[bytes], signer: Signer, tm
 def markdown(runs: list[dict[str, Any]]) -> str:
     """The results as a RESULTS.md table."""
     rows = [
-        "| workers | rate | p50 | p90 | p99 | max | errors | achieved/s | client lag p99 | load avg (mean/max) | server p50 / p99 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workers | rate | p50 | p90 | p99 | max | errors | achieved/s | client lag p99 | load avg (mean/max) "
+        "| server p50 / p99 | CPU ms per call, server / load process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         s = r.get("server") or {}
+        cpu = r.get("cpu_ms_per_call") or {}
         rows.append(
             f"| {r['workers']} | {r['rate_per_s']:g}/s | {r['p50_ms']} ms | {r['p90_ms']} ms | {r['p99_ms']} ms | "
             f"{r['max_ms']} ms | {r['errors']} | {r['achieved_per_s']} | {r['send_lag_ms']['p99']} ms | "
             f"{r['load_average_1min']['mean']} / {r['load_average_1min']['max']} | "
-            f"{s.get('p50_ms', '-')} / {s.get('p99_ms', '-')} ms |"
+            f"{s.get('p50_ms', '-')} / {s.get('p99_ms', '-')} ms | "
+            f"{cpu.get('server', '-')} / {cpu.get('client', '-')} |"
         )
     return "\n".join(rows)
 

@@ -89,10 +89,17 @@ class Live:
 
 
 @contextmanager
-def live(settings: Settings, clock: Callable[[], dt.datetime] = frozen_clock) -> Iterator[Live]:
-    """Run the service with ``settings`` on a free port in a thread, for the duration of a block."""
-    if WORKERS > 1:
-        with live_workers(settings, WORKERS, clock) as running:
+def live(
+    settings: Settings, clock: Callable[[], dt.datetime] = frozen_clock, *, workers: int = 1
+) -> Iterator[Live]:
+    """Run the service with ``settings`` on a free port, for the duration of a block.
+
+    One worker: the application in a thread of the test process. ``workers`` above 1 (or
+    ``MAGSTAT_TEST_WORKERS``): that many worker processes (:func:`live_workers`).
+    """
+    count = workers if workers > 1 else WORKERS
+    if count > 1:
+        with live_workers(settings, count, clock) as running:
             yield running
         return
     app = create_app(settings, clock=clock)

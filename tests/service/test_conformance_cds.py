@@ -177,7 +177,13 @@ _PATHS = {"patient-view": PV, "order-select": SELECT, "order-sign": SIGN}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def workers() -> int:
+    """Worker processes of this module's services (1: in the test process; see test_conformance_cds_workers.py)."""
+    return 1
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, workers: int) -> Iterator[Live]:
     """A demo-mode service that holds nothing back (each call is answered afresh)."""
     folder = tmp_path_factory.mktemp("conformance")
     settings = load_settings(
@@ -186,7 +192,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         cds={"repeat_window_hours": 0, "allow_http_fhir_server": True},
         database={"url": f"sqlite:///{folder / 'fb.sqlite3'}"},
     )
-    with live(settings) as running:
+    with live(settings, workers=workers) as running:
         yield running
 
 
@@ -582,7 +588,7 @@ def test_errors_are_4xx_with_an_operation_outcome(server):
 
 
 @pytest.fixture(scope="module")
-def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Signer]]:
+def auth(tmp_path_factory: pytest.TempPathFactory, workers: int) -> Iterator[tuple[Live, Signer]]:
     """A service that requires the test EHR's JWT, its keys given out of band (a JWKS file)."""
     folder = tmp_path_factory.mktemp("conformance-auth")
     signer = Signer()
@@ -592,7 +598,7 @@ def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Live, Signe
         cds={"trusted_issuers": [{"iss": signer.iss, "jwks_file": str(jwks)}]},
         database={"url": f"sqlite:///{folder / 'fb.sqlite3'}"},
     )
-    with live(settings) as running:
+    with live(settings, workers=workers) as running:
         yield running, signer
 
 

@@ -130,6 +130,18 @@ def test_assess_as_fhir_and_html(demo_server, records):
     assert html.text.startswith("<!DOCTYPE html>") or "<html" in html.text[:200]
 
 
+def test_service_id_past_its_length_is_422_and_only_after_authentication(demo_server, auth_server, signer):
+    """A service id longer than 128 characters is a 422 naming the path parameter, and a caller without a token gets 401 first."""
+    path = "/cds-services/" + "x" * 129
+    long_id = post(demo_server, path, hook_request("patient-view", "p1"))
+    assert 422 == long_id.status_code
+    assert "OperationOutcome" == long_id.json()["resourceType"]
+    assert ["path.service_id"] == long_id.json()["issue"][0]["expression"]
+    assert 401 == post(auth_server, path, hook_request("patient-view", "p1")).status_code
+    token = signer.token(auth_server.url(path))
+    assert 422 == post(auth_server, path, hook_request("patient-view", "p1"), token=token).status_code
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import threading
+import time
 import uuid
 
 import pytest
 
-from magstat.service.feedback import StorageError
-from magstat.service.store import SharedStore
+from magstat.service.feedback import WAL_AUTOCHECKPOINT_PAGES, StorageError
+from magstat.service.store import SharedStore, WalCheckpointer, sqlite_path
 from tests.service.conftest import hook_request, live, post
 
 PG_URL = os.environ.get("MAGSTAT_TEST_POSTGRES_URL")
@@ -190,3 +193,36 @@ def test_replay_check_fails_closed_when_the_store_is_down(make_settings, signer)
         )
     assert 503 == response.status_code
     assert "OperationOutcome" == response.json()["resourceType"]
+
+
+def test_the_checkpoint_thread_moves_the_log_into_the_database_file(tmp_path):
+    """With the checkpoint thread running, the database file alone (its log left behind) holds every committed item."""
+    path = tmp_path / "shared.sqlite3"
+    store = SharedStore(f"sqlite:///{path}")
+    for i in range(300):
+        store.put("report", f"k{i}", b"x" * 500, 60)
+    assert WAL_AUTOCHECKPOINT_PAGES == store._connect().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    checkpointer = WalCheckpointer(str(path), every_seconds=0.02)
+    checkpointer.start()
+    deadline = time.monotonic() + 10
+    while checkpointer.checkpoints < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    checkpointer.stop()
+    assert checkpointer.checkpoints >= 2
+    copy = tmp_path / "copy.sqlite3"
+    shutil.copyfile(path, copy)  # the file only, without shared.sqlite3-wal
+    conn = sqlite3.connect(copy)
+    try:
+        assert 300 == conn.execute("SELECT COUNT(*) FROM magstat_kv").fetchone()[0]
+    finally:
+        conn.close()
+        store.close()
+
+
+def test_only_a_sqlite_file_gets_a_checkpoint_thread():
+    """A SQLite file URL names its file; memory and PostgreSQL URLs name none."""
+    assert "/var/lib/magstat/db.sqlite3" == sqlite_path("sqlite:////var/lib/magstat/db.sqlite3")
+    assert "fb.sqlite3" == sqlite_path("sqlite:///fb.sqlite3")
+    assert sqlite_path("sqlite://") is None
+    assert sqlite_path("sqlite:///:memory:") is None
+    assert sqlite_path("postgresql://u@db/magstat") is None

@@ -239,6 +239,28 @@ def test_one_card_per_concern_across_hooks(make_settings):
         assert ["drug-lowers-magnesium"] == [c["source"]["topic"]["code"] for c in cards]
 
 
+def test_a_chart_opened_again_and_again_keeps_one_rule_per_concern(make_settings, tmp_path: Path):
+    """The same card shown many times in the same state leaves one "shown" rule, and still holds back the other hook."""
+    with service(make_settings, repeat_window_hours=24) as (server, clock):
+        for _ in range(5):
+            assert 1 == len(call(server, PV, "patient-view", prefetch()))
+            clock.advance(minutes=1)
+        assert [] == call(server, SELECT, "order-select", prefetch(), draftOrders=draft_orders(OMEPRAZOLE))
+        conn = sqlite3.connect(tmp_path / "feedback.sqlite3")
+        try:
+            rules = conn.execute(
+                "SELECT service_id, until FROM magstat_cds_suppression WHERE cause = 'shown'"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert [
+            (
+                "magstat-patient-view",
+                (AS_OF + dt.timedelta(minutes=4, hours=24)).isoformat(timespec="milliseconds"),
+            )
+        ] == rules
+
+
 def test_critical_cards_are_never_held_back(make_settings):
     """A critical card (severe deficit) is shown again even after an override."""
     with service(make_settings) as (server, clock):

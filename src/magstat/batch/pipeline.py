@@ -296,13 +296,17 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
             source = fhir_bulk.discover(options.input)
             # Each file is checked first: a damaged gzip file is an input problem of that file
             # (counted, the rest read; --strict stops), never an engine failure of the whole run.
-            unreadable = _check_bulk_files(source, log, options.threads)
+            # An engine whose scan finds the files with lines of another type has only those
+            # read again after its scan; the others are checked through before it.
+            finds = bool(getattr(engine, "finds_suspect_files", False))
+            unreadable = _check_bulk_files(source, log, options.threads, types=not finds)
+            ctx.suspect_files = set() if finds else None
             readable = dataclasses.replace(
                 source, files=tuple(f for f in source.files if f.name not in unreadable)
             )
             ctx.workers = _workers(options, sum(f.size for f in readable.read))
             fhir_source = readable
-            ctx.after_scan = lambda: _fhir_scan_issues(ctx, fhir_source, log)
+            ctx.after_scan = lambda: _after_fhir_scan(ctx, fhir_source, log, options.threads)
             stream = engine.screen_fhir(readable, job, ctx)
             input_info.update(
                 bytes=source.total_bytes,
@@ -356,10 +360,24 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
     return ScreenOutcome(options.out, data, log.total)
 
 
-def _check_bulk_files(source: fhir_bulk.BulkSource, log: IssueLog, threads: int | None) -> set[str]:
-    """Check every file to read (gzip whole, one type per file); log problems; the unreadable names."""
+def _after_fhir_scan(ctx: RunContext, source: fhir_bulk.BulkSource, log: IssueLog, threads: int) -> None:
+    """Log the scan's problems: lines of another type (files the engine named), then the rest."""
+    if ctx.suspect_files:
+        suspects = [f for f in source.read if f.name in ctx.suspect_files]
+        for found in fhir_bulk.check_files(suspects, threads or os.cpu_count() or 1):
+            log.add(Issue(found.kind, found.file.name, found.line, None, found.problem))
+    _fhir_scan_issues(ctx, source, log)
+
+
+def _check_bulk_files(
+    source: fhir_bulk.BulkSource, log: IssueLog, threads: int | None, *, types: bool = True
+) -> set[str]:
+    """Check every file to read (gzip whole; one type per file unless not ``types``); log problems.
+
+    Returns the names of the files that cannot be read.
+    """
     unreadable: set[str] = set()
-    for found in fhir_bulk.check_files(source.read, threads or os.cpu_count() or 1):
+    for found in fhir_bulk.check_files(source.read, threads or os.cpu_count() or 1, types=types):
         log.add(Issue(found.kind, found.file.name, found.line, None, found.problem))
         if found.kind == "unreadable_file":
             unreadable.add(found.file.name)

@@ -27,6 +27,8 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from magstat.service.metrics import CallTiming, ServiceMetrics
 
 __all__ = ["DEMO_HEADER", "EdgeMiddleware", "JsonFormatter", "logging_config"]
@@ -171,7 +173,11 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The type only: a traceback's locals and messages can carry patient data.
             data["exception"] = record.exc_info[0].__name__
-        return json.dumps(data, ensure_ascii=False, default=str)
+        try:
+            # One line per request: orjson writes it in a fraction of the standard library's time.
+            return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            return json.dumps(data, ensure_ascii=False, default=str)
 
 
 def logging_config(level: str = "info") -> dict[str, Any]:

@@ -354,6 +354,10 @@ class DatabaseRunner:
             self._jobs.put(None)
 
 
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+"""Pages of write-ahead log after which a committing connection checkpoints it itself."""
+
+
 def open_connection(kind: str, dsn: str, timeout_seconds: float, what: str) -> Any:
     """Open one connection to the service's database (PostgreSQL, or SQLite in WAL mode).
 
@@ -391,6 +395,9 @@ def open_connection(kind: str, dsn: str, timeout_seconds: float, what: str) -> A
         # disk, paid by every hook call that remembers its cards); the file cannot be corrupted,
         # a power cut may lose the last moments' rows.
         conn.execute("PRAGMA synchronous=NORMAL")
+        # The log is copied into the database by a thread of the service (WalCheckpointer), not
+        # by the commit that fills it; this is the bound should that thread not run (40 MiB).
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         return conn
     except Exception as exc:
         raise StorageError(f"cannot open the {kind} {what} ({type(exc).__name__})") from None

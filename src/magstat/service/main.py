@@ -53,7 +53,7 @@ from magstat.service.security import SharedReplayCache, TokenVerifier
 from magstat.service.settings import Settings, load_settings
 from magstat.service.smart.routes import router as smart_router
 from magstat.service.smart.sessions import SharedSessionStore
-from magstat.service.store import SharedStore
+from magstat.service.store import SharedStore, WalCheckpointer, sqlite_path
 from magstat.service.suppression import CardMemory
 from magstat.web import router as web_router
 from magstat.web.routes import WebAccess
@@ -119,6 +119,9 @@ def create_app(
         report_secret.get_secret_value().encode() if report_secret else secrets.token_bytes(32),
     )
 
+    database_file = sqlite_path(settings.database.url)
+    checkpointer = WalCheckpointer(database_file) if database_file else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # In the background: a database that does not answer must not hold up the start. The
@@ -131,7 +134,11 @@ def create_app(
         # later full collection (shorter pauses under load).
         gc.collect()
         gc.freeze()
+        if checkpointer is not None:
+            checkpointer.start()
         yield
+        if checkpointer is not None:
+            checkpointer.stop()
         if app.state.http is not None:
             await app.state.http.aclose()
             app.state.http = None
@@ -157,6 +164,7 @@ def create_app(
     app.state.memory = memory
     app.state.database = runner
     app.state.store = shared
+    app.state.checkpointer = checkpointer
     app.state.reports = reports_kept
     app.state.run_hot = run_hot = _hot_path_runner(settings, runner)
     app.state.verifier = TokenVerifier(settings.cds, replay=SharedReplayCache(shared, run_hot))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -142,30 +143,42 @@ class ServiceMetrics:
             registry=reg,
         )
         self.auth_refused = Counter("magstat_auth_refused", "Requests refused for their token", registry=reg)
+        # Labelled series by metric and label values, found again without the client library's
+        # label checks and lock on every call (the label values come from fixed sets, see above).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The series of ``metric`` with these label values (made once)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one HTTP request (``route`` is the route template, never the raw path)."""
         code = str(status)
-        self.http_requests.labels(method, route, code).inc()
-        self.http_duration.labels(method, route).observe(seconds)
+        self._child(self.http_requests, method, route, code).inc()
+        self._child(self.http_duration, method, route).observe(seconds)
         if status >= 400:
-            self.http_errors.labels(route, code).inc()
+            self._child(self.http_errors, route, code).inc()
 
     def observe_call(self, timing: CallTiming, status: int, seconds: float) -> None:
         """Count one hook call with its stages, cards and prefetch misses."""
         service = timing.service
-        self.cds_requests.labels(service, timing.hook, str(status)).inc()
-        self.cds_duration.labels(service, timing.hook).observe(seconds)
+        child = self._child
+        child(self.cds_requests, service, timing.hook, str(status)).inc()
+        child(self.cds_duration, service, timing.hook).observe(seconds)
         for stage, spent in timing.stages.items():
-            self.cds_stage.labels(service, stage).observe(spent)
+            child(self.cds_stage, service, stage).observe(spent)
         for indicator in timing.cards:
-            self.cards.labels(service, indicator).inc()
+            child(self.cards, service, indicator).inc()
         for key in timing.prefetch_misses:
-            self.prefetch_misses.labels(service, key).inc()
+            child(self.prefetch_misses, service, key).inc()
         if timing.fetched:
-            self.fhir_duration.labels(service).observe(timing.stages.get("fetch", 0.0))
+            child(self.fhir_duration, service).observe(timing.stages.get("fetch", 0.0))
         for key in timing.fetch_failures:
-            self.fhir_failures.labels(service, key).inc()
+            child(self.fhir_failures, service, key).inc()
 
     def exposition(self) -> bytes:
         """The text exposition of every series (of every worker, in multiprocess mode)."""

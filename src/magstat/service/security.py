@@ -25,6 +25,7 @@ reason goes to the service log, without the token):
 from __future__ import annotations
 
 import asyncio
+import binascii
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ from typing import Any, Protocol
 import httpx
 import jwt
 from jwt import PyJWK
+from jwt.utils import base64url_decode
 
 from magstat.service.settings import CdsSettings, TrustedIssuer
 from magstat.service.store import SharedStore
@@ -263,10 +265,7 @@ class TokenVerifier:
 
         """
         token = _bearer(authorization)
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthError("malformed token") from None
+        header, unverified = _unverified_parts(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.allowed:
             raise AuthError(f"algorithm not allowed ({str(alg)[:16]})")
@@ -278,10 +277,6 @@ class TokenVerifier:
             raise AuthError("no kid")
         if "crit" in header:
             raise AuthError("crit header not supported")
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise AuthError("malformed claims") from None
         iss = unverified.get("iss")
         if not isinstance(iss, str):
             raise AuthError("no iss")
@@ -336,6 +331,36 @@ class TokenVerifier:
         key = PyJWK(dict(jwk), algorithm=alg).key
         self._built[(iss, kid, alg)] = (jwk, key)
         return key
+
+
+def _unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of a JWS, not yet verified: only to pick the issuer's key.
+
+    Read once here, in the way PyJWT reads them (which then verifies the token, reading it
+    again), instead of through two unverified decodes that each check every segment (about
+    70 µs a call).
+
+    Raises:
+        AuthError: ``malformed token`` (the header) or ``malformed claims`` (the payload).
+
+    """
+    try:
+        signing_input, _, _signature = token.encode("utf-8").rpartition(b".")
+        header_segment, dot, payload_segment = signing_input.partition(b".")
+        if not dot:
+            raise ValueError("not enough segments")
+        header = json.loads(base64url_decode(header_segment))
+        if not isinstance(header, dict) or not isinstance(header.get("kid", ""), str):
+            raise ValueError("not a JWS header")
+    except (ValueError, TypeError, binascii.Error):
+        raise AuthError("malformed token") from None
+    try:
+        claims = json.loads(base64url_decode(payload_segment))
+        if not isinstance(claims, dict):
+            raise ValueError("not a claims object")
+    except (ValueError, TypeError, binascii.Error):
+        raise AuthError("malformed claims") from None
+    return header, claims
 
 
 def _bearer(authorization: str | None) -> str:

@@ -223,6 +223,16 @@ class CardMemory:
                 )
             )
             if window > timedelta(0):
+                # The same concern shown again by the same service in the same state: the new rule
+                # replaces the old one, which it outlasts and which decides nothing else (a chart
+                # opened all day would otherwise add a row per opening, each read back by the next).
+                statements.append(
+                    (
+                        "DELETE FROM magstat_cds_suppression WHERE concern_key = "  # noqa: S608 - markers only
+                        f"{m} AND cause = 'shown' AND service_id = {m} AND state = {m} AND until <= {m}",
+                        (keys[cand.concern], service_id, state, _stamp(now + window)),
+                    )
+                )
                 statements.append(
                     (
                         "INSERT INTO magstat_cds_suppression (concern_key, cause, service_id, state, since, until) "  # noqa: S608 - markers only

@@ -68,6 +68,11 @@ class RunContext:
         options: engine-specific settings (``spark_master``, ``spark_conf``).
         after_scan: called by ``screen_fhir`` once the scan has filled ``file_stats`` and
             ``no_patient``, before any patient is assessed (``--strict`` stops there).
+        suspect_files: when not ``None``, ``screen_fhir`` adds the name of every file whose
+            scan found a line of another resource type than its name gives, or a line that
+            is not JSON, before ``after_scan``; only these files are then read again to put
+            such lines in ``issues.csv`` by line (an engine that does not fill it has every
+            file checked before its scan).
 
     """
 
@@ -82,6 +87,7 @@ class RunContext:
     no_patient: list[tuple[str, str]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     after_scan: Callable[[], None] = lambda: None
+    suspect_files: set[str] | None = None
 
 
 class Engine(Protocol):

@@ -2,16 +2,18 @@
 
 FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
 which validates every line) classifies each line in SQL and keeps the lines the adapter needs
-in a staging table, whose row order is the input order. A second query flattens the kept
-lines in DuckDB with the knowledge base's SQL on FHIR views: each line becomes a compact JSON
-array of the elements its view reads (``FlatViews.keys``: ``id``, ``status``, ``code``,
-``valueQuantity`` ...), or, for a view that is not a plain projection, the view's own columns
-(:func:`magstat.adapters.fhir.flatten.row_sql`). It joins referenced Medications, sorts the
-rows by patient (then input order) and streams them to Python, where each patient's rows go
-to :func:`magstat.batch.rows.screen_rows_chunk` in worker processes: the view's compiled
-columns and the same ``facts_from_rows`` as ``magstat assess`` on a Bundle of those resources. DuckDB sorts
-larger-than-memory data on disk, so memory stays bounded by ``memory_limit`` and the chunk
-size, not by the input.
+in a staging table, whose row order is the input order. Each kept line is stored as it is
+parsed: as a compact JSON array of the elements its view reads (``FlatViews.keys``: ``id``,
+``status``, ``code``, ``valueQuantity`` ...), or whole when a view is not a plain projection
+(a second query then flattens it with the view's own columns,
+:func:`magstat.adapters.fhir.flatten.row_sql`). The scan also names the files that hold lines
+of another resource type, so that only those are read again to report them by line. A second
+query joins referenced Medications and sorts the rows by patient (then input order); the
+driver cuts the sorted Arrow batches into units of whole patients, and worker processes turn
+each unit into rows and read them (:func:`magstat.batch.rows.screen_arrow_chunk`): the view's
+compiled columns and the same ``facts_from_rows`` as ``magstat assess`` on a Bundle of those
+resources. DuckDB sorts larger-than-memory data on disk, so memory stays bounded by
+``memory_limit`` and the unit size, not by the input.
 
 .. versionadded:: 0.1.0
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from magstat.adapters.fhir.flatten import READ_TYPES, row_sql, views_for_kb
 from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunContext
@@ -38,16 +42,16 @@ from magstat.batch.readers.fhir_bulk import (
     code_keyword_patterns,
     plain_code_pattern,
 )
-from magstat.batch.rows import FhirGroup, Job, PatientResult, screen_record_chunk, screen_rows_chunk
+from magstat.batch.rows import Job, PatientResult, screen_arrow_chunk, screen_record_chunk
 from magstat.errors import InvalidInputError
 from magstat.kb import KnowledgeBase
 
 __all__ = ["DuckDBEngine"]
 
-CHUNK_PATIENTS = 64
-"""Patients per unit of work sent to a worker."""
+CHUNK_ROWS = 8192
+"""Rows (resources) per unit of work sent to a worker, about 60 Synthea lifetime records ..."""
 CHUNK_BYTES = 8 << 20
-"""... or fewer, when their lines pass this many bytes."""
+"""... or fewer, when their rows pass this many bytes (a unit always holds whole patients)."""
 MAX_LINE_BYTES = 16 << 20
 """Longest NDJSON line accepted (a resource with large attachments); longer lines are malformed."""
 
@@ -66,8 +70,13 @@ def _ref_id(ref: str, rtype: str) -> str:
     ``/_history/..`` and query dropped; a bare id is taken as it is. Anything else is NULL.
     """
     path = f"regexp_replace(split_part({ref}, '?', 1), '/_history(/.*)?$', '')"
+    # The usual ``<rtype>/<id>`` is taken apart without regular expressions (most lines have one).
+    prefix = f"{rtype}/"
+    rest = f"substr({ref}, {len(prefix) + 1})"
     return (
         f"CASE WHEN {ref} IS NULL OR {ref} = '' OR starts_with({ref}, '#') THEN NULL "
+        f"WHEN starts_with({ref}, '{prefix}') AND strpos({rest}, '/') = 0 AND strpos({rest}, '?') = 0 "
+        f"THEN nullif({rest}, '') "
         f"WHEN starts_with({ref}, 'urn:') THEN nullif(regexp_extract({ref}, '[^:]*$'), '') "
         f"ELSE nullif(regexp_extract({path}, '^(?:(?:.*/)?{rtype}/)?([^/]+)/*$', 1), '') END"
     )
@@ -77,6 +86,8 @@ class DuckDBEngine:
     """Screening on DuckDB (``--engine duckdb``)."""
 
     name = "duckdb"
+    finds_suspect_files = True
+    """The scan tells which files hold lines of another type (``RunContext.suspect_files``)."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -133,8 +144,13 @@ class DuckDBEngine:
 
     # -- FHIR Bulk Data -----------------------------------------------------------------------
 
-    def stage_sql(self, files: list[str], keywords: list[str], plain: str) -> str:
-        """The scan that classifies every line and keeps what the adapter needs."""
+    def stage_sql(self, files: list[str], keywords: list[str], plain: str, project: str | None = None) -> str:
+        """The scan that classifies every line and keeps what the adapter needs.
+
+        ``project`` is an expression of ``rt`` and ``doc`` (:meth:`projection_sql`) that a kept
+        line is stored as, made in the same pass that parses it; ``None`` stores the line.
+        """
+        kept = project if project is not None else "doc"
         needed = _sql_list(NEEDED_TYPES)
         linked = _sql_list(PATIENT_LINKED)
         kw = " OR ".join(f"regexp_matches(code, '{k.replace(chr(39), chr(39) * 2)}')" for k in keywords)
@@ -148,7 +164,7 @@ SELECT file, kind, rt,
        CASE WHEN kind = {USED} AND rt = 'Medication' THEN 'Medication/' || rid END AS mkey,
        CASE WHEN kind = {USED} THEN 'Medication/' || mref END AS mref,
        CASE WHEN kind = {NO_PATIENT} THEN coalesce(rt, '?') || '/' || coalesce(rid, '(no id)') END AS label,
-       CASE WHEN kind = {USED} THEN doc END AS line
+       CASE WHEN kind = {USED} THEN {kept} END AS line
 FROM (
   SELECT file, doc, rt, rid, pid, mref,
     CASE WHEN kind0 = {USED} AND (
@@ -192,11 +208,11 @@ FROM (
 """  # noqa: S608
 
     @staticmethod
-    def projection_fetch_sql(keys: Mapping[str, tuple[str, ...]]) -> str:
-        """Project the kept lines on the keys their views read, add Medications, sort by patient.
+    def projection_sql(keys: Mapping[str, tuple[str, ...]], column: str = "line") -> str:
+        """SQL: the JSON text ``column`` of a resource of type ``rt``, projected on the keys its view reads.
 
         A line becomes the JSON array of its values at those keys (``null`` where absent),
-        which ``FlatViews.row_from_projection`` reads; only kept lines are projected.
+        which ``FlatViews.row_from_projection`` reads.
         """
         whens = []
         for rtype, rtype_keys in keys.items():
@@ -205,10 +221,18 @@ FROM (
             paths = ", ".join(f"'$.{k}'" for k in rtype_keys)
             # The cast of a list of JSON values is a JSON array once absent values are null.
             whens.append(
-                f"WHEN '{rtype}' THEN CAST(list_transform(json_extract(line, [{paths}]), "
+                f"WHEN '{rtype}' THEN CAST(list_transform(json_extract({column}, [{paths}]), "
                 "lambda x: coalesce(x, 'null'::JSON)) AS VARCHAR)"
             )
-        project = f"CASE rt {' '.join(whens)} END"
+        return f"CASE rt {' '.join(whens)} END"
+
+    @staticmethod
+    def sorted_rows_sql(line: str = "line") -> str:
+        """The kept lines (as ``line``, an expression of the staged ``line``), sorted by patient.
+
+        Each patient's referenced Medications come first (by reference), then their resources
+        in input order.
+        """
         return f"""
 WITH meds AS (
   SELECT mkey, arg_min(line, rowid) AS line FROM staged WHERE mkey IS NOT NULL GROUP BY mkey
@@ -216,7 +240,7 @@ WITH meds AS (
 links AS (
   SELECT DISTINCT pid, mref FROM staged WHERE mref IS NOT NULL
 )
-SELECT pid, rt, {project} AS line FROM (
+SELECT pid, rt, {line} AS line FROM (
   SELECT l.pid AS pid, 'Medication' AS rt, -1 AS ord, m.mkey AS tie, m.line AS line
   FROM links l JOIN meds m ON l.mref = m.mkey
   UNION ALL
@@ -224,6 +248,15 @@ SELECT pid, rt, {project} AS line FROM (
 )
 ORDER BY pid, ord, tie
 """  # noqa: S608
+
+    @classmethod
+    def projection_fetch_sql(cls, keys: Mapping[str, tuple[str, ...]]) -> str:
+        """Project staged lines on the keys their views read, add Medications, sort by patient.
+
+        The engine projects in its scan instead (:meth:`stage_sql` with :meth:`projection_sql`);
+        this is the same projection over lines staged whole.
+        """
+        return cls.sorted_rows_sql(cls.projection_sql(keys, "line"))
 
     @staticmethod
     def fetch_sql(kb: KnowledgeBase) -> str:
@@ -277,18 +310,32 @@ ORDER BY pid, ord, tie
         self, read: tuple[BulkFile, ...], by_path: dict[str, str], job: Job, ctx: RunContext, pool: WorkerPool
     ) -> Iterator[list[PatientResult]]:
         con = self._connect(ctx)
+        flat = views_for_kb(ctx.kb)
+        keys = {t: k for t, k in flat.keys.items() if k is not None}
+        # Every view a plain projection (the shipped ones are): the scan stores each kept line
+        # projected on the elements its view reads; otherwise whole, for the views' SQL.
+        projected = len(keys) == len(flat.keys)
         sql = self.stage_sql(
-            [str(f.path) for f in read], code_keyword_patterns(ctx.kb, "(?i)"), plain_code_pattern()
+            [str(f.path) for f in read],
+            code_keyword_patterns(ctx.kb, "(?i)"),
+            plain_code_pattern(),
+            project=self.projection_sql(keys, "doc") if projected else None,
         )
         try:
             self._run_with_progress(con, sql, "scan", ctx)
         except duckdb.IOException as exc:
             # A damaged file (a truncated gzip stream) stops the scan; DuckDB names the file.
             raise InvalidInputError("input", f"a file could not be read: {exc}") from None
-        for path, kind, count in con.execute(
-            "SELECT file, kind, count(*) FROM staged GROUP BY ALL"
+        types = {str(f.path): f.rtype for f in read}
+        for path, kind, rtype, count in con.execute(
+            "SELECT file, kind, rt, count(*) FROM staged GROUP BY ALL"
         ).fetchall():
-            stats = ctx.file_stats[by_path.get(path, path)]
+            name = by_path.get(path, path)
+            stats = ctx.file_stats[name]
+            if ctx.suspect_files is not None and (
+                kind == MALFORMED or (rtype and types.get(path) and rtype != types.get(path))
+            ):
+                ctx.suspect_files.add(name)
             stats.lines += count
             if kind == USED:
                 stats.used += count
@@ -306,16 +353,11 @@ ORDER BY pid, ord, tie
         ((total,),) = con.execute(
             f"SELECT count(DISTINCT pid) FROM staged WHERE kind = {USED} AND rt <> 'Medication'"  # noqa: S608
         ).fetchall()
-        flat = views_for_kb(ctx.kb)
-        keys = {t: k for t, k in flat.keys.items() if k is not None}
-        # Every view a plain projection (the shipped ones are): DuckDB extracts the elements;
-        # otherwise it runs the views' SQL.
-        projected = len(keys) == len(flat.keys)
-        fetch = self.projection_fetch_sql(keys) if projected else self.fetch_sql(ctx.kb)
+        fetch = self.sorted_rows_sql() if projected else self.fetch_sql(ctx.kb)
         reader = con.sql(fetch).to_arrow_reader(batch_size=8192)
-        work = functools.partial(screen_rows_chunk, job=job, projected=projected)
+        work = functools.partial(screen_arrow_chunk, job=job, projected=projected)
         done = 0
-        for results in pool.map(work, _chunks(_groups(reader))):
+        for results in pool.map(work, _arrow_chunks(reader)):
             done += len(results)
             ctx.progress("assess", done, total)
             yield results
@@ -382,37 +424,42 @@ ORDER BY pid, ord, tie
             yield results
 
 
-def _groups(reader: Any) -> Iterator[FhirGroup]:
-    """Group the sorted (pid, rt, row) stream into one tuple per patient."""
-    current: str | None = None
-    rtypes: list[str] = []
-    lines: list[str] = []
+def _arrow_chunks(reader: Any) -> Iterator[bytes]:
+    """Cut the sorted (pid, rt, row) batches into units of whole patients, as Arrow IPC bytes.
+
+    The driver only cuts and copies (no Python object per row); the workers turn the rows
+    into Python and group them (:func:`magstat.batch.rows.screen_arrow_chunk`). A unit holds about
+    ``CHUNK_ROWS`` rows or ``CHUNK_BYTES`` bytes, more when one patient has more.
+    """
+    held: list[pa.RecordBatch] = []
+    rows = size = 0
     for batch in reader:
-        pids = batch.column(0).to_pylist()
-        types = batch.column(1).to_pylist()
-        texts = batch.column(2).to_pylist()
-        for pid, rtype, line in zip(pids, types, texts, strict=True):
-            if pid != current:
-                if current is not None:
-                    yield current, rtypes, lines
-                current, rtypes, lines = pid, [], []
-            rtypes.append(rtype)
-            lines.append(line)
-    if current is not None:
-        yield current, rtypes, lines
+        if not batch.num_rows:
+            continue
+        held.append(batch)
+        rows += batch.num_rows
+        size += batch.nbytes
+        if rows < CHUNK_ROWS and size < CHUNK_BYTES:
+            continue
+        table = pa.Table.from_batches(held)
+        pids = table.column(0)
+        # The first row of the last patient (rows are sorted by patient): the unit ends before it.
+        cut = pc.index(pids, pids[-1]).as_py()
+        if cut <= 0:
+            continue  # one patient so far: read on
+        yield _ipc(table.slice(0, cut))
+        rest = table.slice(cut)
+        held, rows, size = rest.to_batches(), rest.num_rows, rest.nbytes
+    if held:
+        yield _ipc(pa.Table.from_batches(held))
 
 
-def _chunks(groups: Iterable[FhirGroup]) -> Iterator[list[FhirGroup]]:
-    chunk: list[FhirGroup] = []
-    size = 0
-    for group in groups:
-        chunk.append(group)
-        size += sum(len(line) for line in group[2])
-        if len(chunk) >= CHUNK_PATIENTS or size >= CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-    if chunk:
-        yield chunk
+def _ipc(table: pa.Table) -> bytes:
+    """The table as Arrow IPC bytes: only its own rows (a pickled slice would carry its whole buffers)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

@@ -21,6 +21,7 @@ DuckDB and Spark select the same lines.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Iterable
@@ -183,9 +184,11 @@ def _name_pattern(name: str) -> str:
     return _GAP.join(re.escape(w).replace("/", r"\\?/") for w in words)
 
 
-KEYWORD_CHUNK = 256
+KEYWORD_CHUNK = 512
 """Names per regular expression: one large alternation outgrows RE2's fast automaton memory
-and falls back to a slow matcher, so the names are split over several expressions."""
+and falls back to a slow matcher, so the names are split over several expressions. Each
+expression is one more pass over every code: the knowledge base's 263 names in one
+expression scan in half the time of the same names split 256 + 7 (DuckDB 2.0)."""
 
 
 def code_keyword_alternatives(kb: KnowledgeBase) -> list[str]:
@@ -303,7 +306,7 @@ class FileProblem:
     problem: str
 
 
-def check_file(f: BulkFile, max_wrong_type: int = 1000) -> list[FileProblem]:
+def check_file(f: BulkFile, max_wrong_type: int = 1000, *, types: bool = True) -> list[FileProblem]:
     """Read one file through once: check that its gzip stream is whole and each line is its type.
 
     The Bulk Data specification puts each resource type in its own files; a line whose
@@ -314,8 +317,13 @@ def check_file(f: BulkFile, max_wrong_type: int = 1000) -> list[FileProblem]:
     Args:
         f: the file.
         max_wrong_type: the most wrong-type lines reported one by one (then one summary line).
+        types: check each line's type; ``False`` checks only that the file can be read (the
+            gzip stream decompressed, the lines not looked at), for an engine whose scan
+            counts the lines of another type itself (then this runs again on those files).
 
     """
+    if not types:
+        return _check_readable(f)
     problems: list[FileProblem] = []
     wrong = 0
     line_no = 0
@@ -380,12 +388,42 @@ def check_file(f: BulkFile, max_wrong_type: int = 1000) -> list[FileProblem]:
     return problems
 
 
-def check_files(files: Iterable[BulkFile], threads: int = 1) -> list[FileProblem]:
+def _check_readable(f: BulkFile) -> list[FileProblem]:
+    """:func:`check_file` without the lines: the file opens, and a gzip stream is whole."""
+    try:
+        with f.path.open("rb") as handle:
+            if handle.read(2) != b"\x1f\x8b":
+                return []
+            handle.seek(0)
+            inflater = zlib.decompressobj(wbits=31)
+            in_member = False
+            while block := handle.read(_CHUNK):
+                while block:
+                    in_member = True
+                    inflater.decompress(block, _CHUNK)
+                    block = inflater.unconsumed_tail
+                    if inflater.eof:
+                        in_member = False
+                        block = inflater.unused_data.lstrip(b"\x00")
+                        inflater = zlib.decompressobj(wbits=31)
+            if in_member:
+                raise zlib.error("the compressed data end too soon (truncated)")
+    except zlib.error as exc:
+        return [FileProblem(f, None, "unreadable_file", f"damaged gzip data ({exc}); the file was not read")]
+    except OSError as exc:
+        return [
+            FileProblem(f, None, "unreadable_file", f"cannot be read ({exc.strerror}); the file was not read")
+        ]
+    return []
+
+
+def check_files(files: Iterable[BulkFile], threads: int = 1, *, types: bool = True) -> list[FileProblem]:
     """:func:`check_file` on every file (in threads: decompression runs outside the GIL), in file order."""
     chosen = list(files)
+    check = functools.partial(check_file, types=types)
     if threads <= 1 or len(chosen) <= 1:
-        found = [check_file(f) for f in chosen]
+        found = [check(f) for f in chosen]
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            found = list(pool.map(check_file, chosen))
+            found = list(pool.map(check, chosen))
     return [p for problems in found for p in problems]
