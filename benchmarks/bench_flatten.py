@@ -4,7 +4,7 @@ Run from the project root:
 
     .venv/bin/python benchmarks/bench_flatten.py [--data DIR ...] [--old SRC] [--repeat 5]
 
-``--data`` names folders holding ``synthea/`` and/or ``synthea-py/`` FHIR bundles (``.json`` or
+``--new`` is this version's ``src`` (default: this checkout's). ``--data`` names folders holding ``synthea/`` and/or ``synthea-py/`` FHIR bundles (``.json`` or
 ``.json.gz``; default: the repository's ``tests/data``). ``--old`` is the ``src`` folder of
 another version (an export of an older commit: ``git archive COMMIT src | tar -x -C /tmp/old``);
 both versions run in child processes, one after the other and then again in the other order,
@@ -58,7 +58,7 @@ def bundles(roots: list[Path]) -> list[tuple[str, bytes]]:
                 raw = path.read_bytes()
                 out.append(
                     (
-                        f"{root.name}/{name}/{path.name}",
+                        str(path),
                         gzip.decompress(raw) if path.name.endswith(".gz") else raw,
                     )
                 )
@@ -209,6 +209,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, action="append", help="folder with synthea/ and synthea-py/")
     parser.add_argument("--old", type=Path, help="the src folder of the version to compare with")
+    parser.add_argument("--new", type=Path, default=ROOT / "src", help="the src folder of this version")
     parser.add_argument("--repeat", type=int, default=5, help="passes per stage (the fastest counts)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,9 +218,9 @@ def main() -> int:
         print(json.dumps(worker(roots, args.repeat)))
         return 0
 
-    versions = {"new": ROOT / "src"}
+    versions = {"new": args.new.resolve()}
     if args.old is not None:
-        versions = {"old": args.old.resolve(), "new": ROOT / "src"}
+        versions = {"old": args.old.resolve(), "new": args.new.resolve()}
     load_before = os.getloadavg()
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in versions}
     order = list(versions)

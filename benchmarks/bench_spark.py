@@ -2,8 +2,8 @@
 
 Run from the project root (needs Java and ``magstat[spark]``; a few minutes per size):
 
-    .venv/bin/python benchmarks/bench_spark.py [--sizes 50,200] [--data DIR]
-        [--worker-memory 1g] [--executor-memory 512m]
+    SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python benchmarks/bench_spark.py [--sizes 30,100] [--data DIR]
+        [--worker-memory 1g] [--executor-memory 512m] [--driver-memory 1g] [--gzip]
 
 For each size (MB of NDJSON) it writes a population with the seeded generator
 (:mod:`magstat.batch.popgen`, the test bundles of ``tests/data`` replicated with fresh ids) into
@@ -11,14 +11,21 @@ For each size (MB of NDJSON) it writes a population with the seeded generator
 then, for 1 and 2 workers, starts a master and that many workers on 127.0.0.1 (the helper the
 tests use: one core and 1 GB per worker by default), runs ``magstat screen --engine spark
 --spark-master spark://...`` in a process of its own and stops the cluster. A DuckDB screening
-of the same export is the reference: every Spark run's ``results.parquet`` must have its bytes.
+of the same export is the reference: every Spark run's ``results.parquet`` and ``summary.json``
+(but for the engine's name) must have its bytes.
 
-It prints one JSON object and a Markdown table: seconds (wall time of ``magstat screen``,
-Spark session start included), MB/s and patients/s over the export's bytes, the driver's peak
-resident memory (the ``magstat screen`` process tree, sampled every 50 ms: executors run in the
-workers' JVMs and Python workers, outside it), the speed-up of 2 workers over 1, and the
-machine's load average before each run. Not a test: the numbers depend on the machine and on
-what else runs on it.
+It prints one JSON object and two Markdown tables. The first: seconds (wall time of ``magstat
+screen``, Spark session start included), MB/s and patients/s over the export's bytes, the
+driver's peak resident memory (sampled every 50 ms: the ``magstat screen`` Python process
+alone, and with its Spark driver JVM; executors run in the workers' JVMs and Python workers,
+outside it), the speed-up of 2 workers over 1, and the machine's load average before each
+run. The second: where each run's time went, as the engine records it
+(``spark.magstat.stageTimes``): session start, the scan (read, classify, count per file), the
+views' flattening with the shuffle by patient, the tasks' stage (their wall time, and the
+seconds all tasks spent reading grouped rows, in the Python step and writing their parts), and
+the driver's merge of the parts. The driver's memory at two sizes shows whether it stays flat
+as patients grow (its JVM heap is capped at ``--driver-memory``). Not a test: the numbers
+depend on the machine and on what else runs on it.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ AS_OF = dt.date(2020, 1, 1)
 PATIENTS = ROOT / "tests" / "data"
 
 
-def make_data(folder: Path, size_mb: int) -> tuple[int, int]:
+def make_data(folder: Path, size_mb: int, compress: bool) -> tuple[int, int]:
     """Write (or reuse) an export of about ``size_mb`` MB; its bytes and patients."""
     marker = folder / ".made.json"
     if marker.exists():
@@ -59,6 +66,7 @@ def make_data(folder: Path, size_mb: int) -> tuple[int, int]:
         folder,
         target_bytes=size_mb * 10**6,
         seed=2024,
+        compress=compress,
     )
     marker.write_text(json.dumps({"bytes": written.bytes_written, "patients": written.patients}))
     return written.bytes_written, written.patients
@@ -70,6 +78,17 @@ def warm(folder: Path) -> None:
         with path.open("rb") as handle:
             while handle.read(1 << 24):
                 pass
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of one process (Linux /proc), 0 once it has ended."""
+    try:
+        for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _tree_rss(pid: int) -> int:
@@ -87,12 +106,7 @@ def _tree_rss(pid: int) -> int:
     stack = [pid]
     while stack:
         current = stack.pop()
-        try:
-            for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
+        total += _rss(current)
         stack.extend(children.get(current, []))
     return total
 
@@ -112,14 +126,19 @@ def run_cluster(data: Path, work: Path, workers: int, args: argparse.Namespace) 
         cluster.master_url,
         "--spark-conf",
         f"spark.executor.memory={args.executor_memory}",
+        "--spark-conf",
+        f"spark.driver.memory={args.driver_memory}",
+        "--spark-conf",
+        f"spark.magstat.stageTimes={work / f'stages-{workers}.json'}",
     ]
     load = os.getloadavg()
     try:
         start = time.perf_counter()
         proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        peak = 0
+        peak = python_peak = 0
         while proc.poll() is None:
             peak = max(peak, _tree_rss(proc.pid))
+            python_peak = max(python_peak, _rss(proc.pid))
             time.sleep(0.05)
         seconds = time.perf_counter() - start
         _, stderr = proc.communicate()
@@ -132,7 +151,9 @@ def run_cluster(data: Path, work: Path, workers: int, args: argparse.Namespace) 
     return {
         "workers": workers,
         "seconds": round(seconds, 2),
+        "driver_python_peak_rss_mb": round(python_peak / 2**20),
         "driver_peak_rss_mb": round(peak / 2**20),
+        "stages": json.loads((work / f"stages-{workers}.json").read_text(encoding="utf-8")),
         "load_before": [round(x, 2) for x in load],
         "out": out,
     }
@@ -140,17 +161,21 @@ def run_cluster(data: Path, work: Path, workers: int, args: argparse.Namespace) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--sizes", default="50,200", help="MB of NDJSON per population, comma-separated")
+    parser.add_argument("--sizes", default="30,100", help="MB of NDJSON per population, comma-separated")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "magstat-bench-spark")
     parser.add_argument("--worker-memory", default="1g")
     parser.add_argument("--executor-memory", default="512m")
+    parser.add_argument(
+        "--gzip", action="store_true", help="write .ndjson.gz files (one per type: Spark cannot split them)"
+    )
+    parser.add_argument("--driver-memory", default="1g", help="the Spark driver JVM's heap")
     args = parser.parse_args()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        data = args.data / f"bulk-{size}MB"
-        total_bytes, patients = make_data(data, size)
+        data = args.data / f"bulk-{size}MB{'-gz' if args.gzip else ''}"
+        total_bytes, patients = make_data(data, size, args.gzip)
         warm(data)
-        work = args.data / f"work-{size}MB"
+        work = args.data / f"work-{size}MB{'-gz' if args.gzip else ''}"
         work.mkdir(parents=True, exist_ok=True)
         reference = work / "out-duckdb"
         shutil.rmtree(reference, ignore_errors=True)
@@ -158,9 +183,14 @@ def main() -> None:
         screen(ScreenOptions(input=data, out=reference, as_of=AS_OF))
         duck_seconds = time.perf_counter() - start
         runs = [run_cluster(data, work, n, args) for n in (1, 2)]
-        expected = (reference / "results.parquet").read_bytes()
+        expected = [(reference / name).read_bytes() for name in ("results.parquet", "summary.json")]
         for run in runs:
-            run["same_bytes_as_duckdb"] = expected == (run.pop("out") / "results.parquet").read_bytes()
+            out = run.pop("out")
+            summary = (
+                (out / "summary.json").read_bytes().replace(b'"engine": "spark"', b'"engine": "duckdb"', 1)
+            )
+            # results.parquet and summary.json (but for the engine's name), byte for byte
+            run["same_bytes_as_duckdb"] = expected == [(out / "results.parquet").read_bytes(), summary]
             run["mb_per_s"] = round(total_bytes / 1e6 / run["seconds"], 2)
             run["patients_per_s"] = round(patients / run["seconds"], 1)
         rows.append(
@@ -180,15 +210,31 @@ def main() -> None:
     }
     sys.stdout.write(json.dumps(report, indent=2) + "\n\n")
     sys.stdout.write(
-        "| MB | patients | workers | s | MB/s | patients/s | driver peak RSS MB | load before | = DuckDB |\n"
+        "| MB | patients | workers | s | MB/s | patients/s | driver peak RSS MB (Python / with JVM) "
+        "| load before | = DuckDB |\n"
     )
     sys.stdout.write("|---|---|---|---|---|---|---|---|---|\n")
     for row in rows:
         for run in row["runs"]:
             sys.stdout.write(
                 f"| {row['size_mb']} | {row['patients']} | {run['workers']} | {run['seconds']} | "
-                f"{run['mb_per_s']} | {run['patients_per_s']} | {run['driver_peak_rss_mb']} | "
+                f"{run['mb_per_s']} | {run['patients_per_s']} | "
+                f"{run['driver_python_peak_rss_mb']} / {run['driver_peak_rss_mb']} | "
                 f"{' '.join(str(x) for x in run['load_before'])} | {run['same_bytes_as_duckdb']} |\n"
+            )
+    sys.stdout.write(
+        "\n| MB | workers | session | scan | flatten + shuffle | tasks' stage (tasks) "
+        "| task-s: input / Python / write | driver merge |\n"
+    )
+    sys.stdout.write("|---|---|---|---|---|---|---|---|\n")
+    for row in rows:
+        for run in row["runs"]:
+            st = run["stages"]
+            task = st["task_seconds"]
+            sys.stdout.write(
+                f"| {row['size_mb']} | {run['workers']} | {st['session']} | {st['scan']} | "
+                f"{st['flatten_and_shuffle']} | {st['assess_stage']} ({st['tasks']}) | "
+                f"{task['input']} / {task['python']} / {task['write']} | {st['driver_merge']} |\n"
             )
 
 

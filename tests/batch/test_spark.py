@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pyarrow.parquet as pq
@@ -29,8 +30,16 @@ def test_spark_fhir_matches_duckdb_and_assess(tmp_path, expected):
     sources = synthea_py_files()[:5] + [p for p in synthea_set_files() if p.name.startswith(("A", "B"))]
     write_bulk(sources, tmp_path / "bulk", compress=True, max_file_bytes=1_500_000)
     screen(ScreenOptions(input=tmp_path / "bulk", out=tmp_path / "duck", as_of=AS_OF))
+    stages = tmp_path / "stages.json"
     outcome = screen(
-        ScreenOptions(input=tmp_path / "bulk", out=tmp_path / "spark", as_of=AS_OF, engine="spark", threads=2)
+        ScreenOptions(
+            input=tmp_path / "bulk",
+            out=tmp_path / "spark",
+            as_of=AS_OF,
+            engine="spark",
+            threads=2,
+            spark_conf={"spark.magstat.stageTimes": str(stages)},
+        )
     )
     duck = pq.read_table(tmp_path / "duck" / "results.parquet")
     spark = pq.read_table(tmp_path / "spark" / "results.parquet")
@@ -40,6 +49,17 @@ def test_spark_fhir_matches_duckdb_and_assess(tmp_path, expected):
         assert sha(expected[row["patient_id"]]) == row["assessment_sha256"]
     assert "spark" == outcome.summary["engine"]
     assert 0 == outcome.issues
+    # The summary byte for byte, per-file line counts included; only the engine's name differs.
+    summary = (tmp_path / "spark" / "summary.json").read_bytes()
+    assert (tmp_path / "duck" / "summary.json").read_bytes() == summary.replace(
+        b'"engine": "spark"', b'"engine": "duckdb"', 1
+    )
+    # Where the time went, as asked for by spark.magstat.stageTimes: one record per result part.
+    times = json.loads(stages.read_text(encoding="utf-8"))
+    assert 4 == times["tasks"]
+    for stage in ("session", "scan", "flatten_and_shuffle", "assess_stage", "driver_merge"):
+        assert 0 <= times[stage] < 600
+    assert 0 < times["task_seconds"]["python"]
 
 
 def test_spark_nhanes_matches_duckdb(tmp_path):

@@ -7,7 +7,6 @@ as a user would run it (one Spark driver per process), and must give DuckDB's ou
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -63,7 +62,7 @@ def _screen_cli(bulk: Path, out: Path, *engine: str) -> subprocess.CompletedProc
 
 
 def _assert_same_outputs(duck: Path, spark: Path) -> None:
-    """Results row by row, the same bytes, the same issues and summary (but for the engine)."""
+    """Results row by row and byte for byte, the same issues, the same summary but for the engine's name."""
     expected_rows = pq.read_table(duck / "results.parquet").to_pylist()
     actual_rows = pq.read_table(spark / "results.parquet").to_pylist()
     assert len(expected_rows) >= 10
@@ -74,19 +73,11 @@ def _assert_same_outputs(duck: Path, spark: Path) -> None:
     assert (duck / "issues.csv").read_text(encoding="utf-8") == (spark / "issues.csv").read_text(
         encoding="utf-8"
     )
-    expected = json.loads((duck / "summary.json").read_text(encoding="utf-8"))
-    actual = json.loads((spark / "summary.json").read_text(encoding="utf-8"))
-    assert "spark" == actual.pop("engine")
-    expected.pop("engine")
-    # Spark's prefilter of Observation codes is looser than DuckDB's (see the Spark engine):
-    # more lines reach the adapter, which passes over what it does not know. Per file, the
-    # lines and their sum agree; Spark's "used" is never smaller. Everything else is equal.
-    for expected_file, actual_file in zip(expected["input"]["files"], actual["input"]["files"], strict=True):
-        if "used" in expected_file:
-            duck_used, spark_used = expected_file.pop("used"), actual_file.pop("used")
-            assert spark_used >= duck_used
-            assert duck_used + expected_file.pop("not_needed") == spark_used + actual_file.pop("not_needed")
-    assert expected == actual
+    # The summary byte for byte, per-file line counts included; only the engine's name differs.
+    expected = (duck / "summary.json").read_bytes()
+    actual = (spark / "summary.json").read_bytes()
+    assert b'"engine": "spark"' in actual
+    assert expected == actual.replace(b'"engine": "spark"', b'"engine": "duckdb"', 1)
 
 
 def test_cluster_screen_matches_duckdb(cluster, bulk, duck, tmp_path):

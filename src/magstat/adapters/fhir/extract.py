@@ -365,18 +365,9 @@ def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | No
     """Codings and text of a CodeableConcept; the text falls back to the displays joined."""
     if cc is None:
         return (), None
-    coding = cc.get("coding")
-    if type(coding) is list and len(coding) == 1:
-        # The usual concept, one coding of strings: read in one go (the loop below gives the same).
-        first, text = coding[0], cc.get("text")
-        if type(first) is dict and (text is None or type(text) is str):
-            system, code, display = first.get("system"), first.get("code"), first.get("display")
-            if (
-                (system is None or type(system) is str)
-                and (code is None or type(code) is str)
-                and (display is None or type(display) is str)
-            ):
-                return ((system, code),), text or display or None
+    simple = _simple_concept(cc)
+    if simple is not None:
+        return simple
     codes: list[tuple[str | None, str | None]] = []
     displays: list[str] = []
     for i, coding in enumerate(_list(cc, "coding", where)):
@@ -402,6 +393,30 @@ def _concept(cc: Mapping[str, Any] | None, where: str) -> tuple[_Codes, str | No
     if not text and displays:
         text = " / ".join(dict.fromkeys(displays))
     return tuple(codes), text or None
+
+
+def _simple_concept(cc: Mapping[str, Any]) -> tuple[_Codes, str | None] | None:
+    """:func:`_concept` of the usual concept, one coding of strings (read in one go); else ``None``."""
+    coding = cc.get("coding")
+    if type(coding) is list and len(coding) == 1:
+        first, text = coding[0], cc.get("text")
+        if type(first) is dict and (text is None or type(text) is str):
+            system, code, display = first.get("system"), first.get("code"), first.get("display")
+            if (
+                (system is None or type(system) is str)
+                and (code is None or type(code) is str)
+                and (display is None or type(display) is str)
+            ):
+                return ((system, code),), text or display or None
+    return None
+
+
+def _first_code(codes: _Codes) -> str | None:
+    """The first non-empty code."""
+    for _, code in codes:
+        if code:
+            return code
+    return None
 
 
 # SNOMED CT route-of-administration codes (the FHIR R4 example value set for Dosage.route).
@@ -575,6 +590,7 @@ class _Memo:
         "kb",
         "matches",
         "observation_used",
+        "observations",
         "signs",
         "supplements",
         "tests",
@@ -589,6 +605,7 @@ class _Memo:
         self.canonical: dict[tuple[str, float, str], float] = {}
         self.conditions: dict[tuple[_Codes, str | None], _ConditionCode] = {}
         self.supplements: dict[str | None, Match] = {}
+        self.observations: dict[tuple[_Codes, str | None], tuple[Match, Match | None]] = {}
 
     def match(self, kind: str, codes: _Codes, text: str | None) -> Match:
         """Call a core matcher once per distinct (codes, text)."""
@@ -599,6 +616,18 @@ class _Memo:
             if len(table) >= _MEMO_LIMIT:
                 table.clear()
             found = table[key] = _MATCHERS[kind](self.kb, codes, text)
+        return found
+
+    def observation_match(self, codes: _Codes, text: str | None) -> tuple[Match, Match | None]:
+        """The test an Observation's code names, else the sign (``None`` when it names a test)."""
+        key = (codes, text)
+        found = self.observations.get(key)
+        if found is None:
+            test = self.match("test", codes, text)
+            found = (test, None if test else self.match("sign", codes, text))
+            if len(self.observations) >= _MEMO_LIMIT:
+                self.observations.clear()
+            self.observations[key] = found
         return found
 
     def supplement(self, text: str | None) -> Match:
@@ -750,6 +779,7 @@ class _Reader:
         self.birth_date: date | None = None
         self.flat: FlatViews = views_for_kb(kb)
         self.memo = _memo(kb)
+        self.used_codes = self.memo.observation_used
         self.unused_ids: set[str] = set()  # ids of Observations left out before their rows
         self.subjects: dict[str, bool] = {}  # subject reference -> about the chosen patient
 
@@ -799,6 +829,23 @@ class _Reader:
             self._bad(InvalidInputError(field, f"expected a list, got {_kind(entries)}"), field)
             return
         for i, entry in enumerate(entries):
+            if type(entry) is dict:
+                # The usual entry, a resource with a type: read here; anything else below.
+                resource = entry.get("resource")
+                if type(resource) is dict:
+                    rtype = resource.get("resourceType")
+                    if type(rtype) is str and rtype and rtype != "Bundle":
+                        if rtype not in _READ or (
+                            rtype == "Observation" and self._observation_unused(resource)
+                        ):
+                            continue
+                        full_url = entry.get("fullUrl")
+                        items.append(
+                            self._row(
+                                rtype, resource, where, i, full_url if isinstance(full_url, str) else None
+                            )
+                        )
+                        continue
             if type(entry) is not dict and not isinstance(entry, Mapping):
                 field = f"{where}.entry[{i}]"
                 self._bad(InvalidInputError(field, f"expected an object, got {_kind(entry)}"), field)
@@ -842,20 +889,30 @@ class _Reader:
         rid = resource.get("id")
         if type(rid) is str and rid in self.unused_ids:
             return True
-        status = resource.get("status")
-        if type(status) is str and status in _OBSERVATION_SKIP:
+        code = resource.get("code")
+        if code is None:
             unused = True
+        elif type(code) is dict:
+            coding = code.get("coding")
+            used = None
+            if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+                first = coding[0]  # observation_code_used's memo, looked up here: most are hits
+                try:
+                    used = self.used_codes.get(
+                        (first.get("system"), first.get("code"), first.get("display"), code.get("text"))
+                    )
+                except TypeError:
+                    used = None
+            unused = not (self.memo.observation_code_used(code) if used is None else used)
         else:
-            code = resource.get("code")
-            if code is None:
-                unused = True
-            elif type(code) is not dict:
-                return False  # the reader names what is wrong with it
-            else:
-                unused = not self.memo.observation_code_used(code)
-        if unused and type(rid) is str and rid:
+            unused = False  # malformed: the reader names what is wrong, unless the status skips it
+        if not unused:
+            status = resource.get("status")
+            if type(status) is not str or status not in _OBSERVATION_SKIP:
+                return False
+        if type(rid) is str and rid:
             self.unused_ids.add(rid)
-        return unused
+        return True
 
     # -- the patient -------------------------------------------------------------------------
 
@@ -1001,25 +1058,35 @@ class _Reader:
         observed: dict[str, _DatedSign] = {}
         has_medications = has_conditions = False
         for item in items:
-            handler = handlers.get(item.rtype)
+            rtype = item.rtype
+            handler = handlers.get(rtype)
             if handler is None:
                 continue
-            facts = self._guarded(item, handler)
-            if facts is None:
+            # As _guarded, with the usual case (no error) first.
+            if item.error is not None:
+                self._failed(item, item.error)
                 continue
-            if item.rtype == "Condition":
+            try:
+                facts = handler(item)
+            except InvalidInputError as err:
+                self._failed(item, err)
+                continue
+            except _MALFORMED as exc:
+                self._failed(item, InvalidInputError("", f"malformed {rtype} ({type(exc).__name__})"))
+                continue
+            if rtype == "Condition":
                 has_conditions = has_conditions or self._about_patient(item.values)
-            elif item.rtype != "Observation":
+            elif rtype != "Observation":
                 has_medications = has_medications or self._about_patient(item.values)
             for fact in facts:
-                if isinstance(fact, Lab):
-                    labs.append(fact)
-                elif isinstance(fact, Medication):
-                    medications.append(fact)
-                elif isinstance(fact, ConditionFact):
+                if isinstance(fact, ConditionFact):
                     conditions.append(fact)
+                elif isinstance(fact, Lab):
+                    labs.append(fact)
                 elif isinstance(fact, SignFact):
                     signs.append(fact)
+                elif isinstance(fact, Medication):
+                    medications.append(fact)
                 else:
                     old = observed.get(fact.fact.sign)
                     if old is None or (fact.when or date.min) >= (old.when or date.min):
@@ -1098,13 +1165,17 @@ class _Reader:
             failure = err
         except _MALFORMED as exc:
             failure = InvalidInputError("", f"malformed {item.rtype} ({type(exc).__name__})")
+        self._failed(item, failure)
+        return None
+
+    def _failed(self, item: _Item, failure: InvalidInputError) -> None:
+        """A handler failed: refuse the input (strict) or leave this resource out with a note."""
         if item.rtype != "Patient" and not self._about_patient(item.values):
-            return None  # another patient's resource: none of our business
+            return  # another patient's resource: none of our business
         if self.strict:
             raise failure.at(item.where) from None
         reason = failure.message if failure.field else failure.problem
         self.excluded.append(f"{item.note_label}: {reason}")
-        return None
 
     def _other_patient(self, item: _Item) -> list[_Fact]:
         if self.note_other_patients:
@@ -1121,8 +1192,7 @@ class _Reader:
         codes, text = _concept(_obj(res, "code"), "code")
         if not codes and not text:
             return []
-        test = self.memo.match("test", codes, text)
-        sign = None if test else self.memo.match("sign", codes, text)
+        test, sign = self.memo.observation_match(codes, text)
         if not test and not sign:
             return []
         if not self._for_patient(res):
@@ -1304,10 +1374,12 @@ class _Reader:
 
     def _condition(self, item: _Item) -> list[_Fact]:
         res = item.values
-        verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
-        verification = next((code for _, code in verification_codes if code), None)
-        if verification in _VERIFICATION_SKIP:
-            return []
+        verification = None
+        if res.get("verificationStatus") is not None:
+            verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
+            verification = _first_code(verification_codes)
+            if verification in _VERIFICATION_SKIP:
+                return []
         codes, text = _concept(_obj(res, "code"), "code")
         if not codes and not text:
             return []  # nothing to show or recognise
@@ -1323,16 +1395,21 @@ class _Reader:
         reading = self.memo.condition(codes, text)
         found, signs, name, sign_ids = reading.found, reading.signs, reading.name, reading.sign_ids
         category = None
-        for i, cc in enumerate(_list(res, "category")):
-            cat_codes, cat_text = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
-            category = next((code for _, code in cat_codes if code), cat_text)
-            if category:
-                break
+        categories = res.get("category")
+        if categories is not None:
+            for i, cc in enumerate(_list(res, "category")):
+                concept = _simple_concept(cc) if type(cc) is dict else None
+                if concept is None:  # the field path is made only for the long way, which may need it
+                    concept = _concept(cc if isinstance(cc, Mapping) else None, f"category[{i}]")
+                category = _first_code(concept[0]) or concept[1]
+                if category:
+                    break
         abatement = self._when(res, "abatement", "end")
         facts: list[_Fact] = []
         now: bool | None
+        source = item.origin
         for condition_id in found.ids or (None,):
-            origin = Origin(item.origin, found.matched_by)
+            origin = Origin(source, found.matched_by)
             if condition_id is not None and found.context != "current":
                 # "History of ...", "No ...", "Mother has ...": named, but not current.
                 context, trigger, now = found.context, found.trigger, False
@@ -1359,7 +1436,7 @@ class _Reader:
             if context == "current" and current is not True:
                 # Resolved, inactive or of unknown status: not a current sign.
                 context, trigger = (status if status != "current" else "unknown_status"), "clinicalStatus"
-            origin = Origin(item.origin, sign.matched_by)
+            origin = Origin(source, sign.matched_by)
             facts.append(SignFact(sign.ids[0], context != "negated", origin, context, trigger, when))
         return facts
 
@@ -1393,7 +1470,9 @@ class _Reader:
         not; a dated ``abatement[x]`` on or before ``as_of`` ends it, after it means it was
         still current then.
         """
-        status_codes, _ = _concept(_obj(res, "clinicalStatus"), "clinicalStatus")
+        status_codes = (
+            _concept(_obj(res, "clinicalStatus"), "clinicalStatus")[0] if "clinicalStatus" in res else ()
+        )
         current: bool | None = None
         word = "unknown_status"
         for _, code in status_codes:
@@ -1410,7 +1489,7 @@ class _Reader:
             word = "current" if current else code
             break
         # A dated abatement says when it stopped, which the status (as of today) cannot.
-        period = _obj(res, "abatementPeriod")
+        period = _obj(res, "abatementPeriod") if "abatementPeriod" in res else None
         if "abatementDateTime" not in res and period is not None:
             end = _date(period, "end", "abatementPeriod")
             start = _date(period, "start", "abatementPeriod")

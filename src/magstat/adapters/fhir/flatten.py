@@ -324,7 +324,10 @@ class FlatViews:
 
         """
         keys = self.keys[rtype]
-        values = _loads(text)
+        try:  # as _loads, without a call per row
+            values = _orjson.loads(text)
+        except Exception:  # a decoding error, or no orjson: _loads decides
+            values = _loads(text)
         if keys is None or type(values) is not list or len(values) != len(keys):
             raise ValueError(f"a {rtype} projection must be a JSON array of its {len(keys or ())} keys")
         # The usual projection: every value present fills its own column, as the row function
