@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,32 +352,13 @@ def check_file(f: BulkFile, max_wrong_type: int = 1000, *, types: bool = True) -
                     )
         return rest
 
-    try:
-        with f.path.open("rb") as handle:
-            gz = handle.read(2) == b"\x1f\x8b"
-            handle.seek(0)
-            inflater = zlib.decompressobj(wbits=31)
-            in_member = False
-            while block := handle.read(_CHUNK):
-                if not gz:
-                    pending = lines(pending + block, final=False)
-                    continue
-                while block:
-                    in_member = True
-                    pending = lines(pending + inflater.decompress(block, _CHUNK), final=False)
-                    block = inflater.unconsumed_tail
-                    if inflater.eof:  # a member ends; another may follow (after padding)
-                        in_member = False
-                        block = inflater.unused_data.lstrip(b"\x00")
-                        inflater = zlib.decompressobj(wbits=31)
-            if in_member:
-                raise zlib.error("the compressed data end too soon (truncated)")
-    except zlib.error as exc:
-        return [FileProblem(f, None, "unreadable_file", f"damaged gzip data ({exc}); the file was not read")]
-    except OSError as exc:
-        return [
-            FileProblem(f, None, "unreadable_file", f"cannot be read ({exc.strerror}); the file was not read")
-        ]
+    def feed(block: bytes) -> None:
+        nonlocal pending
+        pending = lines(pending + block, final=False)
+
+    unreadable = _read_through(f, feed)
+    if unreadable:
+        return unreadable
     lines(pending, final=True)
     if wrong > max_wrong_type:
         problems.append(
@@ -390,19 +371,37 @@ def check_file(f: BulkFile, max_wrong_type: int = 1000, *, types: bool = True) -
 
 def _check_readable(f: BulkFile) -> list[FileProblem]:
     """:func:`check_file` without the lines: the file opens, and a gzip stream is whole."""
+    return _read_through(f, None, plain=False)
+
+
+def _read_through(
+    f: BulkFile, consume: Callable[[bytes], object] | None, *, plain: bool = True
+) -> list[FileProblem]:
+    """Read a file block by block (inflated when gzip, member after member) into ``consume``.
+
+    A plain file is read only when ``plain`` (a gzip file always, to check its stream is
+    whole). Returns the file's problem (damaged gzip data, or a read error), or nothing.
+    """
     try:
         with f.path.open("rb") as handle:
-            if handle.read(2) != b"\x1f\x8b":
+            gz = handle.read(2) == b"\x1f\x8b"
+            if not gz and not plain:
                 return []
             handle.seek(0)
             inflater = zlib.decompressobj(wbits=31)
             in_member = False
             while block := handle.read(_CHUNK):
+                if not gz:
+                    if consume is not None:
+                        consume(block)
+                    continue
                 while block:
                     in_member = True
-                    inflater.decompress(block, _CHUNK)
+                    data = inflater.decompress(block, _CHUNK)
+                    if consume is not None:
+                        consume(data)
                     block = inflater.unconsumed_tail
-                    if inflater.eof:
+                    if inflater.eof:  # a member ends; another may follow (after padding)
                         in_member = False
                         block = inflater.unused_data.lstrip(b"\x00")
                         inflater = zlib.decompressobj(wbits=31)
