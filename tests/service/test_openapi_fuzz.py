@@ -161,3 +161,20 @@ def test_each_cds_service_documents_its_hook_and_patient_id(api_schema):
         extra = body["allOf"][1]
         assert {"const": hook} == extra["properties"]["hook"]
         assert "patientId" in extra["properties"]["context"]["required"]
+
+
+def test_assess_documents_its_body_as_a_patient_document_or_fhir(api_schema):
+    """POST /assess states its body: the patient document of `magstat schema`, or a FHIR resource."""
+    from magstat.adapters.document import json_schema  # noqa: PLC0415
+    from magstat.kb import load  # noqa: PLC0415
+
+    raw = api_schema.raw_schema
+    content = raw["paths"]["/assess"]["post"]["requestBody"]["content"]
+    document = {"$ref": "#/components/schemas/PatientDocument"}
+    fhir = {"$ref": "#/components/schemas/FhirResource"}
+    assert {"anyOf": [fhir, document]} == content["application/json"]["schema"]
+    assert fhir == content["application/fhir+json"]["schema"]
+    assert document == content["application/yaml"]["schema"]
+    expected = json_schema(load())
+    assert expected["properties"] == raw["components"]["schemas"]["PatientDocument"]["properties"]
+    assert ["resourceType"] == raw["components"]["schemas"]["FhirResource"]["required"]

@@ -40,6 +40,7 @@ from starlette.requests import ClientDisconnect
 from magstat import __version__
 from magstat.adapters.cds_hooks.models import FeedbackRequest, HookRequest
 from magstat.adapters.cds_hooks.request import prefetch_templates
+from magstat.adapters.document import json_schema
 from magstat.errors import InvalidInputError, KnowledgeBaseError
 from magstat.kb import load
 from magstat.kb.schema import KnowledgeBase
@@ -284,6 +285,7 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
                 components.setdefault(name, part)
             components.setdefault(model.__name__, definition)
         _hook_paths(schema)
+        _assess_body(schema, app.state.kb)
         for name in ("Feedback", "OverrideReason", "AcceptedSuggestion", "Coding"):
             for prop in components.get(name, {}).get("properties", {}).values():
                 for option in [prop, *prop.get("anyOf", [])]:
@@ -303,6 +305,39 @@ def _document_models(app: FastAPI, *models: type[BaseModel]) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _assess_body(schema: dict[str, Any], kb: KnowledgeBase) -> None:
+    """State what ``POST /assess`` reads: a patient document (this KB's schema) or a FHIR R4 resource.
+
+    The handler reads the body itself (JSON or YAML, a Bundle or resource told apart by
+    ``resourceType``), so the document is completed here rather than from a model.
+    """
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    document = {k: v for k, v in json_schema(kb).items() if k not in ("$schema", "$id")}
+    components.setdefault("PatientDocument", document)
+    components.setdefault(
+        "FhirResource",
+        {
+            "title": "FHIR R4 resource",
+            "description": "A FHIR R4 Bundle holding the patient's resources, or a single resource",
+            "type": "object",
+            "required": ["resourceType"],
+            "properties": {"resourceType": {"type": "string", "pattern": "^[A-Z][A-Za-z]+$"}},
+            "additionalProperties": True,
+        },
+    )
+    document_ref = {"$ref": "#/components/schemas/PatientDocument"}
+    fhir_ref = {"$ref": "#/components/schemas/FhirResource"}
+    operation = schema.get("paths", {}).get("/assess", {}).get("post")
+    content = (operation or {}).get("requestBody", {}).get("content", {})
+    for media, body in (
+        ("application/json", {"anyOf": [fhir_ref, document_ref]}),
+        ("application/fhir+json", fhir_ref),
+        ("application/yaml", document_ref),
+    ):
+        if media in content:
+            content[media]["schema"] = body
 
 
 def _context_schema(hook: str) -> dict[str, Any]:
