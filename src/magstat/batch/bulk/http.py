@@ -118,26 +118,24 @@ def transient_outcome(response: httpx.Response) -> bool:
     Bulk Data asks a server whose status request failed without the export failing to say so
     with such a code, so that the client tries again later.
     """
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return False
-    codes = {str(i.get("code")) for i in body.get("issue") or [] if isinstance(i, dict)}
-    return bool(codes & TRANSIENT_CODES)
+    return bool(_outcome_codes(response) & TRANSIENT_CODES)
 
 
 def _final_outcome(response: httpx.Response) -> bool:
     """Whether a 5xx response carries an OperationOutcome whose issues are all non-transient."""
+    codes = _outcome_codes(response)
+    return bool(codes) and not (codes & TRANSIENT_CODES)
+
+
+def _outcome_codes(response: httpx.Response) -> set[str]:
+    """The issue codes of a response's OperationOutcome (none when the body is not one)."""
     try:
         body = response.json()
     except ValueError:
-        return False
+        return set()
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return False
-    codes = {str(i.get("code")) for i in body.get("issue") or [] if isinstance(i, dict)}
-    return bool(codes) and not (codes & TRANSIENT_CODES)
+        return set()
+    return {str(i.get("code")) for i in body.get("issue") or [] if isinstance(i, dict)}
 
 
 class BulkHttp:
