@@ -51,9 +51,9 @@ import time
 from pathlib import Path
 
 import duckdb
+from bench_common import population, warm
 
 from magstat.batch import ScreenOptions, screen
-from magstat.batch.popgen import source_bundles, write_bulk
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PATIENTS = ROOT / "tests" / "data"
@@ -155,29 +155,6 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
     result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     shutil.rmtree(out, ignore_errors=True)
     return result
-
-
-def population(size_mb: int, folder: Path, patients: Path) -> tuple[int, int]:
-    marker = folder / ".population.json"
-    if marker.exists():
-        info = json.loads(marker.read_text())
-        return info["bytes"], info["patients"]
-    shutil.rmtree(folder, ignore_errors=True)
-    made = write_bulk(
-        source_bundles(patients / "synthea", patients / "synthea-py"),
-        folder,
-        target_bytes=size_mb * 10**6,
-        seed=2024,
-    )
-    marker.write_text(json.dumps({"bytes": made.bytes_written, "patients": made.patients}))
-    return made.bytes_written, made.patients
-
-
-def warm(folder: Path) -> None:
-    for path in folder.iterdir():
-        with path.open("rb") as handle:
-            while handle.read(1 << 24):
-                pass
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import json
 import os
 import platform
@@ -38,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import bundle_files, last_date
+
 from magstat.adapters.fhir import facts_from_fhir
 from magstat.adapters.read import facts_from_data
 from magstat.core import assess
@@ -46,32 +47,6 @@ from magstat.kb import load
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PATIENTS = ROOT / "tests" / "data"
-
-
-def bundles(root: Path) -> list[tuple[str, bytes]]:
-    """Every patient bundle of both sets under ``root``, as (set name, raw JSON bytes)."""
-    out = []
-    for name in ("synthea", "synthea-py"):
-        for path in sorted((root / name).glob("*.json*")):
-            if path.name.startswith(("hospital", "practitioner")) or not path.name.endswith((".json", ".gz")):
-                continue
-            raw = path.read_bytes()
-            out.append((name, gzip.decompress(raw) if path.name.endswith(".gz") else raw))
-    if not out:
-        raise SystemExit(f"no FHIR bundles in {root}/synthea or {root}/synthea-py")
-    return out
-
-
-def last_date(bundle: dict) -> dt.date:
-    """The latest clinical date in a bundle: a meaningful as-of date for a record that ended."""
-    latest = "1900-01-01"
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource", {})
-        for key in ("effectiveDateTime", "authoredOn", "recordedDate", "issued"):
-            value = resource.get(key)
-            if isinstance(value, str) and value > latest:
-                latest = value
-    return dt.date.fromisoformat(latest[:10])
 
 
 BAR_PER_SECOND = 20_000
@@ -166,7 +141,7 @@ def main() -> None:
         return
     load_average = [round(x, 2) for x in os.getloadavg()]
     kb = load()
-    raw = bundles(args.patients)
+    raw = [(path.parent.name, data) for path, data in bundle_files([args.patients])]
     facts = []
     per_patient_ms = {"synthea": [], "synthea-py": []}
     for name, data in raw:

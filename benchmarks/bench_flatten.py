@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import hashlib
 import json
 import os
@@ -42,41 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_common import bundle_files, last_date
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def bundles(roots: list[Path]) -> list[tuple[str, bytes]]:
-    """Every patient bundle under ``roots`` (their ``synthea/`` and ``synthea-py/``), as (name, raw)."""
-    out = []
-    for root in roots:
-        for name in ("synthea", "synthea-py"):
-            for path in sorted((root / name).glob("*.json*")):
-                if path.name.startswith(("hospital", "practitioner")) or not path.name.endswith(
-                    (".json", ".gz")
-                ):
-                    continue
-                raw = path.read_bytes()
-                out.append(
-                    (
-                        str(path),
-                        gzip.decompress(raw) if path.name.endswith(".gz") else raw,
-                    )
-                )
-    if not out:
-        raise SystemExit(f"no FHIR bundles in the synthea or synthea-py folders of {roots}")
-    return out
-
-
-def last_date(bundle: dict[str, Any]) -> dt.date:
-    """The latest clinical date in a bundle: a meaningful as-of date for a record that ended."""
-    latest = "1900-01-01"
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource", {})
-        for key in ("effectiveDateTime", "authoredOn", "recordedDate", "issued"):
-            value = resource.get(key)
-            if isinstance(value, str) and value > latest:
-                latest = value
-    return dt.date.fromisoformat(latest[:10])
 
 
 def kept_codes(kb: Any, codes: set[str]) -> set[str]:
@@ -132,7 +99,7 @@ def worker(roots: list[Path], repeat: int) -> dict[str, Any]:
     kb = load()
     flat = views_for_kb(kb)
     keys = {t: k for t, k in flat.keys.items() if k is not None}
-    raws = bundles(roots)
+    raws = [(str(path), data) for path, data in bundle_files(roots)]
     codes = set()
     for _name, raw in raws:
         for entry in json.loads(raw).get("entry", []):

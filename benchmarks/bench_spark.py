@@ -45,39 +45,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the cluster helper lives with the tests
 
+from bench_common import population, warm  # noqa: E402
 from tests.batch import spark_cluster  # noqa: E402
 
 from magstat.batch import ScreenOptions, screen  # noqa: E402
-from magstat.batch.popgen import source_bundles, write_bulk  # noqa: E402
 
 AS_OF = dt.date(2020, 1, 1)
 PATIENTS = ROOT / "tests" / "data"
-
-
-def make_data(folder: Path, size_mb: int, compress: bool) -> tuple[int, int]:
-    """Write (or reuse) an export of about ``size_mb`` MB; its bytes and patients."""
-    marker = folder / ".made.json"
-    if marker.exists():
-        made = json.loads(marker.read_text(encoding="utf-8"))
-        return made["bytes"], made["patients"]
-    shutil.rmtree(folder, ignore_errors=True)
-    written = write_bulk(
-        source_bundles(PATIENTS / "synthea", PATIENTS / "synthea-py"),
-        folder,
-        target_bytes=size_mb * 10**6,
-        seed=2024,
-        compress=compress,
-    )
-    marker.write_text(json.dumps({"bytes": written.bytes_written, "patients": written.patients}))
-    return written.bytes_written, written.patients
-
-
-def warm(folder: Path) -> None:
-    """Read every file once, so that each run finds them in the page cache."""
-    for path in folder.iterdir():
-        with path.open("rb") as handle:
-            while handle.read(1 << 24):
-                pass
 
 
 def _rss(pid: int) -> int:
@@ -173,7 +147,7 @@ def main() -> None:
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         data = args.data / f"bulk-{size}MB{'-gz' if args.gzip else ''}"
-        total_bytes, patients = make_data(data, size, args.gzip)
+        total_bytes, patients = population(size, data, PATIENTS, compress=args.gzip)
         warm(data)
         work = args.data / f"work-{size}MB{'-gz' if args.gzip else ''}"
         work.mkdir(parents=True, exist_ok=True)
