@@ -62,7 +62,10 @@ def daemon_env(log_dir: Path) -> dict[str, str]:
 
 @dataclass
 class Cluster:
-    """A running standalone cluster: its URLs, its processes and their logs."""
+    """A running standalone cluster: its URLs, its processes and their logs.
+
+    A context manager: leaving the ``with`` block stops every daemon.
+    """
 
     master_url: str
     log_dir: Path
@@ -84,6 +87,12 @@ class Cluster:
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         self.processes.clear()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def logs(self) -> str:
         """The tail of every daemon's log, to explain a failure."""

@@ -35,11 +35,8 @@ SCREEN_SECONDS = 420
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """A master and two workers (1 core, 1 GB each) on 127.0.0.1, stopped after the module."""
-    running = start_cluster(tmp_path_factory.mktemp("spark-cluster"), workers=2)
-    try:
+    with start_cluster(tmp_path_factory.mktemp("spark-cluster"), workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +93,8 @@ def test_cluster_screen_matches_duckdb(cluster, bulk, duck, tmp_path):
 def test_connect_screen_matches_duckdb(bulk, duck, tmp_path):
     """`magstat screen --spark-remote sc://...` on a Connect server from the PySpark wheel gives DuckDB's outputs."""
     pytest.importorskip("grpc")
-    server = start_connect_server(tmp_path / "connect")
-    try:
+    with start_connect_server(tmp_path / "connect") as server:
         out = tmp_path / "spark"
         run = _screen_cli(bulk, out, "--spark-remote", str(server.remote_url))
         assert 0 == run.returncode, run.stderr[-4000:] + server.logs()
-    finally:
-        server.stop()
     _assert_same_outputs(duck, out)

@@ -35,11 +35,8 @@ RUN_SECONDS = 900
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """A master and two workers (1 core, 1 GB each) on 127.0.0.1, stopped after the module."""
-    running = start_cluster(tmp_path_factory.mktemp("views-cluster"), workers=2)
-    try:
+    with start_cluster(tmp_path_factory.mktemp("views-cluster"), workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_suite_on_standalone_cluster(cluster, tmp_path):
@@ -75,8 +72,7 @@ def test_suite_on_standalone_cluster(cluster, tmp_path):
 def test_views_over_spark_connect(tmp_path):
     """`magstat views test --spark-remote sc://...` runs views over Spark Connect (the server from the wheel)."""
     pytest.importorskip("grpc")
-    server = start_connect_server(tmp_path / "connect")
-    try:
+    with start_connect_server(tmp_path / "connect") as server:
         files = [str(SUITE / "basic.json"), str(SUITE / "fn_join.json"), str(SUITE / "foreach.json")]
         env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
         command = [sys.executable, "-m", "magstat", "views", "test", *files, "--engine", "spark"]
@@ -84,8 +80,6 @@ def test_views_over_spark_connect(tmp_path):
         run = subprocess.run(
             command, capture_output=True, text=True, env=env, timeout=RUN_SECONDS, check=False
         )
-    finally:
-        server.stop()
     total = sum(len(json.loads((SUITE / Path(f).name).read_text(encoding="utf-8"))["tests"]) for f in files)
     assert 0 == run.returncode, run.stderr[-4000:]
     assert f"spark: {total}/{total} passed" in run.stdout
