@@ -904,6 +904,17 @@ def _source_files(source: Path) -> tuple[list[Path], Path | None]:
     return ndjson_files(source), None
 
 
+_SESSION_SQL_SETTINGS = {
+    "spark.sql.shuffle.partitions": "2",
+    # A view compiles to large nested lambda expressions that exceed the JVM's 64 KB method
+    # limit; Spark would compile, fail and fall back to interpreting them anyway, so skip the
+    # doomed code generation.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+"""The SQL settings of a views session, local, on a cluster or over Spark Connect."""
+
+
 class SparkEngine:
     """Views on Spark SQL (local or a cluster): the same compiled query, over ``VARIANT``."""
 
@@ -916,9 +927,8 @@ class SparkEngine:
             # Over Spark Connect the server owns the session's static settings; only SQL settings
             # of this session can be given (the same ones as below).
             session = SparkSession.builder.remote(remote).appName("magstat-views").getOrCreate()
-            session.conf.set("spark.sql.shuffle.partitions", "2")
-            session.conf.set("spark.sql.codegen.wholeStage", "false")
-            session.conf.set("spark.sql.codegen.factoryMode", "NO_CODEGEN")
+            for key, value in _SESSION_SQL_SETTINGS.items():
+                session.conf.set(key, value)
         if session is None:
             import os  # noqa: PLC0415
             import sys  # noqa: PLC0415
@@ -930,19 +940,15 @@ class SparkEngine:
             os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
             from pyspark.sql import SparkSession  # noqa: PLC0415 - optional extra
 
-            session = (
+            builder = (
                 SparkSession.builder.master(master)
                 .appName("magstat-views")
                 .config("spark.ui.enabled", "false")
-                .config("spark.sql.shuffle.partitions", "2")
                 .config("spark.driver.host", "127.0.0.1")
-                # A view compiles to large nested lambda expressions that exceed the JVM's 64 KB
-                # method limit; Spark would compile, fail and fall back to interpreting them
-                # anyway, so skip the doomed code generation.
-                .config("spark.sql.codegen.wholeStage", "false")
-                .config("spark.sql.codegen.factoryMode", "NO_CODEGEN")
-                .getOrCreate()
             )
+            for key, value in _SESSION_SQL_SETTINGS.items():
+                builder = builder.config(key, value)
+            session = builder.getOrCreate()
         self.spark = session
         self.dialect = SparkDialect()
 
