@@ -38,7 +38,9 @@ run.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -49,11 +51,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 from bench_common import population, warm
 
-from magstat.batch import ScreenOptions, screen
+if TYPE_CHECKING:
+    import duckdb
+
+# DuckDB and magstat are imported where they are used: ``magstat screen``'s worker processes
+# import the main module again, and this script's imports would then be timed as part of it.
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PATIENTS = ROOT / "tests" / "data"
@@ -64,6 +70,8 @@ AS_OF = dt.date(2020, 1, 1)
 
 
 def _connect(memory_limit: str | None) -> duckdb.DuckDBPyConnection:
+    import duckdb  # noqa: PLC0415 - see the imports
+
     con = duckdb.connect()
     if memory_limit:
         con.execute("SET memory_limit = ?", [memory_limit])
@@ -87,6 +95,8 @@ def child(kind: str, data: Path, out: Path, memory_limit: str | None = None) -> 
         ).fetchall()
         result = {"lines": rows[0][0]}
     else:
+        from magstat.batch import ScreenOptions, screen  # noqa: PLC0415 - see the imports
+
         engine = kind.split("-", 1)[1]
         outcome = screen(
             ScreenOptions(
@@ -128,6 +138,32 @@ def _tree_rss(root: int) -> int:
     return total
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _adopt_orphans() -> None:
+    """Become the parent of the run's processes that outlive it (Linux), to count their CPU time.
+
+    ``magstat screen`` starts its workers from a fork server, which leaves when the run's
+    process does; without this it would be adopted by init, and its CPU time (and its
+    workers') never reach this process's children's usage.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: such processes are not counted
+        pass
+
+
+def _reap_orphans() -> None:
+    """Wait for every adopted process (see :func:`_adopt_orphans`), so that its CPU time is counted."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) -> dict:
     out = work / f"out-{kind}"
     shutil.rmtree(out, ignore_errors=True)
@@ -143,6 +179,7 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
         peak = max(peak, _tree_rss(proc.pid))
         time.sleep(0.02)
     stdout, _ = proc.communicate()
+    _reap_orphans()
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed ({proc.returncode})")
     result = json.loads(stdout.strip().splitlines()[-1])
@@ -179,6 +216,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.data, args.out, args.memory_limit)))
         return
+    _adopt_orphans()
     base = args.data or Path(tempfile.mkdtemp(prefix="magstat-bench-"))
     kinds = ["scan-objects", "scan-read_json", "screen-duckdb"] + ([] if args.no_spark else ["screen-spark"])
     if args.kinds:
@@ -188,7 +226,7 @@ def main() -> None:
             "cpus": len(os.sched_getaffinity(0)),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "duckdb": duckdb.__version__,
+            "duckdb": importlib.metadata.version("duckdb"),
             "load_average_before": os.getloadavg(),
         },
         "memory_limit": args.memory_limit,

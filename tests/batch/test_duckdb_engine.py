@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from magstat.adapters.fhir import views_for_kb
 from magstat.batch import ScreenOptions, screen
+from magstat.batch import rows as rows_mod
 from magstat.batch.engines import duckdb as engine_mod
-from magstat.batch.issues import StrictError
+from magstat.batch.engines.base import RunContext
+from magstat.batch.issues import IssueLog, StrictError
 from magstat.batch.readers import fhir_bulk
+from magstat.kb import load
 
 AS_OF = dt.date(2021, 6, 1)
 
@@ -33,30 +38,87 @@ def _batches(pids: list[str], size: int) -> list[pa.RecordBatch]:
     ]
 
 
+def _texts(unit: tuple[list[str], list[str], bytes, bytes]) -> list[str]:
+    """The row texts of a packed unit, cut at their end offsets."""
+    _, _, ends, data = unit
+    stops = list(memoryview(ends).cast("q"))
+    return [data[a:b].decode("utf-8") for a, b in zip([0, *stops[:-1]], stops, strict=True)]
+
+
 def test_units_hold_whole_patients_in_order(monkeypatch):
     """Every unit holds whole patients (one larger than a unit stays whole), and the units keep every row in order."""
     monkeypatch.setattr(engine_mod, "CHUNK_ROWS", 3)
     pids = ["a", "a", "b", "c", "c", "c", "c", "c", "c", "c", "d", "e", "e", "f"]
-    units = [pa.ipc.open_stream(data).read_all() for data in engine_mod._arrow_chunks(_batches(pids, 2))]
-    seen = [pid for unit in units for pid in unit.column("pid").to_pylist()]
+    units = list(engine_mod._arrow_chunks(_batches(pids, 2)))
+    seen = [pid for unit in units for pid in unit[0]]
     assert pids == seen
-    assert [f"[{i}]" for i in range(len(pids))] == [
-        t for unit in units for t in unit.column("line").to_pylist()
-    ]
+    assert ["Observation"] * len(pids) == [rtype for unit in units for rtype in unit[1]]
+    assert [f"[{i}]" for i in range(len(pids))] == [t for unit in units for t in _texts(unit)]
     assert len(units) > 1
     for earlier, later in itertools.pairwise(units):
-        assert set(earlier.column("pid").to_pylist()).isdisjoint(later.column("pid").to_pylist())
-    assert any(7 == unit.column("pid").to_pylist().count("c") for unit in units)
+        assert set(earlier[0]).isdisjoint(later[0])
+    assert any(7 == unit[0].count("c") for unit in units)
 
 
 def test_a_unit_is_sent_with_its_own_rows_only(monkeypatch):
-    """A unit cut from a large batch is serialised with its own rows, not the whole batch's buffers."""
+    """A unit cut from a large batch carries its own rows' bytes, not the whole batch's buffers."""
     monkeypatch.setattr(engine_mod, "CHUNK_ROWS", 10)
     pids = [f"p{i:04d}" for i in range(1000)]
     first, last = engine_mod._arrow_chunks(_batches(pids, 1000))
-    assert ["p0999"] == pa.ipc.open_stream(last).read_all().column("pid").to_pylist()
-    assert 999 == pa.ipc.open_stream(first).read_all().num_rows
-    assert len(last) * 20 < len(first)
+    assert ["p0999"] == last[0]
+    assert ["[999]"] == _texts(last)
+    assert 999 == len(first[0])
+    assert [f"[{i}]" for i in range(999)] == _texts(first)
+
+
+@pytest.fixture
+def shared_bundles_rows(tmp_path, bulk) -> tuple[pa.Table, rows_mod.Job]:
+    """The sorted rows the engine hands its workers for the shared export, plus a non-ASCII Condition."""
+    folder = tmp_path / "bulk"
+    shutil.copytree(bulk, folder)
+    extra = {
+        "resourceType": "Condition",
+        "id": "c-accent",
+        "subject": {"reference": "Patient/p-accent"},
+        "code": {"text": "Hypomagnesémie – 低镁血症"},
+    }
+    patient = {"resourceType": "Patient", "id": "p-accent", "birthDate": "1950-01-01", "gender": "female"}
+    (folder / "Condition.900.ndjson").write_text(
+        json.dumps(extra, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (folder / "Patient.900.ndjson").write_text(json.dumps(patient) + "\n", encoding="utf-8")
+    kb = load()
+    source = fhir_bulk.discover(folder)
+    engine = engine_mod.DuckDBEngine()
+    con = engine._connect(RunContext(kb=kb, issues=IssueLog(strict=False), work_dir=tmp_path, threads=1))
+    flat = views_for_kb(kb)
+    keys = {t: k for t, k in flat.keys.items() if k is not None}
+    con.execute(
+        engine.stage_sql(
+            [str(f.path) for f in source.read],
+            fhir_bulk.code_keyword_patterns(kb, "(?i)"),
+            fhir_bulk.plain_code_pattern(),
+            project=engine.projection_sql(keys, "doc"),
+        )
+    )
+    table = con.sql(engine.sorted_rows_sql()).to_arrow_table()
+    engine.close()
+    assert any("é" in text for text in table.column("line").to_pylist())
+    return table, rows_mod.Job(as_of=AS_OF, strict=False, details=True, kb_sha256=kb.sha256)
+
+
+def test_a_packed_unit_reads_as_its_arrow_rows(shared_bundles_rows):
+    """A packed unit gives the results the same rows give as Arrow IPC (non-ASCII texts included)."""
+    unit_table, job = shared_bundles_rows
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, unit_table.schema) as writer:
+        writer.write_table(unit_table)
+    from_arrow = rows_mod.screen_arrow_chunk(bytes(sink.getvalue()), job, projected=True)
+    from_packed = rows_mod.screen_packed_chunk(engine_mod._pack(unit_table), job, projected=True)
+    assert [(r.row, r.detail, r.issues) for r in from_arrow] == [
+        (r.row, r.detail, r.issues) for r in from_packed
+    ]
+    assert len(from_arrow) > 1
 
 
 def _export(folder: Path, stray_in: str | None) -> Path:
@@ -123,12 +185,28 @@ def test_strict_stops_at_a_line_of_another_type(tmp_path):
 
 
 def test_a_worker_imports_neither_duckdb_nor_the_pipeline():
-    """What a worker imports to assess a unit leaves out DuckDB, the pipeline and the report."""
+    """What a worker imports to assess a unit leaves out DuckDB, pyarrow, the pipeline and the report."""
     code = (
         "import sys, magstat.batch.rows, magstat.adapters.fhir\n"
-        "print(sorted(m for m in ('duckdb', 'magstat.batch.pipeline', 'magstat.batch.report') if m in sys.modules))"
+        "print(sorted(m for m in ('duckdb', 'pyarrow', 'magstat.batch.pipeline', 'magstat.batch.report') "
+        "if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "[]" == done.stdout.strip()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc (Linux)")
+def test_the_fork_server_preload_starts_no_thread():
+    """The module the fork server imports before forking workers loads the views and starts no thread."""
+    code = (
+        "import os, sys, magstat.batch.preload\n"
+        "from magstat.adapters.fhir import flatten\n"
+        "print(len(os.listdir('/proc/self/task')), len(flatten._CACHE),"
+        " sorted(m for m in ('duckdb', 'pyarrow', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "1 1 []" == done.stdout.strip()

@@ -38,6 +38,7 @@ __all__ = [
     "loads",
     "row_from_assessment",
     "screen_arrow_chunk",
+    "screen_packed_chunk",
     "screen_record_chunk",
     "screen_rows_chunk",
 ]
@@ -302,6 +303,40 @@ def screen_arrow_chunk(data: bytes, job: Job, *, projected: bool) -> list[Patien
 
     table = pa.ipc.open_stream(data).read_all()
     return screen_rows_chunk(list(_groups(table.to_batches())), job, projected=projected)
+
+
+PackedUnit = tuple[list[str], list[str], bytes, bytes]
+"""A unit of sorted rows as a worker takes it without pyarrow: (patient ids, resource types,
+the row texts' end offsets as 64-bit machine integers, the row texts' UTF-8 bytes end to end)."""
+
+
+def screen_packed_chunk(unit: PackedUnit, job: Job, *, projected: bool) -> list[PatientResult]:
+    """Assess a :data:`PackedUnit` of rows (patient id, resource type, row text): whole patients, sorted.
+
+    The same as :func:`screen_arrow_chunk` on the same rows; a worker reads it with the
+    standard library alone (importing pyarrow would cost each worker more than its reading).
+    Runs in a worker or in the driver.
+    """
+    pids, rtypes, ends, data = unit
+    stops = memoryview(ends).cast("q")
+    if not (len(pids) == len(rtypes) == len(stops)) or (stops and stops[-1] != len(data)):
+        raise ValueError("a unit's columns differ in length")
+    groups: list[FhirGroup] = []
+    current: str | None = None
+    types: list[str] = []
+    texts: list[bytes] = []
+    start = 0
+    for pid, rtype, stop in zip(pids, rtypes, stops, strict=True):
+        if pid != current:
+            if current is not None:
+                groups.append((current, types, texts))
+            current, types, texts = pid, [], []
+        types.append(rtype)
+        texts.append(data[start:stop])
+        start = stop
+    if current is not None:
+        groups.append((current, types, texts))
+    return screen_rows_chunk(groups, job, projected=projected)
 
 
 def _groups(batches: Iterable[Any]) -> Iterator[FhirGroup]:

@@ -10,7 +10,7 @@ parsed: as a compact JSON array of the elements its view reads (``FlatViews.keys
 of another resource type, so that only those are read again to report them by line. A second
 query joins referenced Medications and sorts the rows by patient (then input order); the
 driver cuts the sorted Arrow batches into units of whole patients, and worker processes turn
-each unit into rows and read them (:func:`magstat.batch.rows.screen_arrow_chunk`): the view's
+each unit into rows and read them (:func:`magstat.batch.rows.screen_packed_chunk`): the view's
 compiled columns and the same ``facts_from_rows`` as ``magstat assess`` on a Bundle of those
 resources. DuckDB sorts larger-than-memory data on disk, so memory stays bounded by
 ``memory_limit`` and the unit size, not by the input.
@@ -20,6 +20,7 @@ resources. DuckDB sorts larger-than-memory data on disk, so memory stays bounded
 
 from __future__ import annotations
 
+import array
 import functools
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,7 +43,7 @@ from magstat.batch.readers.fhir_bulk import (
     code_keyword_patterns,
     plain_code_pattern,
 )
-from magstat.batch.rows import Job, PatientResult, screen_arrow_chunk, screen_record_chunk
+from magstat.batch.rows import Job, PackedUnit, PatientResult, screen_packed_chunk, screen_record_chunk
 from magstat.errors import InvalidInputError
 from magstat.kb import KnowledgeBase
 
@@ -355,7 +356,7 @@ ORDER BY pid, ord, tie
         ).fetchall()
         fetch = self.sorted_rows_sql() if projected else self.fetch_sql(ctx.kb)
         reader = con.sql(fetch).to_arrow_reader(batch_size=8192)
-        work = functools.partial(screen_arrow_chunk, job=job, projected=projected)
+        work = functools.partial(screen_packed_chunk, job=job, projected=projected)
         done = 0
         for results in pool.map(work, _arrow_chunks(reader)):
             done += len(results)
@@ -424,11 +425,11 @@ ORDER BY pid, ord, tie
             yield results
 
 
-def _arrow_chunks(reader: Any) -> Iterator[bytes]:
-    """Cut the sorted (pid, rt, row) batches into units of whole patients, as Arrow IPC bytes.
+def _arrow_chunks(reader: Any) -> Iterator[PackedUnit]:
+    """Cut the sorted (pid, rt, row) batches into units of whole patients (:func:`_pack`).
 
-    The driver only cuts and copies (no Python object per row); the workers turn the rows
-    into Python and group them (:func:`magstat.batch.rows.screen_arrow_chunk`). A unit holds about
+    The driver only cuts and copies the row texts; the workers group the rows and read them
+    (:func:`magstat.batch.rows.screen_packed_chunk`). A unit holds about
     ``CHUNK_ROWS`` rows or ``CHUNK_BYTES`` bytes, more when one patient has more.
     """
     held: list[pa.RecordBatch] = []
@@ -447,19 +448,33 @@ def _arrow_chunks(reader: Any) -> Iterator[bytes]:
         cut = pc.index(pids, pids[-1]).as_py()
         if cut <= 0:
             continue  # one patient so far: read on
-        yield _ipc(table.slice(0, cut))
+        yield _pack(table.slice(0, cut))
         rest = table.slice(cut)
         held, rows, size = rest.to_batches(), rest.num_rows, rest.nbytes
     if held:
-        yield _ipc(pa.Table.from_batches(held))
+        yield _pack(pa.Table.from_batches(held))
 
 
-def _ipc(table: pa.Table) -> bytes:
-    """The table as Arrow IPC bytes: only its own rows (a pickled slice would carry its whole buffers)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue())
+def _pack(table: pa.Table) -> PackedUnit:
+    """The rows of a unit as :func:`magstat.batch.rows.screen_packed_chunk` takes them.
+
+    Only the unit's own bytes are copied (a pickled slice would carry its whole buffers); the
+    row texts stay one block of UTF-8 with their end offsets, so no Python object is made per
+    row here.
+    """
+    pids = table.column(0).to_pylist()
+    rtypes = table.column(1).to_pylist()
+    lines = table.column(2).combine_chunks()
+    if lines.null_count or table.column(0).null_count or table.column(1).null_count:
+        raise ValueError("a unit holds an empty patient id, type or row")  # the fetch query never makes one
+    if not pa.types.is_large_string(lines.type):
+        lines = lines.cast(pa.large_string())
+    _, offsets, data = lines.buffers()
+    bounds = memoryview(offsets).cast("q")[lines.offset : lines.offset + len(lines) + 1]
+    first, last = bounds[0], bounds[-1]
+    ends = array.array("q", [b - first for b in bounds[1:]])
+    block = memoryview(data)[first:last].tobytes() if data is not None else b""
+    return pids, rtypes, ends.tobytes(), block
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
