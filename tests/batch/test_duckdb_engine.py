@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -210,3 +211,40 @@ def test_the_fork_server_preload_starts_no_thread():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "1 1 []" == done.stdout.strip()
+
+
+def test_code_kinds_match_the_regular_expressions_on_every_line(monkeypatch):
+    """Kinds given once per distinct code (memo, its limit, long codes) equal the scan's SQL on each line; null stays null."""
+    kb = load()
+    keywords, plain = fhir_bulk.code_keyword_patterns(kb, "(?i)"), fhir_bulk.plain_code_pattern()
+    codes = [
+        '{"coding":[{"system":"http://loinc.org","code":"19123-9","display":"Magnesium"}]}',
+        '{"coding":[{"system":"http://loinc.org","code":"8302-2","display":"Body Height"}],"text":"Body Height"}',
+        '{"text":"MAGNÉSIUM sérique"}',
+        '{"coding":[{"system":"http://loinc.org","code":"8302-2","extension":[]}]}',
+        '{"coding":[{"code":7}]}',
+        '{"text":"x' + "y" * 5000 + '"}',
+        None,
+        '{"text":"creatinine"}',
+    ]
+    column = codes * 3 + [None, codes[1]]
+    con = duckdb.connect()
+    con.register("codes", pa.table({"c": pa.array(column, pa.string())}))
+    expected = [
+        k
+        for (k,) in con.execute(
+            f"SELECT {engine_mod.code_kind_sql('c', keywords, plain)} FROM codes"
+        ).fetchall()
+    ]
+    kinds = engine_mod.CodeKinds(keywords, plain)
+    monkeypatch.setattr(engine_mod.CodeKinds, "MEMO_LIMIT", 3)
+    first = kinds(pa.array(column, pa.string())).to_pylist()
+    again = kinds(pa.chunked_array([column[:5], column[5:]], pa.string())).to_pylist()
+    kinds.close()
+    expected = [
+        None if c is None else k for c, k in zip(column, expected, strict=True)
+    ]  # the scan tests null first
+    assert expected == first
+    assert expected == again
+    assert {engine_mod.USED, engine_mod.NOT_NEEDED} == {k for k in expected if k is not None}
+    assert len(kinds.memo) <= 3

@@ -2,7 +2,8 @@
 
 FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
 which validates every line) classifies each line in SQL and keeps the lines the adapter needs
-in a staging table, whose row order is the input order. Each kept line is stored as it is
+in a staging table, whose row order is the input order; the knowledge base's keyword test of
+an Observation's code runs once per distinct code (:class:`CodeKinds`). Each kept line is stored as it is
 parsed: as a compact JSON array of the elements its view reads (``FlatViews.keys``: ``id``,
 ``status``, ``code``, ``valueQuantity`` ...), or whole when a view is not a plain projection
 (a second query then flattens it with the view's own columns,
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import duckdb.func
+import duckdb.sqltypes
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -56,6 +59,9 @@ CHUNK_BYTES = 8 << 20
 MAX_LINE_BYTES = 16 << 20
 """Longest NDJSON line accepted (a resource with large attachments); longer lines are malformed."""
 
+CODE_KIND_FUNCTION = "magstat_code_kind"
+"""The name :class:`CodeKinds` is registered under on the engine's connection for its scan."""
+
 # Kinds of line, as the scan classifies them.
 USED, MALFORMED, NOT_RESOURCE, NOT_NEEDED, NO_PATIENT = 0, 1, 2, 3, 4
 
@@ -81,6 +87,66 @@ def _ref_id(ref: str, rtype: str) -> str:
         f"WHEN starts_with({ref}, 'urn:') THEN nullif(regexp_extract({ref}, '[^:]*$'), '') "
         f"ELSE nullif(regexp_extract({path}, '^(?:(?:.*/)?{rtype}/)?([^/]+)/*$', 1), '') END"
     )
+
+
+def code_kind_sql(code: str, keywords: list[str], plain: str) -> str:
+    """SQL: the kind of an Observation line from its ``code`` (compact JSON, not null).
+
+    ``USED`` when a keyword of the knowledge base matches (:func:`code_keyword_patterns`),
+    ``NOT_NEEDED`` when the code is a plain one that matches none (:func:`plain_code_pattern`),
+    and ``USED`` otherwise (the adapter judges the rest). Patterns go in as escaped literals,
+    because DuckDB compiles a constant pattern once.
+    """
+    kw = " OR ".join(f"regexp_matches({code}, '{k.replace(chr(39), chr(39) * 2)}')" for k in keywords)
+    plain_sql = plain.replace("'", "''")
+    return f"CASE WHEN {kw} THEN {USED} WHEN regexp_matches({code}, '{plain_sql}') THEN {NOT_NEEDED} ELSE {USED} END"
+
+
+class CodeKinds:
+    """:func:`code_kind_sql`, evaluated once per distinct code, as a DuckDB function over Arrow.
+
+    An export repeats few distinct Observation codes (a code per kind of test), so the scan
+    calls this on each vector of codes instead of running the knowledge base's regular
+    expressions on every line: the codes it has not met yet go through :func:`code_kind_sql`
+    in a private in-memory DuckDB connection (the same RE2 matching as the scan's own SQL,
+    so the kinds are the same), and the answers are remembered (at most ``MEMO_LIMIT``
+    codes, each shorter than ``MEMO_LONGEST`` characters).
+    """
+
+    MEMO_LIMIT = 100_000
+    MEMO_LONGEST = 4096
+
+    def __init__(self, keywords: list[str], plain: str) -> None:
+        array = "$1::VARCHAR[]"
+        self.sql = (
+            f"SELECT {code_kind_sql('c', keywords, plain)} FROM "  # noqa: S608 - patterns are escaped literals
+            f"(SELECT unnest({array}) AS c, generate_subscripts({array}, 1) AS i) ORDER BY i"
+        )
+        self.con = duckdb.connect()
+        self.lock = threading.Lock()
+        self.memo: dict[str, int] = {}
+
+    def __call__(self, codes: pa.Array | pa.ChunkedArray) -> pa.Array:
+        """The kind of each code (null for null), as DuckDB's Arrow function interface calls it."""
+        encoded = pc.dictionary_encode(codes)
+        if isinstance(encoded, pa.ChunkedArray):
+            encoded = encoded.combine_chunks()
+        distinct: list[str] = encoded.dictionary.to_pylist()
+        with self.lock:  # DuckDB calls from several threads; one connection answers one query at a time
+            unknown = [c for c in distinct if c not in self.memo]
+            found: dict[str, int] = {}
+            if unknown:
+                kinds = [k for (k,) in self.con.execute(self.sql, [unknown]).fetchall()]
+                found = dict(zip(unknown, kinds, strict=True))
+            answers = [found[c] if c in found else self.memo[c] for c in distinct]
+            if len(self.memo) + len(found) > self.MEMO_LIMIT:
+                self.memo.clear()
+            self.memo.update((c, k) for c, k in found.items() if len(c) < self.MEMO_LONGEST)
+        return pc.take(pa.array(answers, pa.int32()), encoded.indices)
+
+    def close(self) -> None:
+        """Close the private connection."""
+        self.con.close()
 
 
 class DuckDBEngine:
@@ -145,17 +211,29 @@ class DuckDBEngine:
 
     # -- FHIR Bulk Data -----------------------------------------------------------------------
 
-    def stage_sql(self, files: list[str], keywords: list[str], plain: str, project: str | None = None) -> str:
+    def stage_sql(
+        self,
+        files: list[str],
+        keywords: list[str],
+        plain: str,
+        project: str | None = None,
+        classify: str | None = None,
+    ) -> str:
         """The scan that classifies every line and keeps what the adapter needs.
 
         ``project`` is an expression of ``rt`` and ``doc`` (:meth:`projection_sql`) that a kept
         line is stored as, made in the same pass that parses it; ``None`` stores the line.
+        ``classify`` names a function registered on the connection that gives an Observation's
+        kind from its ``code`` as :func:`code_kind_sql` does (:class:`CodeKinds`, which
+        evaluates it once per distinct code); ``None`` evaluates the regular expressions on
+        every line.
         """
         kept = project if project is not None else "doc"
         needed = _sql_list(NEEDED_TYPES)
         linked = _sql_list(PATIENT_LINKED)
-        kw = " OR ".join(f"regexp_matches(code, '{k.replace(chr(39), chr(39) * 2)}')" for k in keywords)
-        plain_sql = plain.replace("'", "''")
+        if classify is not None and not classify.isidentifier():
+            raise ValueError(f"not a function name: {classify}")
+        kind = code_kind_sql("code", keywords, plain) if classify is None else f"{classify}(code)"
         # Built as text: file lists and regular expressions go in as escaped literals, because
         # DuckDB compiles a constant pattern once; nothing here comes from a user but paths.
         return f"""
@@ -185,9 +263,7 @@ FROM (
           WHEN f[1] = 'Medication' AND (f[2] IS NULL OR f[2] = '') THEN {NOT_NEEDED}
           WHEN f[1] <> 'Observation' THEN {USED}
           WHEN code IS NULL OR code = 'null' THEN {NOT_NEEDED}
-          WHEN {kw} THEN {USED}
-          WHEN regexp_matches(code, '{plain_sql}') THEN {NOT_NEEDED}
-          ELSE {USED}
+          ELSE {kind}
         END AS kind0
       FROM (
         -- One parse per line: every field the scan needs, as JSON, then unquoted.
@@ -316,17 +392,31 @@ ORDER BY pid, ord, tie
         # Every view a plain projection (the shipped ones are): the scan stores each kept line
         # projected on the elements its view reads; otherwise whole, for the views' SQL.
         projected = len(keys) == len(flat.keys)
+        keywords, plain = code_keyword_patterns(ctx.kb, "(?i)"), plain_code_pattern()
+        kinds = CodeKinds(keywords, plain)
+        con.create_function(
+            CODE_KIND_FUNCTION,
+            kinds,
+            [duckdb.sqltypes.VARCHAR],
+            duckdb.sqltypes.INTEGER,
+            type=duckdb.func.ARROW,
+            side_effects=False,
+        )
         sql = self.stage_sql(
             [str(f.path) for f in read],
-            code_keyword_patterns(ctx.kb, "(?i)"),
-            plain_code_pattern(),
+            keywords,
+            plain,
             project=self.projection_sql(keys, "doc") if projected else None,
+            classify=CODE_KIND_FUNCTION,
         )
         try:
             self._run_with_progress(con, sql, "scan", ctx)
         except duckdb.IOException as exc:
             # A damaged file (a truncated gzip stream) stops the scan; DuckDB names the file.
             raise InvalidInputError("input", f"a file could not be read: {exc}") from None
+        finally:
+            con.remove_function(CODE_KIND_FUNCTION)
+            kinds.close()
         types = {str(f.path): f.rtype for f in read}
         for path, kind, rtype, count in con.execute(
             "SELECT file, kind, rt, count(*) FROM staged GROUP BY ALL"
