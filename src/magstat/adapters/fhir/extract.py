@@ -76,11 +76,11 @@ from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from magstat.adapters.fhir.flatten import READ_TYPES, FlatViews, ResourceRow, views_for_kb
+from magstat.core import factbuild
 from magstat.core.facts import (
     ConditionFact,
     Lab,
     Medication,
-    Origin,
     PatientFacts,
     Sex,
     SignFact,
@@ -1290,7 +1290,7 @@ class _Reader:
                 allowed=f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}",
             )
         ref_low, ref_high = self._reference_range(res, test_id, unit)
-        return Lab(
+        return factbuild.lab(
             test=test_id,
             value=canonical,
             unit=test.canonical_unit,
@@ -1300,7 +1300,7 @@ class _Reader:
             ref_low=ref_low,
             ref_high=ref_high,
             method=self._method(res, info, codes),
-            origin=Origin(item.origin, matched_by),
+            origin=factbuild.origin(item.origin, matched_by),
         )
 
     def _convert(self, test_id: str, value: float, unit: str, field: str) -> float:
@@ -1359,14 +1359,14 @@ class _Reader:
             present = True  # the finding itself was recorded
         if present is None:
             return []
-        origin = Origin(item.origin, sign.matched_by)
+        origin = factbuild.origin(item.origin, sign.matched_by)
         context, trigger = sign.context, sign.trigger
         if present is False and context == "current":
             context, trigger = "negated", "valueBoolean" if "valueBoolean" in res else "valueCodeableConcept"
         if context == "negated":
             present = False
         return [
-            _DatedSign(when, SignFact(sign_id, present, origin, context, trigger, when))
+            _DatedSign(when, factbuild.sign_fact(sign_id, present, origin, context, trigger, when))
             for sign_id in sign.ids
         ]
 
@@ -1409,14 +1409,14 @@ class _Reader:
         now: bool | None
         source = item.origin
         for condition_id in found.ids or (None,):
-            origin = Origin(source, found.matched_by)
+            origin = factbuild.origin(source, found.matched_by)
             if condition_id is not None and found.context != "current":
                 # "History of ...", "No ...", "Mother has ...": named, but not current.
                 context, trigger, now = found.context, found.trigger, False
             else:
                 context, trigger, now = status, "clinicalStatus" if status != "current" else None, current
             facts.append(
-                ConditionFact(
+                factbuild.condition_fact(
                     name,
                     condition_id,
                     now,
@@ -1436,8 +1436,10 @@ class _Reader:
             if context == "current" and current is not True:
                 # Resolved, inactive or of unknown status: not a current sign.
                 context, trigger = (status if status != "current" else "unknown_status"), "clinicalStatus"
-            origin = Origin(source, sign.matched_by)
-            facts.append(SignFact(sign.ids[0], context != "negated", origin, context, trigger, when))
+            origin = factbuild.origin(source, sign.matched_by)
+            facts.append(
+                factbuild.sign_fact(sign.ids[0], context != "negated", origin, context, trigger, when)
+            )
         return facts
 
     def _when(self, res: Mapping[str, Any], prefix: str, edge: str) -> date | None:
@@ -1559,13 +1561,13 @@ class _Reader:
                 if display:
                     reasons.append(display)
         return [
-            Medication(
+            factbuild.medication(
                 text=name or _code_words(codes) or "unnamed medication",
                 drugs=found.ids,
                 current=current,
                 start=start,
                 dose=dose,
-                origin=Origin(item.origin, found.matched_by),
+                origin=factbuild.origin(item.origin, found.matched_by),
                 route=route,
                 reason="; ".join(reasons) or None,
                 dose_mg_per_day=per_day,
