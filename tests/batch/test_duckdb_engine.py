@@ -28,12 +28,12 @@ from magstat.kb import load
 AS_OF = dt.date(2021, 6, 1)
 
 
-def _batches(pids: list[str], size: int) -> list[pa.RecordBatch]:
+def _batches(pids: list[str], size: int, text: pa.DataType | None = None) -> list[pa.RecordBatch]:
     rows = [(pid, "Observation", f"[{i}]") for i, pid in enumerate(pids)]
     return [
         pa.RecordBatch.from_pylist(
             [{"pid": p, "rt": r, "line": t} for p, r, t in rows[i : i + size]],
-            schema=pa.schema([("pid", pa.string()), ("rt", pa.string()), ("line", pa.string())]),
+            schema=pa.schema([("pid", pa.string()), ("rt", pa.string()), ("line", text or pa.string())]),
         )
         for i in range(0, len(rows), size)
     ]
@@ -61,11 +61,12 @@ def test_units_hold_whole_patients_in_order(monkeypatch):
     assert any(7 == unit[0].count("c") for unit in units)
 
 
-def test_a_unit_is_sent_with_its_own_rows_only(monkeypatch):
-    """A unit cut from a large batch carries its own rows' bytes, not the whole batch's buffers."""
+@pytest.mark.parametrize("text", [pa.string(), pa.large_string()], ids=["string", "large_string"])
+def test_a_unit_is_sent_with_its_own_rows_only(monkeypatch, text):
+    """A unit cut from a large batch carries its own rows' bytes, not the whole batch's buffers (either offset width)."""
     monkeypatch.setattr(engine_mod, "CHUNK_ROWS", 10)
     pids = [f"p{i:04d}" for i in range(1000)]
-    first, last = engine_mod._arrow_chunks(_batches(pids, 1000))
+    first, last = engine_mod._arrow_chunks(_batches(pids, 1000, text))
     assert ["p0999"] == last[0]
     assert ["[999]"] == _texts(last)
     assert 999 == len(first[0])

@@ -113,8 +113,8 @@ class CodeKinds:
     codes, each shorter than ``MEMO_LONGEST`` characters).
     """
 
-    MEMO_LIMIT = 100_000
-    MEMO_LONGEST = 4096
+    MEMO_LIMIT = 20_000
+    MEMO_LONGEST = 1024
 
     def __init__(self, keywords: list[str], plain: str) -> None:
         array = "$1::VARCHAR[]"
@@ -557,10 +557,14 @@ def _pack(table: pa.Table) -> PackedUnit:
     lines = table.column(2).combine_chunks()
     if lines.null_count or table.column(0).null_count or table.column(1).null_count:
         raise ValueError("a unit holds an empty patient id, type or row")  # the fetch query never makes one
-    if not pa.types.is_large_string(lines.type):
-        lines = lines.cast(pa.large_string())
     _, offsets, data = lines.buffers()
-    bounds = memoryview(offsets).cast("q")[lines.offset : lines.offset + len(lines) + 1]
+    if pa.types.is_large_string(lines.type):
+        starts = memoryview(offsets).cast("q")
+    elif pa.types.is_string(lines.type):
+        starts = memoryview(offsets).cast("i")
+    else:
+        raise ValueError(f"the rows must be text, not {lines.type}")  # the fetch query makes text
+    bounds = starts[lines.offset : lines.offset + len(lines) + 1]
     first, last = bounds[0], bounds[-1]
     ends = array.array("q", [b - first for b in bounds[1:]])
     block = memoryview(data)[first:last].tobytes() if data is not None else b""
