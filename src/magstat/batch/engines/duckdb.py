@@ -255,28 +255,33 @@ FROM (
       CASE WHEN kind0 = {USED} AND rt IN ('MedicationRequest', 'MedicationStatement')
            THEN {_ref_id("mref0", "Medication")} END AS mref
     FROM (
-      SELECT file, doc, f[1] AS rt, f[2] AS rid, f[3] AS sref, f[4] AS mref0,
-        CASE
-          WHEN doc IS NULL THEN {MALFORMED}
-          WHEN f[1] IS NULL OR f[1] = '' THEN {NOT_RESOURCE}
-          WHEN f[1] NOT IN ({needed}) THEN {NOT_NEEDED}
-          WHEN f[1] = 'Medication' AND (f[2] IS NULL OR f[2] = '') THEN {NOT_NEEDED}
-          WHEN f[1] <> 'Observation' THEN {USED}
-          WHEN code IS NULL OR code = 'null' THEN {NOT_NEEDED}
-          ELSE {kind}
-        END AS kind0
+      -- The other fields are unquoted only where they are used: the lines kept.
+      SELECT file, doc, rt, kind0,
+        CASE WHEN kind0 = {USED} THEN json_extract_string(g[2], '$') END AS rid,
+        CASE WHEN kind0 = {USED} THEN json_extract_string(g[3], '$') END AS sref,
+        CASE WHEN kind0 = {USED} THEN json_extract_string(g[4], '$') END AS mref0
       FROM (
-        -- One parse per line: every field the scan needs, as JSON, then unquoted.
-        SELECT file, doc,
-          [json_extract_string(g[1], '$'), json_extract_string(g[2], '$'),
-           json_extract_string(g[3], '$'), json_extract_string(g[4], '$')] AS f,
-          CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[5] AS VARCHAR) END AS code
+        SELECT file, doc, g, rt,
+          CASE
+            WHEN doc IS NULL THEN {MALFORMED}
+            WHEN rt IS NULL OR rt = '' THEN {NOT_RESOURCE}
+            WHEN rt NOT IN ({needed}) THEN {NOT_NEEDED}
+            WHEN rt = 'Medication' AND coalesce(json_extract_string(g[2], '$'), '') = '' THEN {NOT_NEEDED}
+            WHEN rt <> 'Observation' THEN {USED}
+            WHEN code IS NULL OR code = 'null' THEN {NOT_NEEDED}
+            ELSE {kind}
+          END AS kind0
         FROM (
-          SELECT filename AS file, json AS doc,
-            json_extract(json, ['$.resourceType', '$.id', '$.subject.reference',
-                                '$.medicationReference.reference', '$.code']) AS g
-          FROM read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true,
-                                   maximum_object_size = {MAX_LINE_BYTES})
+          -- One parse per line: every field the scan needs, as JSON; the type unquoted.
+          SELECT file, doc, g, json_extract_string(g[1], '$') AS rt,
+            CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[5] AS VARCHAR) END AS code
+          FROM (
+            SELECT filename AS file, json AS doc,
+              json_extract(json, ['$.resourceType', '$.id', '$.subject.reference',
+                                  '$.medicationReference.reference', '$.code']) AS g
+            FROM read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true,
+                                     maximum_object_size = {MAX_LINE_BYTES})
+          )
         )
       )
     )
