@@ -142,7 +142,12 @@ class CodeKinds:
             if len(self.memo) + len(found) > self.MEMO_LIMIT:
                 self.memo.clear()
             self.memo.update((c, k) for c, k in found.items() if len(c) < self.MEMO_LONGEST)
-        return pc.take(pa.array(answers, pa.int32()), encoded.indices)
+        # Built from a buffer: pyarrow's conversion of a Python list would first import pandas,
+        # holding the interpreter lock that DuckDB's scan threads wait on to call this.
+        kinds = pa.Array.from_buffers(
+            pa.int32(), len(answers), [None, pa.py_buffer(array.array("i", answers))]
+        )
+        return pc.take(kinds, encoded.indices)
 
     def close(self) -> None:
         """Close the private connection."""
