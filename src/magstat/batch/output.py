@@ -10,13 +10,16 @@ the clock, the machine or how the work was split, so a rerun gives the same byte
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import importlib
 import io
 import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -236,6 +239,29 @@ def write_issues(path: Path, issues: Sequence[Issue]) -> None:
             )
 
 
+_PANDAS_STARTED = threading.Event()
+
+
+def _import_pandas_meanwhile() -> None:
+    """Import pandas in a background thread, once per process, if it is installed.
+
+    pyarrow imports pandas (when installed) the first time it turns Python rows into a table,
+    which the writer does only when the screening is nearly over, alone on the critical path;
+    started when the writer is made, the import overlaps the engine's scan instead. Nothing
+    here depends on it: pyarrow imports it itself, or works without it.
+    """
+    if _PANDAS_STARTED.is_set():
+        return
+    _PANDAS_STARTED.set()
+
+    def run() -> None:
+        # Not installed or broken: pyarrow copes alone, as it would without this.
+        with contextlib.suppress(Exception):
+            importlib.import_module("pandas")
+
+    threading.Thread(target=run, name="magstat-import-pandas", daemon=True).start()
+
+
 class ResultWriter:
     """Streams rows to ``results.parquet`` (and ``results.csv``, ``assessments.ndjson.gz``)."""
 
@@ -259,6 +285,7 @@ class ResultWriter:
             self.details = gzip.GzipFile(filename="", mode="wb", fileobj=self._details_raw, mtime=0)  # type: ignore[assignment]
         self.buffer: list[dict[str, Any]] = []
         self.rows = 0
+        _import_pandas_meanwhile()
 
     def write(self, row: dict[str, Any], detail: str | None) -> None:
         """Add one row (in patient-id order)."""
