@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from datetime import date
+from itertools import compress, count, repeat
+from operator import is_
 from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
 from magstat.core.result import NO_EGFR, EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
-from magstat.core.validate import lab_error, lab_plausible
+from magstat.core.validate import all_plausible, lab_error, lab_plausible
 
-_NUMBER_TYPES = (float, int)
-_UNKNOWN_TEST = ("", math.inf, -math.inf)
-"""Limits for a test the knowledge base does not define: no value lies between them."""
 _BEFORE_ANY = date.min
 
 # Tests for which the higher of two conflicting same-day results is the safer reading (it
@@ -43,40 +41,17 @@ def _select_labs(w: _Work) -> None:
     labs = facts.labs
     if not labs:
         return
+    if not all_plausible(labs, w.p.lab_limits):
+        _check_in_order(w)  # raises for the first result that fails, in record order
     as_of = facts.as_of
-    limits = w.p.lab_limits
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
     tied: dict[str, list[Lab]] | None = None  # test -> its results on its latest date, last first
-    checked = False
     for lab in reversed(labs):
-        test = lab.test
-        # The check of check_facts (validate.lab_plausible, inlined: this loop runs over every
-        # result of a record). An unknown test gets limits that no value meets.
-        unit, low, high = limits.get(test, _UNKNOWN_TEST)
-        value = lab.value
-        ref_low = lab.ref_low
-        ref_high = lab.ref_high
-        if (
-            not (
-                lab.unit == unit
-                and type(value) in _NUMBER_TYPES
-                and low <= value <= high
-                and (
-                    (ref_high is None or low <= ref_high <= high)
-                    if ref_low is None
-                    else (low <= ref_low <= high)
-                    if ref_high is None
-                    else (low <= ref_low < ref_high <= high)
-                )
-            )
-            and not checked
-        ):
-            _check_in_order(w)
-            checked = True
         when = lab.when or as_of
         if when > as_of:
             continue
+        test = lab.test
         old_when = best_when.get(test, _BEFORE_ANY)
         if when > old_when:
             best_when[test] = when
@@ -164,12 +139,8 @@ def _position(labs: tuple[Lab, ...], group: list[Lab], k: int) -> int:
     """The index in the record of ``group[k]`` (the same object may stand there more than once)."""
     target = group[k]
     nth = sum(1 for lab in group[: k + 1] if lab is target)
-    for i, lab in enumerate(labs):
-        if lab is target:
-            nth -= 1
-            if nth == 0:
-                return i
-    raise AssertionError("a result of the group is in the record")
+    # The indexes where the object stands, found without a step per result in Python.
+    return list(compress(count(), map(is_, labs, repeat(target))))[nth - 1]
 
 
 def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None:
