@@ -11,7 +11,7 @@ import pytest
 
 from magstat.adapters.read import facts_from_data
 from magstat.core import assess
-from magstat.core.calculators import dri_for
+from magstat.core.calculators import ckd_epi_2021, ckd_epi_2021_from, dri_for
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment, Finding, InputUsed
@@ -64,6 +64,13 @@ def test_prepared_tables_match_the_knowledge_base(kb):
         assert [(e.text, e.effect, e.strength, e.sources) for e in domain.domain.evidence] == list(
             domain.evidence
         )
+        assert [
+            {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": None}
+            for e in domain.domain.evidence
+        ] == [form for form, _ in domain.evidence_forms]
+        assert [e.sources for e in domain.domain.evidence] == [
+            sources for _, sources in domain.evidence_forms
+        ]
     for i, row in enumerate(kb.interactions):
         assert f"{row.name}: {row.effect} {row.advice}" == p.interaction_texts[i]
         for key in (*row.drugs, *row.classes):
@@ -230,3 +237,29 @@ def test_dri_row_is_the_first_row_whose_age_and_sex_fit(kb, banded):
     finally:
         p.dri_bands.update(saved)  # type: ignore[attr-defined]
     assert {"none", "pregnancy", "lactation"} == set(p.dri_bands)
+
+
+def test_relevance_evidence_is_new_for_each_assessment(kb):
+    """Changing one assessment's relevance evidence (a dict or its sources) leaves the next assessment as it was."""
+    patient = next(
+        facts
+        for facts in (facts_from_data(data, kb, as_of=as_of) for _, _, data, as_of in demo_patients())
+        if assess(facts, kb).relevance
+    )
+    first = assess(patient, kb)
+    expected = assess(patient, kb).to_dict()
+    for relevance in first.relevance:
+        for row in relevance.evidence:
+            row["sources"].append("changed")
+            row["text"] = "changed"
+    assert expected == assess(patient, kb).to_dict()
+
+
+@pytest.mark.parametrize("creatinine", [0.4, 0.7, 0.9, 1.3, 4.0])
+@pytest.mark.parametrize("sex", ["female", "male"])
+def test_ckd_epi_from_the_prepared_parameters_is_the_same_number(kb, creatinine, sex):
+    """CKD-EPI 2021 from the prepared parameter values equals the one read through the knowledge base."""
+    for age in (18, 45.5, 90):
+        assert ckd_epi_2021(kb, creatinine, age, sex) == ckd_epi_2021_from(
+            prepared(kb).params, creatinine, age, sex
+        )

@@ -168,12 +168,9 @@ def _unrecognised(w: _Work) -> tuple[str, ...]:
     out: list[str] = []
     if w.unrecognised_medications:
         supplement_texts = {s.text for s in w.facts.supplements or ()}
-        out.extend(
-            [
-                f"medication: {t}"
-                for t in dict.fromkeys(w.unrecognised_medications)
-                if t not in supplement_texts
-            ]
-        )
-    out.extend([f"condition: {t}" for t in dict.fromkeys(w.unrecognised_conditions)])
+        texts = dict.fromkeys(w.unrecognised_medications)
+        if supplement_texts:
+            texts = {t: None for t in texts if t not in supplement_texts}
+        out.extend(map("medication: ".__add__, texts))
+    out.extend(map("condition: ".__add__, dict.fromkeys(w.unrecognised_conditions)))
     return tuple(out)

@@ -47,6 +47,9 @@ class PreparedDomain:
     """The domain's sources, then its evidence's, each once."""
     evidence: tuple[tuple[str, str, str, tuple[str, ...]], ...]
     """(text, effect, strength, sources) of each evidence row, in the knowledge base's order."""
+    evidence_forms: tuple[tuple[dict[str, Any], tuple[str, ...]], ...]
+    """Each evidence row as (its JSON form without its sources, its sources): an assessment
+    copies the form and adds a new list of the sources."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,10 @@ def prepared(kb: KnowledgeBase) -> Prepared:
                 frozenset(domain.sign_triggers),
                 sources,
                 tuple((e.text, e.effect, e.strength, e.sources) for e in domain.evidence),
+                tuple(
+                    ({"text": e.text, "effect": e.effect, "strength": e.strength, "sources": None}, e.sources)
+                    for e in domain.evidence
+                ),
             )
         )
     mds_sources = tuple(

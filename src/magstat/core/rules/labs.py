@@ -328,7 +328,7 @@ def _egfr(w: _Work) -> EgfrResult:
     )
     # Computed once: the agreement check below compares it with a reported value.
     computed = (
-        calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+        calc.ckd_epi_2021_from(w.p.params, creatinine.value, w.age, facts.sex)
         if computable and creatinine is not None and w.age is not None and facts.sex is not None
         else None
     )

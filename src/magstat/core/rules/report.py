@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status
 from magstat.core.rules.work import _fmt, _Work
 
@@ -26,15 +28,17 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
             why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
         if not why:
             continue
-        # New dicts for each assessment (a caller may change its copy); the values are shared.
-        evidence = tuple(
-            [
-                {"text": text, "effect": effect, "strength": strength, "sources": list(sources)}
-                for text, effect, strength, sources in prepared.evidence
-            ]
-        )
+        # New dicts and source lists for each assessment (a caller may change its copy); the
+        # texts are shared.
+        evidence = []
+        for form, sources in prepared.evidence_forms:
+            row = form.copy()
+            row["sources"] = [*sources]
+            evidence.append(row)
         out.append(
-            Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, prepared.sources)
+            Relevance(
+                domain.id, domain.name, "; ".join(dict.fromkeys(why)), tuple(evidence), prepared.sources
+            )
         )
     return tuple(out)
 
@@ -72,6 +76,8 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
         )
 
 
+_ID = attrgetter("id")
+
 _LABELS = {
     "excess": "Magnesium excess",
     "deficient": "Magnesium deficiency",
@@ -86,7 +92,7 @@ def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: M
     label = _LABELS[status]
     if severity:
         label += f" ({severity})"
-    if any(f.id == "serum_mg.therapeutic" for f in w.findings):
+    if "serum_mg.therapeutic" in map(_ID, w.findings):
         label = "Serum magnesium within the therapeutic range of magnesium therapy (not excess)"
     parts = []
     if serum.mmol_l is not None:
