@@ -76,6 +76,24 @@ def test_prepared_tables_match_the_knowledge_base(kb):
         for key in (*row.drugs, *row.classes):
             assert i in p.interactions_of[key]
     assert {i for rows in p.interactions_of.values() for i in rows} == set(range(len(kb.interactions)))
+    for c in kb.conditions.values():
+        if c.effect not in ("lowers", "raises"):
+            assert c.id not in p.condition_findings
+            continue
+        effect, text, weight, rule, sources, strength = p.condition_findings[c.id]
+        assert (c.effect, f"{c.name}: {c.what_is_known}", c.sources, c.evidence) == (
+            effect,
+            text,
+            sources,
+            strength,
+        )
+        assert (c.weight if c.effect == "lowers" else "excess_risk") == weight
+        assert (f"counts as a {c.weight} risk factor" if c.effect == "lowers" else "hypermagnesaemia") in rule
+    assert {d.id: d.name for d in kb.drugs.values()} == dict(p.drug_names)
+    assert set(p.scoring_classes) == set(p.class_rules)
+    for cls_id, rule in p.class_rules.items():
+        assert f"counts as a {kb.drug_classes[cls_id].weight} risk factor" in rule
+    assert {c.id for c in kb.drug_classes.values() if c.effect == "raises"} == p.raising_classes
 
 
 def test_an_undefined_parameter_is_a_knowledge_base_error(kb):

@@ -101,6 +101,16 @@ class Prepared:
     mds_texts: dict[tuple[int | None, ...], tuple[Any, ...]]
     """MDS component points -> (score, complete, band, possible range, the MDS finding's text,
     the unknown components or ``None``), filled as combinations are met (at most 108)."""
+    condition_findings: Mapping[str, tuple[str, str, str, str, tuple[str, ...], str]]
+    """Condition id -> (effect, text, weight, rule, sources, strength) of the finding a current
+    condition gives, for the conditions that lower or raise magnesium."""
+    drug_names: Mapping[str, str]
+    """Drug id -> its name."""
+    class_rules: Mapping[str, str]
+    """Class id -> the rule of the finding of a current drug of a class that lowers magnesium
+    and carries a weight (the classes of ``scoring_classes``)."""
+    raising_classes: frozenset[str]
+    """Classes that raise magnesium (shown when current)."""
     fixed_actions: dict[tuple[str, str, str], Action]
     """(statement id, fixed reason, priority) -> the action, for reasons that are constant
     texts of the rules (never patient text); filled as they are met."""
@@ -192,5 +202,26 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         interaction_texts=tuple(f"{row.name}: {row.effect} {row.advice}" for row in kb.interactions),
         finding_inputs={},
         mds_texts={},
+        condition_findings={
+            c.id: (
+                c.effect,
+                f"{c.name}: {c.what_is_known}",
+                c.weight if c.effect == "lowers" else "excess_risk",
+                f"a current condition that lowers magnesium counts as a {c.weight} risk factor"
+                if c.effect == "lowers"
+                else "a current condition that raises magnesium is a risk for hypermagnesaemia, not a deficit",
+                c.sources,
+                c.evidence,
+            )
+            for c in kb.conditions.values()
+            if c.effect in ("lowers", "raises")
+        },
+        drug_names={d.id: d.name for d in kb.drugs.values()},
+        class_rules={
+            c.id: f"a current drug of a class that lowers magnesium counts as a {c.weight} risk factor"
+            for c in kb.drug_classes.values()
+            if c.effect == "lowers" and c.weight is not None
+        },
+        raising_classes=frozenset(c.id for c in kb.drug_classes.values() if c.effect == "raises"),
         fixed_actions={},
     )

@@ -116,17 +116,19 @@ def _medications(w: _Work) -> None:
                 sources=kb.statement("sf.mg_therapy").sources,
             )
         )
-    scoring = w.p.scoring_classes
+    rules = w.p.class_rules
+    drug_names = w.p.drug_names
+    classes_of = w.p.drug_classes_of
     for cls_id, taken in w.current_classes.items():
-        if cls_id not in scoring:
+        rule = rules.get(cls_id)
+        if rule is None:
             continue
         klass = kb.drug_classes[cls_id]
         assert klass.weight is not None
         names = ", ".join(
-            dict.fromkeys(kb.drugs[d].name for m in taken for d in m.drugs if cls_id in kb.drugs[d].classes)
+            dict.fromkeys([drug_names[d] for m in taken for d in m.drugs if cls_id in classes_of[d]])
         )
         text = f"Current {_in_text(klass.name)} ({names}): {klass.mechanism}"
-        rule = f"a current drug of a class that lowers magnesium counts as a {klass.weight} risk factor"
         sources = list(klass.sources)
         if cls_id == "ppi":
             long_term = w.p.params["ppi.long_term_days"]
@@ -186,9 +188,10 @@ def _medications(w: _Work) -> None:
                 strength=klass.evidence,
             )
         )
+    raising = w.p.raising_classes
     for cls_id in sorted(w.current_classes):
-        klass = kb.drug_classes[cls_id]
-        if klass.effect == "raises":
+        if cls_id in raising:
+            klass = kb.drug_classes[cls_id]
             # Magnesium-containing products are a risk of excess; drugs that raise serum
             # magnesium as an effect (SGLT2 inhibitors) are shown for context.
             product = cls_id == "magnesium_product"
@@ -271,36 +274,25 @@ def _conditions(w: _Work) -> None:
     ):
         if flag and cond_id in kb.conditions:
             w.current_conditions.add(cond_id)
+    findings = w.p.condition_findings
     for cond_id in sorted(w.current_conditions):
-        entry = kb.conditions[cond_id]
-        if entry.effect not in _FINDING_EFFECTS:
+        made = findings.get(cond_id)
+        if made is None:
             continue  # no finding: its inputs are not built
+        effect, text, weight, rule, sources, strength = made
         entries = recorded.get(cond_id)
         used = tuple([_condition_input(c) for c in entries]) if entries else (new_input(cond_id, True),)
-        if entry.effect == "lowers":
-            (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
-            w.findings.append(
-                new_finding(
-                    id=f"condition.{cond_id}",
-                    category="risk_factor",
-                    text=f"{entry.name}: {entry.what_is_known}",
-                    weight=entry.weight,
-                    rule=f"a current condition that lowers magnesium counts as a {entry.weight} risk factor",
-                    inputs=used,
-                    sources=entry.sources,
-                    strength=entry.evidence,
-                )
+        if effect == "lowers":
+            (w.major if weight == "major" else w.minor).append(f"condition.{cond_id}")
+        w.findings.append(
+            new_finding(
+                id=f"condition.{cond_id}",
+                category="risk_factor",
+                text=text,
+                weight=weight,
+                rule=rule,
+                inputs=used,
+                sources=sources,
+                strength=strength,
             )
-        elif entry.effect == "raises":
-            w.findings.append(
-                new_finding(
-                    id=f"condition.{cond_id}",
-                    category="risk_factor",
-                    text=f"{entry.name}: {entry.what_is_known}",
-                    weight="excess_risk",
-                    rule="a current condition that raises magnesium is a risk for hypermagnesaemia, not a deficit",
-                    inputs=used,
-                    sources=entry.sources,
-                    strength=entry.evidence,
-                )
-            )
+        )
