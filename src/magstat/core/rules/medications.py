@@ -110,7 +110,7 @@ def _medications(w: _Work) -> None:
                 rule="a current magnesium product given intravenously or intramuscularly, or recorded for eclampsia, "
                 "tocolysis, torsades or asthma, is intended magnesium therapy",
                 inputs=tuple(
-                    new_input("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    new_input("medication", m.text, None, None, m.origin.resource, m.origin.matched_by)
                     for m in w.mg_therapy
                 ),
                 sources=kb.statement("sf.mg_therapy").sources,
@@ -151,13 +151,7 @@ def _medications(w: _Work) -> None:
                 weight=klass.weight,
                 rule=rule,
                 inputs=tuple(
-                    new_input(
-                        "medication",
-                        m.text,
-                        date=m.start,
-                        source=m.origin.resource,
-                        matched_by=m.origin.matched_by,
-                    )
+                    new_input("medication", m.text, None, m.start, m.origin.resource, m.origin.matched_by)
                     for m in taken
                 ),
                 sources=tuple(dict.fromkeys(sources)),
@@ -181,7 +175,7 @@ def _medications(w: _Work) -> None:
                 rule="a QT-prolonging drug does not lower magnesium; with a low or low-normal magnesium, low "
                 "potassium or calcium it calls for an ECG and a safety note",
                 inputs=tuple(
-                    new_input("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    new_input("medication", m.text, None, None, m.origin.resource, m.origin.matched_by)
                     for m in taken
                 ),
                 sources=klass.sources,
@@ -216,14 +210,18 @@ _FINDING_EFFECTS = ("lowers", "raises")
 
 
 def _condition_input(c: ConditionFact) -> InputUsed:
+    origin = c.origin
+    verification = c.verification
+    # Positional: name, value, unit, date, source, matched_by, context (a call by keyword is
+    # slower). A provisional or differential diagnosis counts, and says so.
     return new_input(
         "condition",
         c.text,
-        date=c.onset,
-        source=c.origin.resource,
-        matched_by=c.origin.matched_by,
-        # A provisional or differential diagnosis counts, and says so.
-        context=c.verification if c.verification in ("provisional", "differential", "unconfirmed") else None,
+        None,
+        c.onset,
+        origin.resource,
+        origin.matched_by,
+        verification if verification in ("provisional", "differential", "unconfirmed") else None,
     )
 
 
