@@ -222,7 +222,7 @@ def test_an_assessment_does_not_depend_on_what_was_assessed_before(kb):
     patients = [facts_from_data(data, kb, as_of=as_of) for _, _, data, as_of in demo_patients()]
     p = prepared(kb)
     for patient in patients:
-        for cache in (p.mds_texts, p.finding_inputs, p.fixed_actions):
+        for cache in (p.mds_texts, p.finding_inputs, p.fixed_actions, p.unknown_intake):
             cache.clear()
         first = assess(patient, kb).to_dict()
         for other in patients:

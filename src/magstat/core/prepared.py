@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from magstat.core.result import Action, InputUsed
+from magstat.core.result import Action, InputUsed, IntakeResult
 from magstat.errors import KnowledgeBaseError
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import DriRow, Interaction, KnowledgeBase, OutcomeDomain
@@ -114,6 +114,9 @@ class Prepared:
     fixed_actions: dict[tuple[str, str, str], Action]
     """(statement id, fixed reason, priority) -> the action, for reasons that are constant
     texts of the rules (never patient text); filled as they are met."""
+    unknown_intake: dict[str | None, IntakeResult]
+    """DRI row id (``None`` without a row) -> the intake result when the intake is unknown (it
+    depends only on the row); filled as rows are met."""
 
 
 @per_kb
@@ -224,4 +227,5 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         },
         raising_classes=frozenset(c.id for c in kb.drug_classes.values() if c.effect == "raises"),
         fixed_actions={},
+        unknown_intake={},
     )

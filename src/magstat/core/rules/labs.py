@@ -9,7 +9,7 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
-from magstat.core.result import NO_EGFR, EgfrResult, SerumMagnesium, new_finding, new_input
+from magstat.core.result import NO_EGFR, NO_SERUM_MG, EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 from magstat.core.validate import all_plausible, lab_error, lab_plausible
 
@@ -181,7 +181,7 @@ _SERUM_WEIGHTS = {
 def _serum(w: _Work) -> SerumMagnesium:
     kb = w.kb
     test = kb.tests["serum_mg"]
-    history = tuple(sorted(w.mg_history, key=lambda item: item[0] or w.facts.as_of))
+    history = tuple(sorted(w.mg_history, key=lambda item: item[0] or w.facts.as_of)) if w.mg_history else ()
     lab = w.latest.get("serum_mg")
     stale = w.stale.get("serum_mg")
     if lab is None:
@@ -213,7 +213,7 @@ def _serum(w: _Work) -> SerumMagnesium:
                 history=history,
             )
         w.missing.append("serum_mg")
-        return SerumMagnesium(mmol_l=None, history=history)
+        return SerumMagnesium(mmol_l=None, history=history) if history else NO_SERUM_MG
 
     low = lab.ref_low if lab.ref_low is not None else test.default_low
     high = lab.ref_high if lab.ref_high is not None else test.default_high
