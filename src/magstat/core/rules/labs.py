@@ -336,13 +336,14 @@ def _egfr(w: _Work) -> EgfrResult:
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
+        # Positional: value, equation, origin, date, inputs, sources.
         result = EgfrResult(
-            value=reported.value,
-            equation=equation,
-            origin="reported",
-            date=reported.when,
-            inputs=(_lab_input("eGFR", reported),),
-            sources=kb.tests["egfr"].sources,
+            reported.value,
+            equation,
+            "reported",
+            reported.when,
+            (_lab_input("eGFR", reported),),
+            kb.tests["egfr"].sources,
         )
         text = f"eGFR {_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({equation})."
         rule = "a reported eGFR is used when it is CKD-EPI 2021 or unlabelled, or when none can be computed"
