@@ -171,9 +171,10 @@ def _unrecognised(w: _Work) -> tuple[str, ...]:
     """
     out: list[str] = []
     if w.unrecognised_medications:
-        supplement_texts = {s.text for s in w.facts.supplements or ()}
         texts = dict.fromkeys(w.unrecognised_medications)
-        if supplement_texts:
+        supplements = w.facts.supplements
+        if supplements:
+            supplement_texts = {s.text for s in supplements}
             texts = {t: None for t in texts if t not in supplement_texts}
         out.extend(map("medication: ".__add__, texts))
     out.extend(map("condition: ".__add__, dict.fromkeys(w.unrecognised_conditions)))
