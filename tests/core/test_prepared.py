@@ -281,3 +281,18 @@ def test_ckd_epi_from_the_prepared_parameters_is_the_same_number(kb, creatinine,
         assert ckd_epi_2021(kb, creatinine, age, sex) == ckd_epi_2021_from(
             prepared(kb).params, creatinine, age, sex
         )
+
+
+def test_a_step_with_a_fixed_reason_is_the_step_made_afresh(kb):
+    """step_fixed gives the action step gives, shares it between assessments, and raises its priority as step does."""
+    from magstat.core.rules.work import _Work  # noqa: PLC0415 - the rules' private working state
+
+    p = prepared(kb)
+    plain, fixed, again = (_Work(PatientFacts(as_of=_AS_OF), kb, p) for _ in range(3))
+    for add in (plain.step, fixed.step_fixed, again.step_fixed):
+        add("ns.diet_assessment", "Dietary magnesium intake is unknown.", "routine")
+        add("ns.diet_assessment", "Dietary magnesium intake is unknown.", "high")
+        add("ns.measure_serum_mg", "No current serum magnesium result.", "high")
+    assert plain.next_steps == fixed.next_steps
+    assert fixed.next_steps["ns.measure_serum_mg"] is again.next_steps["ns.measure_serum_mg"]
+    assert "high" == fixed.next_steps["ns.diet_assessment"].priority

@@ -56,7 +56,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
             )
         )
     if unknown is not None:
-        w.limit("lim.mds_incomplete", unknown)
+        w.limit_fixed("lim.mds_incomplete", unknown)  # a text of the points alone (see _mds_points)
     return MdsResult(score, complete, band, components, possible, sources)
 
 
