@@ -90,6 +90,16 @@ def test_prepared_tables_match_the_knowledge_base(kb):
         assert (c.weight if c.effect == "lowers" else "excess_risk") == weight
         assert (f"counts as a {c.weight} risk factor" if c.effect == "lowers" else "hypermagnesaemia") in rule
     assert {d.id: d.name for d in kb.drugs.values()} == dict(p.drug_names)
+    for i, domain in enumerate(p.domains):
+        places = [*domain.condition_triggers, *domain.sign_triggers]
+        for place, (trigger, name) in enumerate(places):
+            table = p.condition_relevance if place < len(domain.condition_triggers) else p.sign_relevance
+            assert (i, place, name) in table[trigger]
+    assert sum(len(d.condition_triggers) for d in p.domains) == sum(map(len, p.condition_relevance.values()))
+    assert sum(len(d.sign_triggers) for d in p.domains) == sum(map(len, p.sign_relevance.values()))
+    assert [i for i, d in enumerate(p.domains) if d.domain.id == "cardiovascular"] == list(
+        p.cardiovascular_domains
+    )
     assert set(p.scoring_classes) == set(p.class_rules)
     for cls_id, rule in p.class_rules.items():
         assert f"counts as a {kb.drug_classes[cls_id].weight} risk factor" in rule

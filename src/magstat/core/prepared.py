@@ -83,6 +83,13 @@ class Prepared:
     each band's rows in the knowledge base's order (a state with overlapping bands is absent)."""
     domains_by_trigger: Mapping[str, tuple[int, ...]]
     """Condition or sign id -> the indexes in ``domains`` of the outcome domains it triggers."""
+    condition_relevance: Mapping[str, tuple[tuple[int, int, str], ...]]
+    """Condition id -> (index in ``domains``, place among the domain's triggers, display name)
+    for each place where a domain names it as a condition trigger (with a name)."""
+    sign_relevance: Mapping[str, tuple[tuple[int, int, str], ...]]
+    """Sign id -> the same for sign triggers, placed after the domain's condition triggers."""
+    cardiovascular_domains: tuple[int, ...]
+    """The indexes in ``domains`` of the domain ``cardiovascular`` (a high MDS makes it relevant)."""
     check_mg_interactions: tuple[Interaction, ...]
     """The interaction rows whose advice is a magnesium check, in the knowledge base's order."""
     statement_sources: Mapping[str, tuple[str, ...]]
@@ -175,6 +182,13 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         for trigger in (*d.condition_set, *d.sign_set):
             if i not in by_trigger.setdefault(trigger, []):
                 by_trigger[trigger].append(i)
+    condition_relevance: dict[str, list[tuple[int, int, str]]] = {}
+    sign_relevance: dict[str, list[tuple[int, int, str]]] = {}
+    for i, d in enumerate(domains):
+        for place, (c, name) in enumerate(d.condition_triggers):
+            condition_relevance.setdefault(c, []).append((i, place, name))
+        for place, (s, name) in enumerate(d.sign_triggers, start=len(d.condition_triggers)):
+            sign_relevance.setdefault(s, []).append((i, place, name))
     interactions_of: dict[str, list[int]] = {}
     for i, interaction in enumerate(kb.interactions):
         for key in (*interaction.drugs, *interaction.classes):
@@ -197,6 +211,9 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         dri_by_state={k: tuple(v) for k, v in dri_by_state.items()},
         dri_bands=dri_bands,
         domains_by_trigger={k: tuple(v) for k, v in by_trigger.items()},
+        condition_relevance={k: tuple(v) for k, v in condition_relevance.items()},
+        sign_relevance={k: tuple(v) for k, v in sign_relevance.items()},
+        cardiovascular_domains=tuple(i for i, d in enumerate(domains) if d.domain.id == "cardiovascular"),
         check_mg_interactions=tuple(row for row in kb.interactions if row.check_mg),
         statement_sources={k: s.sources for k, s in kb.statements.items()},
         mds_sources=mds_sources,
