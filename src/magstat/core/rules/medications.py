@@ -53,11 +53,9 @@ def _medication_pass(w: _Work) -> None:
         current = med.current
         if not drugs:
             # Not recognised (the common entry of a long record): listed unless known to be
-            # stopped; when current, only a magnesium name matters.
+            # stopped; when current, only a magnesium name matters (looked for below).
             if current is not False:
                 unrecognised.append(med.text)
-                if current and "magnesium" in med.text.lower() and _is_mg_therapy(w, med):
-                    w.mg_therapy.append(med)
             continue
         for drug_id in drugs:
             if drug_id not in classes_of:
@@ -83,6 +81,17 @@ def _medication_pass(w: _Work) -> None:
         # The common case (neither a magnesium product nor named magnesium) is decided here.
         if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(w, med):
             w.mg_therapy.append(med)
+    # An unrecognised current medication is magnesium therapy only if it names magnesium: one
+    # look over all their texts settles the common case (none does). Otherwise the therapies
+    # are gathered again in record order, recognised or not.
+    if unrecognised and "magnesium" in "\n".join(unrecognised).lower():
+        w.mg_therapy = [
+            med
+            for med in meds
+            if med.current
+            and (not mg_products.isdisjoint(med.drugs) or "magnesium" in med.text.lower())
+            and _is_mg_therapy(w, med)
+        ]
 
 
 def _medications(w: _Work) -> None:
