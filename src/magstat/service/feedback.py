@@ -100,18 +100,25 @@ class FeedbackRecord:
     tenant: str | None = None
 
 
-class FeedbackStore:
-    """Feedback rows in SQLite (``sqlite:///file.db``) or PostgreSQL (``postgresql://...``).
+class HeldConnection:
+    """One connection to the service's database, opened on first use and guarded by a lock.
+
+    The feedback store and the shared key/value store (:mod:`magstat.service.store`) both hold
+    their connection this way: the URL is read the same, the connection is opened by
+    :func:`open_connection`, and closing never waits long on a call stuck in the driver.
 
     Args:
-        url: the database URL.
+        url: ``sqlite:///file.db`` (``sqlite://`` alone or ``:memory:``: a private in-memory
+            database) or ``postgresql://...``.
         timeout_seconds: the longest wait for a connection, a statement or the lock.
 
     """
 
+    what = "database"
+    """The store's name in error messages."""
+
     def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
         self.timeout_seconds = timeout_seconds
-        self.ready = False
         scheme, _, rest = url.partition(":")
         self.kind = (
             "postgresql" if scheme.split("+", 1)[0].lower() in ("postgresql", "postgres") else "sqlite"
@@ -131,8 +138,53 @@ class FeedbackStore:
 
     def _connect(self) -> Any:
         if self._conn is None:
-            self._conn = open_connection(self.kind, self._dsn, self.timeout_seconds, "feedback database")
+            self._conn = open_connection(self.kind, self._dsn, self.timeout_seconds, self.what)
         return self._conn
+
+    def close(self) -> None:
+        """Close the connection (it is reopened if the store is used again).
+
+        A connection held by a call stuck in the driver is left alone (the lock is not had in
+        time), so that stopping the service never waits on the database.
+        """
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self.close_unlocked()
+            finally:
+                self._lock.release()
+
+    def close_unlocked(self) -> None:
+        """Close the connection; the caller holds the lock."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
+def connection_broken(exc: Exception) -> bool:
+    """Whether a PostgreSQL error means the connection is gone (worth one reconnect)."""
+    name = type(exc).__name__
+    return name in ("OperationalError", "InterfaceError") or getattr(exc, "sqlstate", "") in (
+        "57P01",
+        "08006",
+    )
+
+
+class FeedbackStore(HeldConnection):
+    """Feedback rows in SQLite (``sqlite:///file.db``) or PostgreSQL (``postgresql://...``).
+
+    Args:
+        url: the database URL.
+        timeout_seconds: the longest wait for a connection, a statement or the lock.
+
+    """
+
+    what = "feedback database"
+
+    def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
+        super().__init__(url, timeout_seconds)
+        self.ready = False
 
     def _run(self, statements: Sequence[tuple[str, Sequence[Any]]], fetch: bool = False) -> list[Any]:
         if not self._lock.acquire(timeout=self.timeout_seconds):
@@ -157,7 +209,7 @@ class FeedbackStore:
             except Exception as exc:
                 with contextlib.suppress(Exception):  # the connection may be gone already
                     conn.rollback()
-                if self.kind == "postgresql" and attempt == 1 and _broken(exc):
+                if self.kind == "postgresql" and attempt == 1 and connection_broken(exc):
                     self.close_unlocked()
                     continue
                 raise StorageError(f"{self.kind} feedback database error ({type(exc).__name__})") from None
@@ -263,35 +315,6 @@ class FeedbackStore:
         except StorageError:
             return False
         return True
-
-    def close(self) -> None:
-        """Close the connection (it is reopened if the store is used again).
-
-        A connection held by a call stuck in the driver is left alone (the lock is not had in
-        time), so that stopping the service never waits on the database.
-        """
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self.close_unlocked()
-            finally:
-                self._lock.release()
-
-    def close_unlocked(self) -> None:
-        """Close the connection; the caller holds the lock."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-
-def _broken(exc: Exception) -> bool:
-    """Whether a PostgreSQL error means the connection is gone (worth one reconnect)."""
-    name = type(exc).__name__
-    return name in ("OperationalError", "InterfaceError") or getattr(exc, "sqlstate", "") in (
-        "57P01",
-        "08006",
-    )
 
 
 class DatabaseRunner:

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from magstat.service.feedback import StorageError, open_connection, sqlite_busy
+from magstat.service.feedback import HeldConnection, StorageError, connection_broken, sqlite_busy
 
 __all__ = ["MAX_KEY_CHARS", "NAMESPACE_PATTERN", "SharedStore", "WalCheckpointer", "sqlite_path"]
 
@@ -86,7 +86,7 @@ _INDEXES = (
 )
 
 
-class SharedStore:
+class SharedStore(HeldConnection):
     """Items by namespace and key, each until it expires, in SQLite or PostgreSQL.
 
     Args:
@@ -101,6 +101,8 @@ class SharedStore:
 
     """
 
+    what = "shared store"
+
     def __init__(
         self,
         url: str,
@@ -109,30 +111,14 @@ class SharedStore:
         purge_every_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.timeout_seconds = timeout_seconds
+        super().__init__(url, timeout_seconds)
         self.purge_every = purge_every_seconds
         self.clock = clock
-        scheme, _, rest = url.partition(":")
-        self.kind = (
-            "postgresql" if scheme.split("+", 1)[0].lower() in ("postgresql", "postgres") else "sqlite"
-        )
-        if self.kind == "postgresql":
-            self._dsn = "postgresql:" + rest
-        else:
-            path = rest[3:] if rest.startswith("///") else rest.lstrip("/")
-            self._dsn = path or ":memory:"
-        self._mark = "%s" if self.kind == "postgresql" else "?"
-        self._conn: Any = None
-        self._lock = threading.Lock()
+        self._mark = self.mark
         self._ready = False
         self._next_purge = 0.0
 
     # -- connection ------------------------------------------------------------------------
-
-    def _connect(self) -> Any:
-        if self._conn is None:
-            self._conn = open_connection(self.kind, self._dsn, self.timeout_seconds, "shared store")
-        return self._conn
 
     def _transact(self, work: Callable[[Any], _T]) -> _T:
         """Run ``work(cursor)`` in one transaction, under the lock, creating the table first.
@@ -162,8 +148,8 @@ class SharedStore:
                 except Exception as exc:
                     with contextlib.suppress(Exception):  # the connection may be gone already
                         conn.rollback()
-                    if attempt < 3 and self.kind == "postgresql" and _broken(exc):
-                        self._close_unlocked()
+                    if attempt < 3 and self.kind == "postgresql" and connection_broken(exc):
+                        self.close_unlocked()
                         continue
                     if attempt < 3 and _retryable(exc):
                         continue
@@ -349,21 +335,6 @@ class SharedStore:
             return False
         return True
 
-    def close(self) -> None:
-        """Close the connection (reopened if the store is used again); never waits long on it."""
-        if self._lock.acquire(timeout=1.0):
-            try:
-                self._close_unlocked()
-            finally:
-                self._lock.release()
-
-    def _close_unlocked(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
     def _purge_if_due(self, now: float) -> None:
         """After a write: delete expired rows, at most once per ``purge_every`` (a failure waits for the next)."""
         if now < self._next_purge:
@@ -380,15 +351,6 @@ def _check(namespace: str, key: str, ttl_seconds: float) -> None:
         raise ValueError(f"key: allowed: 1 to {MAX_KEY_CHARS} characters without NUL")
     if not ttl_seconds > 0:
         raise ValueError(f"ttl_seconds {ttl_seconds!r}: allowed: a positive number of seconds")
-
-
-def _broken(exc: Exception) -> bool:
-    """Whether a PostgreSQL error means the connection is gone (worth one reconnect)."""
-    name = type(exc).__name__
-    return name in ("OperationalError", "InterfaceError") or getattr(exc, "sqlstate", "") in (
-        "57P01",
-        "08006",
-    )
 
 
 def _retryable(exc: Exception) -> bool:
