@@ -9,8 +9,9 @@ import pytest
 
 from magstat.core.facts import Lab, Origin, PatientFacts
 from magstat.core.prepared import prepared
-from magstat.core.rules.labs import _select_labs
+from magstat.core.rules.labs import _position, _select_labs
 from magstat.core.rules.work import _Work
+from magstat.core.validate import all_plausible, lab_plausible
 
 _AS_OF = dt.date(2024, 5, 1)
 _TESTS = ("serum_mg", "serum_creatinine", "potassium", "egfr")
@@ -85,3 +86,41 @@ def test_current_results_match_the_record_order_walk(kb, seed):
         (f.id, len(f.inputs)) for f in w.findings if f.id.startswith("conflict.")
     ]
     assert history == w.mg_history
+
+
+def _odd_record(kb, rng: random.Random) -> tuple[Lab, ...]:
+    """Results of known and unknown tests, with values, units and reference limits good and bad."""
+    labs = []
+    for _ in range(rng.randint(0, 8)):
+        test = rng.choice([*_TESTS, "no_such_test"])
+        spec = kb.tests.get(test) or kb.tests["serum_mg"]
+        low, high = spec.plausible_low, spec.plausible_high
+        value = rng.choice([low, high, (low + high) / 2, high + 1, low - 1, float("nan"), True, 1])
+        unit = rng.choice([spec.canonical_unit, spec.canonical_unit, "mg/dL", "mmol/L"])
+        ref_low = rng.choice([None, None, low, (low + high) / 3, high + 1])
+        ref_high = rng.choice([None, None, high, (low + high) / 2, low - 1])
+        labs.append(Lab(test, value, unit, ref_low=ref_low, ref_high=ref_high))
+    return tuple(labs)
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_whole_record_check_agrees_with_the_check_of_each_result(kb, seed):
+    """all_plausible is true exactly when every result passes lab_plausible."""
+    rng = random.Random(seed)
+    labs = _odd_record(kb, rng)
+    limits = prepared(kb).lab_limits
+    assert all(lab_plausible(lab, limits) for lab in labs) == all_plausible(labs, limits)
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_a_conflict_is_ordered_by_where_the_record_shows_it(seed):
+    """_position gives the index of the k-th element's occurrence in the record, as a plain scan does."""
+    rng = random.Random(seed)
+    pool = [Lab("serum_mg", 0.5 + i / 10, "mmol/L") for i in range(4)]
+    labs = tuple(rng.choice(pool) for _ in range(rng.randint(1, 12)))
+    target = rng.choice(labs)
+    group = [lab for lab in labs if lab is target or rng.random() < 0.3]
+    k = max(i for i, lab in enumerate(group) if lab is target)
+    nth = sum(1 for lab in group[: k + 1] if lab is target)
+    expected = [i for i, lab in enumerate(labs) if lab is target][nth - 1]
+    assert expected == _position(labs, group, k)

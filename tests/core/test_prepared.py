@@ -11,7 +11,7 @@ import pytest
 
 from magstat.adapters.read import facts_from_data
 from magstat.core import assess
-from magstat.core.calculators import dri_for
+from magstat.core.calculators import ckd_epi_2021, ckd_epi_2021_from, dri_for
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact
 from magstat.core.prepared import prepared
 from magstat.core.result import Action, Assessment, Finding, InputUsed
@@ -64,11 +64,46 @@ def test_prepared_tables_match_the_knowledge_base(kb):
         assert [(e.text, e.effect, e.strength, e.sources) for e in domain.domain.evidence] == list(
             domain.evidence
         )
+        assert [
+            {"text": e.text, "effect": e.effect, "strength": e.strength, "sources": None}
+            for e in domain.domain.evidence
+        ] == [form for form, _ in domain.evidence_forms]
+        assert [e.sources for e in domain.domain.evidence] == [
+            sources for _, sources in domain.evidence_forms
+        ]
     for i, row in enumerate(kb.interactions):
         assert f"{row.name}: {row.effect} {row.advice}" == p.interaction_texts[i]
         for key in (*row.drugs, *row.classes):
             assert i in p.interactions_of[key]
     assert {i for rows in p.interactions_of.values() for i in rows} == set(range(len(kb.interactions)))
+    for c in kb.conditions.values():
+        if c.effect not in ("lowers", "raises"):
+            assert c.id not in p.condition_findings
+            continue
+        effect, text, weight, rule, sources, strength = p.condition_findings[c.id]
+        assert (c.effect, f"{c.name}: {c.what_is_known}", c.sources, c.evidence) == (
+            effect,
+            text,
+            sources,
+            strength,
+        )
+        assert (c.weight if c.effect == "lowers" else "excess_risk") == weight
+        assert (f"counts as a {c.weight} risk factor" if c.effect == "lowers" else "hypermagnesaemia") in rule
+    assert {d.id: d.name for d in kb.drugs.values()} == dict(p.drug_names)
+    for i, domain in enumerate(p.domains):
+        places = [*domain.condition_triggers, *domain.sign_triggers]
+        for place, (trigger, name) in enumerate(places):
+            table = p.condition_relevance if place < len(domain.condition_triggers) else p.sign_relevance
+            assert (i, place, name) in table[trigger]
+    assert sum(len(d.condition_triggers) for d in p.domains) == sum(map(len, p.condition_relevance.values()))
+    assert sum(len(d.sign_triggers) for d in p.domains) == sum(map(len, p.sign_relevance.values()))
+    assert [i for i, d in enumerate(p.domains) if d.domain.id == "cardiovascular"] == list(
+        p.cardiovascular_domains
+    )
+    assert set(p.scoring_classes) == set(p.class_rules)
+    for cls_id, rule in p.class_rules.items():
+        assert f"counts as a {kb.drug_classes[cls_id].weight} risk factor" in rule
+    assert {c.id for c in kb.drug_classes.values() if c.effect == "raises"} == p.raising_classes
 
 
 def test_an_undefined_parameter_is_a_knowledge_base_error(kb):
@@ -197,7 +232,7 @@ def test_an_assessment_does_not_depend_on_what_was_assessed_before(kb):
     patients = [facts_from_data(data, kb, as_of=as_of) for _, _, data, as_of in demo_patients()]
     p = prepared(kb)
     for patient in patients:
-        for cache in (p.mds_texts, p.finding_inputs, p.fixed_actions):
+        for cache in (p.mds_texts, p.finding_inputs, p.fixed_actions, p.unknown_intake):
             cache.clear()
         first = assess(patient, kb).to_dict()
         for other in patients:
@@ -230,3 +265,44 @@ def test_dri_row_is_the_first_row_whose_age_and_sex_fit(kb, banded):
     finally:
         p.dri_bands.update(saved)  # type: ignore[attr-defined]
     assert {"none", "pregnancy", "lactation"} == set(p.dri_bands)
+
+
+def test_relevance_evidence_is_new_for_each_assessment(kb):
+    """Changing one assessment's relevance evidence (a dict or its sources) leaves the next assessment as it was."""
+    patient = next(
+        facts
+        for facts in (facts_from_data(data, kb, as_of=as_of) for _, _, data, as_of in demo_patients())
+        if assess(facts, kb).relevance
+    )
+    first = assess(patient, kb)
+    expected = assess(patient, kb).to_dict()
+    for relevance in first.relevance:
+        for row in relevance.evidence:
+            row["sources"].append("changed")
+            row["text"] = "changed"
+    assert expected == assess(patient, kb).to_dict()
+
+
+@pytest.mark.parametrize("creatinine", [0.4, 0.7, 0.9, 1.3, 4.0])
+@pytest.mark.parametrize("sex", ["female", "male"])
+def test_ckd_epi_from_the_prepared_parameters_is_the_same_number(kb, creatinine, sex):
+    """CKD-EPI 2021 from the prepared parameter values equals the one read through the knowledge base."""
+    for age in (18, 45.5, 90):
+        assert ckd_epi_2021(kb, creatinine, age, sex) == ckd_epi_2021_from(
+            prepared(kb).params, creatinine, age, sex
+        )
+
+
+def test_a_step_with_a_fixed_reason_is_the_step_made_afresh(kb):
+    """step_fixed gives the action step gives, shares it between assessments, and raises its priority as step does."""
+    from magstat.core.rules.work import _Work  # noqa: PLC0415 - the rules' private working state
+
+    p = prepared(kb)
+    plain, fixed, again = (_Work(PatientFacts(as_of=_AS_OF), kb, p) for _ in range(3))
+    for add in (plain.step, fixed.step_fixed, again.step_fixed):
+        add("ns.diet_assessment", "Dietary magnesium intake is unknown.", "routine")
+        add("ns.diet_assessment", "Dietary magnesium intake is unknown.", "high")
+        add("ns.measure_serum_mg", "No current serum magnesium result.", "high")
+    assert plain.next_steps == fixed.next_steps
+    assert fixed.next_steps["ns.measure_serum_mg"] is again.next_steps["ns.measure_serum_mg"]
+    assert "high" == fixed.next_steps["ns.diet_assessment"].priority

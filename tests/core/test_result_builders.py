@@ -72,3 +72,13 @@ def test_a_subclass_of_a_result_class_is_built_through_its_slots():
     assert Marked is type(built)
     assert InputUsed("age", 70.0, "years").to_dict() == built.to_dict()
     assert (70.0, "years") == (built.value, built.unit)
+
+
+def test_assess_fills_the_assessment_fields_in_their_order():
+    """assess builds the Assessment positionally: its field order is the one that call follows."""
+    assert [
+        "status", "severity", "summary", "as_of", "patient_id", "age_years", "sex", "mds", "egfr",
+        "serum_magnesium", "femg", "loading_test", "intake", "supplements", "findings", "next_steps",
+        "safety", "relevance", "limitations", "missing_inputs", "unrecognised", "excluded", "kb_version",
+        "kb_sha256", "sources", "deceased", "deceased_date", "severity_reason",
+    ] == [f.name for f in dataclasses.fields(result.Assessment)]  # fmt: skip

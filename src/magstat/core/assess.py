@@ -113,33 +113,37 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
         intake.sources,
         supplements.sources,
     )
+    # Positionally, in the order of Assessment's fields (a call with 26 keywords was a measurable
+    # share of the time; tests/core/test_golden_outputs.py shows every field).
     return Assessment(
-        status=status,
-        severity=severity,
-        summary=summary,
-        as_of=facts.as_of,
-        patient_id=facts.patient_id,
-        age_years=w.age,
-        sex=facts.sex,
-        mds=mds,
-        egfr=egfr,
-        serum_magnesium=serum,
-        femg=femg,
-        loading_test=loading,
-        intake=intake,
-        supplements=supplements,
-        findings=tuple(w.findings),
-        next_steps=_ordered(w.next_steps),
-        safety=_ordered(w.safety),
-        relevance=relevance,
-        limitations=tuple(w.limitations.values()),
-        missing_inputs=tuple(w.missing),
-        unrecognised=_unrecognised(w),
-        excluded=facts.excluded,
-        kb_version=kb.version,
-        kb_sha256=kb.sha256,
-        sources=tuple(sorted(cited)),
-        severity_reason=w.severity_reason,
+        status,
+        severity,
+        summary,
+        facts.as_of,
+        facts.patient_id,
+        w.age,  # age_years
+        facts.sex,
+        mds,
+        egfr,
+        serum,  # serum_magnesium
+        femg,
+        loading,  # loading_test
+        intake,
+        supplements,
+        tuple(w.findings),
+        _ordered(w.next_steps),
+        _ordered(w.safety),
+        relevance,
+        tuple(w.limitations.values()),
+        tuple(w.missing),  # missing_inputs
+        _unrecognised(w),
+        facts.excluded,
+        kb.version,
+        kb.sha256,
+        tuple(sorted(cited)),  # sources
+        False,  # deceased
+        None,  # deceased_date
+        w.severity_reason,
     )
 
 
@@ -167,13 +171,11 @@ def _unrecognised(w: _Work) -> tuple[str, ...]:
     """
     out: list[str] = []
     if w.unrecognised_medications:
-        supplement_texts = {s.text for s in w.facts.supplements or ()}
-        out.extend(
-            [
-                f"medication: {t}"
-                for t in dict.fromkeys(w.unrecognised_medications)
-                if t not in supplement_texts
-            ]
-        )
-    out.extend([f"condition: {t}" for t in dict.fromkeys(w.unrecognised_conditions)])
+        texts = dict.fromkeys(w.unrecognised_medications)
+        supplements = w.facts.supplements
+        if supplements:
+            supplement_texts = {s.text for s in supplements}
+            texts = {t: None for t in texts if t not in supplement_texts}
+        out.extend(map("medication: ".__add__, texts))
+    out.extend(map("condition: ".__add__, dict.fromkeys(w.unrecognised_conditions)))
     return tuple(out)

@@ -9,7 +9,7 @@ from the knowledge base (parameter ids in the docstrings), never from literals h
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from magstat.core.facts import FoodServing, Sex
 from magstat.core.prepared import prepared
@@ -18,6 +18,7 @@ from magstat.kb.schema import DriRow, KnowledgeBase
 
 __all__ = [
     "ckd_epi_2021",
+    "ckd_epi_2021_from",
     "dri_for",
     "elemental_mg",
     "femg_percent",
@@ -31,6 +32,22 @@ __all__ = [
 ]
 
 
+class _Parameters(Mapping[str, float]):
+    """A knowledge base's parameter values by id, read through ``kb.param`` (its errors too)."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self._kb = kb
+
+    def __getitem__(self, key: str) -> float:
+        return self._kb.param(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kb.parameters)
+
+    def __len__(self) -> int:
+        return len(self._kb.parameters)
+
+
 def ckd_epi_2021(kb: KnowledgeBase, creatinine_mg_dl: float, age_years: float, sex: Sex) -> float:
     """Estimated GFR (mL/min/1.73 m²) by the race-free CKD-EPI 2021 creatinine equation.
 
@@ -41,22 +58,29 @@ def ckd_epi_2021(kb: KnowledgeBase, creatinine_mg_dl: float, age_years: float, s
         InvalidInputError: creatinine is not positive.
 
     """
+    return ckd_epi_2021_from(_Parameters(kb), creatinine_mg_dl, age_years, sex)
+
+
+def ckd_epi_2021_from(
+    params: Mapping[str, float], creatinine_mg_dl: float, age_years: float, sex: Sex
+) -> float:
+    """:func:`ckd_epi_2021` with the knowledge base's parameter values given (``prepared(kb).params``)."""
     if creatinine_mg_dl <= 0:
         raise InvalidInputError(
             "serum_creatinine", "must be positive", value=creatinine_mg_dl, allowed="> 0 mg/dL"
         )
     female = sex == "female"
-    kappa = kb.param("ckd_epi.kappa_female" if female else "ckd_epi.kappa_male")
-    alpha = kb.param("ckd_epi.alpha_female" if female else "ckd_epi.alpha_male")
+    kappa = params["ckd_epi.kappa_female" if female else "ckd_epi.kappa_male"]
+    alpha = params["ckd_epi.alpha_female" if female else "ckd_epi.alpha_male"]
     ratio = creatinine_mg_dl / kappa
     egfr: float = (
-        kb.param("ckd_epi.constant")
+        params["ckd_epi.constant"]
         * min(ratio, 1.0) ** alpha
-        * max(ratio, 1.0) ** kb.param("ckd_epi.exponent_high")
-        * kb.param("ckd_epi.age_base") ** age_years
+        * max(ratio, 1.0) ** params["ckd_epi.exponent_high"]
+        * params["ckd_epi.age_base"] ** age_years
     )
     if female:
-        egfr *= kb.param("ckd_epi.female_factor")
+        egfr *= params["ckd_epi.female_factor"]
     return egfr
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from magstat.core.result import Action, InputUsed
+from magstat.core.result import Action, InputUsed, IntakeResult
 from magstat.errors import KnowledgeBaseError
 from magstat.kb.cache import per_kb
 from magstat.kb.schema import DriRow, Interaction, KnowledgeBase, OutcomeDomain
@@ -47,6 +47,9 @@ class PreparedDomain:
     """The domain's sources, then its evidence's, each once."""
     evidence: tuple[tuple[str, str, str, tuple[str, ...]], ...]
     """(text, effect, strength, sources) of each evidence row, in the knowledge base's order."""
+    evidence_forms: tuple[tuple[dict[str, Any], tuple[str, ...]], ...]
+    """Each evidence row as (its JSON form without its sources, its sources): an assessment
+    copies the form and adds a new list of the sources."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,13 @@ class Prepared:
     each band's rows in the knowledge base's order (a state with overlapping bands is absent)."""
     domains_by_trigger: Mapping[str, tuple[int, ...]]
     """Condition or sign id -> the indexes in ``domains`` of the outcome domains it triggers."""
+    condition_relevance: Mapping[str, tuple[tuple[int, int, str], ...]]
+    """Condition id -> (index in ``domains``, place among the domain's triggers, display name)
+    for each place where a domain names it as a condition trigger (with a name)."""
+    sign_relevance: Mapping[str, tuple[tuple[int, int, str], ...]]
+    """Sign id -> the same for sign triggers, placed after the domain's condition triggers."""
+    cardiovascular_domains: tuple[int, ...]
+    """The indexes in ``domains`` of the domain ``cardiovascular`` (a high MDS makes it relevant)."""
     check_mg_interactions: tuple[Interaction, ...]
     """The interaction rows whose advice is a magnesium check, in the knowledge base's order."""
     statement_sources: Mapping[str, tuple[str, ...]]
@@ -98,9 +108,22 @@ class Prepared:
     mds_texts: dict[tuple[int | None, ...], tuple[Any, ...]]
     """MDS component points -> (score, complete, band, possible range, the MDS finding's text,
     the unknown components or ``None``), filled as combinations are met (at most 108)."""
+    condition_findings: Mapping[str, tuple[str, str, str, str, tuple[str, ...], str]]
+    """Condition id -> (effect, text, weight, rule, sources, strength) of the finding a current
+    condition gives, for the conditions that lower or raise magnesium."""
+    drug_names: Mapping[str, str]
+    """Drug id -> its name."""
+    class_rules: Mapping[str, str]
+    """Class id -> the rule of the finding of a current drug of a class that lowers magnesium
+    and carries a weight (the classes of ``scoring_classes``)."""
+    raising_classes: frozenset[str]
+    """Classes that raise magnesium (shown when current)."""
     fixed_actions: dict[tuple[str, str, str], Action]
     """(statement id, fixed reason, priority) -> the action, for reasons that are constant
     texts of the rules (never patient text); filled as they are met."""
+    unknown_intake: dict[str | None, IntakeResult]
+    """DRI row id (``None`` without a row) -> the intake result when the intake is unknown (it
+    depends only on the row); filled as rows are met."""
 
 
 @per_kb
@@ -128,6 +151,10 @@ def prepared(kb: KnowledgeBase) -> Prepared:
                 frozenset(domain.sign_triggers),
                 sources,
                 tuple((e.text, e.effect, e.strength, e.sources) for e in domain.evidence),
+                tuple(
+                    ({"text": e.text, "effect": e.effect, "strength": e.strength, "sources": None}, e.sources)
+                    for e in domain.evidence
+                ),
             )
         )
     mds_sources = tuple(
@@ -155,6 +182,13 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         for trigger in (*d.condition_set, *d.sign_set):
             if i not in by_trigger.setdefault(trigger, []):
                 by_trigger[trigger].append(i)
+    condition_relevance: dict[str, list[tuple[int, int, str]]] = {}
+    sign_relevance: dict[str, list[tuple[int, int, str]]] = {}
+    for i, d in enumerate(domains):
+        for place, (c, name) in enumerate(d.condition_triggers):
+            condition_relevance.setdefault(c, []).append((i, place, name))
+        for place, (s, name) in enumerate(d.sign_triggers, start=len(d.condition_triggers)):
+            sign_relevance.setdefault(s, []).append((i, place, name))
     interactions_of: dict[str, list[int]] = {}
     for i, interaction in enumerate(kb.interactions):
         for key in (*interaction.drugs, *interaction.classes):
@@ -177,6 +211,9 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         dri_by_state={k: tuple(v) for k, v in dri_by_state.items()},
         dri_bands=dri_bands,
         domains_by_trigger={k: tuple(v) for k, v in by_trigger.items()},
+        condition_relevance={k: tuple(v) for k, v in condition_relevance.items()},
+        sign_relevance={k: tuple(v) for k, v in sign_relevance.items()},
+        cardiovascular_domains=tuple(i for i, d in enumerate(domains) if d.domain.id == "cardiovascular"),
         check_mg_interactions=tuple(row for row in kb.interactions if row.check_mg),
         statement_sources={k: s.sources for k, s in kb.statements.items()},
         mds_sources=mds_sources,
@@ -185,5 +222,27 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         interaction_texts=tuple(f"{row.name}: {row.effect} {row.advice}" for row in kb.interactions),
         finding_inputs={},
         mds_texts={},
+        condition_findings={
+            c.id: (
+                c.effect,
+                f"{c.name}: {c.what_is_known}",
+                c.weight if c.effect == "lowers" else "excess_risk",
+                f"a current condition that lowers magnesium counts as a {c.weight} risk factor"
+                if c.effect == "lowers"
+                else "a current condition that raises magnesium is a risk for hypermagnesaemia, not a deficit",
+                c.sources,
+                c.evidence,
+            )
+            for c in kb.conditions.values()
+            if c.effect in ("lowers", "raises")
+        },
+        drug_names={d.id: d.name for d in kb.drugs.values()},
+        class_rules={
+            c.id: f"a current drug of a class that lowers magnesium counts as a {c.weight} risk factor"
+            for c in kb.drug_classes.values()
+            if c.effect == "lowers" and c.weight is not None
+        },
+        raising_classes=frozenset(c.id for c in kb.drug_classes.values() if c.effect == "raises"),
         fixed_actions={},
+        unknown_intake={},
     )

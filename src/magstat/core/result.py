@@ -485,6 +485,8 @@ NO_LOADING = LoadingResult(None, None, None)
 """The loading test when none was done (frozen, shared)."""
 NO_SUPPLEMENTS = SupplementResult(None, None, None)
 """Supplements when not asked (frozen, shared)."""
+NO_SERUM_MG = SerumMagnesium(mmol_l=None)
+"""No serum magnesium result at all (frozen, shared)."""
 
 
 def _r(value: float | None, digits: int) -> float | None:

@@ -10,7 +10,7 @@ possibility, a birth date after the as-of date, an id the knowledge base does no
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from magstat.core.context import FACT_CONTEXTS
 from magstat.core.facts import Lab, PatientFacts
@@ -20,6 +20,7 @@ from magstat.kb.schema import KnowledgeBase
 
 __all__ = [
     "MAX_AGE_YEARS",
+    "all_plausible",
     "check_conditions",
     "check_entries",
     "check_facts",
@@ -34,8 +35,6 @@ MAX_AGE_YEARS = 130.0
 """Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
 
 _NUMBER_TYPES = (float, int)
-_UNKNOWN_TEST = ("", math.inf, -math.inf)
-"""Limits for a test the knowledge base does not define: no value lies between them."""
 
 _MAX_MG_PER_DAY = 10_000.0
 """Plausibility limit for diet and supplement amounts, mg/day (project choice, MAGSTAT)."""
@@ -66,25 +65,10 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase, p: Prepared | None = Non
     """
     check_person(facts)
     limits = (p or prepared(kb)).lab_limits
-    for lab in facts.labs:
-        # lab_plausible, inlined (a long record has hundreds of results).
-        unit, low, high = limits.get(lab.test, _UNKNOWN_TEST)
-        value = lab.value
-        ref_low = lab.ref_low
-        ref_high = lab.ref_high
-        if not (
-            lab.unit == unit
-            and type(value) in _NUMBER_TYPES
-            and low <= value <= high
-            and (
-                (ref_high is None or low <= ref_high <= high)
-                if ref_low is None
-                else (low <= ref_low <= high)
-                if ref_high is None
-                else (low <= ref_low < ref_high <= high)
-            )
-        ):
-            lab_error(facts, kb, lab)
+    if not all_plausible(facts.labs, limits):
+        for lab in facts.labs:
+            if not lab_plausible(lab, limits):
+                lab_error(facts, kb, lab)
     check_entries(facts, kb)
 
 
@@ -109,6 +93,34 @@ def check_person(facts: PatientFacts) -> None:
         _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
+
+
+def all_plausible(labs: Iterable[Lab], limits: Mapping[str, tuple[str, float, float]]) -> bool:
+    """Whether every result passes :func:`lab_plausible` (the fast test of a whole record).
+
+    A record has hundreds of results, nearly all without reference limits, so the limits are
+    looked at only when a result has one.
+    """
+    try:
+        for lab in labs:
+            unit, low, high = limits[lab.test]  # an unknown test: KeyError
+            value = lab.value
+            if not (lab.unit == unit and type(value) in _NUMBER_TYPES and low <= value <= high):
+                return False
+            if lab.ref_low is not None or lab.ref_high is not None:
+                ref_low = lab.ref_low
+                ref_high = lab.ref_high
+                if not (
+                    (low <= ref_high <= high)  # type: ignore[operator]
+                    if ref_low is None
+                    else (low <= ref_low <= high)
+                    if ref_high is None
+                    else (low <= ref_low < ref_high <= high)
+                ):
+                    return False
+    except KeyError:
+        return False
+    return True
 
 
 def lab_plausible(lab: Lab, limits: Mapping[str, tuple[str, float, float]]) -> bool:

@@ -27,17 +27,21 @@ def _intake(w: _Work) -> IntakeResult:
         row = w.dri_row = calc.dri_for(kb, w.age, facts.sex, facts.pregnant, facts.lactating)
     if amount is None:
         w.missing.append("diet")
-        return IntakeResult(
-            None,
-            None,
-            row.id if row else None,
-            row.ear_mg if row else None,
-            row.rda_mg if row else None,
-            bool(row and row.is_ai),
-            None,
-            None,
-            row.sources if row else (),
-        )
+        # It depends only on the row (frozen, shared): made once per row.
+        made = w.p.unknown_intake.get(row.id if row else None)
+        if made is None:
+            made = w.p.unknown_intake[row.id if row else None] = IntakeResult(
+                None,
+                None,
+                row.id if row else None,
+                row.ear_mg if row else None,
+                row.rda_mg if row else None,
+                bool(row and row.is_ai),
+                None,
+                None,
+                row.sources if row else (),
+            )
+        return made
     if row is None:
         return IntakeResult(amount, estimated_from, None, None, None, False, None, None, tuple(ffq_sources))
     below = None if row.ear_mg is None else amount < row.ear_mg

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from datetime import date
+from itertools import compress, count, repeat
+from operator import is_
 from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
-from magstat.core.result import NO_EGFR, EgfrResult, SerumMagnesium, new_finding, new_input
+from magstat.core.result import NO_EGFR, NO_SERUM_MG, EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
-from magstat.core.validate import lab_error, lab_plausible
+from magstat.core.validate import all_plausible, lab_error, lab_plausible
 
-_NUMBER_TYPES = (float, int)
-_UNKNOWN_TEST = ("", math.inf, -math.inf)
-"""Limits for a test the knowledge base does not define: no value lies between them."""
 _BEFORE_ANY = date.min
 
 # Tests for which the higher of two conflicting same-day results is the safer reading (it
@@ -43,40 +41,17 @@ def _select_labs(w: _Work) -> None:
     labs = facts.labs
     if not labs:
         return
+    if not all_plausible(labs, w.p.lab_limits):
+        _check_in_order(w)  # raises for the first result that fails, in record order
     as_of = facts.as_of
-    limits = w.p.lab_limits
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
     tied: dict[str, list[Lab]] | None = None  # test -> its results on its latest date, last first
-    checked = False
     for lab in reversed(labs):
-        test = lab.test
-        # The check of check_facts (validate.lab_plausible, inlined: this loop runs over every
-        # result of a record). An unknown test gets limits that no value meets.
-        unit, low, high = limits.get(test, _UNKNOWN_TEST)
-        value = lab.value
-        ref_low = lab.ref_low
-        ref_high = lab.ref_high
-        if (
-            not (
-                lab.unit == unit
-                and type(value) in _NUMBER_TYPES
-                and low <= value <= high
-                and (
-                    (ref_high is None or low <= ref_high <= high)
-                    if ref_low is None
-                    else (low <= ref_low <= high)
-                    if ref_high is None
-                    else (low <= ref_low < ref_high <= high)
-                )
-            )
-            and not checked
-        ):
-            _check_in_order(w)
-            checked = True
         when = lab.when or as_of
         if when > as_of:
             continue
+        test = lab.test
         old_when = best_when.get(test, _BEFORE_ANY)
         if when > old_when:
             best_when[test] = when
@@ -164,12 +139,8 @@ def _position(labs: tuple[Lab, ...], group: list[Lab], k: int) -> int:
     """The index in the record of ``group[k]`` (the same object may stand there more than once)."""
     target = group[k]
     nth = sum(1 for lab in group[: k + 1] if lab is target)
-    for i, lab in enumerate(labs):
-        if lab is target:
-            nth -= 1
-            if nth == 0:
-                return i
-    raise AssertionError("a result of the group is in the record")
+    # The indexes where the object stands, found without a step per result in Python.
+    return list(compress(count(), map(is_, labs, repeat(target))))[nth - 1]
 
 
 def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None:
@@ -210,7 +181,7 @@ _SERUM_WEIGHTS = {
 def _serum(w: _Work) -> SerumMagnesium:
     kb = w.kb
     test = kb.tests["serum_mg"]
-    history = tuple(sorted(w.mg_history, key=lambda item: item[0] or w.facts.as_of))
+    history = tuple(sorted(w.mg_history, key=lambda item: item[0] or w.facts.as_of)) if w.mg_history else ()
     lab = w.latest.get("serum_mg")
     stale = w.stale.get("serum_mg")
     if lab is None:
@@ -242,7 +213,7 @@ def _serum(w: _Work) -> SerumMagnesium:
                 history=history,
             )
         w.missing.append("serum_mg")
-        return SerumMagnesium(mmol_l=None, history=history)
+        return SerumMagnesium(mmol_l=None, history=history) if history else NO_SERUM_MG
 
     low = lab.ref_low if lab.ref_low is not None else test.default_low
     high = lab.ref_high if lab.ref_high is not None else test.default_high
@@ -357,7 +328,7 @@ def _egfr(w: _Work) -> EgfrResult:
     )
     # Computed once: the agreement check below compares it with a reported value.
     computed = (
-        calc.ckd_epi_2021(kb, creatinine.value, w.age, facts.sex)
+        calc.ckd_epi_2021_from(w.p.params, creatinine.value, w.age, facts.sex)
         if computable and creatinine is not None and w.age is not None and facts.sex is not None
         else None
     )
@@ -365,13 +336,14 @@ def _egfr(w: _Work) -> EgfrResult:
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
+        # Positional: value, equation, origin, date, inputs, sources.
         result = EgfrResult(
-            value=reported.value,
-            equation=equation,
-            origin="reported",
-            date=reported.when,
-            inputs=(_lab_input("eGFR", reported),),
-            sources=kb.tests["egfr"].sources,
+            reported.value,
+            equation,
+            "reported",
+            reported.when,
+            (_lab_input("eGFR", reported),),
+            kb.tests["egfr"].sources,
         )
         text = f"eGFR {_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({equation})."
         rule = "a reported eGFR is used when it is CKD-EPI 2021 or unlabelled, or when none can be computed"

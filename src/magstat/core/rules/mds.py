@@ -27,10 +27,10 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
         for component in ("diuretic", "ppi"):
             taken = taking[component]
             components[component] = 1 if taken else (None if component in unsure else 0)
-            inputs.extend(
-                new_input(component, m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
-                for m in taken
-            )
+            for m in taken:
+                inputs.append(
+                    new_input(component, m.text, None, None, m.origin.resource, m.origin.matched_by)
+                )
     components["kidney"] = None if egfr.value is None else calc.mds_kidney_points(kb, egfr.value)
     if egfr.value is not None:
         inputs.append(new_input("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
@@ -56,7 +56,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
             )
         )
     if unknown is not None:
-        w.limit("lim.mds_incomplete", unknown)
+        w.limit_fixed("lim.mds_incomplete", unknown)  # a text of the points alone (see _mds_points)
     return MdsResult(score, complete, band, components, possible, sources)
 
 

@@ -53,11 +53,9 @@ def _medication_pass(w: _Work) -> None:
         current = med.current
         if not drugs:
             # Not recognised (the common entry of a long record): listed unless known to be
-            # stopped; when current, only a magnesium name matters.
+            # stopped; when current, only a magnesium name matters (looked for below).
             if current is not False:
                 unrecognised.append(med.text)
-                if current and "magnesium" in med.text.lower() and _is_mg_therapy(w, med):
-                    w.mg_therapy.append(med)
             continue
         for drug_id in drugs:
             if drug_id not in classes_of:
@@ -83,6 +81,17 @@ def _medication_pass(w: _Work) -> None:
         # The common case (neither a magnesium product nor named magnesium) is decided here.
         if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(w, med):
             w.mg_therapy.append(med)
+    # An unrecognised current medication is magnesium therapy only if it names magnesium: one
+    # look over all their texts settles the common case (none does). Otherwise the therapies
+    # are gathered again in record order, recognised or not.
+    if unrecognised and "magnesium" in "\n".join(unrecognised).lower():
+        w.mg_therapy = [
+            med
+            for med in meds
+            if med.current
+            and (not mg_products.isdisjoint(med.drugs) or "magnesium" in med.text.lower())
+            and _is_mg_therapy(w, med)
+        ]
 
 
 def _medications(w: _Work) -> None:
@@ -110,23 +119,25 @@ def _medications(w: _Work) -> None:
                 rule="a current magnesium product given intravenously or intramuscularly, or recorded for eclampsia, "
                 "tocolysis, torsades or asthma, is intended magnesium therapy",
                 inputs=tuple(
-                    new_input("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    new_input("medication", m.text, None, None, m.origin.resource, m.origin.matched_by)
                     for m in w.mg_therapy
                 ),
                 sources=kb.statement("sf.mg_therapy").sources,
             )
         )
-    scoring = w.p.scoring_classes
+    rules = w.p.class_rules
+    drug_names = w.p.drug_names
+    classes_of = w.p.drug_classes_of
     for cls_id, taken in w.current_classes.items():
-        if cls_id not in scoring:
+        rule = rules.get(cls_id)
+        if rule is None:
             continue
         klass = kb.drug_classes[cls_id]
         assert klass.weight is not None
         names = ", ".join(
-            dict.fromkeys(kb.drugs[d].name for m in taken for d in m.drugs if cls_id in kb.drugs[d].classes)
+            dict.fromkeys([drug_names[d] for m in taken for d in m.drugs if cls_id in classes_of[d]])
         )
         text = f"Current {_in_text(klass.name)} ({names}): {klass.mechanism}"
-        rule = f"a current drug of a class that lowers magnesium counts as a {klass.weight} risk factor"
         sources = list(klass.sources)
         if cls_id == "ppi":
             long_term = w.p.params["ppi.long_term_days"]
@@ -149,13 +160,7 @@ def _medications(w: _Work) -> None:
                 weight=klass.weight,
                 rule=rule,
                 inputs=tuple(
-                    new_input(
-                        "medication",
-                        m.text,
-                        date=m.start,
-                        source=m.origin.resource,
-                        matched_by=m.origin.matched_by,
-                    )
+                    new_input("medication", m.text, None, m.start, m.origin.resource, m.origin.matched_by)
                     for m in taken
                 ),
                 sources=tuple(dict.fromkeys(sources)),
@@ -179,16 +184,17 @@ def _medications(w: _Work) -> None:
                 rule="a QT-prolonging drug does not lower magnesium; with a low or low-normal magnesium, low "
                 "potassium or calcium it calls for an ECG and a safety note",
                 inputs=tuple(
-                    new_input("medication", m.text, source=m.origin.resource, matched_by=m.origin.matched_by)
+                    new_input("medication", m.text, None, None, m.origin.resource, m.origin.matched_by)
                     for m in taken
                 ),
                 sources=klass.sources,
                 strength=klass.evidence,
             )
         )
+    raising = w.p.raising_classes
     for cls_id in sorted(w.current_classes):
-        klass = kb.drug_classes[cls_id]
-        if klass.effect == "raises":
+        if cls_id in raising:
+            klass = kb.drug_classes[cls_id]
             # Magnesium-containing products are a risk of excess; drugs that raise serum
             # magnesium as an effect (SGLT2 inhibitors) are shown for context.
             product = cls_id == "magnesium_product"
@@ -213,14 +219,18 @@ _FINDING_EFFECTS = ("lowers", "raises")
 
 
 def _condition_input(c: ConditionFact) -> InputUsed:
+    origin = c.origin
+    verification = c.verification
+    # Positional: name, value, unit, date, source, matched_by, context (a call by keyword is
+    # slower). A provisional or differential diagnosis counts, and says so.
     return new_input(
         "condition",
         c.text,
-        date=c.onset,
-        source=c.origin.resource,
-        matched_by=c.origin.matched_by,
-        # A provisional or differential diagnosis counts, and says so.
-        context=c.verification if c.verification in ("provisional", "differential", "unconfirmed") else None,
+        None,
+        c.onset,
+        origin.resource,
+        origin.matched_by,
+        verification if verification in ("provisional", "differential", "unconfirmed") else None,
     )
 
 
@@ -271,36 +281,25 @@ def _conditions(w: _Work) -> None:
     ):
         if flag and cond_id in kb.conditions:
             w.current_conditions.add(cond_id)
+    findings = w.p.condition_findings
     for cond_id in sorted(w.current_conditions):
-        entry = kb.conditions[cond_id]
-        if entry.effect not in _FINDING_EFFECTS:
+        made = findings.get(cond_id)
+        if made is None:
             continue  # no finding: its inputs are not built
+        effect, text, weight, rule, sources, strength = made
         entries = recorded.get(cond_id)
         used = tuple([_condition_input(c) for c in entries]) if entries else (new_input(cond_id, True),)
-        if entry.effect == "lowers":
-            (w.major if entry.weight == "major" else w.minor).append(f"condition.{cond_id}")
-            w.findings.append(
-                new_finding(
-                    id=f"condition.{cond_id}",
-                    category="risk_factor",
-                    text=f"{entry.name}: {entry.what_is_known}",
-                    weight=entry.weight,
-                    rule=f"a current condition that lowers magnesium counts as a {entry.weight} risk factor",
-                    inputs=used,
-                    sources=entry.sources,
-                    strength=entry.evidence,
-                )
+        if effect == "lowers":
+            (w.major if weight == "major" else w.minor).append(f"condition.{cond_id}")
+        w.findings.append(
+            new_finding(
+                id=f"condition.{cond_id}",
+                category="risk_factor",
+                text=text,
+                weight=weight,
+                rule=rule,
+                inputs=used,
+                sources=sources,
+                strength=strength,
             )
-        elif entry.effect == "raises":
-            w.findings.append(
-                new_finding(
-                    id=f"condition.{cond_id}",
-                    category="risk_factor",
-                    text=f"{entry.name}: {entry.what_is_known}",
-                    weight="excess_risk",
-                    rule="a current condition that raises magnesium is a risk for hypermagnesaemia, not a deficit",
-                    inputs=used,
-                    sources=entry.sources,
-                    strength=entry.evidence,
-                )
-            )
+        )

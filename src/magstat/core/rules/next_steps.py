@@ -52,7 +52,7 @@ def _next_steps(
             reason += f" Current {' and '.join(watched)}: low magnesium adds to their risk."
             if priority == "routine":
                 priority = "high"
-        w.step("ns.measure_serum_mg", reason, priority)
+        w.step_fixed("ns.measure_serum_mg", reason, priority)  # texts of the rules and KB names
     if band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
         w.step(
             "ns.femg_or_24h_urine",
@@ -111,7 +111,7 @@ def _next_steps(
             "high",
         )
     if "ppi" in w.current_classes:
-        w.step("ns.ppi_baseline", "A proton-pump inhibitor is current.", "routine" if band else "high")
+        w.step_fixed("ns.ppi_baseline", "A proton-pump inhibitor is current.", "routine" if band else "high")
     lowering = (
         [
             kb.drug_classes[c].name
@@ -130,7 +130,7 @@ def _next_steps(
         and not w.facts.food_frequency
         and status in ("deficient", "likely_deficient", "at_risk")
     ):
-        w.step("ns.diet_assessment", "Dietary magnesium intake is unknown.")
+        w.step_fixed("ns.diet_assessment", "Dietary magnesium intake is unknown.")
     if (
         (w.facts.supplements or "magnesium_product" in w.current_classes)
         and egfr.value is not None

@@ -20,9 +20,12 @@ from magstat.core.rules.work import _fmt, _lab_input, _Work
 
 
 def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
+    latest = w.latest
+    if "urine_mg_spot" not in latest or "urine_creatinine" not in latest:
+        return NO_FEMG  # the common case, decided by two look-ups
     kb = w.kb
     needed = ("urine_mg_spot", "urine_creatinine", "serum_mg", "serum_creatinine")
-    labs = [w.latest.get(t) for t in needed]
+    labs = [latest.get(t) for t in needed]
     if any(lab is None for lab in labs):
         return NO_FEMG
     u_mg, u_cr, s_mg, s_cr = labs

@@ -2,39 +2,55 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status
 from magstat.core.rules.work import _fmt, _Work
 
 
 def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
-    out = []
-    conditions = w.current_conditions
-    signs = w.present_signs
+    """The outcome domains that the patient's current conditions or signs (or a high MDS) make relevant.
+
+    Why: the names of the domain's condition triggers, then of its sign triggers, that the
+    patient has, in the domain's order. They are found from the patient's few conditions and
+    signs (each knows the domains and places it triggers), not by walking every domain's list.
+    """
+    p = w.p
+    found: dict[int, list[tuple[int, str]]] = {}
+    for table, present in (
+        (p.condition_relevance, w.current_conditions),
+        (p.sign_relevance, w.present_signs),
+    ):
+        for trigger in present:
+            for index, place, name in table.get(trigger, ()):
+                hits = found.get(index)
+                if hits is None:
+                    found[index] = [(place, name)]
+                else:
+                    hits.append((place, name))
     high_mds = mds.band == "high"
-    # Only the domains that one of the patient's conditions or signs triggers (or the MDS).
-    by_trigger = w.p.domains_by_trigger
-    candidates = {i for t in (*conditions, *signs) for i in by_trigger.get(t, ())}
     if high_mds:
-        candidates.update(i for i, d in enumerate(w.p.domains) if d.domain.id == "cardiovascular")
-    for index in sorted(candidates):
-        prepared = w.p.domains[index]
+        for index in p.cardiovascular_domains:
+            found.setdefault(index, [])
+    out = []
+    for index in sorted(found):
+        prepared = p.domains[index]
         domain = prepared.domain
-        cardiovascular = high_mds and domain.id == "cardiovascular"
-        why = [name for c, name in prepared.condition_triggers if c in conditions]
-        why += [name for s, name in prepared.sign_triggers if s in signs]
-        if cardiovascular:
+        hits = found[index]
+        why = [name for _, name in sorted(hits)] if len(hits) > 1 else [hits[0][1]] if hits else []
+        if high_mds and domain.id == "cardiovascular":
             why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
-        if not why:
-            continue
-        # New dicts for each assessment (a caller may change its copy); the values are shared.
-        evidence = tuple(
-            [
-                {"text": text, "effect": effect, "strength": strength, "sources": list(sources)}
-                for text, effect, strength, sources in prepared.evidence
-            ]
-        )
+        # New dicts and source lists for each assessment (a caller may change its copy); the
+        # texts are shared.
+        evidence = []
+        for form, sources in prepared.evidence_forms:
+            row = form.copy()
+            row["sources"] = [*sources]
+            evidence.append(row)
         out.append(
-            Relevance(domain.id, domain.name, "; ".join(dict.fromkeys(why)), evidence, prepared.sources)
+            Relevance(
+                domain.id, domain.name, "; ".join(dict.fromkeys(why)), tuple(evidence), prepared.sources
+            )
         )
     return tuple(out)
 
@@ -72,6 +88,8 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
         )
 
 
+_ID = attrgetter("id")
+
 _LABELS = {
     "excess": "Magnesium excess",
     "deficient": "Magnesium deficiency",
@@ -86,7 +104,7 @@ def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: M
     label = _LABELS[status]
     if severity:
         label += f" ({severity})"
-    if any(f.id == "serum_mg.therapeutic" for f in w.findings):
+    if "serum_mg.therapeutic" in map(_ID, w.findings):
         label = "Serum magnesium within the therapeutic range of magnesium therapy (not excess)"
     parts = []
     if serum.mmol_l is not None:

@@ -47,12 +47,14 @@ def _other_markers(w: _Work) -> None:
         if lab is None or sign_id not in kb.signs or sign_id in w.present_signs:
             continue
         low = lab.ref_low
-        sources = list(kb.tests[test_id].sources)
-        if low is None and param in kb.parameters:
-            low = kb.param(param)
-            sources.extend(kb.parameters[param].sources)
+        from_kb = low is None and param in kb.parameters
+        if from_kb:
+            low = w.p.params[param]
         if low is None or lab.value >= low:
-            continue
+            continue  # (the sources are gathered only for a finding)
+        sources = list(kb.tests[test_id].sources)
+        if from_kb:
+            sources.extend(kb.parameters[param].sources)
         sign = kb.signs[sign_id]
         _count_sign(
             w,
@@ -83,9 +85,10 @@ def _glycaemia(w: _Work) -> None:
     goal = w.p.params["hba1c.goal_below"]
     test = kb.tests["hba1c"]
     if lab.value < goal:
-        w.refuted_signs[sign_id] = (
-            f"contradicted by a recent HbA1c of {_fmt(lab.value, 1)}% (below the goal of {_fmt(goal, 1)}%)"
-        )
+        if w.facts.signs:  # read only for the signs of the record (_set_aside)
+            w.refuted_signs[sign_id] = (
+                f"contradicted by a recent HbA1c of {_fmt(lab.value, 1)}% (below the goal of {_fmt(goal, 1)}%)"
+            )
         return
     if sign_id in w.present_signs:
         return

@@ -39,14 +39,9 @@ def _in_text(name: str) -> str:
 
 
 def _lab_input(name: str, lab: Lab) -> InputUsed:
-    return new_input(
-        name=name,
-        value=round(lab.value, 4),
-        unit=lab.unit,
-        date=lab.when,
-        source=lab.origin.resource,
-        matched_by=lab.origin.matched_by,
-    )
+    origin = lab.origin
+    # Positional: name, value, unit, date, source, matched_by (a call by keyword is slower).
+    return new_input(name, round(lab.value, 4), lab.unit, lab.when, origin.resource, origin.matched_by)
 
 
 class _Work:
@@ -148,15 +143,34 @@ class _Work:
 
         The action is then made once per knowledge base and shared (it is frozen).
         """
-        table = self.limitations
+        self._act_fixed(self.limitations, statement_id, reason, "routine")
+
+    def step_fixed(
+        self, statement_id: str, reason: str, priority: Literal["urgent", "high", "routine"] = "routine"
+    ) -> None:
+        """Like :meth:`step` for a reason made only of texts of the rules and the knowledge base.
+
+        Never patient text: the action is then made once per knowledge base and shared (it is
+        frozen).
+        """
+        self._act_fixed(self.next_steps, statement_id, reason, priority)
+
+    def _act_fixed(
+        self,
+        table: dict[str, Action],
+        statement_id: str,
+        reason: str,
+        priority: Literal["urgent", "high", "routine"],
+    ) -> None:
         if statement_id in table:
+            self._act(table, statement_id, reason, priority)  # a priority raised, if higher
             return
-        key = (statement_id, reason, "routine")
+        key = (statement_id, reason, priority)
         made = self.p.fixed_actions.get(key)
         if made is None:
             statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
             made = self.p.fixed_actions[key] = new_action(
-                statement_id, statement.text, reason, statement.sources, "routine"
+                statement_id, statement.text, reason, statement.sources, priority
             )
         table[statement_id] = made
 
