@@ -168,10 +168,7 @@ class _Work:
         key = (statement_id, reason, priority)
         made = self.p.fixed_actions.get(key)
         if made is None:
-            statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
-            made = self.p.fixed_actions[key] = new_action(
-                statement_id, statement.text, reason, statement.sources, priority
-            )
+            made = self.p.fixed_actions[key] = self._new_action(statement_id, reason, priority)
         table[statement_id] = made
 
     def _act(
@@ -186,5 +183,11 @@ class _Work:
             if _RANK[priority] < _RANK[old.priority]:
                 table[statement_id] = new_action(old.id, old.text, old.reason, old.sources, priority)
             return
+        table[statement_id] = self._new_action(statement_id, reason, priority)
+
+    def _new_action(
+        self, statement_id: str, reason: str, priority: Literal["urgent", "high", "routine"]
+    ) -> Action:
+        """The action of a KB statement, with its text and sources, for ``reason``."""
         statement = self.kb.statements.get(statement_id) or self.kb.statement(statement_id)
-        table[statement_id] = new_action(statement_id, statement.text, reason, statement.sources, priority)
+        return new_action(statement_id, statement.text, reason, statement.sources, priority)
