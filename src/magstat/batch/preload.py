@@ -6,7 +6,7 @@ itself, so that a worker starts with the adapters imported, the knowledge base l
 views compiled, instead of doing all of that again. Nothing imported here starts a thread (a
 process with threads must not fork): not pyarrow, not DuckDB.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.5.0
 """
 
 from __future__ import annotations

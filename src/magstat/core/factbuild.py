@@ -10,7 +10,7 @@ They are made from :func:`dataclasses.fields` when this module is imported, so a
 a class is built too. A class the road does not fit (no slots, ``__post_init__``, a field left
 out of ``__init__`` or keyword-only) is built by its own constructor instead.
 
-.. versionadded:: 0.4.0
+.. versionadded:: 0.5.0
 """
 
 from __future__ import annotations
