@@ -24,6 +24,7 @@ __all__ = [
     "check_conditions",
     "check_entries",
     "check_facts",
+    "check_labs",
     "check_medications",
     "check_other_entries",
     "check_person",
@@ -64,11 +65,7 @@ def check_facts(facts: PatientFacts, kb: KnowledgeBase, p: Prepared | None = Non
 
     """
     check_person(facts)
-    limits = (p or prepared(kb)).lab_limits
-    if not all_plausible(facts.labs, limits):
-        for lab in facts.labs:
-            if not lab_plausible(lab, limits):
-                lab_error(facts, kb, lab)
+    check_labs(facts, kb, (p or prepared(kb)).lab_limits)
     check_entries(facts, kb)
 
 
@@ -93,6 +90,24 @@ def check_person(facts: PatientFacts) -> None:
         _number("age_years", facts.age_years, 0, MAX_AGE_YEARS, f"0 to {MAX_AGE_YEARS:.0f} years")
     if facts.sex not in (None, "female", "male"):
         raise InvalidInputError("sex", "unknown value", value=facts.sex, allowed="female, male or absent")
+
+
+def check_labs(
+    facts: PatientFacts, kb: KnowledgeBase, limits: Mapping[str, tuple[str, float, float]]
+) -> None:
+    """The results' part of :func:`check_facts`: the first implausible result is refused.
+
+    The whole record is tested in one fast pass; only when it fails are the results checked
+    one by one, in record order, so that the error names the first that fails.
+
+    Raises:
+        InvalidInputError: naming the result, its value and what is allowed.
+
+    """
+    if not all_plausible(facts.labs, limits):
+        for lab in facts.labs:
+            if not lab_plausible(lab, limits):
+                lab_error(facts, kb, lab)
 
 
 def all_plausible(labs: Iterable[Lab], limits: Mapping[str, tuple[str, float, float]]) -> bool:

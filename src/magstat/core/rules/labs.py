@@ -11,7 +11,7 @@ from magstat.core import calculators as calc
 from magstat.core.facts import Lab
 from magstat.core.result import NO_EGFR, NO_SERUM_MG, EgfrResult, SerumMagnesium, new_finding, new_input
 from magstat.core.rules.work import _fmt, _lab_input, _Work
-from magstat.core.validate import all_plausible, lab_error, lab_plausible
+from magstat.core.validate import check_labs
 
 _BEFORE_ANY = date.min
 
@@ -41,8 +41,7 @@ def _select_labs(w: _Work) -> None:
     labs = facts.labs
     if not labs:
         return
-    if not all_plausible(labs, w.p.lab_limits):
-        _check_in_order(w)  # raises for the first result that fails, in record order
+    check_labs(facts, w.kb, w.p.lab_limits)
     as_of = facts.as_of
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
@@ -85,15 +84,6 @@ def _select_labs(w: _Work) -> None:
             stale[test] = lab
         else:
             latest[test] = lab
-
-
-def _check_in_order(w: _Work) -> None:
-    """Check every result in record order; the first that fails is refused (as check_facts does)."""
-    facts = w.facts
-    limits = w.p.lab_limits
-    for lab in facts.labs:
-        if not lab_plausible(lab, limits):
-            lab_error(facts, w.kb, lab)
 
 
 def _same_date(w: _Work, ties: dict[str, list[Lab]], best: dict[str, Lab]) -> None:
