@@ -24,7 +24,7 @@ def _reference(p, conditions, signs, high_mds):
         if high_mds and domain.id == "cardiovascular":
             why.append("MDS in the high band (associated with cardiovascular mortality in cohorts)")
         if why:
-            out.append((domain.id, "; ".join(dict.fromkeys(why)), len(prepared_domain.evidence)))
+            out.append((domain.id, "; ".join(dict.fromkeys(why)), len(domain.evidence)))
     return out
 
 

@@ -7,7 +7,7 @@ The rules read these instead of rebuilding them for every patient; the answer is
 
 Pure: built from the knowledge base alone, no I/O, clock or environment.
 
-.. versionadded:: 0.8.0
+.. versionadded:: 0.3.0
 """
 
 from __future__ import annotations
@@ -41,12 +41,8 @@ class PreparedDomain:
     """(condition id, display name) of each condition trigger that the knowledge base defines."""
     sign_triggers: tuple[tuple[str, str], ...]
     """(sign id, display name) of each sign trigger that the knowledge base defines."""
-    condition_set: frozenset[str]
-    sign_set: frozenset[str]
     sources: tuple[str, ...]
     """The domain's sources, then its evidence's, each once."""
-    evidence: tuple[tuple[str, str, str, tuple[str, ...]], ...]
-    """(text, effect, strength, sources) of each evidence row, in the knowledge base's order."""
     evidence_forms: tuple[tuple[dict[str, Any], tuple[str, ...]], ...]
     """Each evidence row as (its JSON form without its sources, its sources): an assessment
     copies the form and adds a new list of the sources."""
@@ -71,8 +67,6 @@ class Prepared:
     """Drugs of the class ``magnesium_product``."""
     diuretic_classes: frozenset[str]
     """Classes that count for the MDS diuretic component."""
-    scoring_classes: frozenset[str]
-    """Classes that lower magnesium and carry a weight (a risk factor when current)."""
     condition_effect: Mapping[str, str | None]
     """Condition id -> its effect (``lowers``, ``raises`` or other)."""
     domains: tuple[PreparedDomain, ...]
@@ -81,8 +75,6 @@ class Prepared:
     dri_bands: Mapping[str, tuple[tuple[float, ...], tuple[float, ...], tuple[tuple[DriRow, ...], ...]]]
     """Per state whose age bands do not overlap: the bands' lower and upper ages, in order, and
     each band's rows in the knowledge base's order (a state with overlapping bands is absent)."""
-    domains_by_trigger: Mapping[str, tuple[int, ...]]
-    """Condition or sign id -> the indexes in ``domains`` of the outcome domains it triggers."""
     condition_relevance: Mapping[str, tuple[tuple[int, int, str], ...]]
     """Condition id -> (index in ``domains``, place among the domain's triggers, display name)
     for each place where a domain names it as a condition trigger (with a name)."""
@@ -115,7 +107,7 @@ class Prepared:
     """Drug id -> its name."""
     class_rules: Mapping[str, str]
     """Class id -> the rule of the finding of a current drug of a class that lowers magnesium
-    and carries a weight (the classes of ``scoring_classes``)."""
+    and carries a weight (a risk factor when current)."""
     raising_classes: frozenset[str]
     """Classes that raise magnesium (shown when current)."""
     fixed_actions: dict[tuple[str, str, str], Action]
@@ -147,10 +139,7 @@ def prepared(kb: KnowledgeBase) -> Prepared:
                 domain,
                 conditions,
                 signs,
-                frozenset(domain.condition_triggers),
-                frozenset(domain.sign_triggers),
                 sources,
-                tuple((e.text, e.effect, e.strength, e.sources) for e in domain.evidence),
                 tuple(
                     ({"text": e.text, "effect": e.effect, "strength": e.strength, "sources": None}, e.sources)
                     for e in domain.evidence
@@ -177,11 +166,6 @@ def prepared(kb: KnowledgeBase) -> Prepared:
                 tuple(high for _, high in edges),
                 tuple(tuple(bands[edge]) for edge in edges),
             )
-    by_trigger: dict[str, list[int]] = {}
-    for i, d in enumerate(domains):
-        for trigger in (*d.condition_set, *d.sign_set):
-            if i not in by_trigger.setdefault(trigger, []):
-                by_trigger[trigger].append(i)
     condition_relevance: dict[str, list[tuple[int, int, str]]] = {}
     sign_relevance: dict[str, list[tuple[int, int, str]]] = {}
     for i, d in enumerate(domains):
@@ -203,14 +187,10 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         mds_components_of=mds_components_of,
         mg_product_drugs=frozenset(d.id for d in kb.drugs.values() if "magnesium_product" in d.classes),
         diuretic_classes=frozenset(c.id for c in kb.drug_classes.values() if c.mds_component == "diuretic"),
-        scoring_classes=frozenset(
-            c.id for c in kb.drug_classes.values() if c.effect == "lowers" and c.weight is not None
-        ),
         condition_effect={c.id: c.effect for c in kb.conditions.values()},
         domains=tuple(domains),
         dri_by_state={k: tuple(v) for k, v in dri_by_state.items()},
         dri_bands=dri_bands,
-        domains_by_trigger={k: tuple(v) for k, v in by_trigger.items()},
         condition_relevance={k: tuple(v) for k, v in condition_relevance.items()},
         sign_relevance={k: tuple(v) for k, v in sign_relevance.items()},
         cardiovascular_domains=tuple(i for i, d in enumerate(domains) if d.domain.id == "cardiovascular"),
