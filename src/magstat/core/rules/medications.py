@@ -43,7 +43,6 @@ def _medication_pass(w: _Work) -> None:
     p = w.p
     classes_of = p.drug_classes_of
     components_of = p.mds_components_of
-    mg_products = p.mg_product_drugs
     current_classes = w.current_classes
     current_drugs = w.current_drugs
     unrecognised = w.unrecognised_medications
@@ -79,19 +78,20 @@ def _medication_pass(w: _Work) -> None:
                 if not counted or counted[-1] is not med:
                     counted.append(med)
         # The common case (neither a magnesium product nor named magnesium) is decided here.
-        if (not mg_products.isdisjoint(drugs) or "magnesium" in med.text.lower()) and _is_mg_therapy(w, med):
+        if _gives_mg(w, med):
             w.mg_therapy.append(med)
     # An unrecognised current medication is magnesium therapy only if it names magnesium: one
     # look over all their texts settles the common case (none does). Otherwise the therapies
     # are gathered again in record order, recognised or not.
     if unrecognised and "magnesium" in "\n".join(unrecognised).lower():
-        w.mg_therapy = [
-            med
-            for med in meds
-            if med.current
-            and (not mg_products.isdisjoint(med.drugs) or "magnesium" in med.text.lower())
-            and _is_mg_therapy(w, med)
-        ]
+        w.mg_therapy = [med for med in meds if med.current and _gives_mg(w, med)]
+
+
+def _gives_mg(w: _Work, med: Medication) -> bool:
+    """Whether a current medication is magnesium therapy: a magnesium product, or named magnesium, given as therapy."""
+    return (
+        not w.p.mg_product_drugs.isdisjoint(med.drugs) or "magnesium" in med.text.lower()
+    ) and _is_mg_therapy(w, med)
 
 
 def _medications(w: _Work) -> None:
