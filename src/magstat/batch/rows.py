@@ -18,7 +18,7 @@ import datetime as dt
 import gc
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,6 @@ __all__ = [
     "gc_paused",
     "loads",
     "row_from_assessment",
-    "screen_arrow_chunk",
     "screen_packed_chunk",
     "screen_record_chunk",
     "screen_rows_chunk",
@@ -293,18 +292,6 @@ def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job, *, projected: bool) 
     return results
 
 
-def screen_arrow_chunk(data: bytes, job: Job, *, projected: bool) -> list[PatientResult]:
-    """Assess a unit of Arrow IPC rows (patient id, resource type, row text): whole patients, sorted.
-
-    An engine sends such units to its workers (the DuckDB engine's ``_arrow_chunks``); each
-    patient's rows go to :func:`screen_rows_chunk`. Runs in a worker or in the driver.
-    """
-    import pyarrow as pa  # noqa: PLC0415 - only the engines that send Arrow need it
-
-    table = pa.ipc.open_stream(data).read_all()
-    return screen_rows_chunk(list(_groups(table.to_batches())), job, projected=projected)
-
-
 PackedUnit = tuple[list[str], list[str], bytes, bytes]
 """A unit of sorted rows as a worker takes it without pyarrow: (patient ids, resource types,
 the row texts' end offsets as 64-bit machine integers, the row texts' UTF-8 bytes end to end)."""
@@ -313,7 +300,7 @@ the row texts' end offsets as 64-bit machine integers, the row texts' UTF-8 byte
 def screen_packed_chunk(unit: PackedUnit, job: Job, *, projected: bool) -> list[PatientResult]:
     """Assess a :data:`PackedUnit` of rows (patient id, resource type, row text): whole patients, sorted.
 
-    The same as :func:`screen_arrow_chunk` on the same rows; a worker reads it with the
+    Each patient's rows go to :func:`screen_rows_chunk`; a worker reads the unit with the
     standard library alone (importing pyarrow would cost each worker more than its reading).
     Runs in a worker or in the driver.
     """
@@ -337,26 +324,6 @@ def screen_packed_chunk(unit: PackedUnit, job: Job, *, projected: bool) -> list[
     if current is not None:
         groups.append((current, types, texts))
     return screen_rows_chunk(groups, job, projected=projected)
-
-
-def _groups(batches: Iterable[Any]) -> Iterator[FhirGroup]:
-    """Group the sorted (pid, rt, row) stream into one tuple per patient."""
-    current: str | None = None
-    rtypes: list[str] = []
-    lines: list[str] = []
-    for batch in batches:
-        pids = batch.column(0).to_pylist()
-        types = batch.column(1).to_pylist()
-        texts = batch.column(2).to_pylist()
-        for pid, rtype, line in zip(pids, types, texts, strict=True):
-            if pid != current:
-                if current is not None:
-                    yield current, rtypes, lines
-                current, rtypes, lines = pid, [], []
-            rtypes.append(rtype)
-            lines.append(line)
-    if current is not None:
-        yield current, rtypes, lines
 
 
 def screen_record_chunk(
