@@ -6,8 +6,9 @@ a process that has threads is unsafe. Where the platform has one, workers come f
 a clean interpreter without threads that imports what they need once
 (:mod:`magstat.batch.preload`: the adapters, the knowledge base and its compiled views) and
 forks each worker from itself; elsewhere they are spawned (each imports all of that again).
-They are started as soon as the pool is made, so that their start-up overlaps the engine's scan. Results come back in the order the items were
-given, so the output stays sorted and a rerun gives the same bytes.
+They are started as soon as the pool is made, so that their start-up overlaps the engine's
+scan. Results come back in the order the items were given, so the output stays sorted and a
+rerun gives the same bytes.
 
 .. versionadded:: 0.1.0
 """
