@@ -18,6 +18,8 @@ runs, each in its own process:
   ``resourceType`` (every line is parsed and validated; one field is read);
 - ``scan-read_json``: ``read_json`` over every file (every line parsed into typed columns);
 - ``screen-duckdb``: ``magstat screen`` with the DuckDB engine (default settings);
+  ``screen-duckdb:N`` with ``N`` worker processes (``:0``: the per-patient step in the
+  screening process itself), to see what the workers cost and give;
 - ``screen-spark``: ``magstat screen --engine spark`` in local mode (unless ``--no-spark``).
 
 Every DuckDB measurement (the scans and ``magstat screen``) runs under the same
@@ -100,7 +102,8 @@ def child(kind: str, data: Path, out: Path, memory_limit: str | None = None) -> 
         ).fetchall()
         result = {"lines": rows[0][0]}
     else:
-        engine = kind.split("-", 1)[1]
+        # ``screen-duckdb:N`` runs N worker processes (default: by input size).
+        engine, _, workers = kind.split("-", 1)[1].partition(":")
         outcome = screen(
             ScreenOptions(
                 input=data,
@@ -108,6 +111,7 @@ def child(kind: str, data: Path, out: Path, memory_limit: str | None = None) -> 
                 as_of=AS_OF,
                 engine=engine,
                 memory_limit=memory_limit if engine == "duckdb" else None,
+                workers=int(workers) if workers else None,
             )
         )
         result = {"patients": outcome.summary["patients"], "issues": outcome.issues}
