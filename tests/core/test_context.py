@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from magstat.adapters.read import facts_from_data
 from magstat.core import assess
 from magstat.core.context import sentences
 from magstat.core.facts import Lab, Medication, Origin, PatientFacts, SignFact
@@ -46,6 +47,12 @@ def contexts(kb, text):
         ),
         ("Tetany", [("tetany", "current")]),
         ("Potassium does not correct: refractory hypokalaemia", [("refractory_hypokalaemia", "current")]),
+        # A phrase that is a pseudo-trigger of one category and a trigger of another acts in the
+        # other: "no history of" negates, "cannot be ruled out" leaves the finding hypothetical.
+        ("No history of seizures", [("seizure", "negated")]),
+        ("No history of seizures; tetany today", [("seizure", "negated"), ("tetany", "current")]),
+        ("Seizures cannot be ruled out", [("seizure", "hypothetical")]),
+        ("Arrhythmia not ruled out", [("arrhythmia", "hypothetical")]),
         ("Seizure disorder", [("seizure", "chronic")]),
         ("Epilepsy", [("seizure", "chronic")]),
     ],
@@ -88,6 +95,22 @@ def test_condition_text_context(kb):
     assert "negated" == match_condition(kb, (), "No alcohol use disorder").context
     assert "historical" == match_condition(kb, (), "History of alcohol use disorder").context
     assert "current" == match_condition(kb, (), "Alcohol use disorder").context
+    assert "negated" == match_condition(kb, (), "No history of alcohol use disorder").context
+    assert "hypothetical" == match_condition(kb, (), "Crohn disease cannot be ruled out").context
+
+
+def test_denied_history_is_not_a_risk_factor(kb):
+    """'No history of alcohol use disorder' on the problem list gives no risk finding and no MDS point."""
+    data = {
+        "magstat": "1",
+        "as_of": "2024-05-01",
+        "age": 45,
+        "sex": "male",
+        "conditions": ["No history of alcohol use disorder"],
+    }
+    result = assess(facts_from_data(data, kb, as_of=None), kb)
+    assert [] == [f.id for f in result.findings if f.id == "condition.alcohol_use_disorder"]
+    assert result.mds.components["alcohol"] != 1
 
 
 def test_lexicon_is_compiled_once(kb):

@@ -10,7 +10,9 @@ The rules:
    sentence end) and into words.
 2. Trigger phrases are found left to right, the longest phrase first. A pseudo-trigger ("no
    increase", "not only") is consumed and does nothing, so the trigger word inside it does not
-   act. Terminators ("but", "however", "which" ...) are found the same way.
+   act; a phrase that is a pseudo-trigger of one category and a trigger of another ("no
+   history of", "not ruled out") acts in the other. Terminators ("but", "however", "which"
+   ...) are found the same way.
 3. A forward trigger acts on the terms after it, a backward trigger on the terms before it,
    each up to the nearest terminator of its category (or a common one), the sentence end, or
    ``scope_words`` words, whichever comes first.
@@ -123,10 +125,10 @@ def _tags(lex: _Lexicon, words: list[str]) -> list[_Tag]:
             if roles is None:
                 continue
             phrase = " ".join(key)
-            if any(role == "pseudo" for _, role in roles):
-                tags.append(_Tag(i, i + size, "*", "pseudo", phrase))
-            else:
-                tags.extend(_Tag(i, i + size, cat, role, phrase) for cat, role in roles)
+            # A pseudo-trigger disarms its own category only: "no history of" is a pseudo-trigger
+            # of the historical category (its "history of" must not act) and a negation trigger.
+            # Its words are consumed either way, so no shorter trigger inside it acts.
+            tags.extend(_Tag(i, i + size, cat, role, phrase) for cat, role in roles)
             i += size
             break
         else:
