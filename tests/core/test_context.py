@@ -53,6 +53,8 @@ def contexts(kb, text):
         ("No history of seizures; tetany today", [("seizure", "negated"), ("tetany", "current")]),
         ("Seizures cannot be ruled out", [("seizure", "hypothetical")]),
         ("Arrhythmia not ruled out", [("arrhythmia", "hypothetical")]),
+        ("Seizures excluded", [("seizure", "negated")]),
+        ("Arrhythmia not excluded", [("arrhythmia", "hypothetical")]),
         ("Seizure disorder", [("seizure", "chronic")]),
         ("Epilepsy", [("seizure", "chronic")]),
     ],
@@ -97,6 +99,10 @@ def test_condition_text_context(kb):
     assert "current" == match_condition(kb, (), "Alcohol use disorder").context
     assert "negated" == match_condition(kb, (), "No history of alcohol use disorder").context
     assert "hypothetical" == match_condition(kb, (), "Crohn disease cannot be ruled out").context
+    assert "negated" == match_condition(kb, (), "Ruled out for alcohol use disorder").context
+    assert "negated" == match_condition(kb, (), "Chronic kidney disease has been excluded").context
+    remission = match_condition(kb, (), "Alcohol use disorder, in sustained remission")
+    assert ("historical", "in sustained remission") == (remission.context, remission.trigger)
 
 
 def test_denied_history_is_not_a_risk_factor(kb):
