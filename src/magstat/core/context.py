@@ -66,6 +66,7 @@ class _Lexicon:
     phrases: dict[tuple[str, ...], tuple[tuple[str, str], ...]]
     longest: int
     scope_words: int
+    starts: frozenset[str]  # the first words of the trigger phrases: a text without one is current
 
 
 @per_kb
@@ -91,7 +92,13 @@ def _lexicon(kb: KnowledgeBase) -> _Lexicon:
             for phrase in phrases:
                 add(phrase, category.id, role)
     longest = max((len(words) for words in table), default=0)
-    return _Lexicon({k: tuple(v) for k, v in table.items()}, longest, kb.context.scope_words)
+    starts = frozenset(
+        words[0] for words, roles in table.items() if any(role in _TRIGGER_ROLES for _, role in roles)
+    )
+    return _Lexicon({k: tuple(v) for k, v in table.items()}, longest, kb.context.scope_words, starts)
+
+
+_TRIGGER_ROLES = ("forward", "backward", "bidirectional")
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
@@ -156,8 +163,8 @@ def context_of(kb: KnowledgeBase, text: str, spans: list[tuple[int, int]]) -> li
     """
     lex = _lexicon(kb)
     out = [_CURRENT] * len(spans)
-    if not spans or not lex.phrases:
-        return out
+    if not spans or not lex.phrases or lex.starts.isdisjoint(_WORD.findall(text)):
+        return out  # no trigger phrase can start in the text: every term is current
     for s_start, s_end in sentences(text):
         inside = [k for k, (a, _b) in enumerate(spans) if s_start <= a < s_end]
         if not inside:
@@ -165,7 +172,7 @@ def context_of(kb: KnowledgeBase, text: str, spans: list[tuple[int, int]]) -> li
         found = list(_WORD.finditer(text, s_start, s_end))
         words = [m.group(0) for m in found]
         tags = _tags(lex, words)
-        triggers = [t for t in tags if t.role in ("forward", "backward", "bidirectional")]
+        triggers = [t for t in tags if t.role in _TRIGGER_ROLES]
         if not triggers:
             continue
         for k in inside:
