@@ -240,6 +240,11 @@ def child_supplement(text: str = "Magnesium 100 mg chewable tablet", dose_mg: fl
     )
 
 
+def infant_severe() -> dict[str, Any]:
+    """A 4-month-old with serum Mg 0.35 mmol/L: IV treatment, but no adult label dose (S58 doses are adult)."""
+    return Case("infant", birth="2024-02-01", gender="male").mg(0.35).bundle()
+
+
 def same_time_creatinines() -> dict[str, Any]:
     """Two creatinines with the same timestamp (eGFR about 63 vs 38): flagged, the safer used."""
     return (

@@ -151,3 +151,14 @@ def test_json_contract_keeps_its_keys_and_adds_severity_reason(capsys, tmp_path)
     ):
         assert key in out
     assert "severity_reason" in out
+
+
+def test_an_infant_with_a_severe_deficit_gets_iv_advice_without_the_adult_dose(capsys, tmp_path):
+    """A 4-month-old with Mg 0.35 mmol/L: urgent IV note sending the dose to paediatric sources, no 5 g."""
+    out = assess_json(capsys, tmp_path, cases.infant_severe())
+    safety = by_id(out["safety"])
+    assert "urgent" == safety["sf.severe_iv_child"]["priority"]
+    assert "sf.severe_iv" not in safety
+    text = json.dumps(out)
+    assert "5 g in 1 L" not in text
+    assert "paediatric" in safety["sf.severe_iv_child"]["text"]

@@ -6,10 +6,11 @@ import datetime as dt
 
 import pytest
 
+from magstat.adapters.read import facts_from_data
 from magstat.core import assess
 from magstat.core.context import sentences
 from magstat.core.facts import Lab, Medication, Origin, PatientFacts, SignFact
-from magstat.core.match import find_signs, match_condition, match_sign
+from magstat.core.match import find_signs, match_condition, match_drug, match_sign
 from magstat.errors import KnowledgeBaseError
 from magstat.kb import load_dir
 from magstat.kb.schema import FILES
@@ -46,6 +47,14 @@ def contexts(kb, text):
         ),
         ("Tetany", [("tetany", "current")]),
         ("Potassium does not correct: refractory hypokalaemia", [("refractory_hypokalaemia", "current")]),
+        # A phrase that is a pseudo-trigger of one category and a trigger of another acts in the
+        # other: "no history of" negates, "cannot be ruled out" leaves the finding hypothetical.
+        ("No history of seizures", [("seizure", "negated")]),
+        ("No history of seizures; tetany today", [("seizure", "negated"), ("tetany", "current")]),
+        ("Seizures cannot be ruled out", [("seizure", "hypothetical")]),
+        ("Arrhythmia not ruled out", [("arrhythmia", "hypothetical")]),
+        ("Seizures excluded", [("seizure", "negated")]),
+        ("Arrhythmia not excluded", [("arrhythmia", "hypothetical")]),
         ("Seizure disorder", [("seizure", "chronic")]),
         ("Epilepsy", [("seizure", "chronic")]),
     ],
@@ -88,6 +97,26 @@ def test_condition_text_context(kb):
     assert "negated" == match_condition(kb, (), "No alcohol use disorder").context
     assert "historical" == match_condition(kb, (), "History of alcohol use disorder").context
     assert "current" == match_condition(kb, (), "Alcohol use disorder").context
+    assert "negated" == match_condition(kb, (), "No history of alcohol use disorder").context
+    assert "hypothetical" == match_condition(kb, (), "Crohn disease cannot be ruled out").context
+    assert "negated" == match_condition(kb, (), "Ruled out for alcohol use disorder").context
+    assert "negated" == match_condition(kb, (), "Chronic kidney disease has been excluded").context
+    remission = match_condition(kb, (), "Alcohol use disorder, in sustained remission")
+    assert ("historical", "in sustained remission") == (remission.context, remission.trigger)
+
+
+def test_denied_history_is_not_a_risk_factor(kb):
+    """'No history of alcohol use disorder' on the problem list gives no risk finding and no MDS point."""
+    data = {
+        "magstat": "1",
+        "as_of": "2024-05-01",
+        "age": 45,
+        "sex": "male",
+        "conditions": ["No history of alcohol use disorder"],
+    }
+    result = assess(facts_from_data(data, kb, as_of=None), kb)
+    assert [] == [f.id for f in result.findings if f.id == "condition.alcohol_use_disorder"]
+    assert result.mds.components["alcohol"] != 1
 
 
 def test_lexicon_is_compiled_once(kb):
@@ -180,3 +209,44 @@ def test_unknown_context_is_refused(kb):
 
     with pytest.raises(InvalidInputError, match=r"signs\[0\]\.context"):
         assess(facts(SignFact("tetany", True, context="maybe")), kb)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("omeprazole 20 mg - discontinued", ("historical", "discontinued")),
+        ("furosemide (stopped 2019)", ("historical", "stopped")),
+        ("previously on furosemide", ("historical", "previously")),
+        ("no longer taking omeprazole", ("historical", "no longer taking")),
+        ("not taking omeprazole", ("negated", "not taking")),
+        ("omeprazole not taken", ("negated", "not taken")),
+        ("never stopped omeprazole", ("current", None)),
+        ("omeprazole, resumed 2024", ("current", None)),
+        ("omeprazole 20 MG Delayed Release Oral Capsule", ("current", None)),
+        ("omeprazole as needed", ("current", None)),
+        # One drug named current keeps the entry current.
+        ("stopped omeprazole, started pantoprazole", ("current", None)),
+    ],
+)
+def test_context_of_a_medication_name(kb, text, expected):
+    """A drug named as stopped, not taken or in the past carries that context; a current one none."""
+    found = match_drug(kb, (), text)
+    assert found
+    assert expected == (found.context, found.trigger)
+
+
+def test_a_drug_named_as_stopped_is_not_a_current_medication(kb):
+    """'Omeprazole, discontinued' on the list gives no PPI finding and no MDS point."""
+    data = {
+        "magstat": "1",
+        "as_of": "2024-05-01",
+        "age": 60,
+        "sex": "female",
+        "medications": ["omeprazole 20 mg - discontinued", "furosemide (stopped 2019)", "digoxin 0.125 mg"],
+        "conditions": [],
+    }
+    facts = facts_from_data(data, kb, as_of=None)
+    assert [False, False, True] == [m.current for m in facts.medications]
+    result = assess(facts, kb)
+    assert [] == [f.id for f in result.findings if f.id in ("drug.ppi", "drug.loop_diuretic")]
+    assert {"diuretic": 0, "ppi": 0} == {k: result.mds.components[k] for k in ("diuretic", "ppi")}

@@ -288,3 +288,53 @@ def test_renal_reduce_is_credited_as_the_label_says():
     text = action(result, "safety", "sf.renal_reduce").text
     assert "no dose change in mild to moderate" in text
     assert "hospital handbook" in text
+
+
+# --- Children: no adult dose ---------------------------------------------------------------------
+
+_ADULT_DOSE_TEXTS = ("5 g in 1 L", "250 mg/kg", "150 mg/min", "10-20 mmol/day", "1-2 g", "20 g in 48 hours")
+
+
+def _dose_texts(result) -> list[str]:
+    """The adult dose figures that appear in any next step or safety note of a result."""
+    return [d for a in (*result.safety, *result.next_steps) for d in _ADULT_DOSE_TEXTS if d in a.text]
+
+
+@pytest.mark.parametrize("age", [0.25, 5, 12, 17.9])
+def test_a_child_with_a_severe_deficit_gets_no_adult_dose(age):
+    """Below 18 years the IV, torsades, renal and monitoring notes quote no adult dose or figure."""
+    result = assess(
+        facts(
+            age_years=age,
+            labs=(mg(0.35), Lab("egfr", 20, "mL/min/{1.73_m2}", DAY, origin=Origin("Observation/egfr"))),
+            signs=(SignFact("torsades_de_pointes", True),),
+            medications=(med("magnesium_sulfate", "magnesium sulfate IV", route="intravenous"),),
+        ),
+        KB,
+    )
+    assert [] == _dose_texts(result)
+    children = {
+        "sf.severe_iv_child",
+        "sf.iv_monitoring_child",
+        "sf.torsades_child",
+        "sf.iv_renal_limit_child",
+        "sf.mg_infusion_monitoring_child",
+    }
+    assert children <= ids(result.safety)
+    assert set() == {c.removesuffix("_child") for c in children} & ids(result.safety)
+
+
+def test_a_child_with_a_mild_deficit_gets_the_oral_note_without_the_adult_dose():
+    """A 5-year-old with a mild deficit is sent to paediatric dosing; the note keeps the age's upper level."""
+    result = assess(facts(age_years=5, labs=(mg(0.6),)), KB)
+    note = action(result, "safety", "sf.oral_mild_child")
+    assert "110 mg/day at 4-8 years" in note.text
+    assert [] == _dose_texts(result)
+
+
+@pytest.mark.parametrize("age", [18, 55, None])
+def test_an_adult_or_unknown_age_keeps_the_labelled_doses(age):
+    """From 18 years, and when the age is unknown, the labelled adult doses are quoted as before."""
+    result = assess(facts(age_years=age, labs=(mg(0.35),)), KB)
+    assert "5 g in 1 L" in action(result, "safety", "sf.severe_iv").text
+    assert "sf.severe_iv_child" not in ids(result.safety)

@@ -50,6 +50,15 @@ def test_qt_risk_reaches_the_card(server, kb):
     assert "methadone" in detail
 
 
+def test_an_infant_card_quotes_no_adult_dose(server, kb):
+    """A 4-month-old with Mg 0.35 mmol/L: a card for IV treatment that quotes no adult label dose."""
+    cards = patient_view(server, kb, cases.infant_severe())
+    details = " ".join(c["detail"] for c in cards)
+    assert "intravenous treatment" in details
+    assert "paediatric" in details
+    assert "5 g in 1 L" not in details
+
+
 def test_therapeutic_mgso4_gets_a_monitoring_card_not_stop(server, kb):
     """IV MgSO4 for pre-eclampsia, Mg 1.9 mmol/L: a safety card with monitoring and antidote, no 'stop'."""
     cards = patient_view(server, kb, cases.mg_therapy(1.9))

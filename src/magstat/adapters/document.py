@@ -437,6 +437,8 @@ def _medication(where: str, item: object, kb: KnowledgeBase) -> Medication:
     name = _text(f"{where}.name", data.get("name"))
     found = match_drug(kb, _codes(f"{where}.code", data.get("code")), name)
     current = _bool(f"{where}.current", data.get("current", True))
+    if found.context != "current":
+        current = False  # "omeprazole, discontinued", "previously on furosemide": not taken now
     dose = data.get("dose")
     if dose is not None and (isinstance(dose, bool) or not isinstance(dose, (str, int, float))):
         raise InvalidInputError(f"{where}.dose", "must be a text or a number", value=dose)

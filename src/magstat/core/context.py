@@ -10,7 +10,9 @@ The rules:
    sentence end) and into words.
 2. Trigger phrases are found left to right, the longest phrase first. A pseudo-trigger ("no
    increase", "not only") is consumed and does nothing, so the trigger word inside it does not
-   act. Terminators ("but", "however", "which" ...) are found the same way.
+   act; a phrase that is a pseudo-trigger of one category and a trigger of another ("no
+   history of", "not ruled out") acts in the other. Terminators ("but", "however", "which"
+   ...) are found the same way.
 3. A forward trigger acts on the terms after it, a backward trigger on the terms before it,
    each up to the nearest terminator of its category (or a common one), the sentence end, or
    ``scope_words`` words, whichever comes first.
@@ -64,6 +66,7 @@ class _Lexicon:
     phrases: dict[tuple[str, ...], tuple[tuple[str, str], ...]]
     longest: int
     scope_words: int
+    starts: frozenset[str]  # the first words of the trigger phrases: a text without one is current
 
 
 @per_kb
@@ -89,7 +92,13 @@ def _lexicon(kb: KnowledgeBase) -> _Lexicon:
             for phrase in phrases:
                 add(phrase, category.id, role)
     longest = max((len(words) for words in table), default=0)
-    return _Lexicon({k: tuple(v) for k, v in table.items()}, longest, kb.context.scope_words)
+    starts = frozenset(
+        words[0] for words, roles in table.items() if any(role in _TRIGGER_ROLES for _, role in roles)
+    )
+    return _Lexicon({k: tuple(v) for k, v in table.items()}, longest, kb.context.scope_words, starts)
+
+
+_TRIGGER_ROLES = ("forward", "backward", "bidirectional")
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
@@ -123,10 +132,10 @@ def _tags(lex: _Lexicon, words: list[str]) -> list[_Tag]:
             if roles is None:
                 continue
             phrase = " ".join(key)
-            if any(role == "pseudo" for _, role in roles):
-                tags.append(_Tag(i, i + size, "*", "pseudo", phrase))
-            else:
-                tags.extend(_Tag(i, i + size, cat, role, phrase) for cat, role in roles)
+            # A pseudo-trigger disarms its own category only: "no history of" is a pseudo-trigger
+            # of the historical category (its "history of" must not act) and a negation trigger.
+            # Its words are consumed either way, so no shorter trigger inside it acts.
+            tags.extend(_Tag(i, i + size, cat, role, phrase) for cat, role in roles)
             i += size
             break
         else:
@@ -154,8 +163,8 @@ def context_of(kb: KnowledgeBase, text: str, spans: list[tuple[int, int]]) -> li
     """
     lex = _lexicon(kb)
     out = [_CURRENT] * len(spans)
-    if not spans or not lex.phrases:
-        return out
+    if not spans or not lex.phrases or lex.starts.isdisjoint(_WORD.findall(text)):
+        return out  # no trigger phrase can start in the text: every term is current
     for s_start, s_end in sentences(text):
         inside = [k for k, (a, _b) in enumerate(spans) if s_start <= a < s_end]
         if not inside:
@@ -163,7 +172,7 @@ def context_of(kb: KnowledgeBase, text: str, spans: list[tuple[int, int]]) -> li
         found = list(_WORD.finditer(text, s_start, s_end))
         words = [m.group(0) for m in found]
         tags = _tags(lex, words)
-        triggers = [t for t in tags if t.role in ("forward", "backward", "bidirectional")]
+        triggers = [t for t in tags if t.role in _TRIGGER_ROLES]
         if not triggers:
             continue
         for k in inside:

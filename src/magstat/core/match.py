@@ -274,18 +274,43 @@ def match_drug(
     """Recognise the drug ingredients of a medication by RxNorm/ATC code, else by name.
 
     A combination product named in text ("lisinopril / hydrochlorothiazide") yields each
-    ingredient the knowledge base knows.
+    ingredient the knowledge base knows. The text's ConText context comes with the match
+    ("omeprazole, discontinued" is historical; see :func:`_drugs_in_context`).
+
+    .. versionchanged:: 0.6.0 the match carries the context of the drugs named in the text.
     """
     index = _index(kb, "drug")
     by_code = _by_code(index, codes)
-    by_text = _by_text(index, text, every=True)
+    by_text = _drugs_in_context(kb, index, text)
     if by_code and by_text:
         # The text of a product code names all its ingredients; keep both, code first.
         ids = by_code.ids + tuple(i for i in by_text.ids if i not in by_code.ids)
         return Match(
-            ids, by_code.matched_by if ids == by_code.ids else f"{by_code.matched_by}; {by_text.matched_by}"
+            ids,
+            by_code.matched_by if ids == by_code.ids else f"{by_code.matched_by}; {by_text.matched_by}",
+            by_text.context,
+            by_text.trigger,
         )
     return by_code or by_text
+
+
+def _drugs_in_context(kb: KnowledgeBase, index: _Index, text: str | None) -> Match:
+    """Every drug named in the text; the match's context is where the text puts them.
+
+    "Omeprazole, discontinued" or "previously on furosemide" names a drug the patient no longer
+    takes: when every drug named is out of the current context, the match carries the first
+    one's context and trigger (the adapters then read the medication as not current). When
+    any is current ("stopped omeprazole, started pantoprazole"), the entry is current.
+    """
+    lowered, found = _hits(index, text)
+    if not found:
+        return _NO_MATCH
+    ids = tuple(f[0] for f in found)
+    matched_by = "text " + ", ".join(f'"{f[1]}"' for f in found)
+    contexts = context_of(kb, lowered, [(a, b) for _, _, a, b in found])
+    if any(c.context == "current" for c in contexts):
+        return Match(ids, matched_by)
+    return Match(ids, matched_by, contexts[0].context, contexts[0].trigger)
 
 
 def match_condition(

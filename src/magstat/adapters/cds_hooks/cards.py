@@ -91,6 +91,7 @@ _MG_PRODUCT_SAFETY = (
     "sf.renal_avoid_oral",
     "sf.renal_reduce",
     "sf.iv_renal_limit",
+    "sf.iv_renal_limit_child",
     "sf.ckd_mg_products",
     "sf.excess",
     "sf.above_ul",

@@ -59,6 +59,8 @@ def _safety(
     # so); the oral-repletion advice is then not offered.
     oral_ok = egfr.value is None or egfr.value >= w.p.params["egfr.supplement_avoid_below"]
     refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs] if w.present_signs else []
+    # A child gets the notes that quote no adult dose or adult figure (the "_child" statements).
+    child = "_child" if w.age is not None and w.age < w.p.params["dosing.adult_from_age"] else ""
     # The note that treats the status itself comes first; cautions and checks follow (the order
     # is kept within a priority, so it decides which urgent action a reader meets first).
     if status == "excess":
@@ -80,24 +82,26 @@ def _safety(
                 )
                 + "."
             )
-            w.safe("sf.severe_iv", why, "urgent")
-            w.safe("sf.iv_monitoring", "Intravenous magnesium is in question.", "high")
+            w.safe("sf.severe_iv" + child, why, "urgent")
+            w.safe("sf.iv_monitoring" + child, "Intravenous magnesium is in question.", "high")
             if symptomatic or refractory:
                 w.safe("sf.iv_route_reason", f"Severity {w.severity_reason}.", "high")
             if w.facts.pregnant:
                 w.safe("sf.pregnancy_iv_duration", "The patient is pregnant.", "high")
         elif oral_ok:
             w.safe(
-                "sf.oral_mild", f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L without symptoms.", "high"
+                "sf.oral_mild" + child,
+                f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L without symptoms.",
+                "high",
             )
     elif status == "likely_deficient" and oral_ok:
         w.safe(
-            "sf.oral_mild",
+            "sf.oral_mild" + child,
             "If repletion is chosen after confirmation, the oral route fits a deficit without symptoms.",
         )
     if "torsades_de_pointes" in w.present_signs:
         w.safe(
-            "sf.torsades",
+            "sf.torsades" + child,
             "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
             "urgent",
         )
@@ -114,7 +118,7 @@ def _safety(
             # Above the therapeutic range sf.excess applies instead (toxicity: stop or reduce).
             w.safe("sf.mg_therapy", f"Magnesium therapy: {therapy}.", "high")
         w.safe(
-            "sf.mg_infusion_monitoring",
+            "sf.mg_infusion_monitoring" + child,
             f"Magnesium therapy: {therapy}."
             + (
                 f" Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is above the therapeutic range."
@@ -135,7 +139,7 @@ def _safety(
             if treating or taking_mg:
                 w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
             if treating or w.mg_therapy:
-                w.safe("sf.iv_renal_limit", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+                w.safe("sf.iv_renal_limit" + child, f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
         elif egfr.value < w.p.params["mds.egfr_reduced_below"] and (treating or taking_mg):
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
     if "heart_block" in w.current_conditions and (treating or taking_mg):
