@@ -53,6 +53,8 @@ def contexts(kb, text):
         ("No history of seizures; tetany today", [("seizure", "negated"), ("tetany", "current")]),
         ("Seizures cannot be ruled out", [("seizure", "hypothetical")]),
         ("Arrhythmia not ruled out", [("arrhythmia", "hypothetical")]),
+        ("Seizures have not been ruled out", [("seizure", "hypothetical")]),
+        ("Family history: seizures", [("seizure", "family")]),
         ("Seizures excluded", [("seizure", "negated")]),
         ("Arrhythmia not excluded", [("arrhythmia", "hypothetical")]),
         ("Seizure disorder", [("seizure", "chronic")]),

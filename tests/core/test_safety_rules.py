@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from magstat.core import assess
-from magstat.core.facts import Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
+from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
 from tests.strategies import KB, patient_facts
 
 AS_OF = dt.date(2024, 6, 1)
@@ -338,3 +338,32 @@ def test_an_adult_or_unknown_age_keeps_the_labelled_doses(age):
     result = assess(facts(age_years=age, labs=(mg(0.35),)), KB)
     assert "5 g in 1 L" in action(result, "safety", "sf.severe_iv").text
     assert "sf.severe_iv_child" not in ids(result.safety)
+
+
+# --- Myasthenia gravis -------------------------------------------------------------------------
+
+
+def _myasthenia():
+    """Myasthenia gravis on the problem list, current."""
+    return ConditionFact("Myasthenia gravis", "myasthenia_gravis", True, origin=Origin("Condition/mg"))
+
+
+def test_myasthenia_with_a_severe_deficit_gets_an_urgent_caution():
+    """IV magnesium in question with myasthenia gravis: an urgent caution naming the neuromuscular risk."""
+    result = assess(facts(labs=(mg(0.35),), conditions=(_myasthenia(),)), KB)
+    note = action(result, "safety", "sf.myasthenia")
+    assert "urgent" == note.priority
+    assert "acetylcholine" in note.text
+    assert "S660" in note.sources
+
+
+def test_myasthenia_with_a_mild_deficit_gets_a_caution():
+    """Oral repletion with myasthenia gravis: the caution is given, not urgent."""
+    result = assess(facts(labs=(mg(0.6),), conditions=(_myasthenia(),)), KB)
+    assert "high" == action(result, "safety", "sf.myasthenia").priority
+
+
+def test_myasthenia_without_magnesium_in_question_gets_no_caution():
+    """A normal serum magnesium, no magnesium product: nothing to caution about."""
+    result = assess(facts(labs=(mg(0.9),), conditions=(_myasthenia(),)), KB)
+    assert "sf.myasthenia" not in ids(result.safety)

@@ -144,6 +144,15 @@ def _safety(
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
     if "heart_block" in w.current_conditions and (treating or taking_mg):
         w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
+    if "myasthenia_gravis" in w.current_conditions and (treating or taking_mg or w.mg_therapy):
+        # Urgent when magnesium is, or is about to be, given intravenously.
+        intravenous = bool(w.mg_therapy) or ("sf.severe_iv" + child) in w.safety
+        w.safe(
+            "sf.myasthenia",
+            "Myasthenia gravis is on the problem list"
+            + (" and intravenous magnesium is given or in question." if intravenous else "."),
+            "urgent" if intravenous else "high",
+        )
     if treating and (
         {"hypokalaemia", "hypocalcaemia", "refractory_hypokalaemia", "refractory_hypocalcaemia"}
         & w.present_signs
