@@ -590,12 +590,21 @@ def test_is_fhir():
     ]
 
 
-def test_comparator_result_is_left_out_with_a_note(kb):
-    """A censored result (<0.3 mmol/L) is not an exact value: left out and noted, not refused."""
+def test_comparator_result_keeps_its_bound(kb):
+    """A censored result (<0.3 mmol/L) is read as a bound: the lab keeps its comparator, nothing is left out."""
     obs = one_observation(valueQuantity={"value": 0.3, "comparator": "<", "unit": "mmol/L"})
     facts = read(obs, kb)
-    assert () == facts.labs
-    assert 1 == len(facts.excluded)
+    assert [("serum_mg", 0.3, "<")] == [(lab.test, lab.value, lab.comparator) for lab in facts.labs]
+    assert () == facts.excluded
+
+
+def test_unknown_comparator_is_refused(kb):
+    """A comparator FHIR does not define is refused, naming the field and the allowed codes."""
+    obs = one_observation(valueQuantity={"value": 0.3, "comparator": "~", "unit": "mmol/L"})
+    with pytest.raises(InvalidInputError) as caught:
+        read(obs, kb)
+    assert "valueQuantity.comparator" in caught.value.field
+    assert "<, <=, >, >=" == caught.value.allowed
 
 
 def test_test_recognised_by_name_with_an_unfit_unit_is_noted_not_refused(kb):

@@ -58,6 +58,29 @@ def test_file_names(tmp_path):
     assert ("Observation", 2) == (source.read[1].rtype, source.read[1].part)
 
 
+def test_hidden_files_and_folders_are_not_read(tmp_path):
+    """An output being written inside the export (a hidden temporary folder) is not read as input."""
+    (tmp_path / "Patient.ndjson").write_bytes(b"")
+    (tmp_path / ".hidden.ndjson").write_bytes(b"")
+    (tmp_path / ".out.magstat-tmp-1").mkdir()
+    (tmp_path / ".out.magstat-tmp-1" / "assessments.ndjson.gz").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "Observation.ndjson").write_bytes(b"")
+    source = fhir_bulk.discover(tmp_path)
+    assert ["Patient.ndjson", "sub/Observation.ndjson"] == [f.name for f in source.read]
+    assert () == source.ignored
+
+
+def test_the_output_folder_inside_the_export_is_not_read(tmp_path):
+    """A screening's output folder inside the export (from an earlier run) is left out."""
+    (tmp_path / "Patient.ndjson").write_bytes(b"")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "assessments.ndjson.gz").write_bytes(b"")
+    (tmp_path / "out" / "summary.json").write_bytes(b"")
+    source = fhir_bulk.discover(tmp_path, exclude=tmp_path / "out")
+    assert (["Patient.ndjson"], ()) == ([f.name for f in source.read], source.ignored)
+
+
 def test_every_code_and_name_the_kb_knows_is_kept(con, kb):
     """Each LOINC/SNOMED/ICD-10 code and name the matcher knows keeps its Observation, however spaced."""
     samples = []

@@ -162,3 +162,30 @@ def test_an_infant_with_a_severe_deficit_gets_iv_advice_without_the_adult_dose(c
     text = json.dumps(out)
     assert "5 g in 1 L" not in text
     assert "paediatric" in safety["sf.severe_iv_child"]["text"]
+
+
+def test_a_document_lab_reported_as_a_bound(capsys, tmp_path):
+    """A patient document's serum magnesium '<' 0.4 mmol/L: deficient, severe, with the bound in the JSON."""
+    path = tmp_path / "patient.yaml"
+    path.write_text(
+        "magstat: '1'\nas_of: 2024-06-01\nage: 60\nsex: female\n"
+        "labs:\n  - {test: serum_mg, value: 0.4, comparator: '<', unit: mmol/L, date: 2024-05-30}\n"
+    )
+    assert 0 == main(["assess", str(path), "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert ("deficient", "severe") == (out["status"], out["severity"])
+    assert "<" == out["serum_magnesium"]["comparator"]
+
+
+def test_a_document_lab_with_an_unknown_comparator_is_refused(capsys, tmp_path):
+    """An unknown comparator exits 2 and names the field, the value and what is allowed."""
+    path = tmp_path / "patient.yaml"
+    path.write_text(
+        "magstat: '1'\nas_of: 2024-06-01\nage: 60\n"
+        "labs:\n  - {test: serum_mg, value: 0.4, comparator: 'about', unit: mmol/L}\n"
+    )
+    assert 2 == main(["assess", str(path)])
+    err = capsys.readouterr().err
+    assert "labs[0].comparator" in err
+    assert "'about'" in err
+    assert "<, <=, >, >= or absent" in err

@@ -105,11 +105,21 @@ def _odd_record(kb, rng: random.Random) -> tuple[Lab, ...]:
 
 @pytest.mark.parametrize("seed", range(300))
 def test_the_whole_record_check_agrees_with_the_check_of_each_result(kb, seed):
-    """all_plausible is true exactly when every result passes lab_plausible."""
+    """all_plausible is true exactly when every (exact) result passes lab_plausible."""
     rng = random.Random(seed)
     labs = _odd_record(kb, rng)
     limits = prepared(kb).lab_limits
     assert all(lab_plausible(lab, limits) for lab in labs) == all_plausible(labs, limits)
+
+
+@pytest.mark.parametrize("comparator", ["<", "<=", ">", ">="])
+def test_a_bound_is_plausible_but_fails_the_fast_test(kb, comparator):
+    """A result reported as a bound passes lab_plausible; the whole-record test sends it to the full check."""
+    limits = prepared(kb).lab_limits
+    lab = Lab("serum_mg", 0.4, "mmol/L", comparator=comparator)
+    assert (True, False) == (lab_plausible(lab, limits), all_plausible((lab,), limits))
+    assert lab_plausible(Lab("serum_mg", 0.4, "mmol/L"), limits)
+    assert not lab_plausible(Lab("serum_mg", 0.4, "mmol/L", comparator="~"), limits)
 
 
 @pytest.mark.parametrize("seed", range(100))

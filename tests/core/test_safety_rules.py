@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from magstat.core import assess
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
+from magstat.errors import InvalidInputError
 from tests.strategies import KB, patient_facts
 
 AS_OF = dt.date(2024, 6, 1)
@@ -367,3 +368,79 @@ def test_myasthenia_without_magnesium_in_question_gets_no_caution():
     """A normal serum magnesium, no magnesium product: nothing to caution about."""
     result = assess(facts(labs=(mg(0.9),), conditions=(_myasthenia(),)), KB)
     assert "sf.myasthenia" not in ids(result.safety)
+
+
+# --- Results reported as a bound ("<0.4") ---------------------------------------------------------
+
+
+def bound(value: float, comparator: str, test: str = "serum_mg", unit: str = "mmol/L") -> Lab:
+    """A result the laboratory reported only as a bound, with a 0.70-1.00 mmol/L interval for Mg."""
+    limits = {"ref_low": 0.70, "ref_high": 1.00} if test == "serum_mg" else {}
+    return Lab(test, value, unit, DAY, origin=Origin(f"Observation/{test}"), comparator=comparator, **limits)  # type: ignore[arg-type]
+
+
+def test_a_serum_mg_below_a_bound_under_the_interval_is_a_severe_deficit():
+    """'<0.4 mmol/L' is below the interval whatever its value: deficient, severe, urgent IV, shown as "<0.4"."""
+    result = assess(facts(labs=(bound(0.4, "<"),)), KB)
+    assert ("deficient", "severe") == (result.status, result.severity)
+    assert "<" == result.serum_magnesium.comparator
+    assert 0.4 == round(result.serum_magnesium.mmol_l, 3)
+    assert "urgent" == action(result, "safety", "sf.severe_iv").priority
+    assert "serum Mg <0.4 mmol/L" in result.summary
+    finding = next(f for f in result.findings if f.id == "serum_mg.below_lab_range")
+    assert "whatever its exact value" in finding.text
+    assert "<0.4" == finding.inputs[0].value
+
+
+@pytest.mark.parametrize(
+    ("value", "comparator", "used"),
+    [
+        (0.7, "<", True),  # below the lower limit 0.70 whatever the value
+        (0.7, "<=", False),  # could be 0.70 itself, inside the interval
+        (0.69, "<=", True),
+        (0.9, "<", False),  # could be normal or low
+        (1.0, ">", True),
+        (1.0, ">=", False),
+        (0.8, ">", False),
+    ],
+)
+def test_a_bound_is_used_only_where_it_decides_the_band(value, comparator, used):
+    """A serum magnesium bound is read only when it places the value outside the interval."""
+    result = assess(facts(labs=(bound(value, comparator),)), KB)
+    assert used == (result.serum_magnesium.mmol_l is not None)
+    assert (not used) == ("lim.inexact_result" in ids(result.limitations))
+
+
+def test_a_bound_above_the_interval_is_an_excess():
+    """'>2.5 mmol/L' is above the interval: excess, graded at least as the bound allows."""
+    result = assess(facts(labs=(bound(2.5, ">"),)), KB)
+    assert "excess" == result.status
+    assert ">" == result.serum_magnesium.comparator
+
+
+def test_a_bound_of_another_test_is_named_and_not_used():
+    """A creatinine '<0.3 mg/dL' gives no eGFR and is named in a limitation."""
+    result = assess(
+        facts(
+            labs=(mg(0.9), bound(0.3, "<", "serum_creatinine", "mg/dL")),
+        ),
+        KB,
+    )
+    assert result.egfr.value is None
+    note = next(a for a in result.limitations if a.id == "lim.inexact_result")
+    assert "Serum creatinine reported as <0.3 mg/dL (Observation/serum_creatinine)" in note.reason
+
+
+def test_an_exact_result_after_a_bound_is_the_one_used():
+    """A later exact result replaces an older bound; the bound stays out of the trend."""
+    older = dataclasses.replace(bound(0.4, "<"), when=dt.date(2024, 5, 1))
+    result = assess(facts(labs=(older, mg(0.8))), KB)
+    assert (0.8, None) == (result.serum_magnesium.mmol_l, result.serum_magnesium.comparator)
+    assert ((DAY, 0.8),) == result.serum_magnesium.history
+
+
+def test_an_unknown_comparator_is_refused():
+    """A comparator other than <, <=, > or >= is refused with the field named."""
+    with pytest.raises(InvalidInputError) as caught:
+        assess(facts(labs=(bound(0.4, "~"),)), KB)
+    assert "labs[0] (Observation/serum_mg).comparator" == caught.value.field

@@ -34,6 +34,7 @@ from magstat.core.match import (
     match_test,
 )
 from magstat.core.units import to_canonical
+from magstat.core.validate import COMPARATORS
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
@@ -369,7 +370,7 @@ def _deceased(doc: Mapping[str, Any], as_of: date) -> bool | None:
 
 def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
     data = _mapping(where, item)
-    _keys(where, data, ("test", "loinc", "value", "unit", "date", "reference_range", "method"))
+    _keys(where, data, ("test", "loinc", "value", "unit", "date", "reference_range", "method", "comparator"))
     test_id = data.get("test")
     loinc = None if data.get("loinc") is None else _text(f"{where}.loinc", data["loinc"])
     if test_id is None and loinc is not None:
@@ -411,6 +412,14 @@ def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
             allowed=f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}",
         )
     method = data.get("method")
+    comparator = data.get("comparator")
+    if comparator is not None and comparator not in COMPARATORS:
+        raise InvalidInputError(
+            f"{where}.comparator",
+            "unknown comparator",
+            value=comparator,
+            allowed=", ".join(sorted(COMPARATORS)) + " or absent",
+        )
     return Lab(
         test=test_id,
         value=canonical,
@@ -422,6 +431,7 @@ def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
         ref_high=high,
         method=None if method is None else _text(f"{where}.method", method),
         origin=Origin(where, "field"),
+        comparator=comparator,
     )
 
 
@@ -674,6 +684,12 @@ def json_schema(kb: KnowledgeBase) -> dict[str, Any]:
                             "unit": {"type": "string", "description": "e.g. mmol/L, mg/dL, mEq/L, umol/L"},
                             "date": _or_null(_ISO),
                             "method": _or_null({**_TEXT, "description": "for eGFR: the equation"}),
+                            "comparator": _or_null(
+                                {
+                                    "enum": sorted(COMPARATORS),
+                                    "description": "the lab reported only a bound: '<' 0.2 means below 0.2",
+                                }
+                            ),
                             "reference_range": _or_null(
                                 _closed(
                                     {

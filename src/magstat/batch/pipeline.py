@@ -293,7 +293,7 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
         stream: Any
         unreadable: set[str] = set()
         if input_format == "fhir":
-            source = fhir_bulk.discover(options.input)
+            source = fhir_bulk.discover(options.input, exclude=options.out)
             # Each file is checked first: a damaged gzip file is an input problem of that file
             # (counted, the rest read; --strict stops), never an engine failure of the whole run.
             # An engine whose scan finds the files with lines of another type has only those

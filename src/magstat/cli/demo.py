@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(header + "\n" + "-" * len(header) + "\n")
     for name, label, result in results:
         s = result.serum_magnesium
-        mg = "—" if s.mmol_l is None else f"{s.mmol_l:.2f}{'' if s.current else '*'}"
+        mg = "—" if s.mmol_l is None else f"{s.comparator or ''}{s.mmol_l:.2f}{'' if s.current else '*'}"
         mds = "—" if result.mds.score is None else f"{result.mds.score}{'' if result.mds.complete else '+?'}"
         egfr = "—" if result.egfr.value is None else f"{result.egfr.value:.0f}"
         ident = (result.patient_id or name)[:12]

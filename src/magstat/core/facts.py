@@ -58,6 +58,13 @@ class Lab:
         ref_low: the reporting lab's lower reference limit, canonical unit, if given.
         ref_high: the reporting lab's upper reference limit, canonical unit, if given.
         method: what the result says of its method (for eGFR: the equation), if anything.
+        comparator: ``<``, ``<=``, ``>`` or ``>=`` when the laboratory reported only a bound
+            ("<0.2 mmol/L": the true value is below ``value``); ``None`` for an exact value.
+            The core uses a bound only where it decides the result: a serum magnesium below
+            the lower limit of its interval whatever its exact value (or above the upper
+            limit); any other bound is shown and not used.
+
+    .. versionchanged:: 0.6.0 ``comparator``.
 
     """
 
@@ -71,6 +78,7 @@ class Lab:
     ref_high: float | None = None
     method: str | None = None
     origin: Origin = field(default_factory=Origin)
+    comparator: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

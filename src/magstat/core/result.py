@@ -264,11 +264,18 @@ class SerumMagnesium:
     ctcae_grade: int | None = None
     source: str | None = None
     history: tuple[tuple[dt.date | None, float], ...] = ()
+    comparator: str | None = None
+    """``<``, ``<=``, ``>`` or ``>=`` when the laboratory reported only a bound that places the
+    value below (or above) the interval; ``mmol_l`` is then the bound. ``None`` for an exact value.
+
+    .. versionadded:: 0.6.0
+    """
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "mmol_l": _r(self.mmol_l, 3),
+            "comparator": self.comparator,
             "mg_dl": _r(self.mg_dl, 2),
             "meq_l": _r(self.meq_l, 2),
             "band": self.band,

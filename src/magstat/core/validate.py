@@ -19,6 +19,7 @@ from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = [
+    "COMPARATORS",
     "MAX_AGE_YEARS",
     "all_plausible",
     "check_conditions",
@@ -36,6 +37,10 @@ MAX_AGE_YEARS = 130.0
 """Oldest plausible age (project choice, source MAGSTAT): beyond it a birth date is a typo."""
 
 _NUMBER_TYPES = (float, int)
+
+COMPARATORS = frozenset({"<", "<=", ">", ">="})
+"""The bounds a result may carry instead of an exact value (FHIR ``Quantity.comparator``)."""
+_EXACT_OR_BOUND = COMPARATORS | {None}
 
 _MAX_MG_PER_DAY = 10_000.0
 """Plausibility limit for diet and supplement amounts, mg/day (project choice, MAGSTAT)."""
@@ -94,33 +99,50 @@ def check_person(facts: PatientFacts) -> None:
 
 def check_labs(
     facts: PatientFacts, kb: KnowledgeBase, limits: Mapping[str, tuple[str, float, float]]
-) -> None:
+) -> bool:
     """The results' part of :func:`check_facts`: the first implausible result is refused.
 
     The whole record is tested in one fast pass; only when it fails are the results checked
     one by one, in record order, so that the error names the first that fails.
 
+    Returns:
+        Whether the fast pass held: every result plausible and exact (no ``comparator``).
+
     Raises:
         InvalidInputError: naming the result, its value and what is allowed.
 
+    .. versionchanged:: 0.6.0 returns whether the fast pass held.
+
     """
-    if not all_plausible(facts.labs, limits):
-        for lab in facts.labs:
-            if not lab_plausible(lab, limits):
-                lab_error(facts, kb, lab)
+    labs = facts.labs
+    if all_plausible(labs, limits):
+        return True
+    for lab in labs:
+        if not lab_plausible(lab, limits):
+            lab_error(facts, kb, lab)
+    return False
 
 
 def all_plausible(labs: Iterable[Lab], limits: Mapping[str, tuple[str, float, float]]) -> bool:
-    """Whether every result passes :func:`lab_plausible` (the fast test of a whole record).
+    """Whether every result passes :func:`lab_plausible` and is exact (the fast test of a record).
 
     A record has hundreds of results, nearly all without reference limits, so the limits are
-    looked at only when a result has one.
+    looked at only when a result has one. The test is conservative: ``False`` means "check
+    each result" (:func:`check_labs` then does), not that one is implausible; a result reported
+    as a bound (``comparator``) is one to check.
+
+    .. versionchanged:: 0.6.0 a result with a ``comparator`` makes it ``False``.
     """
     try:
         for lab in labs:
             unit, low, high = limits[lab.test]  # an unknown test: KeyError
             value = lab.value
-            if not (lab.unit == unit and type(value) in _NUMBER_TYPES and low <= value <= high):
+            if not (
+                lab.unit == unit
+                and type(value) in _NUMBER_TYPES
+                and low <= value <= high
+                and lab.comparator is None
+            ):
                 return False
             if lab.ref_low is not None or lab.ref_high is not None:
                 ref_low = lab.ref_low
@@ -141,7 +163,7 @@ def all_plausible(labs: Iterable[Lab], limits: Mapping[str, tuple[str, float, fl
 def lab_plausible(lab: Lab, limits: Mapping[str, tuple[str, float, float]]) -> bool:
     """Whether one result passes :func:`check_facts` (the fast test; see :func:`lab_error`)."""
     spec = limits.get(lab.test)
-    if spec is None:
+    if spec is None or lab.comparator not in _EXACT_OR_BOUND:
         return False
     unit, low, high = spec
     value = lab.value
@@ -167,6 +189,13 @@ def lab_error(facts: PatientFacts, kb: KnowledgeBase, lab: Lab) -> None:
     if test is None:
         raise InvalidInputError(
             f"{field}.test", "unknown test", value=lab.test, allowed=", ".join(sorted(kb.tests))
+        )
+    if lab.comparator not in _EXACT_OR_BOUND:
+        raise InvalidInputError(
+            f"{field}.comparator",
+            "unknown comparator",
+            value=lab.comparator,
+            allowed=", ".join(sorted(COMPARATORS)) + " or absent",
         )
     if lab.unit != test.canonical_unit:
         raise InvalidInputError(

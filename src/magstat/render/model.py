@@ -467,7 +467,8 @@ def _serum_rows(result: Assessment) -> tuple[list[Row], str]:
     if s.mmol_l is None:
         return [Row("Serum magnesium", "no result")], ""
     band = BAND_LABELS.get(s.band or "", "") if s.current else ""
-    value = f"{quantity(s.mmol_l, 'mmol/L')} = {quantity(s.mg_dl, 'mg/dL')} = {quantity(s.meq_l, 'mEq/L')}"
+    c = s.comparator or ""  # a reported bound: "<0.20 mmol/L = <0.49 mg/dL"
+    value = f"{c}{quantity(s.mmol_l, 'mmol/L')} = {c}{quantity(s.mg_dl, 'mg/dL')} = {c}{quantity(s.meq_l, 'mEq/L')}"
     detail = [p for p in (band, s.date.isoformat() if s.date else "") if p]
     if not s.current:
         detail.append("not recent: not used for the status")
@@ -623,7 +624,7 @@ def _lab_result(lab: Lab, kb: KnowledgeBase) -> LabResult:
         reported = quantity(lab.reported_value, lab.reported_unit)
     return LabResult(
         date=lab.when.isoformat() if lab.when else "date unknown",
-        value=fmt(lab.value, digits),
+        value=(lab.comparator or "") + fmt(lab.value, digits),
         unit=unit,
         reported=reported,
         interval=interval,
@@ -699,7 +700,10 @@ def _headline(result: Assessment, kb: KnowledgeBase, status_label: str) -> str:
         parts = ["no serum magnesium result"]
     else:
         band = BAND_LABELS.get(s.band or "", "").split(":")[0] if s.current else "not recent"
-        parts = [f"serum magnesium {quantity(s.mmol_l, 'mmol/L')}" + (f" ({band})" if band else "")]
+        parts = [
+            f"serum magnesium {s.comparator or ''}{quantity(s.mmol_l, 'mmol/L')}"
+            + (f" ({band})" if band else "")
+        ]
     m = result.mds
     if m.score is not None:
         parts.append(f"Magnesium Depletion Score {m.score}" + ("" if m.complete else " or more"))

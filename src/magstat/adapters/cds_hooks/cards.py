@@ -339,7 +339,7 @@ def _lowering_card(
     else:
         indicator = "info"
     if low and serum.mmol_l is not None:
-        summary = f"Latest serum Mg {serum.mmol_l:.2f} mmol/L is low; {names} can lower it further"
+        summary = f"Latest serum Mg {serum.comparator or ''}{serum.mmol_l:.2f} mmol/L is low; {names} can lower it further"
     else:
         summary = f"{_cap(names)} can lower magnesium: check serum Mg at baseline and during treatment"
     detail = _Detail(kb)
@@ -715,7 +715,7 @@ def _serum_line(result: Assessment) -> str:
     when = serum.date.isoformat() if serum.date else "undated"
     recent = "" if serum.current else ", not recent"
     where = f"; {_md(serum.source)}" if serum.source else ""
-    return f"Serum magnesium {quantity(serum.mmol_l, 'mmol/L')} ({band}; {when}{recent}{where})"
+    return f"Serum magnesium {serum.comparator or ''}{quantity(serum.mmol_l, 'mmol/L')} ({band}; {when}{recent}{where})"
 
 
 def _input_text(item: InputUsed) -> str:

@@ -21,7 +21,8 @@ What is read, and the choices made where FHIR leaves room:
   test is recognised with :func:`~magstat.core.match.match_test`; its value is converted to the
   test's canonical unit (the UCUM ``code`` when ``system`` is UCUM, else ``unit``) and refused
   when the unit is unknown or the converted value is outside the test's plausible range. A
-  result with a comparator (``<0.5``) is not an exact value and is left out with a note. A
+  result with a comparator (``<0.5``) keeps it (``Lab.comparator``): the core reads a bound only
+  where it decides the result and names any other. A
   test recognised *by name only* whose unit or value does not fit is probably another test:
   it is left out with a note and never refuses the input. The eGFR equation is taken from
   the knowledge-base note of the LOINC code. An Observation recognised as a sign (no value, a
@@ -46,7 +47,9 @@ What is read, and the choices made where FHIR leaves room:
   ``medicationCodeableConcept`` or a ``medicationReference`` to a Medication in the bundle or
   in ``contained`` (with its ingredients). Request status active/on-hold is current,
   completed/stopped/cancelled is not, unknown is unknown, entered-in-error/draft are passed
-  over, and a request authored after ``as_of`` is passed over. Statement status
+  over, and a request authored after ``as_of`` is passed over. A medication whose text names
+  every drug in it as stopped or not taken ("omeprazole, discontinued"; ConText, see
+  :func:`~magstat.core.match.match_drug`) is not current, whatever its status. Statement status
   active/intended/on-hold is current unless ``effectivePeriod.end`` is before ``as_of``;
   completed/stopped/not-taken is not; entered-in-error is passed over; a statement whose
   effective start is after ``as_of`` is passed over. MedicationAdministration and
@@ -98,6 +101,7 @@ from magstat.core.match import (
     match_test,
 )
 from magstat.core.units import allowed_units, parse_unit, to_canonical
+from magstat.core.validate import COMPARATORS
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
@@ -1246,14 +1250,17 @@ class _Reader:
         info = self.memo.test_info(test_id)
         quantity = _obj(res, "valueQuantity")
         unit: str | None
+        comparator = None
         if quantity is not None:
-            comparator = _str(quantity, "comparator", "valueQuantity")
-            if comparator:
-                self.excluded.append(
-                    f"{item.note_label}: valueQuantity.comparator {comparator!r}: "
-                    f"not an exact {test.name} value; left out"
+            # A bound ("<0.2") is kept as one; the core reads it only where it decides the result.
+            comparator = _str(quantity, "comparator", "valueQuantity") or None
+            if comparator is not None and comparator not in COMPARATORS:
+                raise InvalidInputError(
+                    "valueQuantity.comparator",
+                    "not a FHIR quantity comparator",
+                    value=comparator,
+                    allowed=", ".join(sorted(COMPARATORS)),
                 )
-                return None
             value = _num(quantity, "value", "valueQuantity")
             if value is None:
                 return None
@@ -1301,6 +1308,7 @@ class _Reader:
             ref_high=ref_high,
             method=self._method(res, info, codes),
             origin=factbuild.origin(item.origin, matched_by),
+            comparator=comparator,
         )
 
     def _convert(self, test_id: str, value: float, unit: str, field: str) -> float:
@@ -1527,6 +1535,8 @@ class _Reader:
         res = item.values
         codes, name, text = self._drug_concept(res)
         found = self.memo.match("drug", codes, text)
+        if current and found.context != "current":
+            current = False  # the text names the drug as stopped or not taken ("omeprazole, discontinued")
         dose = route = None
         per_day: float | None = None
         dosages = _list(res, dosage_key)

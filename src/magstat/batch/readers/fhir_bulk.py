@@ -126,22 +126,32 @@ def _file_key(f: BulkFile) -> tuple[int, str, int, str]:
     return (rank, f.rtype or "~", f.part, f.name)
 
 
-def discover(path: Path) -> BulkSource:
-    """List an export folder (searched recursively) or take one NDJSON file.
+def discover(path: Path, *, exclude: Path | None = None) -> BulkSource:
+    """List an export folder (searched recursively, hidden files and folders left out) or take one NDJSON file.
+
+    ``exclude`` is a folder not to read: the screening's own output, when it lies inside the
+    export folder (its files are not input on a second run).
 
     Raises:
         FileNotFoundError: the path does not exist.
+
+    .. versionchanged:: 0.6.0 hidden folders and ``exclude`` are left out.
 
     """
     if not path.exists():
         raise FileNotFoundError(str(path))
     candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if exclude is not None and not path.is_file():
+        skip = exclude.resolve()
+        candidates = [p for p in candidates if not p.resolve().is_relative_to(skip)]
     files: list[BulkFile] = []
     ignored: list[str] = []
     for p in candidates:
         name = p.name if path.is_file() else p.relative_to(path).as_posix()
-        if p.name.startswith("."):
-            continue
+        if p.name.startswith(".") or (
+            not path.is_file() and any(d.startswith(".") for d in p.relative_to(path).parts)
+        ):
+            continue  # hidden files and folders (an output being written inside the folder, say)
         if not p.name.endswith((".ndjson", ".ndjson.gz")):
             ignored.append(name)
             continue

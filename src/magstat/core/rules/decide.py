@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.result import Finding, InputUsed, MdsResult, SerumMagnesium, Status, new_finding, new_input
 from magstat.core.rules.signs import _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
-from magstat.core.rules.work import _fmt, _in_text, _Work
+from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _Work
 
 # --------------------------------------------------------------------------------------------
 # Step 5: the status
@@ -51,14 +51,22 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
                 id="serum_mg.therapeutic",
                 category="serum_magnesium",
                 text=(
-                    f"Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is raised as expected during magnesium "
+                    f"Serum magnesium {_mg_shown(serum)} mmol/L is raised as expected during magnesium "
                     f"therapy and is within the labelled therapeutic range "
                     f"({_fmt(w.p.params['mg_therapy.therapeutic_low'])}–{_fmt(therapeutic_high)} mmol/L, 2.5–5 mEq/L): "
                     "a therapeutic level, not magnesium excess."
                 ),
                 weight="info",
                 rule=f"intended magnesium therapy and serum ≤ {_fmt(therapeutic_high)} mmol/L → therapeutic",
-                inputs=(new_input("serum magnesium", serum.mmol_l, "mmol/L", serum.date, serum.source),),
+                inputs=(
+                    new_input(
+                        "serum magnesium",
+                        serum.mmol_l if serum.comparator is None else _mg_shown(serum),
+                        "mmol/L",
+                        serum.date,
+                        serum.source,
+                    ),
+                ),
                 sources=kb.parameters["mg_therapy.therapeutic_high"].sources,
             )
         )
@@ -67,7 +75,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         grade = serum.ctcae_grade or 1
         severity = {1: "mild", 3: "severe", 4: "life-threatening"}.get(grade, "mild")
         rule = "serum magnesium above the lab's upper limit → excess (severity by CTCAE grade)"
-        w.severity_reason = f"serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L, CTCAE grade {grade}"
+        w.severity_reason = f"serum magnesium {_mg_shown(serum)} mmol/L, CTCAE grade {grade}"
         if w.mg_therapy:
             rule = (
                 f"serum magnesium above the therapeutic range of magnesium therapy ({_fmt(therapeutic_high)} mmol/L) "
@@ -86,7 +94,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
             severity = "moderate"
         else:
             severity = "mild"
-        reasons = [f"serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"]
+        reasons = [f"serum magnesium {_mg_shown(serum)} mmol/L"]
         symptomatic = [s for s in _SYMPTOMATIC_SIGNS if s in w.present_signs]
         refractory = [s for s in _REFRACTORY_SIGNS if s in w.present_signs]
         if symptomatic:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from itertools import compress, count, repeat
-from operator import is_
+from operator import attrgetter, is_
 from typing import Literal
 
 from magstat.core import calculators as calc
@@ -41,7 +42,8 @@ def _select_labs(w: _Work) -> None:
     labs = facts.labs
     if not labs:
         return
-    check_labs(facts, w.kb, w.p.lab_limits)
+    if not check_labs(facts, w.kb, w.p.lab_limits) and not _EXACT.issuperset(map(_COMPARATOR, labs)):
+        labs = _usable(w, labs)  # a result reported as a bound ("<0.2") is used only where it decides
     as_of = facts.as_of
     best: dict[str, Lab] = {}
     best_when: dict[str, date] = {}
@@ -74,7 +76,9 @@ def _select_labs(w: _Work) -> None:
     if "serum_mg" in best:
         # Every serum magnesium at or before the as-of date, in record order.
         w.mg_history = [
-            (lab.when, lab.value) for lab in labs if lab.test == "serum_mg" and (lab.when or as_of) <= as_of
+            (lab.when, lab.value)
+            for lab in labs
+            if lab.test == "serum_mg" and (lab.when or as_of) <= as_of and lab.comparator is None
         ]
     recent_days = w.p.params["labs.recent_days"]
     latest = w.latest
@@ -84,6 +88,65 @@ def _select_labs(w: _Work) -> None:
             stale[test] = lab
         else:
             latest[test] = lab
+
+
+_EXACT = frozenset({None})
+_COMPARATOR = attrgetter("comparator")
+
+
+def _usable(w: _Work, labs: tuple[Lab, ...]) -> tuple[Lab, ...]:
+    """The results the walk may pick: every exact one, and each bound that decides its result.
+
+    A serum magnesium reported as below a value at or under the lower limit of its interval
+    (``<0.4`` with an interval from 0.7) is below the interval whatever its exact value, and
+    one above a value at or over the upper limit is above it: these are kept (:func:`_serum`
+    reads them as bounds). Any other bound cannot be placed, is not used and is named in a
+    limitation. The results keep their record order.
+    """
+    out: list[Lab] = []
+    for lab in labs:
+        if lab.comparator is None or _decides(w, lab):
+            out.append(lab)
+            continue
+        name = w.kb.tests[lab.test].name
+        w.limit(
+            "lim.inexact_result",
+            f"{name} reported as {lab.comparator}{_fmt(lab.value, 4)} {lab.unit}"
+            f" ({lab.origin.resource or 'no source'}) was not used.",
+        )
+    return tuple(out)
+
+
+def _decides(w: _Work, lab: Lab) -> bool:
+    """Whether a bound alone places a serum magnesium below or above its interval."""
+    if lab.test != "serum_mg":
+        return False
+    test = w.kb.tests["serum_mg"]
+    low = lab.ref_low if lab.ref_low is not None else test.default_low
+    high = lab.ref_high if lab.ref_high is not None else test.default_high
+    value = lab.value
+    comparator = lab.comparator
+    if comparator == "<":
+        return low is not None and value <= low
+    if comparator == "<=":
+        return low is not None and value < low
+    if comparator == ">":
+        return high is not None and value >= high
+    return high is not None and value > high  # ">="
+
+
+def _bound_value(lab: Lab) -> float:
+    """The value the rules read for a result: a strict bound is the nearest value inside it.
+
+    "<0.4" is read as the largest number below 0.4, so every rule that asks "below 0.4?"
+    answers yes and the grade is the least severe the bound allows (the true one may be worse);
+    "<=0.4" is read as 0.4.
+    """
+    if lab.comparator == "<":
+        return math.nextafter(lab.value, -math.inf)
+    if lab.comparator == ">":
+        return math.nextafter(lab.value, math.inf)
+    return lab.value
 
 
 def _same_date(w: _Work, ties: dict[str, list[Lab]], best: dict[str, Lab]) -> None:
@@ -181,7 +244,7 @@ def _serum(w: _Work) -> SerumMagnesium:
                     id="serum_mg.not_recent",
                     category="serum_magnesium",
                     text=(
-                        f"The last serum magnesium ({_fmt(stale.value, 2)} mmol/L on "
+                        f"The last serum magnesium ({stale.comparator or ''}{_fmt(stale.value, 2)} mmol/L on "
                         f"{stale.when.isoformat() if stale.when else 'an unknown date'}) is older than "
                         f"{w.p.params['labs.recent_days']:.0f} days before the as-of date, so it is shown "
                         "but not used."
@@ -201,6 +264,7 @@ def _serum(w: _Work) -> SerumMagnesium:
                 current=False,
                 source=stale.origin.resource,
                 history=history,
+                comparator=stale.comparator,
             )
         w.missing.append("serum_mg")
         return SerumMagnesium(mmol_l=None, history=history) if history else NO_SERUM_MG
@@ -211,7 +275,8 @@ def _serum(w: _Work) -> SerumMagnesium:
         "lab" if lab.ref_low is not None and lab.ref_high is not None else "default"
     )
     evidence_lower = w.p.params["serum_mg.evidence_lower"]
-    value = lab.value
+    comparator = lab.comparator  # a bound that places the value (see _usable); None when exact
+    value = lab.value if comparator is None else _bound_value(lab)
     band: Literal["below_lab_range", "low_normal", "normal", "above_lab_range"]
     grade: int | None = None
     if low is not None and value < low:
@@ -238,7 +303,15 @@ def _serum(w: _Work) -> SerumMagnesium:
     mg_dl = calc.mg_mmol_to_mg_dl(kb, value)
     shown = f"{_fmt(value, 2)} mmol/L ({_fmt(mg_dl, 2)} mg/dL)"
     # Only the text of the band that holds is made.
-    if band == "below_lab_range":
+    if comparator is not None:
+        shown = f"reported as {comparator}{_fmt(lab.value, 4)} mmol/L ({comparator}{_fmt(mg_dl, 2)} mg/dL)"
+        text = (
+            f"Serum magnesium {shown} is {'below' if band == 'below_lab_range' else 'above'} the lab "
+            f"interval {interval} whatever its exact value: "
+            f"{'hypo' if band == 'below_lab_range' else 'hyper'}magnesaemia, CTCAE grade {grade} at least "
+            "(the exact value, and so the grade, may be worse)."
+        )
+    elif band == "below_lab_range":
         text = f"Serum magnesium {shown} is below the lab interval {interval}: hypomagnesaemia, CTCAE grade {grade}."
     elif band == "low_normal":
         text = (
@@ -286,6 +359,7 @@ def _serum(w: _Work) -> SerumMagnesium:
         ctcae_grade=grade,
         source=lab.origin.resource,
         history=history,
+        comparator=comparator,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from operator import attrgetter
 
 from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status
-from magstat.core.rules.work import _fmt, _Work
+from magstat.core.rules.work import _fmt, _mg_shown, _Work
 
 
 def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
@@ -109,7 +109,7 @@ def _summary(status: Status, severity: str | None, serum: SerumMagnesium, mds: M
     parts = []
     if serum.mmol_l is not None:
         parts.append(
-            f"serum Mg {_fmt(serum.mmol_l, 2)} mmol/L"
+            f"serum Mg {_mg_shown(serum)} mmol/L"
             + (f" ({serum.band.replace('_', ' ')})" if serum.band else " (not recent)")
         )
     else:

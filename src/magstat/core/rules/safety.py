@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.result import EgfrResult, SerumMagnesium, Status, SupplementResult, new_action
 from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
-from magstat.core.rules.work import _fmt, _in_text, _sentence, _Work
+from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _sentence, _Work
 
 
 def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
@@ -36,7 +36,7 @@ def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
     )
     if low_mg and (partners or drugs or signs):
         with_what = ", ".join(dict.fromkeys([*partners, *drugs, *signs]))
-        return f"serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L (below 0.85) with {with_what}"
+        return f"serum magnesium {_mg_shown(serum)} mmol/L (below 0.85) with {with_what}"
     if not serum.current and drugs and partners:
         return f"no current serum magnesium, with {', '.join(dict.fromkeys([*partners, *drugs]))}"
     return None
@@ -67,14 +67,14 @@ def _safety(
         grade = serum.ctcae_grade or 1
         w.safe(
             "sf.excess",
-            f"Serum magnesium {_fmt(serum.mmol_l or 0, 2)} mmol/L (CTCAE grade {grade}).",
+            f"Serum magnesium {_mg_shown(serum)} mmol/L (CTCAE grade {grade}).",
             "urgent" if grade >= 3 else "high",
         )
     if status == "deficient":
         assert serum.mmol_l is not None
         if serum.mmol_l < w.p.params["serum_mg.symptomatic_below"] or symptomatic or refractory:
             why = (
-                f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L"
+                f"Serum magnesium {_mg_shown(serum)} mmol/L"
                 + (
                     f" with {', '.join(_in_text(kb.signs[s].name) for s in [*symptomatic, *refractory])}"
                     if symptomatic or refractory
@@ -91,7 +91,7 @@ def _safety(
         elif oral_ok:
             w.safe(
                 "sf.oral_mild" + child,
-                f"Serum magnesium {_fmt(serum.mmol_l, 2)} mmol/L without symptoms.",
+                f"Serum magnesium {_mg_shown(serum)} mmol/L without symptoms.",
                 "high",
             )
     elif status == "likely_deficient" and oral_ok:
@@ -121,9 +121,7 @@ def _safety(
             "sf.mg_infusion_monitoring" + child,
             f"Magnesium therapy: {therapy}."
             + (
-                f" Serum magnesium {_fmt(serum.mmol_l or 0.0, 2)} mmol/L is above the therapeutic range."
-                if above
-                else ""
+                f" Serum magnesium {_mg_shown(serum)} mmol/L is above the therapeutic range." if above else ""
             ),
             "urgent" if above else "high",
         )

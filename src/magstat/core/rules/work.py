@@ -7,7 +7,7 @@ from typing import Literal
 
 from magstat.core.facts import ConditionFact, Lab, Medication, PatientFacts
 from magstat.core.prepared import Prepared
-from magstat.core.result import Action, Finding, InputUsed, new_action, new_input
+from magstat.core.result import Action, Finding, InputUsed, SerumMagnesium, new_action, new_input
 from magstat.kb.schema import DriRow, KnowledgeBase
 
 _RANK = {"urgent": 0, "high": 1, "routine": 2}
@@ -20,6 +20,11 @@ def _fmt(value: float, digits: int = 2) -> str:
     """Round for display and drop trailing zeros (0.70 -> 0.7, 60.0 -> 60)."""
     text = _FIXED[digits] % value if 0 <= digits < len(_FIXED) else f"{value:.{digits}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _mg_shown(serum: SerumMagnesium) -> str:
+    """The serum magnesium in mmol/L as a text, with its bound when one was reported ("<0.40")."""
+    return f"{serum.comparator or ''}{_fmt(serum.mmol_l or 0.0, 2)}"
 
 
 def _sentence(text: str) -> str:
@@ -40,8 +45,10 @@ def _in_text(name: str) -> str:
 
 def _lab_input(name: str, lab: Lab) -> InputUsed:
     origin = lab.origin
+    # A result reported as a bound is shown as written ("<0.4").
+    value = round(lab.value, 4) if lab.comparator is None else f"{lab.comparator}{_fmt(lab.value, 4)}"
     # Positional: name, value, unit, date, source, matched_by (a call by keyword is slower).
-    return new_input(name, round(lab.value, 4), lab.unit, lab.when, origin.resource, origin.matched_by)
+    return new_input(name, value, lab.unit, lab.when, origin.resource, origin.matched_by)
 
 
 class _Work:

@@ -1,0 +1,68 @@
+"""A bounded serum magnesium and a stopped medication read alike by the FHIR reader and the screening."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pyarrow.parquet as pq
+
+from magstat.adapters.fhir import facts_from_fhir
+from magstat.batch import ScreenOptions, screen
+from magstat.core import assess
+
+AS_OF = dt.date(2024, 5, 2)
+
+
+def resources() -> list[dict]:
+    """One patient: serum magnesium '<0.4 mmol/L', and an 'active' omeprazole whose text says discontinued."""
+    return [
+        {"resourceType": "Patient", "id": "p1", "birthDate": "1960-01-01", "gender": "female"},
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9"}]},
+            "effectiveDateTime": "2024-05-01",
+            "valueQuantity": {
+                "value": 0.4,
+                "comparator": "<",
+                "unit": "mmol/L",
+                "system": "http://unitsofmeasure.org",
+                "code": "mmol/L",
+            },
+        },
+        {
+            "resourceType": "MedicationStatement",
+            "id": "m1",
+            "status": "active",
+            "subject": {"reference": "Patient/p1"},
+            "medicationCodeableConcept": {
+                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7646"}],
+                "text": "omeprazole 20 mg - discontinued",
+            },
+        },
+    ]
+
+
+def test_the_fhir_reader_keeps_the_bound_and_reads_the_stopped_drug(kb):
+    """The bundle gives a bounded lab and a medication that is not current: deficient, severe, no PPI."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources()]}
+    facts = facts_from_fhir(bundle, kb, as_of=AS_OF)
+    assert [("<", 0.4)] == [(lab.comparator, lab.value) for lab in facts.labs]
+    assert [False] == [m.current for m in facts.medications]
+    result = assess(facts, kb)
+    assert ("deficient", "severe", 0) == (result.status, result.severity, result.mds.components["ppi"])
+
+
+def test_the_screening_reads_them_as_the_bundle_path_does(kb, tmp_path):
+    """The same resources screened on DuckDB give the same status, severity and MDS PPI item."""
+    export = tmp_path / "export"
+    export.mkdir()
+    for r in resources():
+        with (export / f"{r['resourceType']}.ndjson").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(r) + "\n")
+    screen(ScreenOptions(input=export, out=tmp_path / "out", as_of=AS_OF, workers=0))
+    row = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()[0]
+    assert ("deficient", "severe", 0) == (row["status"], row["severity"], row["mds_ppi"])
