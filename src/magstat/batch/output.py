@@ -103,7 +103,7 @@ def arrow_column(values: Sequence[Any], kind: pa.DataType) -> pa.Array:
     (a ``datetime``, an integer a float cannot hold exactly, a list holding ``None``), or
     another type, goes through ``pyarrow.array`` as before, with its conversions and errors.
 
-    .. versionadded:: 0.5.1
+    .. versionadded:: 0.6.0
     """
     try:
         return _build(values, kind)
