@@ -86,3 +86,12 @@ def test_negated_condition_in_fhir_gives_no_sign(kb):
     }
     facts = facts_from_fhir(bundle, kb, as_of=dt.date(2024, 5, 1))
     assert [] == [s for s in facts.signs if s.present]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Dependence on renal dialysis (finding)", "Hemodialysis dependence", "Peritoneal dialysis"],
+)
+def test_dialysis_is_read_as_chronic_kidney_disease(kb, text):
+    """A patient on dialysis has chronic kidney disease (reduced magnesium excretion)."""
+    assert ("chronic_kidney_disease",) == match_condition(kb, (), text).ids
