@@ -8,7 +8,14 @@ import pytest
 
 from magstat.adapters.document import facts_from_document
 from magstat.adapters.fhir import facts_from_fhir
-from magstat.core.match import describes_absence, describes_past, match_condition, match_sign, match_test
+from magstat.core.match import (
+    describes_absence,
+    describes_past,
+    match_condition,
+    match_drug,
+    match_sign,
+    match_test,
+)
 
 
 def test_hyphens_and_spaces_match_alike(kb):
@@ -95,3 +102,8 @@ def test_negated_condition_in_fhir_gives_no_sign(kb):
 def test_dialysis_is_read_as_chronic_kidney_disease(kb, text):
     """A patient on dialysis has chronic kidney disease (reduced magnesium excretion)."""
     assert ("chronic_kidney_disease",) == match_condition(kb, (), text).ids
+
+
+def test_epsom_salt_is_magnesium_sulfate(kb):
+    """Epsom salt on a medication list is magnesium sulfate, a magnesium-containing product."""
+    assert ("magnesium_sulfate",) == match_drug(kb, (), "Epsom salts 1 tablespoon as needed").ids
