@@ -444,3 +444,19 @@ def test_an_unknown_comparator_is_refused():
     with pytest.raises(InvalidInputError) as caught:
         assess(facts(labs=(bound(0.4, "~"),)), KB)
     assert "labs[0] (Observation/serum_mg).comparator" == caught.value.field
+
+
+def test_femg_is_not_computed_from_a_bound():
+    """FEMg divides by serum magnesium: with '<0.4' it is not computed, and the limitation says why."""
+    day = {"when": DAY, "origin": Origin("Observation/u")}
+    urine = (
+        Lab("urine_mg_spot", 2.0, "mmol/L", **day),  # type: ignore[arg-type]
+        Lab("urine_creatinine", 100.0, "mg/dL", **day),  # type: ignore[arg-type]
+        Lab("serum_creatinine", 1.0, "mg/dL", **day),  # type: ignore[arg-type]
+    )
+    result = assess(facts(labs=(bound(0.4, "<"), *urine)), KB)
+    assert (None, "serum magnesium reported as a bound") == (result.femg.percent, result.femg.note)
+    note = next(a for a in result.limitations if a.id == "lim.femg_conditions")
+    assert "reported only as a bound" in note.reason
+    exact = assess(facts(labs=(mg(0.4), *urine)), KB)
+    assert exact.femg.percent is not None

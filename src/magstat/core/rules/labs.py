@@ -200,7 +200,7 @@ def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None
     """Flag same-date results of one test that disagree, and show which one was used."""
     kb = w.kb
     name = kb.tests[test].name if test in kb.tests else test
-    values = ", ".join(f"{_fmt(lab.value, 2)} {lab.unit}" for lab in labs)
+    values = ", ".join(f"{lab.comparator or ''}{_fmt(lab.value, 2)} {lab.unit}" for lab in labs)
     direction = "higher" if test in _HIGHER_IS_SAFER else "lower"
     w.findings.append(
         new_finding(
@@ -208,7 +208,7 @@ def _conflict_finding(w: _Work, test: str, labs: list[Lab], chosen: Lab) -> None
             category="test",
             text=(
                 f"Conflicting {name} results on {chosen.when.isoformat() if chosen.when else 'the same date'}: "
-                f"{values}. The {direction} value ({_fmt(chosen.value, 2)} {chosen.unit}) was used, as the "
+                f"{values}. The {direction} value ({chosen.comparator or ''}{_fmt(chosen.value, 2)} {chosen.unit}) was used, as the "
                 "safer reading for advice; repeat the test to settle it."
             ),
             weight="info",

@@ -48,6 +48,10 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
             ]
         )
     )
+    if s_mg.comparator is not None:
+        # FEMg divides by serum magnesium: a bound gives no value to divide by.
+        w.limit("lim.femg_conditions", "FEMg not computed: the serum magnesium was reported only as a bound.")
+        return FemgResult(None, None, inputs, "serum magnesium reported as a bound", sources)
     if dates and (max(dates) - min(dates)).days > gap:
         w.limit(
             "lim.femg_conditions",
