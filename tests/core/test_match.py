@@ -107,3 +107,19 @@ def test_dialysis_is_read_as_chronic_kidney_disease(kb, text):
 def test_epsom_salt_is_magnesium_sulfate(kb):
     """Epsom salt on a medication list is magnesium sulfate, a magnesium-containing product."""
     assert ("magnesium_sulfate",) == match_drug(kb, (), "Epsom salts 1 tablespoon as needed").ids
+
+
+@pytest.mark.parametrize(
+    ("text", "drug"),
+    [
+        ("MgSO4 4 g IV over 20 min", "magnesium_sulfate"),
+        ("Lasix 40 mg tablet", "furosemide"),
+        ("Nexium 40 mg", "esomeprazole"),
+        ("Protonix", "pantoprazole"),
+        ("Prilosec OTC", "omeprazole"),
+        ("Demadex 20 mg", "torasemide"),
+    ],
+)
+def test_brand_names_and_abbreviations_name_their_drug(kb, text, drug):
+    """A medication written by its US brand name or as MgSO4 is recognised as its ingredient."""
+    assert (drug,) == match_drug(kb, (), text).ids
