@@ -189,3 +189,13 @@ def test_a_document_lab_with_an_unknown_comparator_is_refused(capsys, tmp_path):
     assert "labs[0].comparator" in err
     assert "'about'" in err
     assert "<, <=, >, >= or absent" in err
+
+
+def test_a_document_lab_with_a_list_for_comparator_is_refused(capsys, tmp_path):
+    """A comparator that is not a text (a YAML list) exits 2 with the field named, not an internal error."""
+    path = tmp_path / "patient.yaml"
+    path.write_text(
+        "magstat: '1'\nas_of: 2024-06-01\nage: 60\nlabs:\n  - {test: serum_mg, value: 0.4, comparator: ['<'], unit: mmol/L}\n"
+    )
+    assert 2 == main(["assess", str(path)])
+    assert "labs[0].comparator" in capsys.readouterr().err

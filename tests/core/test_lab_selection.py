@@ -120,6 +120,7 @@ def test_a_bound_is_plausible_but_fails_the_fast_test(kb, comparator):
     assert (True, False) == (lab_plausible(lab, limits), all_plausible((lab,), limits))
     assert lab_plausible(Lab("serum_mg", 0.4, "mmol/L"), limits)
     assert not lab_plausible(Lab("serum_mg", 0.4, "mmol/L", comparator="~"), limits)
+    assert not lab_plausible(Lab("serum_mg", 0.4, "mmol/L", comparator=["<"]), limits)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("seed", range(100))

@@ -34,7 +34,7 @@ from magstat.core.match import (
     match_test,
 )
 from magstat.core.units import to_canonical
-from magstat.core.validate import COMPARATORS
+from magstat.core.validate import COMPARATORS, check_comparator
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
@@ -412,14 +412,7 @@ def _lab(where: str, item: object, kb: KnowledgeBase) -> Lab:
             allowed=f"{test.plausible_low:g} to {test.plausible_high:g} {test.canonical_unit}",
         )
     method = data.get("method")
-    comparator = data.get("comparator")
-    if comparator is not None and comparator not in COMPARATORS:
-        raise InvalidInputError(
-            f"{where}.comparator",
-            "unknown comparator",
-            value=comparator,
-            allowed=", ".join(sorted(COMPARATORS)) + " or absent",
-        )
+    comparator = check_comparator(f"{where}.comparator", data.get("comparator"))
     return Lab(
         test=test_id,
         value=canonical,

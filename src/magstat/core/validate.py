@@ -22,6 +22,7 @@ __all__ = [
     "COMPARATORS",
     "MAX_AGE_YEARS",
     "all_plausible",
+    "check_comparator",
     "check_conditions",
     "check_entries",
     "check_facts",
@@ -40,7 +41,28 @@ _NUMBER_TYPES = (float, int)
 
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
 """The bounds a result may carry instead of an exact value (FHIR ``Quantity.comparator``)."""
-_EXACT_OR_BOUND = COMPARATORS | {None}
+
+
+def _known_comparator(value: object) -> bool:
+    """Whether ``value`` may stand as a result's comparator: absent, or one of :data:`COMPARATORS`."""
+    return value is None or (type(value) is str and value in COMPARATORS)
+
+
+def check_comparator(field: str, value: object) -> str | None:
+    """A result's comparator as given, or the error that names ``field``, the value and what is allowed.
+
+    Raises:
+        InvalidInputError: ``value`` is neither absent nor one of :data:`COMPARATORS`.
+
+    .. versionadded:: 0.6.0
+
+    """
+    if not _known_comparator(value):
+        raise InvalidInputError(
+            field, "unknown comparator", value=value, allowed=", ".join(sorted(COMPARATORS)) + " or absent"
+        )
+    return value  # type: ignore[return-value]
+
 
 _MAX_MG_PER_DAY = 10_000.0
 """Plausibility limit for diet and supplement amounts, mg/day (project choice, MAGSTAT)."""
@@ -163,7 +185,7 @@ def all_plausible(labs: Iterable[Lab], limits: Mapping[str, tuple[str, float, fl
 def lab_plausible(lab: Lab, limits: Mapping[str, tuple[str, float, float]]) -> bool:
     """Whether one result passes :func:`check_facts` (the fast test; see :func:`lab_error`)."""
     spec = limits.get(lab.test)
-    if spec is None or lab.comparator not in _EXACT_OR_BOUND:
+    if spec is None or not _known_comparator(lab.comparator):
         return False
     unit, low, high = spec
     value = lab.value
@@ -190,13 +212,7 @@ def lab_error(facts: PatientFacts, kb: KnowledgeBase, lab: Lab) -> None:
         raise InvalidInputError(
             f"{field}.test", "unknown test", value=lab.test, allowed=", ".join(sorted(kb.tests))
         )
-    if lab.comparator not in _EXACT_OR_BOUND:
-        raise InvalidInputError(
-            f"{field}.comparator",
-            "unknown comparator",
-            value=lab.comparator,
-            allowed=", ".join(sorted(COMPARATORS)) + " or absent",
-        )
+    check_comparator(f"{field}.comparator", lab.comparator)
     if lab.unit != test.canonical_unit:
         raise InvalidInputError(
             f"{field}.unit",
