@@ -195,9 +195,16 @@ def _by_text(index: _Index, text: str | None, *, every: bool) -> Match:
     _lowered, found = _hits(index, text)
     if not found:
         return _NO_MATCH
-    if not every:
-        found = found[:1]
-    return Match(tuple(f[0] for f in found), "text " + ", ".join(f'"{f[1]}"' for f in found))
+    return _text_match(found if every else found[:1])
+
+
+def _text_match(
+    found: list[tuple[str, str, int, int]], context: str = "current", trigger: str | None = None
+) -> Match:
+    """The match of the entries found in a text (see :func:`_hits`), in their order."""
+    return Match(
+        tuple(f[0] for f in found), "text " + ", ".join(f'"{f[1]}"' for f in found), context, trigger
+    )
 
 
 def _in_context(kb: KnowledgeBase, index: _Index, text: str | None) -> list[Match]:
@@ -305,12 +312,10 @@ def _drugs_in_context(kb: KnowledgeBase, index: _Index, text: str | None) -> Mat
     lowered, found = _hits(index, text)
     if not found:
         return _NO_MATCH
-    ids = tuple(f[0] for f in found)
-    matched_by = "text " + ", ".join(f'"{f[1]}"' for f in found)
     contexts = context_of(kb, lowered, [(a, b) for _, _, a, b in found])
     if any(c.context == "current" for c in contexts):
-        return Match(ids, matched_by)
-    return Match(ids, matched_by, contexts[0].context, contexts[0].trigger)
+        return _text_match(found)
+    return _text_match(found, contexts[0].context, contexts[0].trigger)
 
 
 def match_condition(

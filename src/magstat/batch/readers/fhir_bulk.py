@@ -140,18 +140,18 @@ def discover(path: Path, *, exclude: Path | None = None) -> BulkSource:
     """
     if not path.exists():
         raise FileNotFoundError(str(path))
-    candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    if exclude is not None and not path.is_file():
+    single = path.is_file()
+    candidates = [path] if single else sorted(p for p in path.rglob("*") if p.is_file())
+    if exclude is not None and not single:
         skip = exclude.resolve()
         candidates = [p for p in candidates if not p.resolve().is_relative_to(skip)]
     files: list[BulkFile] = []
     ignored: list[str] = []
     for p in candidates:
-        name = p.name if path.is_file() else p.relative_to(path).as_posix()
-        if p.name.startswith(".") or (
-            not path.is_file() and any(d.startswith(".") for d in p.relative_to(path).parts)
-        ):
+        parts = (p.name,) if single else p.relative_to(path).parts
+        if any(part.startswith(".") for part in parts):
             continue  # hidden files and folders (an output being written inside the folder, say)
+        name = "/".join(parts)
         if not p.name.endswith((".ndjson", ".ndjson.gz")):
             ignored.append(name)
             continue
