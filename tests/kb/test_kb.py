@@ -74,6 +74,7 @@ REQUIRED_STATEMENTS = {
         "ns.ecg",
         "ns.ecg_high_mg",
         "ns.kidney_function",
+        "ns.kidney_function_high_mg",
         "ns.ppi_baseline",
         "ns.review_culprit_drugs",
         "ns.diet_assessment",
@@ -84,6 +85,7 @@ REQUIRED_STATEMENTS = {
     "safety": (
         "sf.severe_iv",
         "sf.oral_mild",
+        "sf.low_despite_oral",
         "sf.renal_avoid_oral",
         "sf.renal_reduce",
         "sf.iv_renal_limit",
@@ -101,6 +103,7 @@ REQUIRED_STATEMENTS = {
     ),
     "limitation": (
         "lim.serum_partial",
+        "lim.relevance_excess",
         "lim.no_serum_mg",
         "lim.haemolysis",
         "lim.mds_not_diagnostic",

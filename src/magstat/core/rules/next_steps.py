@@ -104,7 +104,12 @@ def _next_steps(
             _sentence("; ".join(dict.fromkeys(ecg_reasons))),
             "urgent" if band == "below_lab_range" or status == "excess" else "high",
         )
-    if egfr.value is None and (status in ("deficient", "likely_deficient", "excess") or w.facts.supplements):
+    if egfr.value is None and status == "excess":
+        # Not "before a supplement": a high value asks for the kidneys as its likely cause.
+        w.step_fixed(
+            "ns.kidney_function_high_mg", "Kidney function is unknown and serum magnesium is high.", "high"
+        )
+    elif egfr.value is None and (status in ("deficient", "likely_deficient") or w.facts.supplements):
         w.step(
             "ns.kidney_function",
             "Kidney function is unknown and magnesium treatment or supplements are in question.",
