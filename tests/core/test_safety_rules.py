@@ -536,3 +536,23 @@ def test_a_high_value_with_unknown_kidney_function_asks_for_the_kidneys_as_its_c
     step = action(result, "next_steps", "ns.kidney_function_high_mg")
     assert ("high", False) == (step.priority, "ns.kidney_function" in ids(result.next_steps))
     assert "supplement" not in step.text
+
+
+def creatinine(value: float) -> Lab:
+    """Serum creatinine in mg/dL."""
+    return Lab("serum_creatinine", value, "mg/dL", DAY, origin=Origin("Observation/cr"))
+
+
+@pytest.mark.parametrize(
+    ("medications", "recheck"),
+    [
+        ((mgso4(),), False),  # an infusion given as treatment: its own monitoring notes
+        ((med("magnesium_hydroxide", "milk of magnesia"),), True),
+        ((mgso4(), med("magnesium_hydroxide", "milk of magnesia")), True),
+    ],
+)
+def test_the_months_long_recheck_is_for_products_taken_not_for_an_infusion(medications, recheck):
+    """With eGFR about 50, the 3-6-monthly recheck of the oral label is given for a laxative, not for an infusion alone."""
+    result = assess(facts(labs=(mg(1.9), creatinine(1.3)), medications=medications, pregnant=True), KB)
+    assert result.egfr.value is not None and result.egfr.value < 60
+    assert recheck == ("ns.recheck_on_supplement" in ids(result.next_steps))

@@ -137,9 +137,9 @@ def _next_steps(
     ):
         w.step_fixed("ns.diet_assessment", "Dietary magnesium intake is unknown.")
     if (
-        (w.facts.supplements or "magnesium_product" in w.current_classes)
-        and egfr.value is not None
+        egfr.value is not None
         and egfr.value < w.p.params["mds.egfr_reduced_below"]
+        and (w.facts.supplements or _taken_not_as_therapy(w))
     ):
         w.step(
             "ns.recheck_on_supplement", "Magnesium products are taken with reduced kidney function.", "high"
@@ -149,3 +149,17 @@ def _next_steps(
         w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(_in_text(c) for c in cancer)}.", "high")
     if "refeeding_syndrome" in w.current_conditions:
         w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")
+
+
+def _taken_not_as_therapy(w: _Work) -> bool:
+    """Whether a current magnesium product is taken other than as treatment given in hospital.
+
+    Magnesium given as therapy (an infusion, or a product recorded for eclampsia, torsades and
+    the like) has its own monitoring notes; the three-to-six-monthly recheck is for products
+    taken over months (the oral label's advice).
+    """
+    products = w.current_classes.get("magnesium_product")
+    if not products:
+        return False
+    therapy = w.mg_therapy
+    return any(all(m is not t for t in therapy) for m in products)
