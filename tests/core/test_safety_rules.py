@@ -556,3 +556,29 @@ def test_the_months_long_recheck_is_for_products_taken_not_for_an_infusion(medic
     result = assess(facts(labs=(mg(1.9), creatinine(1.3)), medications=medications, pregnant=True), KB)
     assert result.egfr.value is not None and result.egfr.value < 60
     assert recheck == ("ns.recheck_on_supplement" in ids(result.next_steps))
+
+
+OLD_DAY = dt.date(2022, 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("labs", "expected"),
+    [
+        ((mg(0.45, OLD_DAY),), ("at_risk", True)),  # below 0.70, older than a year
+        ((mg(0.80, OLD_DAY),), ("indeterminate", False)),  # within the interval
+        ((mg(0.45, OLD_DAY), mg(0.90)), ("unlikely", False)),  # a current value decides
+        (
+            (dataclasses.replace(mg(0.40, OLD_DAY), comparator="<"),),
+            ("at_risk", True),
+        ),  # a bound below the interval
+    ],
+)
+def test_a_low_value_too_old_to_use_is_a_major_risk_factor(labs, expected):
+    """A last serum magnesium below its interval but not recent is not the current value, and it counts as low found before."""
+    result = assess(facts(labs=labs), KB)
+    found = "serum_mg.previously_low" in ids(result.findings)
+    assert expected == (result.status, found)
+    if found:
+        finding = next(f for f in result.findings if f.id == "serum_mg.previously_low")
+        assert ("major", "risk_factor") == (finding.weight, finding.category)
+        assert "high" == action(result, "next_steps", "ns.measure_serum_mg").priority

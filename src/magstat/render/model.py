@@ -125,6 +125,7 @@ _NAME_LABELS = {
     "alcohol_drinks_per_day": "Alcohol",
     "audit_c": "AUDIT-C score",
     "eGFR": "eGFR",
+    "previously_low": "Low serum magnesium found before",
 }
 
 _CATEGORY_HEADINGS = (
