@@ -582,3 +582,19 @@ def test_a_low_value_too_old_to_use_is_a_major_risk_factor(labs, expected):
         finding = next(f for f in result.findings if f.id == "serum_mg.previously_low")
         assert ("major", "risk_factor") == (finding.weight, finding.category)
         assert "high" == action(result, "next_steps", "ns.measure_serum_mg").priority
+
+
+@pytest.mark.parametrize(
+    ("value", "note", "absent"),
+    [
+        (1.40, "sf.torsades_high_mg", "sf.torsades"),  # above the interval: no doses for more magnesium
+        (0.90, "sf.torsades", "sf.torsades_high_mg"),  # normal: IV magnesium with its doses
+        (0.55, "sf.torsades", "sf.torsades_high_mg"),
+    ],
+)
+def test_torsades_with_a_high_magnesium_gets_no_dose_for_more(value, note, absent):
+    """Torsades with serum magnesium above its range gets the cardiac-team note, not the torsades doses."""
+    result = assess(facts(labs=(mg(value),), signs=(SignFact("torsades_de_pointes", True),)), KB)
+    ids_ = ids(result.safety)
+    assert (True, False) == (note in ids_, absent in ids_)
+    assert "urgent" == action(result, "safety", note).priority

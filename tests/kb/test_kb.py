@@ -92,6 +92,7 @@ REQUIRED_STATEMENTS = {
         "sf.heart_block",
         "sf.correct_mg_first",
         "sf.torsades",
+        "sf.torsades_high_mg",
         "sf.excess",
         "sf.above_ul",
         "sf.transdermal",

@@ -110,10 +110,18 @@ def _safety(
                 f"Oral magnesium taken: {', '.join(dict.fromkeys(oral))}.",
                 "high",
             )
-    if "torsades_de_pointes" in w.present_signs:
+    if "torsades_de_pointes" in w.present_signs and status == "excess":
+        # The doses for torsades are for a normal (or low) value: with an excess, more magnesium
+        # is a decision for the cardiac team, made with the toxicity signs watched.
+        w.safe(
+            "sf.torsades_high_mg",
+            f"Torsades de pointes was reported with serum magnesium {_mg_shown(serum)} mmol/L, above its range.",
+            "urgent",
+        )
+    elif "torsades_de_pointes" in w.present_signs:
         w.safe(
             "sf.torsades" + child,
-            "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
+            "Torsades de pointes was reported; IV magnesium is first-line even when serum magnesium is normal.",
             "urgent",
         )
     if arrhythmia_risk:
