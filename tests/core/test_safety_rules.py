@@ -598,3 +598,44 @@ def test_torsades_with_a_high_magnesium_gets_no_dose_for_more(value, note, absen
     ids_ = ids(result.safety)
     assert (True, False) == (note in ids_, absent in ids_)
     assert "urgent" == action(result, "safety", note).priority
+
+
+def ca(test: str, value: float, low: float | None = 2.10) -> Lab:
+    """A calcium (or albumin, in g/L) result with the laboratory's lower limit."""
+    unit = "g/L" if test == "albumin" else "mmol/L"
+    high = None if low is None else low * 1.3
+    return Lab(test, value, unit, DAY, ref_low=low, ref_high=high, origin=Origin(f"Observation/{test}"))
+
+
+@pytest.mark.parametrize(
+    ("labs", "hypocalcaemia", "limitation"),
+    [
+        ((ca("calcium_total", 1.95),), True, False),  # total low, albumin unknown
+        ((ca("calcium_total", 1.95), ca("albumin", 25, 35)), False, True),  # low albumin explains it
+        ((ca("calcium_total", 1.95), ca("albumin", 40, 35)), True, False),  # albumin normal
+        (
+            (ca("calcium_total", 1.95), ca("calcium_ionised", 1.20, 1.12)),
+            False,
+            False,
+        ),  # ionised normal decides
+        ((ca("calcium_total", 2.30), ca("calcium_ionised", 1.00, 1.12)), True, False),  # ionised low decides
+        (
+            (ca("calcium_total", 1.95), ca("calcium_corrected", 2.25)),
+            False,
+            False,
+        ),  # corrected normal decides
+        ((ca("calcium_corrected", 2.00),), True, False),  # corrected low counts
+        (
+            (ca("calcium_total", 1.95), ca("calcium_ionised", 1.00, None)),
+            True,
+            False,
+        ),  # ionised without a limit
+    ],
+)
+def test_calcium_is_read_from_its_most_direct_measure(labs, hypocalcaemia, limitation):
+    """Ionised, then albumin-corrected, then total calcium decides; a low total with a low albumin does not count."""
+    result = assess(facts(labs=(mg(0.78), *labs)), KB)
+    assert (hypocalcaemia, limitation) == (
+        "sign.hypocalcaemia" in ids(result.findings),
+        "lim.total_calcium_low_albumin" in ids(result.limitations),
+    )
