@@ -639,3 +639,15 @@ def test_calcium_is_read_from_its_most_direct_measure(labs, hypocalcaemia, limit
         "sign.hypocalcaemia" in ids(result.findings),
         "lim.total_calcium_low_albumin" in ids(result.limitations),
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "albumin", "named"),
+    [(0.62, 25, True), (0.78, 25, True), (0.62, 40, False), (0.95, 25, False)],
+)
+def test_a_low_serum_magnesium_with_a_low_albumin_names_the_bound_fraction(value, albumin, named):
+    """A low or low-normal serum magnesium with a low albumin gets the limitation; the status is unchanged."""
+    with_albumin = assess(facts(labs=(mg(value), ca("albumin", albumin, 35))), KB)
+    without = assess(facts(labs=(mg(value),)), KB)
+    assert named == ("lim.mg_low_albumin" in ids(with_albumin.limitations))
+    assert without.status == with_albumin.status

@@ -106,6 +106,7 @@ REQUIRED_STATEMENTS = {
         "lim.serum_partial",
         "lim.relevance_excess",
         "lim.total_calcium_low_albumin",
+        "lim.mg_low_albumin",
         "lim.no_serum_mg",
         "lim.haemolysis",
         "lim.mds_not_diagnostic",
