@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from magstat.core import assess
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
+from magstat.core.match import match_drug
 from magstat.errors import InvalidInputError
 from tests.strategies import KB, patient_facts
 
@@ -651,3 +652,13 @@ def test_a_low_serum_magnesium_with_a_low_albumin_names_the_bound_fraction(value
     without = assess(facts(labs=(mg(value),)), KB)
     assert named == ("lim.mg_low_albumin" in ids(with_albumin.limitations))
     assert without.status == with_albumin.status
+
+
+@pytest.mark.parametrize("text", ["trastuzumab 420 mg IV", "Herceptin", "pertuzumab", "Perjeta 840 mg"])
+def test_a_her2_antibody_is_a_minor_risk_with_the_cancer_therapy_check(text):
+    """A HER2-directed antibody (named in S25 with platinum and anti-EGFR drugs) asks for magnesium checks during treatment."""
+    found = match_drug(KB, (), text)
+    assert 1 == len(found.ids) and "her2_agent" in KB.drugs[found.ids[0]].classes
+    result = assess(facts(medications=(med(found.ids[0], text),)), KB)
+    assert "minor" == next(f.weight for f in result.findings if f.id == "drug.her2_agent")
+    assert "ns.cancer_therapy_monitoring" in ids(result.next_steps)
