@@ -71,3 +71,14 @@ def test_fhir_and_document_read_the_same_product_alike():
         KB,
     )
     assert [s.form for s in fhir.supplements or ()] == [s.form for s in doc.supplements or ()]
+
+
+def test_an_empty_supplement_list_does_not_hide_a_magnesium_medication():
+    """'No supplements' with magnesium oxide on the medication list: the tablet is still counted."""
+    facts = facts_from_document(document(["magnesium oxide 400 mg"], supplements=[]), KB)
+    assert ["oxide"] == [s.form for s in facts.supplements or ()]
+
+
+def test_an_empty_supplement_list_without_a_magnesium_medication_stays_known_and_empty():
+    """'No supplements' and no magnesium product: the supplements are known to be none."""
+    assert () == facts_from_document(document(["pantoprazole 40 mg"], supplements=[]), KB).supplements

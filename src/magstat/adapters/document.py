@@ -320,10 +320,13 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
             _supplement(f"supplements[{i}]", item, kb)
             for i, item in enumerate(_list("supplements", doc["supplements"]))
         )
-    elif medications:
-        # Without a supplement list, a magnesium product on the medication list is one (as the
-        # FHIR reader reads it); otherwise the supplements stay unknown.
-        supplements = supplements_from_medications(kb, medications, lambda text: match_supplement(kb, text))
+    if not supplements and medications:
+        # Without supplements listed (none given, or an empty list), a magnesium product on the
+        # medication list is one, as the FHIR reader reads it. A list that names supplements is
+        # taken as it is, so that one product is never counted twice.
+        derived = supplements_from_medications(kb, medications, lambda text: match_supplement(kb, text))
+        if derived:
+            supplements = derived
     return PatientFacts(
         as_of=when,
         patient_id=fields["id"],
