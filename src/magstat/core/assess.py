@@ -169,13 +169,12 @@ def _unrecognised(w: _Work) -> tuple[str, ...]:
     Each text once: a clinician should see what magstat could not read. A medication read as
     a supplement is not listed.
     """
-    out: list[str] = []
-    if w.unrecognised_medications:
-        texts = dict.fromkeys(w.unrecognised_medications)
-        supplements = w.facts.supplements
-        if supplements:
-            supplement_texts = {s.text for s in supplements}
-            texts = {t: None for t in texts if t not in supplement_texts}
-        out.extend(map("medication: ".__add__, texts))
-    out.extend(map("condition: ".__add__, dict.fromkeys(w.unrecognised_conditions)))
-    return tuple(out)
+    texts = w.unrecognised_medications
+    supplements = w.facts.supplements
+    if texts and supplements:
+        supplement_texts = {s.text for s in supplements}
+        texts = {t: None for t in texts if t not in supplement_texts}
+    return (
+        *map("medication: ".__add__, texts),
+        *map("condition: ".__add__, w.unrecognised_conditions),
+    )
