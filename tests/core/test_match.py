@@ -123,3 +123,58 @@ def test_epsom_salt_is_magnesium_sulfate(kb):
 def test_brand_names_and_abbreviations_name_their_drug(kb, text, drug):
     """A medication written by its US brand name or as MgSO4 is recognised as its ingredient."""
     assert (drug,) == match_drug(kb, (), text).ids
+
+
+@pytest.mark.parametrize(
+    ("text", "condition", "context"),
+    [
+        ("Status post Roux-en-Y gastric bypass", "bariatric_surgery", "current"),
+        ("s/p small bowel resection 2009", "short_bowel", "current"),
+        ("History of ileal resection", "short_bowel", "current"),
+        ("history of Gitelman syndrome", "gitelman_syndrome", "current"),
+        ("no history of gastric bypass", "bariatric_surgery", "negated"),
+        ("Mother had gastric bypass", "bariatric_surgery", "family"),
+        ("History of Crohn disease", "crohns_disease", "historical"),
+    ],
+)
+def test_a_lasting_condition_named_in_the_past_is_still_present(kb, text, condition, context):
+    """An operation or inherited tubulopathy named in the past is current; negation, family and other conditions keep their context."""
+    found = match_condition(kb, text=text)
+    assert ((condition,), context) == (found.ids, found.context)
+
+
+@pytest.mark.parametrize(("status", "current"), [("active", True), ("resolved", False)])
+def test_a_lasting_condition_in_fhir_follows_its_clinical_status(kb, status, current):
+    """A FHIR Condition 'History of gastric bypass' counts when active; a resolved status still decides."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "p1",
+                    "gender": "female",
+                    "birthDate": "1960-01-01",
+                }
+            },
+            {
+                "resource": {
+                    "resourceType": "Condition",
+                    "id": "c1",
+                    "subject": {"reference": "Patient/p1"},
+                    "clinicalStatus": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                "code": status,
+                            }
+                        ]
+                    },
+                    "code": {"text": "History of gastric bypass"},
+                }
+            },
+        ],
+    }
+    facts = facts_from_fhir(bundle, kb, as_of=dt.date(2024, 5, 1))
+    assert [("bariatric_surgery", current)] == [(c.condition, c.current) for c in facts.conditions or ()]

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from magstat.core.facts import PatientFacts
+from magstat.core import assess
+from magstat.core.facts import ConditionFact, Lab, PatientFacts
 from magstat.core.prepared import prepared
 from magstat.core.result import MdsResult
 from magstat.core.rules.report import _relevance
@@ -39,4 +40,22 @@ def test_relevance_matches_the_walk_over_every_domain(kb, seed):
     band = rng.choice(["high", "middle", "low", None])
     mds = MdsResult(None, False, band, {}, None, ())
     expected = _reference(p, w.current_conditions, w.present_signs, band == "high")
-    assert expected == [(r.domain, r.why, len(r.evidence)) for r in _relevance(w, mds)]
+    assert expected == [(r.domain, r.why, len(r.evidence)) for r in _relevance(w, mds, "at_risk")]
+
+
+@pytest.mark.parametrize(("value", "shown"), [(2.6, False), (0.9, True)])
+def test_no_outcome_evidence_for_more_magnesium_while_it_is_in_excess(kb, value, shown):
+    """Heart failure makes the cardiovascular domain relevant, except while serum magnesium is too high."""
+    facts = PatientFacts(
+        as_of=dt.date(2024, 5, 1),
+        age_years=70,
+        sex="male",
+        conditions=(ConditionFact("heart failure", "heart_failure", True),),
+        labs=(Lab("serum_mg", value, "mmol/L", dt.date(2024, 4, 30)),),
+    )
+    result = assess(facts, kb)
+    assert (shown, not shown) == (
+        "cardiovascular" in [r.domain for r in result.relevance],
+        "lim.relevance_excess" in [a.id for a in result.limitations],
+    )
+    assert ("excess" == result.status) is not shown

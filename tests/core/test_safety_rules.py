@@ -156,11 +156,78 @@ def test_neuromuscular_or_cardiac_irritability_is_severe(sign):
 
 
 def test_mild_without_symptoms_says_so():
-    """A mild deficit without symptoms keeps the oral route and its reason says none were recorded."""
+    """A mild deficit without severe signs keeps the oral route and its reason names the signs not recorded."""
     result = assess(facts(labs=(mg(0.62),)), KB)
     assert ("deficient", "mild") == (result.status, result.severity)
-    assert "no symptoms" in (result.severity_reason or "")
+    assert "no tetany, seizures, arrhythmia" in (result.severity_reason or "")
     assert "sf.oral_mild" in ids(result.safety)
+
+
+def test_mild_with_cramps_never_says_without_symptoms():
+    """Cramps do not make the deficit severe, but no text then says the patient has no symptoms."""
+    result = assess(facts(labs=(mg(0.62),), signs=(SignFact("muscle_cramps", True),)), KB)
+    assert ("deficient", "mild") == (result.status, result.severity)
+    texts = [result.severity_reason or "", *(a.reason for a in result.safety), result.summary]
+    assert [] == [t for t in texts if "no symptoms" in t or "without symptoms" in t]
+
+
+# --- Low although magnesium is taken by mouth ---------------------------------------------------
+
+MG_OXIDE = SupplementFact("oxide", "magnesium oxide 400 mg twice daily", origin=Origin("medications[0]"))
+
+
+@pytest.mark.parametrize(
+    ("labs", "status"),
+    [((mg(0.62),), "deficient"), ((mg(0.45),), "deficient")],
+)
+def test_low_although_oral_magnesium_is_taken_gets_the_check_before_more(labs, status):
+    """A deficit while a magnesium product is taken by mouth names the product and what to check first."""
+    result = assess(facts(labs=labs, supplements=(MG_OXIDE,)), KB)
+    assert status == result.status
+    note = action(result, "safety", "sf.low_despite_oral")
+    assert ("high", "Oral magnesium taken: magnesium oxide 400 mg twice daily.") == (
+        note.priority,
+        note.reason,
+    )
+    assert {"S20", "S64"} <= set(note.sources)
+
+
+def test_no_low_despite_oral_note_without_a_deficit_or_without_a_product():
+    """A normal value with a product, or a deficit without one, gets no such note."""
+    normal = assess(facts(labs=(mg(0.90),), supplements=(MG_OXIDE,)), KB)
+    low_without = assess(facts(labs=(mg(0.62),), supplements=()), KB)
+    assert "sf.low_despite_oral" not in ids(normal.safety) | ids(low_without.safety)
+
+
+def test_a_transdermal_product_is_not_oral_magnesium():
+    """Magnesium oil does not count as magnesium taken by mouth."""
+    oil = SupplementFact("transdermal", "magnesium oil spray", origin=Origin("supplements[0]"))
+    result = assess(facts(labs=(mg(0.62),), supplements=(oil,)), KB)
+    assert "sf.low_despite_oral" not in ids(result.safety)
+
+
+def test_a_product_without_a_dose_leaves_the_upper_level_unknown():
+    """Content unknown: the total is a lower bound, the UL check is unknown, and the text says so."""
+    result = assess(facts(labs=(mg(0.90),), supplements=(MG_OXIDE,)), KB)
+    s = result.supplements
+    assert (0.0, None, ("magnesium oxide 400 mg twice daily",)) == (
+        s.elemental_mg_per_day,
+        s.above_ul,
+        s.unknown_content,
+    )
+    finding = next(f for f in result.findings if f.id == "supplements.total")
+    assert finding.text.startswith("Supplemental elemental magnesium not known (UL 350 mg/day")
+
+
+def test_a_known_part_above_the_upper_level_is_above_whatever_the_rest():
+    """400 mg elemental known plus a product of unknown content is above the 350 mg/day UL."""
+    known = SupplementFact(
+        None, "magnesium 400 mg", elemental_mg_per_day=400, origin=Origin("supplements[1]")
+    )
+    result = assess(facts(labs=(mg(0.90),), supplements=(MG_OXIDE, known)), KB)
+    assert (True, "sf.above_ul") == (result.supplements.above_ul, action(result, "safety", "sf.above_ul").id)
+    finding = next(f for f in result.findings if f.id == "supplements.above_ul")
+    assert "at least 400 mg/day" in finding.text
 
 
 def test_insulin_is_not_a_risk_factor():
@@ -460,3 +527,74 @@ def test_femg_is_not_computed_from_a_bound():
     assert "reported only as a bound" in note.reason
     exact = assess(facts(labs=(mg(0.4), *urine)), KB)
     assert exact.femg.percent is not None
+
+
+def test_a_high_value_with_unknown_kidney_function_asks_for_the_kidneys_as_its_cause():
+    """Excess without an eGFR: kidney function is checked as the likely cause, never 'before a supplement'."""
+    result = assess(facts(labs=(mg(1.9),)), KB)
+    assert "excess" == result.status
+    step = action(result, "next_steps", "ns.kidney_function_high_mg")
+    assert ("high", False) == (step.priority, "ns.kidney_function" in ids(result.next_steps))
+    assert "supplement" not in step.text
+
+
+def creatinine(value: float) -> Lab:
+    """Serum creatinine in mg/dL."""
+    return Lab("serum_creatinine", value, "mg/dL", DAY, origin=Origin("Observation/cr"))
+
+
+@pytest.mark.parametrize(
+    ("medications", "recheck"),
+    [
+        ((mgso4(),), False),  # an infusion given as treatment: its own monitoring notes
+        ((med("magnesium_hydroxide", "milk of magnesia"),), True),
+        ((mgso4(), med("magnesium_hydroxide", "milk of magnesia")), True),
+    ],
+)
+def test_the_months_long_recheck_is_for_products_taken_not_for_an_infusion(medications, recheck):
+    """With eGFR about 50, the 3-6-monthly recheck of the oral label is given for a laxative, not for an infusion alone."""
+    result = assess(facts(labs=(mg(1.9), creatinine(1.3)), medications=medications, pregnant=True), KB)
+    assert result.egfr.value is not None and result.egfr.value < 60
+    assert recheck == ("ns.recheck_on_supplement" in ids(result.next_steps))
+
+
+OLD_DAY = dt.date(2022, 1, 10)
+
+
+@pytest.mark.parametrize(
+    ("labs", "expected"),
+    [
+        ((mg(0.45, OLD_DAY),), ("at_risk", True)),  # below 0.70, older than a year
+        ((mg(0.80, OLD_DAY),), ("indeterminate", False)),  # within the interval
+        ((mg(0.45, OLD_DAY), mg(0.90)), ("unlikely", False)),  # a current value decides
+        (
+            (dataclasses.replace(mg(0.40, OLD_DAY), comparator="<"),),
+            ("at_risk", True),
+        ),  # a bound below the interval
+    ],
+)
+def test_a_low_value_too_old_to_use_is_a_major_risk_factor(labs, expected):
+    """A last serum magnesium below its interval but not recent is not the current value, and it counts as low found before."""
+    result = assess(facts(labs=labs), KB)
+    found = "serum_mg.previously_low" in ids(result.findings)
+    assert expected == (result.status, found)
+    if found:
+        finding = next(f for f in result.findings if f.id == "serum_mg.previously_low")
+        assert ("major", "risk_factor") == (finding.weight, finding.category)
+        assert "high" == action(result, "next_steps", "ns.measure_serum_mg").priority
+
+
+@pytest.mark.parametrize(
+    ("value", "note", "absent"),
+    [
+        (1.40, "sf.torsades_high_mg", "sf.torsades"),  # above the interval: no doses for more magnesium
+        (0.90, "sf.torsades", "sf.torsades_high_mg"),  # normal: IV magnesium with its doses
+        (0.55, "sf.torsades", "sf.torsades_high_mg"),
+    ],
+)
+def test_torsades_with_a_high_magnesium_gets_no_dose_for_more(value, note, absent):
+    """Torsades with serum magnesium above its range gets the cardiac-team note, not the torsades doses."""
+    result = assess(facts(labs=(mg(value),), signs=(SignFact("torsades_de_pointes", True),)), KB)
+    ids_ = ids(result.safety)
+    assert (True, False) == (note in ids_, absent in ids_)
+    assert "urgent" == action(result, "safety", note).priority

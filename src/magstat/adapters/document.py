@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
+from magstat.adapters.supplements import supplements_from_medications
 from magstat.core.facts import (
     ConditionFact,
     FoodServing,
@@ -319,6 +320,10 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
             _supplement(f"supplements[{i}]", item, kb)
             for i, item in enumerate(_list("supplements", doc["supplements"]))
         )
+    elif medications:
+        # Without a supplement list, a magnesium product on the medication list is one (as the
+        # FHIR reader reads it); otherwise the supplements stay unknown.
+        supplements = supplements_from_medications(kb, medications, lambda text: match_supplement(kb, text))
     return PatientFacts(
         as_of=when,
         patient_id=fields["id"],

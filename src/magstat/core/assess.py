@@ -98,8 +98,8 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     arrhythmia_risk = _arrhythmia_risk(w, serum)
     _next_steps(w, status, serum, egfr, femg, arrhythmia_risk=arrhythmia_risk)
     _safety(w, status, serum, egfr, supplements, arrhythmia_risk=arrhythmia_risk)
-    relevance = _relevance(w, mds)
-    _limitations(w, serum, mds, egfr)
+    relevance = _relevance(w, mds, status)
+    _limitations(w, serum, mds, egfr, status)
     summary = _summary(status, severity, serum, mds, w)
     # One pass over every cited item's sources (a chain is cheaper than unpacking them all as
     # arguments of one union).

@@ -324,14 +324,25 @@ def match_condition(
     """Recognise a condition by SNOMED CT or ICD-10-CM code, else by name in the text.
 
     A name found in the text carries its context ("history of", "no", "mother has" ...; see
-    :mod:`magstat.core.context`).
+    :mod:`magstat.core.context`). A lasting condition (an operation or an inherited
+    tubulopathy, ``Condition.lasting``) named in the past is current: "status post gastric
+    bypass" names a bypass that is still there.
+
+    .. versionchanged:: 0.7.0 a lasting condition named in the past is current.
     """
     index = _index(kb, "condition")
     by_code = _by_code(index, codes)
     if by_code:
         return by_code
     found = _in_context(kb, index, text)
-    return found[0] if found else _NO_MATCH
+    if not found:
+        return _NO_MATCH
+    first = found[0]
+    if first.context == "historical" and all(kb.conditions[i].lasting for i in first.ids):
+        # "Status post gastric bypass": the operation is past, the bypass is not. The trigger
+        # stays, so that the reading can be shown.
+        return Match(first.ids, first.matched_by, "current", first.trigger)
+    return first
 
 
 def _chronic(kb: KnowledgeBase, codes: Iterable[tuple[str | None, str | None]], text: str | None) -> Match:

@@ -369,13 +369,21 @@ class IntakeResult:
 @_slot_init
 @dataclass(frozen=True, slots=True)
 class SupplementResult:
-    """Supplemental elemental magnesium against the tolerable upper intake level."""
+    """Supplemental elemental magnesium against the tolerable upper intake level.
+
+    ``elemental_mg_per_day`` counts the products whose content is known; those whose content
+    is not (a product without a dose) are in ``unknown_content``, and the total is then a lower
+    bound: ``above_ul`` is ``None`` (unknown) unless the known part alone is above the UL.
+
+    .. versionchanged:: 0.7.0 ``unknown_content``; ``above_ul`` is ``None`` while content is unknown.
+    """
 
     elemental_mg_per_day: float | None
     ul_mg: float | None
     above_ul: bool | None
     not_counted: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()
+    unknown_content: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -385,6 +393,7 @@ class SupplementResult:
             "above_ul": self.above_ul,
             "not_counted": list(self.not_counted),
             "sources": list(self.sources),
+            "unknown_content": list(self.unknown_content),
         }
 
 

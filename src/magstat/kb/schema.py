@@ -171,6 +171,12 @@ class Condition:
     icd10: tuple[str, ...]
     synonyms: tuple[str, ...]
     sources: tuple[str, ...]
+    lasting: bool = False
+    """Its effect outlasts the event (an operation, an inherited tubulopathy): named in the past
+    ("status post gastric bypass", "history of small-bowel resection") it is still present.
+
+    .. versionadded:: 0.7.0
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,6 +673,7 @@ def _condition(entry_id: str, e: _Entry) -> Condition:
         icd10=e.strs("icd10"),
         synonyms=e.strs("synonyms"),
         sources=e.sources(),
+        lasting=e.boolean("lasting", False),
     )
 
 

@@ -125,6 +125,7 @@ _NAME_LABELS = {
     "alcohol_drinks_per_day": "Alcohol",
     "audit_c": "AUDIT-C score",
     "eGFR": "eGFR",
+    "previously_low": "Low serum magnesium found before",
 }
 
 _CATEGORY_HEADINGS = (
@@ -583,10 +584,16 @@ def _supplements(result: Assessment) -> tuple[tuple[str, ...], BarChart | None]:
     ul = f"upper level for supplements {quantity(u.ul_mg, 'mg/day')}" if u.ul_mg else ""
     if u.elemental_mg_per_day is None:
         lines.append("Supplements not known.")
+    elif u.elemental_mg_per_day == 0 and u.unknown_content:
+        lines.append(
+            f"Magnesium taken, amount not known: no dose for {', '.join(u.unknown_content)}"
+            + (f" ({ul})." if ul else ".")
+        )
     elif u.elemental_mg_per_day == 0:
         lines.append("No supplemental magnesium counted" + (f" ({ul})." if ul else "."))
     else:
-        text = f"Supplemental elemental magnesium about {quantity(u.elemental_mg_per_day, 'mg/day')}"
+        about = "at least" if u.unknown_content else "about"
+        text = f"Supplemental elemental magnesium {about} {quantity(u.elemental_mg_per_day, 'mg/day')}"
         if ul:
             text += f"; {ul}" + (": above the UL" if u.above_ul else "")
         lines.append(text + ".")

@@ -316,6 +316,10 @@ def _reason(f: Finding, kb: KnowledgeBase) -> str | None:
     return None
 
 
+_KIDNEY_SAFETY = ("sf.ckd_mg_products", "sf.renal_avoid_oral")
+"""The safety notes that say reduced kidney function and magnesium products do not mix."""
+
+
 def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
     """Word an assessment for the person who answered the self-check."""
     headline, meaning = _MEANING[result.status]
@@ -350,6 +354,17 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
                 "ask a clinician or pharmacist before going on at this amount."
             )
         supplements.append(line)
+    if sup.unknown_content:
+        supplements.append(
+            f"You take magnesium ({', '.join(sup.unknown_content)}) but the amount was not given, so it "
+            "cannot be compared with the upper limit for supplements."
+        )
+    kidney = [a for a in result.safety if a.id in _KIDNEY_SAFETY]
+    if kidney and (sup.elemental_mg_per_day or sup.unknown_content):
+        supplements.append(
+            "You said you have kidney disease. The kidneys remove extra magnesium, so with kidney disease "
+            "magnesium from supplements can build up too high. Ask your clinician before going on with it."
+        )
     if sup.not_counted:
         supplements.append(
             f"Not counted: {', '.join(sup.not_counted)}. Magnesium oil, sprays, flakes and bath salts go on the "
@@ -372,6 +387,8 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
     cited = [s for r in (*reasons, *reassuring) for s in r.sources]
     cited += [s for f in result.findings if f.category in ("diet", "supplement") for s in f.sources]
     cited += [s for a in result.safety if a.id == "sf.transdermal" for s in a.sources]
+    if kidney and (sup.elemental_mg_per_day or sup.unknown_content):
+        cited += [s for a in kidney for s in a.sources]
     sources = tuple(dict.fromkeys(cited))
     return PlainResult(
         headline=headline,

@@ -79,6 +79,7 @@ from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from magstat.adapters.fhir.flatten import READ_TYPES, FlatViews, ResourceRow, views_for_kb
+from magstat.adapters.supplements import supplements_from_medications
 from magstat.core import factbuild
 from magstat.core.facts import (
     ConditionFact,
@@ -1121,43 +1122,8 @@ class _Reader:
         )
 
     def _supplements(self, medications: list[Medication]) -> tuple[SupplementFact, ...] | None:
-        """Magnesium products taken by mouth (or by an unrecorded route), as supplement facts.
-
-        The amount per day comes from the structured dosage. A product named by its salt
-        ("magnesium oxide 400 mg") gives the salt's weight, converted to elemental magnesium
-        by the knowledge base's percentage; a product named only "magnesium" is taken to state
-        elemental magnesium, as supplement labels do. Parenteral and transdermal products are
-        not supplements. ``None`` when no magnesium product is on the list.
-        """
-        kb = self.kb
-        found: list[SupplementFact] = []
-        for med in medications:
-            if med.current is not True or med.route in ("intravenous", "intramuscular", "transdermal"):
-                continue
-            is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
-            form_match = self.memo.supplement(med.text)
-            for drug_id in med.drugs:
-                # A product recognised by its code: its salt comes from the drug's name.
-                if form_match:
-                    break
-                form_match = self.memo.supplement(kb.drugs[drug_id].name)
-            form = form_match.ids[0] if form_match else None
-            if form is not None and kb.supplements[form].route != "oral":
-                continue
-            named_plain = not med.drugs and form is None and "magnesium" in med.text.lower()
-            if not (is_product or form is not None or named_plain):
-                continue
-            per_day = med.dose_mg_per_day
-            found.append(
-                SupplementFact(
-                    form=form,
-                    text=med.text,
-                    elemental_mg_per_day=per_day if form is None else None,
-                    product_mg_per_day=per_day if form is not None else None,
-                    origin=med.origin,
-                )
-            )
-        return tuple(found) if found else None
+        """Magnesium products on the list, as supplement facts (shared with the document reader)."""
+        return supplements_from_medications(self.kb, medications, self.memo.supplement)
 
     def _guarded(self, item: _Item, handler: Callable[[_Item], _T]) -> _T | None:
         """Run a handler; a failure refuses the input or leaves this resource out."""

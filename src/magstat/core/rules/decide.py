@@ -105,7 +105,9 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
                 severity = "moderate"
             reasons.append("with " + ", ".join(_in_text(kb.signs[s].name) for s in refractory))
         if not symptomatic and not refractory:
-            reasons.append("no symptoms or refractory hypokalaemia/hypocalcaemia recorded")
+            reasons.append(
+                "no tetany, seizures, arrhythmia or refractory hypokalaemia/hypocalcaemia recorded"
+            )
         w.severity_reason = "; ".join(reasons)
         rule = (
             "serum magnesium below the lab's lower limit → deficient (≥ 0.5 mild, 0.4–0.5 moderate, < 0.4 mmol/L "

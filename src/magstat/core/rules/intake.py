@@ -79,11 +79,8 @@ def _supplements(w: _Work) -> SupplementResult:
     unknown_content: list[str] = []
     not_counted: list[str] = []
     sources: list[str] = []
-    therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
     counted: list[tuple[SupplementFact, float | None]] = []  # each product and its elemental mg/day
-    for item in facts.supplements:
-        if item.origin.resource is not None and item.origin.resource in therapy_sources:
-            continue  # magnesium given as treatment is not a supplement (see _safety)
+    for item in _not_therapy(w, facts.supplements):
         entry = kb.supplements.get(item.form) if item.form else None
         if entry is not None:
             sources.extend(entry.sources)
@@ -103,14 +100,22 @@ def _supplements(w: _Work) -> SupplementResult:
         # The UL does not depend on sex: any row of the age band will do.
         row = next((r for r in kb.dri if r.age_min <= w.age < r.age_max), None)
     ul = row.ul_supplemental_mg if row else None
-    above = None if ul is None else total > ul
+    # With a product of unknown content the total is a lower bound: above the UL only if the
+    # known part is, otherwise not known.
+    above = None if ul is None else True if total > ul else None if unknown_content else False
     if row is not None:
         sources.extend(row.sources)
     if not_counted:
         w.safe("sf.transdermal", f"Not counted: {', '.join(not_counted)}.")
     if facts.supplements:
+        if unknown_content and not total:
+            amount = "not known"
+        elif unknown_content:
+            amount = f"at least {total:.0f} mg/day"
+        else:
+            amount = f"about {total:.0f} mg/day"
         text = (
-            f"Supplemental elemental magnesium about {total:.0f} mg/day"
+            f"Supplemental elemental magnesium {amount}"
             + (f" (UL {ul:.0f} mg/day for supplements)" if ul else "")
             + "."
         )
@@ -133,5 +138,31 @@ def _supplements(w: _Work) -> SupplementResult:
             )
         )
     return SupplementResult(
-        total if facts.supplements else 0.0, ul, above, tuple(not_counted), tuple(dict.fromkeys(sources))
+        total if facts.supplements else 0.0,
+        ul,
+        above,
+        tuple(not_counted),
+        tuple(dict.fromkeys(sources)),
+        tuple(unknown_content),
     )
+
+
+def _not_therapy(w: _Work, supplements: tuple[SupplementFact, ...]) -> list[SupplementFact]:
+    """The supplements that are not magnesium given as treatment (that is read in :func:`_safety`)."""
+    therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
+    if not therapy_sources:
+        return list(supplements)
+    return [s for s in supplements if s.origin.resource is None or s.origin.resource not in therapy_sources]
+
+
+def _oral_magnesium(w: _Work) -> list[str]:
+    """The texts of the magnesium products taken by mouth, as counted toward supplemental intake."""
+    if not w.facts.supplements:
+        return []
+    kb = w.kb
+    out = []
+    for item in _not_therapy(w, w.facts.supplements):
+        entry = kb.supplements.get(item.form) if item.form else None
+        if entry is None or entry.counts_toward_intake:
+            out.append(item.text)
+    return out

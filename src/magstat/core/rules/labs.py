@@ -229,6 +229,40 @@ _SERUM_WEIGHTS = {
 }
 
 
+def _previously_low(w: _Work, stale: Lab) -> None:
+    """A last serum magnesium below its interval, too old to be current, is a major risk factor.
+
+    Low magnesium has been found before, as with a recorded diagnosis of hypomagnesaemia (which
+    counts the same way): the value is not used as the current one, but it asks for a new
+    measurement with the weight of a strong risk.
+    """
+    test = w.kb.tests["serum_mg"]
+    low = stale.ref_low if stale.ref_low is not None else test.default_low
+    if low is None or _bound_value(stale) >= low:
+        return
+    when = stale.when.isoformat() if stale.when else "an unknown date"
+    w.findings.append(
+        new_finding(
+            id="serum_mg.previously_low",
+            category="risk_factor",
+            text=(
+                f"Serum magnesium was below the laboratory interval when last measured "
+                f"({stale.comparator or ''}{_fmt(stale.value, 2)} mmol/L on {when}, lower limit {_fmt(low, 2)}): "
+                "low magnesium has been found before. The result is too old to stand for the current value."
+            ),
+            weight="major",
+            rule=(
+                "a last serum magnesium below the lab interval, older than labs.recent_days, counts as a major "
+                "risk factor, as a recorded diagnosis of hypomagnesaemia does"
+            ),
+            inputs=(_lab_input("serum magnesium", stale),),
+            sources=("MAGSTAT", *w.kb.conditions["hypomagnesaemia_diagnosed"].sources),
+            strength="Earlier laboratory result.",
+        )
+    )
+    w.major.append("serum_mg.previously_low")
+
+
 def _serum(w: _Work) -> SerumMagnesium:
     kb = w.kb
     test = kb.tests["serum_mg"]
@@ -254,6 +288,7 @@ def _serum(w: _Work) -> SerumMagnesium:
                 )
             )
             w.limit("lim.old_result", "The most recent serum magnesium is not recent.")
+            _previously_low(w, stale)
             return SerumMagnesium(
                 mmol_l=stale.value,
                 mg_dl=calc.mg_mmol_to_mg_dl(kb, stale.value),

@@ -104,7 +104,12 @@ def _next_steps(
             _sentence("; ".join(dict.fromkeys(ecg_reasons))),
             "urgent" if band == "below_lab_range" or status == "excess" else "high",
         )
-    if egfr.value is None and (status in ("deficient", "likely_deficient", "excess") or w.facts.supplements):
+    if egfr.value is None and status == "excess":
+        # Not "before a supplement": a high value asks for the kidneys as its likely cause.
+        w.step_fixed(
+            "ns.kidney_function_high_mg", "Kidney function is unknown and serum magnesium is high.", "high"
+        )
+    elif egfr.value is None and (status in ("deficient", "likely_deficient") or w.facts.supplements):
         w.step(
             "ns.kidney_function",
             "Kidney function is unknown and magnesium treatment or supplements are in question.",
@@ -132,9 +137,9 @@ def _next_steps(
     ):
         w.step_fixed("ns.diet_assessment", "Dietary magnesium intake is unknown.")
     if (
-        (w.facts.supplements or "magnesium_product" in w.current_classes)
-        and egfr.value is not None
+        egfr.value is not None
         and egfr.value < w.p.params["mds.egfr_reduced_below"]
+        and (w.facts.supplements or _taken_not_as_therapy(w))
     ):
         w.step(
             "ns.recheck_on_supplement", "Magnesium products are taken with reduced kidney function.", "high"
@@ -144,3 +149,17 @@ def _next_steps(
         w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(_in_text(c) for c in cancer)}.", "high")
     if "refeeding_syndrome" in w.current_conditions:
         w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")
+
+
+def _taken_not_as_therapy(w: _Work) -> bool:
+    """Whether a current magnesium product is taken other than as treatment given in hospital.
+
+    Magnesium given as therapy (an infusion, or a product recorded for eclampsia, torsades and
+    the like) has its own monitoring notes; the three-to-six-monthly recheck is for products
+    taken over months (the oral label's advice).
+    """
+    products = w.current_classes.get("magnesium_product")
+    if not products:
+        return False
+    therapy = w.mg_therapy
+    return any(all(m is not t for t in therapy) for m in products)

@@ -8,13 +8,18 @@ from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium
 from magstat.core.rules.work import _fmt, _mg_shown, _Work
 
 
-def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
+def _relevance(w: _Work, mds: MdsResult, status: Status) -> tuple[Relevance, ...]:
     """The outcome domains that the patient's current conditions or signs (or a high MDS) make relevant.
 
     Why: the names of the domain's condition triggers, then of its sign triggers, that the
     patient has, in the domain's order. They are found from the patient's few conditions and
     signs (each knows the domains and places it triggers), not by walking every domain's list.
+
+    None while magnesium is in excess: the domains' evidence is about low magnesium and more
+    intake, which must not read as a reason for more magnesium then (a limitation says so).
     """
+    if status == "excess":
+        return ()  # lim.relevance_excess says why
     p = w.p
     found: dict[int, list[tuple[int, str]]] = {}
     for table, present in (
@@ -55,8 +60,10 @@ def _relevance(w: _Work, mds: MdsResult) -> tuple[Relevance, ...]:
     return tuple(out)
 
 
-def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult) -> None:
+def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult, status: Status) -> None:
     w.limit_fixed("lim.decision_support", "Always.")
+    if status == "excess":
+        w.limit_fixed("lim.relevance_excess", "Magnesium is in excess.")
     if w.facts.excluded:
         w.limit(
             "lim.excluded_input",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from magstat.core.result import EgfrResult, SerumMagnesium, Status, SupplementResult, new_action
+from magstat.core.rules.intake import _oral_magnesium
 from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
 from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _sentence, _Work
 
@@ -91,18 +92,36 @@ def _safety(
         elif oral_ok:
             w.safe(
                 "sf.oral_mild" + child,
-                f"Serum magnesium {_mg_shown(serum)} mmol/L without symptoms.",
+                f"Serum magnesium {_mg_shown(serum)} mmol/L without tetany, seizures or arrhythmia.",
                 "high",
             )
     elif status == "likely_deficient" and oral_ok:
         w.safe(
             "sf.oral_mild" + child,
-            "If repletion is chosen after confirmation, the oral route fits a deficit without symptoms.",
+            "If repletion is chosen after confirmation, the oral route fits a deficit without tetany, seizures or arrhythmia.",
         )
-    if "torsades_de_pointes" in w.present_signs:
+    if treating:
+        oral = _oral_magnesium(w)
+        if oral:
+            # Low although magnesium is already taken by mouth: check the product and the losses
+            # before adding another (S20, S64-S66).
+            w.safe(
+                "sf.low_despite_oral",
+                f"Oral magnesium taken: {', '.join(dict.fromkeys(oral))}.",
+                "high",
+            )
+    if "torsades_de_pointes" in w.present_signs and status == "excess":
+        # The doses for torsades are for a normal (or low) value: with an excess, more magnesium
+        # is a decision for the cardiac team, made with the toxicity signs watched.
+        w.safe(
+            "sf.torsades_high_mg",
+            f"Torsades de pointes was reported with serum magnesium {_mg_shown(serum)} mmol/L, above its range.",
+            "urgent",
+        )
+    elif "torsades_de_pointes" in w.present_signs:
         w.safe(
             "sf.torsades" + child,
-            "Torsades de pointes was reported; IV magnesium is first-line whatever the serum value.",
+            "Torsades de pointes was reported; IV magnesium is first-line even when serum magnesium is normal.",
             "urgent",
         )
     if arrhythmia_risk:
