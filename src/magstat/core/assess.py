@@ -26,7 +26,7 @@ from operator import attrgetter
 
 from magstat.core.facts import PatientFacts
 from magstat.core.prepared import prepared
-from magstat.core.result import Action, Assessment
+from magstat.core.result import Action, Assessment, new_assessment
 from magstat.core.rules.decide import _decide
 from magstat.core.rules.intake import _intake, _supplements
 from magstat.core.rules.labs import _egfr, _select_labs, _serum
@@ -112,7 +112,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     )
     # Positionally, in the order of Assessment's fields (a call with 26 keywords was a measurable
     # share of the time; tests/core/test_golden_outputs.py shows every field).
-    return Assessment(
+    return new_assessment(
         status,
         severity,
         summary,

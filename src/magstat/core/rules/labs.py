@@ -9,7 +9,15 @@ from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
-from magstat.core.result import NO_EGFR, NO_SERUM_MG, EgfrResult, SerumMagnesium, new_finding, new_input
+from magstat.core.result import (
+    NO_EGFR,
+    NO_SERUM_MG,
+    EgfrResult,
+    SerumMagnesium,
+    new_egfr,
+    new_finding,
+    new_input,
+)
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 from magstat.core.validate import check_labs
 
@@ -434,7 +442,7 @@ def _egfr(w: _Work) -> EgfrResult:
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
         # Positional: value, equation, origin, date, inputs, sources.
-        result = EgfrResult(
+        result = new_egfr(
             reported.value,
             equation,
             "reported",
@@ -452,7 +460,7 @@ def _egfr(w: _Work) -> EgfrResult:
             new_input("age", round(w.age, 1), "years"),
             new_input("sex", facts.sex),
         )
-        result = EgfrResult(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
+        result = new_egfr(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
         text = (
             f"eGFR {_fmt(value, 0)} mL/min/1.73 m² computed by CKD-EPI 2021 from creatinine "
             f"{_fmt(creatinine.value, 2)} mg/dL, age {w.age:.0f}, {facts.sex}."
