@@ -268,3 +268,21 @@ def egfr_far_apart() -> dict[str, Any]:
 def insulin_only() -> dict[str, Any]:
     """Insulin alone with a normal serum Mg: insulin is not a risk factor (S89)."""
     return Case("insulin", birth="1970-01-01").drug("insulin glargine", "5856").mg(0.9).bundle()
+
+
+def low_on_oral_magnesium() -> dict[str, Any]:
+    """Serum Mg 0.6 mmol/L while magnesium oxide 400 mg twice a day is taken, with a PPI."""
+    return (
+        Case("low-on-oral", birth="1962-03-01")
+        .mg(0.6)
+        .creatinine(0.9)
+        .drug(
+            "magnesium oxide 400 MG Oral Tablet",
+            kind="MedicationStatement",
+            route=ORAL,
+            dose_mg=400,
+            per_day=2,
+        )
+        .drug("omeprazole 20 MG Delayed Release Oral Capsule", "7646")
+        .bundle()
+    )

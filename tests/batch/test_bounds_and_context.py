@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from magstat.adapters.fhir import facts_from_fhir
 from magstat.batch import ScreenOptions, screen
@@ -66,3 +67,47 @@ def test_the_screening_reads_them_as_the_bundle_path_does(kb, tmp_path):
     screen(ScreenOptions(input=export, out=tmp_path / "out", as_of=AS_OF, workers=0))
     row = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()[0]
     assert ("deficient", "severe", 0) == (row["status"], row["severity"], row["mds_ppi"])
+
+
+def _mg_as_text(text: str) -> list[dict]:
+    """The resources above with the serum magnesium written as valueString."""
+    out = resources()
+    obs = out[1]
+    del obs["valueQuantity"]
+    obs["valueString"] = text
+    return out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<0.3 mmol/L", [("<", 0.3)]),
+        (" 0.62 mmol/L ", [(None, 0.62)]),
+        ("1.5 mg/dL", [(None, 0.617)]),
+        ("0.62", []),  # no unit: left out, never guessed
+        ("1.2 mg/dL (L)", []),  # free text after the number: left out, not refused
+        ("hemolyzed", []),
+    ],
+)
+def test_a_result_written_as_text_is_read_only_when_number_and_unit_are_clear(kb, text, expected):
+    """valueString '<0.3 mmol/L' is a bound, '0.62 mmol/L' a value; a number without a unit or other text is left out and listed."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in _mg_as_text(text)],
+    }
+    facts = facts_from_fhir(bundle, kb, as_of=AS_OF)
+    assert expected == [(lab.comparator, round(lab.value, 3)) for lab in facts.labs]
+    assert (not expected) == any("Observation/o1" in note for note in facts.excluded)
+
+
+def test_the_screening_reads_a_result_written_as_text_as_the_bundle_path_does(kb, tmp_path):
+    """A serum magnesium '<0.3 mmol/L' in valueString screened on DuckDB is a severe deficit, as in the bundle."""
+    export = tmp_path / "export"
+    export.mkdir()
+    for r in _mg_as_text("<0.3 mmol/L"):
+        with (export / f"{r['resourceType']}.ndjson").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(r) + "\n")
+    screen(ScreenOptions(input=export, out=tmp_path / "out", as_of=AS_OF, workers=0))
+    row = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()[0]
+    assert ("deficient", "severe") == (row["status"], row["severity"])

@@ -59,9 +59,12 @@ def test_negated_condition_text_is_not_current(kb):
     assert [("alcohol_use_disorder", False)] == [(c.condition, c.current) for c in facts.conditions]
 
 
-def test_negated_condition_in_fhir_gives_no_sign(kb):
-    """A FHIR Condition whose text is 'No seizures' does not report a current seizure."""
-    bundle = {
+def condition_bundle(text: str, status: str = "active") -> dict:
+    """A bundle of one patient and one Condition with this text and clinical status."""
+    clinical = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": status}]
+    }
+    return {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [
@@ -78,19 +81,17 @@ def test_negated_condition_in_fhir_gives_no_sign(kb):
                     "resourceType": "Condition",
                     "id": "c1",
                     "subject": {"reference": "Patient/p1"},
-                    "clinicalStatus": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                "code": "active",
-                            }
-                        ]
-                    },
-                    "code": {"text": "No seizures"},
+                    "clinicalStatus": clinical,
+                    "code": {"text": text},
                 }
             },
         ],
     }
+
+
+def test_negated_condition_in_fhir_gives_no_sign(kb):
+    """A FHIR Condition whose text is 'No seizures' does not report a current seizure."""
+    bundle = condition_bundle("No seizures")
     facts = facts_from_fhir(bundle, kb, as_of=dt.date(2024, 5, 1))
     assert [] == [s for s in facts.signs if s.present]
 
@@ -146,35 +147,6 @@ def test_a_lasting_condition_named_in_the_past_is_still_present(kb, text, condit
 @pytest.mark.parametrize(("status", "current"), [("active", True), ("resolved", False)])
 def test_a_lasting_condition_in_fhir_follows_its_clinical_status(kb, status, current):
     """A FHIR Condition 'History of gastric bypass' counts when active; a resolved status still decides."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "Patient",
-                    "id": "p1",
-                    "gender": "female",
-                    "birthDate": "1960-01-01",
-                }
-            },
-            {
-                "resource": {
-                    "resourceType": "Condition",
-                    "id": "c1",
-                    "subject": {"reference": "Patient/p1"},
-                    "clinicalStatus": {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                "code": status,
-                            }
-                        ]
-                    },
-                    "code": {"text": "History of gastric bypass"},
-                }
-            },
-        ],
-    }
+    bundle = condition_bundle("History of gastric bypass", status)
     facts = facts_from_fhir(bundle, kb, as_of=dt.date(2024, 5, 1))
     assert [("bariatric_surgery", current)] == [(c.condition, c.current) for c in facts.conditions or ()]

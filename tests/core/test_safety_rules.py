@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from magstat.core import assess
 from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
+from magstat.core.match import match_drug
 from magstat.errors import InvalidInputError
 from tests.strategies import KB, patient_facts
 
@@ -598,3 +599,66 @@ def test_torsades_with_a_high_magnesium_gets_no_dose_for_more(value, note, absen
     ids_ = ids(result.safety)
     assert (True, False) == (note in ids_, absent in ids_)
     assert "urgent" == action(result, "safety", note).priority
+
+
+def ca(test: str, value: float, low: float | None = 2.10) -> Lab:
+    """A calcium (or albumin, in g/L) result with the laboratory's lower limit."""
+    unit = "g/L" if test == "albumin" else "mmol/L"
+    high = None if low is None else low * 1.3
+    return Lab(test, value, unit, DAY, ref_low=low, ref_high=high, origin=Origin(f"Observation/{test}"))
+
+
+@pytest.mark.parametrize(
+    ("labs", "hypocalcaemia", "limitation"),
+    [
+        ((ca("calcium_total", 1.95),), True, False),  # total low, albumin unknown
+        ((ca("calcium_total", 1.95), ca("albumin", 25, 35)), False, True),  # low albumin explains it
+        ((ca("calcium_total", 1.95), ca("albumin", 40, 35)), True, False),  # albumin normal
+        (
+            (ca("calcium_total", 1.95), ca("calcium_ionised", 1.20, 1.12)),
+            False,
+            False,
+        ),  # ionised normal decides
+        ((ca("calcium_total", 2.30), ca("calcium_ionised", 1.00, 1.12)), True, False),  # ionised low decides
+        (
+            (ca("calcium_total", 1.95), ca("calcium_corrected", 2.25)),
+            False,
+            False,
+        ),  # corrected normal decides
+        ((ca("calcium_corrected", 2.00),), True, False),  # corrected low counts
+        (
+            (ca("calcium_total", 1.95), ca("calcium_ionised", 1.00, None)),
+            True,
+            False,
+        ),  # ionised without a limit
+    ],
+)
+def test_calcium_is_read_from_its_most_direct_measure(labs, hypocalcaemia, limitation):
+    """Ionised, then albumin-corrected, then total calcium decides; a low total with a low albumin does not count."""
+    result = assess(facts(labs=(mg(0.78), *labs)), KB)
+    assert (hypocalcaemia, limitation) == (
+        "sign.hypocalcaemia" in ids(result.findings),
+        "lim.total_calcium_low_albumin" in ids(result.limitations),
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "albumin", "named"),
+    [(0.62, 25, True), (0.78, 25, True), (0.62, 40, False), (0.95, 25, False)],
+)
+def test_a_low_serum_magnesium_with_a_low_albumin_names_the_bound_fraction(value, albumin, named):
+    """A low or low-normal serum magnesium with a low albumin gets the limitation; the status is unchanged."""
+    with_albumin = assess(facts(labs=(mg(value), ca("albumin", albumin, 35))), KB)
+    without = assess(facts(labs=(mg(value),)), KB)
+    assert named == ("lim.mg_low_albumin" in ids(with_albumin.limitations))
+    assert without.status == with_albumin.status
+
+
+@pytest.mark.parametrize("text", ["trastuzumab 420 mg IV", "Herceptin", "pertuzumab", "Perjeta 840 mg"])
+def test_a_her2_antibody_is_a_minor_risk_with_the_cancer_therapy_check(text):
+    """A HER2-directed antibody (named in S25 with platinum and anti-EGFR drugs) asks for magnesium checks during treatment."""
+    found = match_drug(KB, (), text)
+    assert 1 == len(found.ids) and "her2_agent" in KB.drugs[found.ids[0]].classes
+    result = assess(facts(medications=(med(found.ids[0], text),)), KB)
+    assert "minor" == next(f.weight for f in result.findings if f.id == "drug.her2_agent")
+    assert "ns.cancer_therapy_monitoring" in ids(result.next_steps)

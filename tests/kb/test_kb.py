@@ -105,6 +105,8 @@ REQUIRED_STATEMENTS = {
     "limitation": (
         "lim.serum_partial",
         "lim.relevance_excess",
+        "lim.total_calcium_low_albumin",
+        "lim.mg_low_albumin",
         "lim.no_serum_mg",
         "lim.haemolysis",
         "lim.mds_not_diagnostic",

@@ -123,3 +123,12 @@ def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook, path)
     assert ["magnesium-product-kidney"] == [c["source"]["topic"]["code"] for c in cards]
     assert "20 g in 48 hours" in cards[0]["detail"]
     assert "oral magnesium aspartate contraindicates" not in cards[0]["detail"]
+
+
+def test_low_magnesium_on_oral_magnesium_card_asks_what_to_check_before_more(server, kb):
+    """Low Mg while magnesium oxide is taken: the card names the product and the checks, with the PPI."""
+    cards = patient_view(server, kb, cases.low_on_oral_magnesium())
+    details = " ".join(c["detail"] for c in cards)
+    assert "already taken by mouth" in details
+    assert "magnesium oxide 400 MG Oral Tablet" in details
+    assert "proton-pump inhibitor" in details

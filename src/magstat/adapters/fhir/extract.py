@@ -22,7 +22,9 @@ What is read, and the choices made where FHIR leaves room:
   test's canonical unit (the UCUM ``code`` when ``system`` is UCUM, else ``unit``) and refused
   when the unit is unknown or the converted value is outside the test's plausible range. A
   result with a comparator (``<0.5``) keeps it (``Lab.comparator``): the core reads a bound only
-  where it decides the result and names any other. A
+  where it decides the result and names any other. A ``valueString`` that is only a number with
+  an optional comparator and a unit magstat knows ("<0.3 mmol/L") is read as that quantity;
+  any other text (no unit, a note after the number) is left out and listed, never refused. A
   test recognised *by name only* whose unit or value does not fit is probably another test:
   it is left out with a note and never refuses the input. The eGFR equation is taken from
   the knowledge-base note of the LOINC code. An Observation recognised as a sign (no value, a
@@ -535,6 +537,12 @@ def _ref_key(reference: str) -> tuple[str | None, str]:
     if len(parts) >= 2:
         return parts[-2], parts[-1]
     return None, reference
+
+
+_NUMBER_TEXT = re.compile(
+    r"\s*(?P<comparator><=|>=|<|>)?\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>[^\s\d<>=].*?)?\s*"
+)
+"""A result written as text: an optional comparator, a number with a decimal point, an optional unit."""
 
 
 def _quantity_unit(q: Mapping[str, Any], where: str) -> tuple[str | None, str]:
@@ -1238,6 +1246,27 @@ class _Reader:
                 return None
             value_field = unit_field = "valueInteger"
             unit = None
+        elif isinstance(res.get("valueString"), str) and (
+            parsed := _NUMBER_TEXT.fullmatch(res["valueString"])
+        ):
+            # A number written as text ("<0.3 mmol/L", "0.62 mmol/L"): read as the quantity it
+            # states, unit included. Without a unit in the text it is left out, never guessed.
+            if parsed["unit"] is None and not info.unitless:
+                self.excluded.append(f"{item.note_label}: valueString gives no unit; {test.name} left out")
+                return None
+            if parsed["unit"] is not None:
+                try:
+                    self.memo.to_canonical(test_id, float(parsed["value"]), parsed["unit"])
+                except InvalidInputError:
+                    # Free text ("1.2 mg/dL (L)"): not a unit magstat knows; left out, not refused.
+                    self.excluded.append(
+                        f"{item.note_label}: valueString unit not recognised; {test.name} left out"
+                    )
+                    return None
+            comparator = parsed["comparator"]
+            value = float(parsed["value"])
+            value_field = unit_field = "valueString"
+            unit = parsed["unit"]
         else:
             # In the view's column order, so that every path names the same one.
             other = next(

@@ -9,7 +9,7 @@ from magstat.core.rules.mds import mds_high
 from magstat.core.rules.signs import _ECG_SIGNS
 from magstat.core.rules.work import _in_text, _sentence, _Work
 
-_CANCER_THERAPY_CLASSES = ("platinum", "anti_egfr_antibody", "calcineurin_inhibitor")
+_CANCER_THERAPY_CLASSES = ("platinum", "anti_egfr_antibody", "her2_agent", "calcineurin_inhibitor")
 
 
 # --------------------------------------------------------------------------------------------

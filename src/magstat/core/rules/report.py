@@ -75,6 +75,13 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
         w.limit_fixed("lim.serum_partial", "Serum magnesium is not low.")
     if serum.current and serum.band in ("normal", "above_lab_range"):
         w.limit_fixed("lim.haemolysis", "A haemolysed sample reads falsely high.")
+    elif serum.current and serum.band in ("below_lab_range", "low_normal"):
+        albumin = w.latest.get("albumin")
+        if albumin is not None and albumin.ref_low is not None and albumin.value < albumin.ref_low:
+            w.limit(
+                "lim.mg_low_albumin",
+                f"Albumin {_fmt(albumin.value, 0)} g/L is below {_fmt(albumin.ref_low, 0)} g/L.",
+            )
     if mds.score is not None:
         w.limit_fixed("lim.mds_not_diagnostic", "The MDS was computed.")
         if egfr.value is not None:

@@ -38,12 +38,24 @@ def _other_markers(w: _Work) -> None:
                     sources=test.sources,
                 )
             )
+    latest = w.latest
+    # Calcium is read from its most direct measure: ionised, else albumin-corrected, else total.
+    # A low total calcium with a low albumin is not counted (total calcium falls with albumin).
+    calcium = next(
+        (
+            t
+            for t, param in _CALCIUM_TESTS
+            if t in latest and (latest[t].ref_low is not None or param in kb.parameters)
+        ),
+        None,
+    )
+    if calcium == "calcium_total" and _low_albumin(w):
+        calcium = None
     for test_id, sign_id, param in (
         ("potassium", "hypokalaemia", "potassium.low_below"),
-        ("calcium_ionised", "hypocalcaemia", "calcium_ionised.low_below"),
-        ("calcium_total", "hypocalcaemia", "calcium.low_below"),
+        *((t, "hypocalcaemia", param) for t, param in _CALCIUM_TESTS if t == calcium),
     ):
-        lab = w.latest.get(test_id)
+        lab = latest.get(test_id)
         if lab is None or sign_id not in kb.signs or sign_id in w.present_signs:
             continue
         low = lab.ref_low
@@ -65,6 +77,30 @@ def _other_markers(w: _Work) -> None:
             sources=sources,
         )
     _glycaemia(w)
+
+
+_CALCIUM_TESTS = (
+    ("calcium_ionised", "calcium_ionised.low_below"),
+    ("calcium_corrected", "calcium_corrected.low_below"),
+    ("calcium_total", "calcium.low_below"),
+)
+"""The calcium tests, most direct first, with the parameter that gives a lower limit when the lab gives none."""
+
+
+def _low_albumin(w: _Work) -> bool:
+    """Whether a low total calcium may only reflect a low albumin (then named in a limitation)."""
+    total = w.latest["calcium_total"]
+    albumin = w.latest.get("albumin")
+    if albumin is None or albumin.ref_low is None or albumin.value >= albumin.ref_low:
+        return False
+    if total.ref_low is None or total.value >= total.ref_low:
+        return False
+    w.limit(
+        "lim.total_calcium_low_albumin",
+        f"Total calcium {_fmt(total.value, 2)} mmol/L with albumin {_fmt(albumin.value, 0)} g/L "
+        f"(below {_fmt(albumin.ref_low, 0)}).",
+    )
+    return True
 
 
 def _glycaemia(w: _Work) -> None:
