@@ -662,3 +662,29 @@ def test_a_her2_antibody_is_a_minor_risk_with_the_cancer_therapy_check(text):
     result = assess(facts(medications=(med(found.ids[0], text),)), KB)
     assert "minor" == next(f.weight for f in result.findings if f.id == "drug.her2_agent")
     assert "ns.cancer_therapy_monitoring" in ids(result.next_steps)
+
+
+@pytest.mark.parametrize(
+    ("comparator", "value", "counted"),
+    [
+        ("<", 2.5, True),  # below 3.5 whatever its exact value
+        ("<=", 3.4, True),
+        ("<", 3.5, True),  # below 3.5 itself
+        ("<=", 3.5, False),  # may be exactly 3.5: cannot be placed
+        ("<", 4.0, False),  # may be normal
+        (">", 6.0, False),  # potassium is read only as low
+    ],
+)
+def test_a_potassium_bound_below_its_limit_counts_as_hypokalaemia(comparator, value, counted):
+    """'<2.5 mmol/L' potassium is hypokalaemia (and an arrhythmia partner); a bound that cannot be placed is named, not used."""
+    bound = dataclasses.replace(k(value), comparator=comparator)
+    result = assess(facts(labs=(mg(0.78), bound)), KB)
+    assert (counted, not counted) == (
+        "sign.hypokalaemia" in ids(result.findings),
+        "lim.inexact_result" in ids(result.limitations),
+    )
+    if counted:
+        assert "sf.qt_risk" in ids(result.safety)
+        finding = next(f for f in result.findings if f.id == "sign.hypokalaemia")
+        assert f"{comparator}{value:g}" == finding.inputs[0].value
+        assert f"potassium {comparator}{value:g} mmol/L is below 3.5" in finding.text

@@ -106,8 +106,12 @@ def _usable(w: _Work, labs: tuple[Lab, ...]) -> tuple[Lab, ...]:
     A serum magnesium reported as below a value at or under the lower limit of its interval
     (``<0.4`` with an interval from 0.7) is below the interval whatever its exact value, and
     one above a value at or over the upper limit is above it: these are kept (:func:`_serum`
-    reads them as bounds). Any other bound cannot be placed, is not used and is named in a
-    limitation. The results keep their record order.
+    reads them as bounds). So is a potassium or calcium below a value at or under its lower
+    limit ("<2.5 mmol/L" potassium), which counts as hypokalaemia or hypocalcaemia. Any other
+    bound cannot be placed, is not used and is named in a limitation. The results keep their
+    record order.
+
+    .. versionchanged:: 0.7.0 potassium and calcium bounds below their lower limit.
     """
     out: list[Lab] = []
     for lab in labs:
@@ -123,8 +127,30 @@ def _usable(w: _Work, labs: tuple[Lab, ...]) -> tuple[Lab, ...]:
     return tuple(out)
 
 
+# Tests read only as "below a lower limit" (to count hypokalaemia or hypocalcaemia), with the
+# parameter that gives the limit when the laboratory gives none.
+_READ_AS_LOW = {
+    "potassium": "potassium.low_below",
+    "calcium_ionised": "calcium_ionised.low_below",
+    "calcium_corrected": "calcium_corrected.low_below",
+    "calcium_total": "calcium.low_below",
+}
+
+
 def _decides(w: _Work, lab: Lab) -> bool:
-    """Whether a bound alone places a serum magnesium below or above its interval."""
+    """Whether a bound alone places a result where the rules read it.
+
+    A serum magnesium below or above its interval; a potassium or calcium below its lower limit
+    (those are read only for that, see :func:`magstat.core.rules.signs._other_markers`).
+    """
+    param = _READ_AS_LOW.get(lab.test)
+    if param is not None:
+        low = lab.ref_low
+        if low is None and param in w.kb.parameters:
+            low = w.p.params[param]
+        if low is None:
+            return False
+        return lab.value <= low if lab.comparator == "<" else lab.comparator == "<=" and lab.value < low
     if lab.test != "serum_mg":
         return False
     test = w.kb.tests["serum_mg"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from magstat.core.facts import SignFact
 from magstat.core.result import InputUsed, new_finding, new_input
+from magstat.core.rules.labs import _bound_value
 from magstat.core.rules.work import _fmt, _in_text, _lab_input, _Work
 
 # Signs whose presence means a deficit is symptomatic (route: IV), per S54.
@@ -62,7 +63,7 @@ def _other_markers(w: _Work) -> None:
         from_kb = low is None and param in kb.parameters
         if from_kb:
             low = w.p.params[param]
-        if low is None or lab.value >= low:
+        if low is None or _bound_value(lab) >= low:
             continue  # (the sources are gathered only for a finding)
         sources = list(kb.tests[test_id].sources)
         if from_kb:
@@ -71,7 +72,7 @@ def _other_markers(w: _Work) -> None:
         _count_sign(
             w,
             sign_id,
-            text=f"{sign.name}: {kb.tests[test_id].name} {_fmt(lab.value, 2)} {lab.unit} is below {_fmt(low, 2)}. {sign.text}",
+            text=f"{sign.name}: {kb.tests[test_id].name} {lab.comparator or ''}{_fmt(lab.value, 2)} {lab.unit} is below {_fmt(low, 2)}. {sign.text}",
             rule=f"{kb.tests[test_id].name} below the lab's lower limit (or the knowledge base's) counts as {_in_text(sign.name)}",
             inputs=(_lab_input(kb.tests[test_id].name, lab),),
             sources=sources,
