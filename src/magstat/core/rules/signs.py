@@ -42,20 +42,14 @@ def _other_markers(w: _Work) -> None:
     latest = w.latest
     # Calcium is read from its most direct measure: ionised, else albumin-corrected, else total.
     # A low total calcium with a low albumin is not counted (total calcium falls with albumin).
-    calcium = next(
-        (
-            t
-            for t, param in _CALCIUM_TESTS
-            if t in latest and (latest[t].ref_low is not None or param in kb.parameters)
-        ),
-        None,
-    )
-    if calcium == "calcium_total" and _low_albumin(w):
-        calcium = None
-    for test_id, sign_id, param in (
-        ("potassium", "hypokalaemia", "potassium.low_below"),
-        *((t, "hypocalcaemia", param) for t, param in _CALCIUM_TESTS if t == calcium),
-    ):
+    checks = [_POTASSIUM_CHECK]
+    for test_id, param in _CALCIUM_TESTS:
+        lab = latest.get(test_id)
+        if lab is not None and (lab.ref_low is not None or param in kb.parameters):
+            if test_id != "calcium_total" or not _low_albumin(w):
+                checks.append((test_id, "hypocalcaemia", param))
+            break
+    for test_id, sign_id, param in checks:
         lab = latest.get(test_id)
         if lab is None or sign_id not in kb.signs or sign_id in w.present_signs:
             continue
@@ -80,6 +74,7 @@ def _other_markers(w: _Work) -> None:
     _glycaemia(w)
 
 
+_POTASSIUM_CHECK = ("potassium", "hypokalaemia", "potassium.low_below")
 _CALCIUM_TESTS = (
     ("calcium_ionised", "calcium_ionised.low_below"),
     ("calcium_corrected", "calcium_corrected.low_below"),
