@@ -111,3 +111,14 @@ def test_the_screening_reads_a_result_written_as_text_as_the_bundle_path_does(kb
     screen(ScreenOptions(input=export, out=tmp_path / "out", as_of=AS_OF, workers=0))
     row = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()[0]
     assert ("deficient", "severe") == (row["status"], row["severity"])
+
+
+@pytest.mark.parametrize(("status", "ppi"), [("active", 0), ("unknown", 0), ("completed", 0)])
+def test_a_drug_named_as_stopped_is_not_current_whatever_its_status(kb, status, ppi):
+    """'omeprazole 20 mg - discontinued' is not current with status active, unknown or completed: the MDS PPI item is 0, not unknown."""
+    items = resources()
+    items[2]["status"] = status
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in items]}
+    facts = facts_from_fhir(bundle, kb, as_of=AS_OF)
+    assert [False] == [m.current for m in facts.medications]
+    assert ppi == assess(facts, kb).mds.components["ppi"]

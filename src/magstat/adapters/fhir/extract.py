@@ -1530,8 +1530,10 @@ class _Reader:
         res = item.values
         codes, name, text = self._drug_concept(res)
         found = self.memo.match("drug", codes, text)
-        if current and found.context != "current":
-            current = False  # the text names the drug as stopped or not taken ("omeprazole, discontinued")
+        if current is not False and found.context != "current":
+            # The text names the drug as stopped or not taken ("omeprazole, discontinued"): not
+            # current, whether the status said active or unknown (as a patient document reads it).
+            current = False
         dose = route = None
         per_day: float | None = None
         dosages = _list(res, dosage_key)
