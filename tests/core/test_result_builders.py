@@ -8,8 +8,10 @@ import pickle
 
 import pytest
 
-from magstat.core import result
+from magstat.adapters.read import facts_from_data
+from magstat.core import assess, result
 from magstat.core.result import Action, Finding, InputUsed, new_action, new_finding, new_input
+from magstat.demo import demo_patients
 
 _PAIRS = [
     (InputUsed, result._InputUsedSlots),
@@ -82,3 +84,42 @@ def test_assess_fills_the_assessment_fields_in_their_order():
         "safety", "relevance", "limitations", "missing_inputs", "unrecognised", "excluded", "kb_version",
         "kb_sha256", "sources", "deceased", "deceased_date", "severity_reason",
     ] == [f.name for f in dataclasses.fields(result.Assessment)]  # fmt: skip
+
+
+def _fields_of(obj: object) -> list[object]:
+    return [getattr(obj, f.name) for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("builder", "cls"),
+    [
+        (result.new_assessment, result.Assessment),
+        (result.new_mds, result.MdsResult),
+        (result.new_egfr, result.EgfrResult),
+        (result.new_relevance, result.Relevance),
+    ],
+    ids=lambda x: getattr(x, "__name__", ""),
+)
+def test_positional_builders_make_what_the_class_makes(builder, cls, kb):
+    """Each positional builder, given every field in order, makes the object the class makes."""
+    made = []
+    for _, _, data, as_of in demo_patients():
+        if "resourceType" in data:
+            continue
+        answer = assess(facts_from_data(data, kb, as_of=as_of), kb)
+        made.extend([answer, answer.mds, answer.egfr, *answer.relevance])
+    examples = [obj for obj in made if type(obj) is cls]
+    assert examples
+    for obj in examples:
+        args = _fields_of(obj)
+        built = builder(*args)
+        assert cls is type(built)
+        assert cls(*args) == built
+        assert repr(cls(*args)) == repr(built)
+        assert obj.to_dict() == built.to_dict()
+        assert built == pickle.loads(pickle.dumps(built))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.sources = ()
+    # The builder takes every field, no fewer.
+    with pytest.raises(TypeError):
+        builder(*_fields_of(examples[0])[:-1])

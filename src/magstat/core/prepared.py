@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from itertools import pairwise
 from typing import Any
 
@@ -59,6 +60,9 @@ class Prepared:
     """Parameter id -> its sources."""
     lab_limits: Mapping[str, tuple[str, float, float]]
     """Test id -> (canonical unit, lowest plausible value, highest plausible value)."""
+    no_dates: dict[str, date]
+    """Test id -> ``date.min``, for every test: the start of the walk that picks the most
+    recent result of each test (a copy per assessment; never changed itself)."""
     drug_classes_of: Mapping[str, tuple[str, ...]]
     """Drug id -> its class ids."""
     mds_components_of: Mapping[str, frozenset[str]]
@@ -183,6 +187,7 @@ def prepared(kb: KnowledgeBase) -> Prepared:
         params=_Parameters({k: p.value for k, p in kb.parameters.items()}),
         param_sources={k: p.sources for k, p in kb.parameters.items()},
         lab_limits={t.id: (t.canonical_unit, t.plausible_low, t.plausible_high) for t in kb.tests.values()},
+        no_dates=dict.fromkeys(kb.tests, date.min),
         drug_classes_of={d.id: d.classes for d in kb.drugs.values()},
         mds_components_of=mds_components_of,
         mg_product_drugs=frozenset(d.id for d in kb.drugs.values() if "magnesium_product" in d.classes),

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
-from datetime import date
 from itertools import compress, count, repeat
 from operator import attrgetter, is_
 from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.facts import Lab
-from magstat.core.result import NO_EGFR, NO_SERUM_MG, EgfrResult, SerumMagnesium, new_finding, new_input
+from magstat.core.result import (
+    NO_EGFR,
+    NO_SERUM_MG,
+    EgfrResult,
+    SerumMagnesium,
+    new_egfr,
+    new_finding,
+    new_input,
+)
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 from magstat.core.validate import check_labs
-
-_BEFORE_ANY = date.min
 
 # Tests for which the higher of two conflicting same-day results is the safer reading (it
 # gives the lower kidney function); for the others the lower reading is the safer one.
@@ -46,22 +51,23 @@ def _select_labs(w: _Work) -> None:
         labs = _usable(w, labs)  # a result reported as a bound ("<0.2") is used only where it decides
     as_of = facts.as_of
     best: dict[str, Lab] = {}
-    best_when: dict[str, date] = {}
+    # Every test starts at date.min, so each result costs one look-up and, when older than the
+    # one kept for its test (most are), one comparison (the checks above let no unknown test by).
+    best_when = w.p.no_dates.copy()
     tied: dict[str, list[Lab]] | None = None  # test -> its results on its latest date, last first
     for lab in reversed(labs):
         when = lab.when or as_of
-        if when > as_of:
-            continue
         test = lab.test
-        old_when = best_when.get(test, _BEFORE_ANY)
-        if when > old_when:
+        old_when = best_when[test]
+        if when < old_when or when > as_of:
+            continue  # older than the result kept for its test, or after the as-of date
+        if when != old_when:
             best_when[test] = when
             best[test] = lab
             if tied and test in tied:
                 del tied[test]  # a newer date: the results of the older one no longer matter
-        elif when == old_when:
-            if test not in best_when:  # a result dated date.min, the first of its test
-                best_when[test] = when
+        else:
+            if test not in best:  # a result dated date.min, the first of its test
                 best[test] = lab
                 continue
             if tied is None:
@@ -462,7 +468,7 @@ def _egfr(w: _Work) -> EgfrResult:
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
         # Positional: value, equation, origin, date, inputs, sources.
-        result = EgfrResult(
+        result = new_egfr(
             reported.value,
             equation,
             "reported",
@@ -480,7 +486,7 @@ def _egfr(w: _Work) -> EgfrResult:
             new_input("age", round(w.age, 1), "years"),
             new_input("sex", facts.sex),
         )
-        result = EgfrResult(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
+        result = new_egfr(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
         text = (
             f"eGFR {_fmt(value, 0)} mL/min/1.73 m² computed by CKD-EPI 2021 from creatinine "
             f"{_fmt(creatinine.value, 2)} mg/dL, age {w.age:.0f}, {facts.sex}."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from magstat.core import calculators as calc
-from magstat.core.result import EgfrResult, InputUsed, MdsResult, new_finding, new_input
+from magstat.core.result import EgfrResult, InputUsed, MdsResult, new_finding, new_input, new_mds
 from magstat.core.rules.work import _lab_input, _Work
 
 _MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
@@ -57,7 +57,7 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
         )
     if unknown is not None:
         w.limit_fixed("lim.mds_incomplete", unknown)  # a text of the points alone (see _mds_points)
-    return MdsResult(score, complete, band, components, possible, sources)
+    return new_mds(score, complete, band, components, possible, sources)
 
 
 _MDS_RULE = "diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high"

@@ -54,7 +54,7 @@ def _medication_pass(w: _Work) -> None:
             # Not recognised (the common entry of a long record): listed unless known to be
             # stopped; when current, only a magnesium name matters (looked for below).
             if current is not False:
-                unrecognised.append(med.text)
+                unrecognised[med.text] = None  # each text once, in the order first met
             continue
         for drug_id in drugs:
             if drug_id not in classes_of:
@@ -252,7 +252,7 @@ def _condition_pass(w: _Work) -> None:
         cond_id = c.condition
         if cond_id is None:
             if c.current is not False and not c.signs:
-                unrecognised.append(c.text)
+                unrecognised[c.text] = None  # each text once, in the order first met
             continue
         if cond_id not in effect:
             check_conditions(w.facts, w.kb)  # raises, naming the first unknown id

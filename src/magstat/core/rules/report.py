@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status
+from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status, new_relevance
 from magstat.core.rules.work import _fmt, _mg_shown, _Work
 
 
@@ -53,7 +53,7 @@ def _relevance(w: _Work, mds: MdsResult, status: Status) -> tuple[Relevance, ...
             row["sources"] = [*sources]
             evidence.append(row)
         out.append(
-            Relevance(
+            new_relevance(
                 domain.id, domain.name, "; ".join(dict.fromkeys(why)), tuple(evidence), prepared.sources
             )
         )

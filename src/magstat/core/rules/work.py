@@ -127,10 +127,12 @@ class _Work:
         self.refuted_signs: dict[str, str] = {}
         self.mg_therapy: list[Medication] = []
         self.severity_reason: str | None = None
-        self.unrecognised_medications: list[str] = []
-        """Texts of medications not recognised that may be current (not known to be stopped)."""
-        self.unrecognised_conditions: list[str] = []
-        """Texts of conditions not recognised that may be current (neither resolved nor read as a sign)."""
+        self.unrecognised_medications: dict[str, None] = {}
+        """Texts of medications not recognised that may be current (not known to be stopped),
+        each once, in the order first met (a dict used as an ordered set)."""
+        self.unrecognised_conditions: dict[str, None] = {}
+        """Texts of conditions not recognised that may be current (neither resolved nor read as a
+        sign), each once, in the order first met."""
 
     def step(
         self, statement_id: str, reason: str, priority: Literal["urgent", "high", "routine"] = "routine"
