@@ -86,6 +86,7 @@ REQUIRED_STATEMENTS = {
         "sf.severe_iv",
         "sf.oral_mild",
         "sf.low_despite_oral",
+        "sf.mg_allergy",
         "sf.renal_avoid_oral",
         "sf.renal_reduce",
         "sf.iv_renal_limit",

@@ -98,6 +98,7 @@ def _prefetch(pid: str, obs: tuple = (), meds: tuple = (), **patient: str) -> di
         "conditions": _bundle(),
         "medicationRequests": _bundle(*meds),
         "medicationStatements": _bundle(),
+        "allergies": _bundle(),
     }
 
 

@@ -177,7 +177,16 @@ def test_full_fhir_data_give_a_deficiency_card(demo_server):
 def test_fhir_server_erroring_on_every_read_is_412(demo_server):
     """When no patient data can be read (every read fails), patient-view answers 412 (CDS Hooks 2.0)."""
     with small_fhir(
-        fail=frozenset({"Patient", "Observation", "Condition", "MedicationRequest", "MedicationStatement"})
+        fail=frozenset(
+            {
+                "Patient",
+                "Observation",
+                "Condition",
+                "MedicationRequest",
+                "MedicationStatement",
+                "AllergyIntolerance",
+            }
+        )
     ) as fhir:
         response = post(demo_server, PV, _pv_body(fhir))
     assert 412 == response.status_code

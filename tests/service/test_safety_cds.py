@@ -10,6 +10,8 @@ import pytest
 
 from magstat.adapters.cds_hooks.request import prefetch_templates
 from tests import safety_cases as cases
+from tests.batch.test_allergies import allergy
+from tests.batch.test_allergies import bundle as allergy_bundle
 from tests.service.conftest import Live, hook_request, live, post
 from tests.service.ehr import Record, prefetch_for
 
@@ -132,3 +134,11 @@ def test_low_magnesium_on_oral_magnesium_card_asks_what_to_check_before_more(ser
     assert "already taken by mouth" in details
     assert "magnesium oxide 400 MG Oral Tablet" in details
     assert "proton-pump inhibitor" in details
+
+
+def test_a_magnesium_allergy_reaches_the_card(server, kb):
+    """An allergy to magnesium sulfate, prefetched under 'allergies', is named on the card of a severe deficit."""
+    cards = patient_view(server, kb, allergy_bundle(allergy()))
+    details = " ".join(c["detail"] for c in cards)
+    assert "allergy or intolerance to a magnesium product" in details
+    assert "Anaphylaxis" in details

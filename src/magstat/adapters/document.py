@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from magstat.adapters.supplements import supplements_from_medications
 from magstat.core.facts import (
+    AllergyFact,
     ConditionFact,
     FoodServing,
     Lab,
@@ -106,6 +107,7 @@ _TOP_KEYS = (
     "labs",
     "diet",
     "supplements",
+    "allergies",
     "loading_test",
 )
 
@@ -327,8 +329,15 @@ def facts_from_document(data: object, kb: KnowledgeBase, *, as_of: date | None =
         derived = supplements_from_medications(kb, medications, lambda text: match_supplement(kb, text))
         if derived:
             supplements = derived
+    allergies = None
+    if doc.get("allergies") is not None:
+        allergies = tuple(
+            _allergy(f"allergies[{i}]", item, kb)
+            for i, item in enumerate(_list("allergies", doc["allergies"]))
+        )
     return PatientFacts(
         as_of=when,
+        allergies=allergies,
         patient_id=fields["id"],
         birth_date=fields["birth_date"],
         age_years=fields["age"],
@@ -465,6 +474,35 @@ def _medication(where: str, item: object, kb: KnowledgeBase) -> Medication:
         current=current,
         start=_opt_date(f"{where}.start", data.get("start")),
         dose=None if dose is None else str(dose),
+        origin=Origin(where, found.matched_by),
+    )
+
+
+_ALLERGY_KINDS = ("allergy", "intolerance")
+
+
+def _allergy(where: str, item: object, kb: KnowledgeBase) -> AllergyFact:
+    if isinstance(item, str):
+        item = {"name": item}
+    data = _mapping(where, item)
+    _keys(where, data, ("name", "code", "current", "reaction", "type"))
+    name = _text(f"{where}.name", data.get("name"))
+    found = match_drug(kb, _codes(f"{where}.code", data.get("code")), name)
+    current = _bool(f"{where}.current", data.get("current", True))
+    if found.context != "current":
+        current = False  # "no allergy to magnesium"
+    kind = data.get("type")
+    if kind is not None and kind not in _ALLERGY_KINDS:
+        raise InvalidInputError(
+            f"{where}.type", "unknown type", value=kind, allowed=", ".join(_ALLERGY_KINDS)
+        )
+    reaction = data.get("reaction")
+    return AllergyFact(
+        text=name,
+        drugs=found.ids,
+        current=current,
+        reaction=None if reaction is None else _text(f"{where}.reaction", reaction),
+        kind=kind,
         origin=Origin(where, found.matched_by),
     )
 
@@ -655,6 +693,19 @@ def json_schema(kb: KnowledgeBase) -> dict[str, Any]:
                             "dose": _or_null({"type": ["string", "number"]}),
                             "route": {"enum": [*_ROUTES, None]},
                             "reason": _or_null(_TEXT),
+                        }
+                    ),
+                }
+            ),
+            "allergies": _or_null(
+                {
+                    "type": "array",
+                    "items": _named(
+                        {
+                            "code": codes,
+                            "current": {**_TRI, "default": True},
+                            "reaction": _or_null(_TEXT),
+                            "type": {"enum": [*_ALLERGY_KINDS, None]},
                         }
                     ),
                 }

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Literal
 
 __all__ = [
+    "AllergyFact",
     "ConditionFact",
     "FoodServing",
     "Lab",
@@ -179,6 +180,31 @@ class SupplementFact:
 
 
 @dataclass(frozen=True, slots=True)
+class AllergyFact:
+    """An allergy or intolerance the record lists (FHIR ``AllergyIntolerance``).
+
+    Attributes:
+        text: the substance as given (code display or text).
+        drugs: knowledge-base drug ids recognised in it (empty when not recognised).
+        current: active at the as-of date; ``None`` if that cannot be told.
+        reaction: the recorded reaction (manifestation), if any.
+        kind: ``allergy`` or ``intolerance`` as recorded, if stated.
+        criticality: ``low``, ``high`` or ``unable-to-assess`` as recorded, if stated.
+
+    .. versionadded:: 0.7.0
+
+    """
+
+    text: str
+    drugs: tuple[str, ...]
+    current: bool | None
+    reaction: str | None = None
+    kind: str | None = None
+    criticality: str | None = None
+    origin: Origin = field(default_factory=Origin)
+
+
+@dataclass(frozen=True, slots=True)
 class FoodServing:
     """Servings per day of a knowledge-base food (short food-frequency answer)."""
 
@@ -237,3 +263,8 @@ class PatientFacts:
     """The record says the patient has died (FHIR ``deceased[x]``); ``None`` when not stated."""
     deceased_date: date | None = None
     """The date of death, when given. A death after ``as_of`` does not count at ``as_of``."""
+    allergies: tuple[AllergyFact, ...] | None = None
+    """Recorded allergies and intolerances; ``None`` when no list was available.
+
+    .. versionadded:: 0.7.0
+    """

@@ -309,6 +309,15 @@ def check_other_entries(facts: PatientFacts, kb: KnowledgeBase) -> None:
         ):
             if amount is not None:
                 _number(f"{field}.{name}", amount, 0, _MAX_MG_PER_DAY, "0 to 10000 mg/day")
+    for i, allergy in enumerate(facts.allergies or ()):
+        for drug_id in allergy.drugs:
+            if drug_id not in kb.drugs:
+                raise InvalidInputError(
+                    _where(f"allergies[{i}].drugs", allergy.origin.resource),
+                    "unknown drug id",
+                    value=drug_id,
+                    allowed="a drug id of the knowledge base (magstat kb show drugs)",
+                )
     if facts.loading_dose_mmol is not None:
         _number("loading_dose_mmol", facts.loading_dose_mmol, 0.1, 200, "0.1 to 200 mmol")
     for name, amount in (

@@ -70,6 +70,7 @@ def prefetch_templates(kb: KnowledgeBase) -> dict[str, str]:
         "conditions": f"Condition?patient={patient}",
         "medicationRequests": f"MedicationRequest?patient={patient}&status=active,on-hold,unknown",
         "medicationStatements": f"MedicationStatement?patient={patient}&status=active,intended,on-hold,unknown",
+        "allergies": f"AllergyIntolerance?patient={patient}",
     }
 
 

@@ -84,6 +84,7 @@ from magstat.adapters.fhir.flatten import READ_TYPES, FlatViews, ResourceRow, vi
 from magstat.adapters.supplements import supplements_from_medications
 from magstat.core import factbuild
 from magstat.core.facts import (
+    AllergyFact,
     ConditionFact,
     Lab,
     Medication,
@@ -124,6 +125,7 @@ _CLINICAL_STATUS: Mapping[str, bool] = {
     "resolved": False,
 }
 _VERIFICATION_SKIP = frozenset({"refuted", "entered-in-error"})
+_ALLERGY_STATUS = {"active": True, "inactive": False, "resolved": False}
 _REQUEST_STATUS: Mapping[str, bool | None] = {
     "active": True,
     "on-hold": True,
@@ -775,7 +777,7 @@ class _Demographics:
     deceased_date: date | None = None
 
 
-_Fact = Lab | Medication | ConditionFact | SignFact | _DatedSign
+_Fact = Lab | Medication | ConditionFact | SignFact | AllergyFact | _DatedSign
 
 
 class _Reader:
@@ -1063,13 +1065,15 @@ class _Reader:
             "Condition": self._condition,
             "MedicationRequest": self._medication_request,
             "MedicationStatement": self._medication_statement,
+            "AllergyIntolerance": self._allergy,
         }
         labs: list[Lab] = []
         medications: list[Medication] = []
         conditions: list[ConditionFact] = []
         signs: list[SignFact] = []
         observed: dict[str, _DatedSign] = {}
-        has_medications = has_conditions = False
+        allergies: list[AllergyFact] = []
+        has_medications = has_conditions = has_allergies = False
         for item in items:
             rtype = item.rtype
             handler = handlers.get(rtype)
@@ -1089,6 +1093,8 @@ class _Reader:
                 continue
             if rtype == "Condition":
                 has_conditions = has_conditions or self._about_patient(item.values)
+            elif rtype == "AllergyIntolerance":
+                has_allergies = has_allergies or self._about_patient(item.values)
             elif rtype != "Observation":
                 has_medications = has_medications or self._about_patient(item.values)
             for fact in facts:
@@ -1100,6 +1106,8 @@ class _Reader:
                     signs.append(fact)
                 elif isinstance(fact, Medication):
                     medications.append(fact)
+                elif isinstance(fact, AllergyFact):
+                    allergies.append(fact)
                 else:
                     old = observed.get(fact.fact.sign)
                     if old is None or (fact.when or date.min) >= (old.when or date.min):
@@ -1121,6 +1129,7 @@ class _Reader:
             lactating=flag("lactation"),
             medications=tuple(medications) if has_medications else None,
             conditions=tuple(conditions) if has_conditions else None,
+            allergies=tuple(allergies) if has_allergies else None,
             signs=tuple(signs),
             labs=tuple(labs),
             supplements=supplements,
@@ -1467,6 +1476,65 @@ class _Reader:
             if years is not None and unit in days_per:
                 return self.birth_date + timedelta(days=round(years * days_per[unit]))
         return None
+
+    # -- AllergyIntolerance ------------------------------------------------------------------
+
+    def _allergy(self, item: _Item) -> list[_Fact]:
+        """An allergy or intolerance: its substance read as a drug, its status, type and reaction.
+
+        Refuted and entered-in-error records are passed over; ``clinicalStatus`` active is
+        current, inactive or resolved is not, absent is unknown; a text that negates the
+        substance ("No known allergy to magnesium") is not current.
+        """
+        res = item.values
+        if res.get("verificationStatus") is not None:
+            verification_codes, _ = _concept(_obj(res, "verificationStatus"), "verificationStatus")
+            if _first_code(verification_codes) in _VERIFICATION_SKIP:
+                return []
+        codes, text = _concept(_obj(res, "code"), "code")
+        if not codes and not text:
+            return []
+        if not self._for_patient(res):
+            return self._other_patient(item)
+        current: bool | None = None
+        if res.get("clinicalStatus") is not None:
+            status = _first_code(_concept(_obj(res, "clinicalStatus"), "clinicalStatus")[0])
+            if status is not None:
+                if status not in _ALLERGY_STATUS:
+                    raise InvalidInputError(
+                        "clinicalStatus",
+                        "not an allergy clinical status",
+                        value=status,
+                        allowed=", ".join(_ALLERGY_STATUS),
+                    )
+                current = _ALLERGY_STATUS[status]
+        found = self.memo.match("drug", codes, text)
+        if found.context != "current":
+            current = False
+        reactions: list[str] = []
+        for i, reaction in enumerate(_list(res, "reaction")):
+            if not isinstance(reaction, Mapping):
+                raise InvalidInputError(f"reaction[{i}]", f"expected an object, got {_kind(reaction)}")
+            for j, manifestation in enumerate(_list(reaction, "manifestation", f"reaction[{i}]")):
+                shown = _concept(
+                    manifestation if isinstance(manifestation, Mapping) else None,
+                    f"reaction[{i}].manifestation[{j}]",
+                )[1]
+                if shown:
+                    reactions.append(shown)
+        kind = _str(res, "type") if "type" in res else None
+        criticality = _str(res, "criticality") if "criticality" in res else None
+        return [
+            AllergyFact(
+                text=text or "allergy (no substance text)",
+                drugs=found.ids,
+                current=current,
+                reaction=", ".join(dict.fromkeys(reactions)) or None,
+                kind=kind,
+                criticality=criticality,
+                origin=factbuild.origin(item.origin, found.matched_by),
+            )
+        ]
 
     def _condition_current(self, res: Mapping[str, Any]) -> tuple[bool | None, str]:
         """Whether the condition is current at ``as_of``, and the context word that says why.

@@ -63,6 +63,7 @@ READ_TYPES: tuple[str, ...] = (
     "Condition",
     "MedicationRequest",
     "MedicationStatement",
+    "AllergyIntolerance",
     "Medication",
 )
 """The resource types magstat reads, one view each."""

@@ -1,6 +1,6 @@
 """The SQL on FHIR v2 ViewDefinitions of what magstat reads from FHIR, generated from the KB.
 
-magstat flattens FHIR with six views, one per resource type it reads. They ship with the
+magstat flattens FHIR with seven views, one per resource type it reads. They ship with the
 knowledge base (``magstat/kb/data/views/*.json``), so they are versioned and hashed with it
 (``KnowledgeBase.sha256`` covers their bytes), and this module writes them: run
 ``python -m magstat.adapters.fhir.views`` after a change to the code lists, and the test
@@ -67,6 +67,13 @@ _ANALYST: dict[str, list[tuple[str, str, bool]]] = {
         ("medication_code", "medication.ofType(CodeableConcept).coding.code", True),
         ("medication_text", "medication.ofType(CodeableConcept).text", False),
         ("medication_key", "medication.ofType(Reference).getReferenceKey(Medication)", False),
+    ],
+    "AllergyIntolerance": [
+        ("patient", "patient.getReferenceKey(Patient)", False),
+        ("code_code", "code.coding.code", True),
+        ("code_text", "code.text", False),
+        ("clinical_status", "clinicalStatus.coding.code.first()", False),
+        ("verification_status", "verificationStatus.coding.code.first()", False),
     ],
     "Medication": [("code_code", "code.coding.code", True), ("code_text", "code.text", False)],
 }
@@ -180,6 +187,22 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
             ("reasonCode", "reasonCode", True),
             ("reasonReference", "reasonReference", True),
             ("contained", "contained", True),
+        ],
+    ),
+    (
+        "AllergyIntolerance",
+        "magstat_allergy_intolerance",
+        "Allergies and intolerances with the substance, clinical and verification status, type, "
+        "criticality and reactions; the patient column is named subject, as in the other views.",
+        [
+            ("id", "id", False),
+            ("code", "code", False),
+            ("subject", "patient", False),
+            ("clinicalStatus", "clinicalStatus", False),
+            ("verificationStatus", "verificationStatus", False),
+            ("type", "type", False),
+            ("criticality", "criticality", False),
+            ("reaction", "reaction", True),
         ],
     ),
     (

@@ -263,7 +263,8 @@ FROM (
       -- The other fields are unquoted only where they are used: the lines kept.
       SELECT file, doc, rt, kind0,
         CASE WHEN kind0 = {USED} THEN json_extract_string(g[2], '$') END AS rid,
-        CASE WHEN kind0 = {USED} THEN json_extract_string(g[3], '$') END AS sref,
+        CASE WHEN kind0 = {USED} AND rt = 'AllergyIntolerance' THEN json_extract_string(g[6], '$')
+             WHEN kind0 = {USED} THEN json_extract_string(g[3], '$') END AS sref,
         CASE WHEN kind0 = {USED} THEN json_extract_string(g[4], '$') END AS mref0
       FROM (
         SELECT file, doc, g, rt,
@@ -283,7 +284,7 @@ FROM (
           FROM (
             SELECT filename AS file, json AS doc,
               json_extract(json, ['$.resourceType', '$.id', '$.subject.reference',
-                                  '$.medicationReference.reference', '$.code']) AS g
+                                  '$.medicationReference.reference', '$.code', '$.patient.reference']) AS g
             FROM read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true,
                                      maximum_object_size = {MAX_LINE_BYTES})
           )

@@ -472,9 +472,9 @@ class SparkEngine:
             "f",
             "pos",
             "doc",
-            F.json_tuple("doc", "resourceType", "id", "subject", "medicationReference", "code").alias(
-                "rt", "rid", "subject", "medref", "code"
-            ),
+            F.json_tuple(
+                "doc", "resourceType", "id", "subject", "medicationReference", "code", "patient"
+            ).alias("rt", "rid", "subject", "medref", "code", "patient"),
         )
         # DuckDB's test, with the same regular expressions: a code that matches one of the
         # knowledge base's names or codes is used; else one of the plain shape is passed over.
@@ -497,7 +497,11 @@ class SparkEngine:
                 .otherwise(F.nullif(found, F.lit("")))
             )
 
-        pid = F.when(rt == "Patient", rid).otherwise(ref_id(F.col("subject"), "Patient"))
+        pid = (
+            F.when(rt == "Patient", rid)
+            .when(rt == "AllergyIntolerance", ref_id(F.col("patient"), "Patient"))
+            .otherwise(ref_id(F.col("subject"), "Patient"))
+        )
         mref = ref_id(F.col("medref"), "Medication")
         kind = (
             F.when(rt.isNull() | (rt == ""), F.lit(MALFORMED))

@@ -52,6 +52,7 @@ NEEDED_TYPES: tuple[str, ...] = (
     "Condition",
     "MedicationRequest",
     "MedicationStatement",
+    "AllergyIntolerance",
     "Observation",
 )
 """The resource types the FHIR adapter reads (``magstat.adapters.fhir``); the rest are passed over."""
@@ -59,8 +60,14 @@ NEEDED_TYPES: tuple[str, ...] = (
 TYPE_ORDER: dict[str, int] = {name: i for i, name in enumerate(NEEDED_TYPES)}
 """The order in which a patient's resources are handed to the adapter: by type, then file order."""
 
-PATIENT_LINKED: tuple[str, ...] = ("Condition", "MedicationRequest", "MedicationStatement", "Observation")
-"""Types that belong to a patient through ``subject``."""
+PATIENT_LINKED: tuple[str, ...] = (
+    "Condition",
+    "MedicationRequest",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "Observation",
+)
+"""Types that belong to a patient through ``subject`` (``patient`` for AllergyIntolerance)."""
 
 _NAME = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)(?:\.(?P<part>\d+))?\.ndjson(?P<gz>\.gz)?$")
 

@@ -170,6 +170,16 @@ def _safety(
             + (" and intravenous magnesium is given or in question." if intravenous else "."),
             "urgent" if intravenous else "high",
         )
+    if w.facts.allergies and (treating or taking_mg or w.mg_therapy):
+        recorded = _magnesium_allergies(w)
+        if recorded:
+            intravenous = bool(w.mg_therapy) or ("sf.severe_iv" + child) in w.safety
+            w.safe(
+                "sf.mg_allergy",
+                f"Recorded: {'; '.join(recorded)}."
+                + (" Intravenous magnesium is given or in question." if intravenous else ""),
+                "urgent" if intravenous else "high",
+            )
     if treating and (
         {"hypokalaemia", "hypocalcaemia", "refractory_hypokalaemia", "refractory_hypocalcaemia"}
         & w.present_signs
@@ -220,3 +230,20 @@ def _safety(
             w.safety[f"ix.{row.id}"] = new_action(
                 f"ix.{row.id}", texts[i], f"Current: {names}.", row.sources, "routine"
             )
+
+
+def _magnesium_allergies(w: _Work) -> list[str]:
+    """The recorded allergies or intolerances to a magnesium product that may be current, as shown."""
+    products = w.p.mg_product_drugs
+    out = []
+    for allergy in w.facts.allergies or ():
+        if allergy.current is False or products.isdisjoint(allergy.drugs):
+            continue
+        shown = allergy.text
+        details = [d for d in (allergy.kind, allergy.reaction and f"reaction: {allergy.reaction}") if d]
+        if allergy.criticality:
+            details.append(f"criticality {allergy.criticality}")
+        if details:
+            shown += f" ({', '.join(details)})"
+        out.append(shown)
+    return out
