@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from magstat.adapters.fhir.flatten import READ_TYPES
 from tests.conftest import run_async
 from tests.service.conftest import hook_request, in_process_only, live, post
 from tests.service.test_serve_cli import free_port, start
@@ -176,18 +177,7 @@ def test_full_fhir_data_give_a_deficiency_card(demo_server):
 
 def test_fhir_server_erroring_on_every_read_is_412(demo_server):
     """When no patient data can be read (every read fails), patient-view answers 412 (CDS Hooks 2.0)."""
-    with small_fhir(
-        fail=frozenset(
-            {
-                "Patient",
-                "Observation",
-                "Condition",
-                "MedicationRequest",
-                "MedicationStatement",
-                "AllergyIntolerance",
-            }
-        )
-    ) as fhir:
+    with small_fhir(fail=frozenset(READ_TYPES) - {"Medication"}) as fhir:  # every search the service makes
         response = post(demo_server, PV, _pv_body(fhir))
     assert 412 == response.status_code
     assert "OperationOutcome" == response.json()["resourceType"]
