@@ -360,7 +360,8 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
             "cannot be compared with the upper limit for supplements."
         )
     kidney = [a for a in result.safety if a.id in _KIDNEY_SAFETY]
-    if kidney and (sup.elemental_mg_per_day or sup.unknown_content):
+    kidney_warned = bool(kidney) and bool(sup.elemental_mg_per_day or sup.unknown_content)
+    if kidney_warned:
         supplements.append(
             "You said you have kidney disease. The kidneys remove extra magnesium, so with kidney disease "
             "magnesium from supplements can build up too high. Ask your clinician before going on with it."
@@ -387,7 +388,7 @@ def plain_result(result: Assessment, kb: KnowledgeBase) -> PlainResult:
     cited = [s for r in (*reasons, *reassuring) for s in r.sources]
     cited += [s for f in result.findings if f.category in ("diet", "supplement") for s in f.sources]
     cited += [s for a in result.safety if a.id == "sf.transdermal" for s in a.sources]
-    if kidney and (sup.elemental_mg_per_day or sup.unknown_content):
+    if kidney_warned:
         cited += [s for a in kidney for s in a.sources]
     sources = tuple(dict.fromkeys(cited))
     return PlainResult(

@@ -79,8 +79,11 @@ def _supplements(w: _Work) -> SupplementResult:
     unknown_content: list[str] = []
     not_counted: list[str] = []
     sources: list[str] = []
+    therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
     counted: list[tuple[SupplementFact, float | None]] = []  # each product and its elemental mg/day
-    for item in _not_therapy(w, facts.supplements):
+    for item in facts.supplements:
+        if item.origin.resource is not None and item.origin.resource in therapy_sources:
+            continue  # magnesium given as treatment is not a supplement (see _safety)
         entry = kb.supplements.get(item.form) if item.form else None
         if entry is not None:
             sources.extend(entry.sources)
@@ -95,6 +98,7 @@ def _supplements(w: _Work) -> SupplementResult:
         else:
             total += elemental
         counted.append((item, elemental))
+        w.oral_magnesium.append(item.text)
     row = w.dri_row  # the life stage's row, found by _intake (None without an age)
     if row is None and w.age is not None:
         # The UL does not depend on sex: any row of the age band will do.
@@ -145,24 +149,3 @@ def _supplements(w: _Work) -> SupplementResult:
         tuple(dict.fromkeys(sources)),
         tuple(unknown_content),
     )
-
-
-def _not_therapy(w: _Work, supplements: tuple[SupplementFact, ...]) -> list[SupplementFact]:
-    """The supplements that are not magnesium given as treatment (that is read in :func:`_safety`)."""
-    therapy_sources = {m.origin.resource for m in w.mg_therapy if m.origin.resource}
-    if not therapy_sources:
-        return list(supplements)
-    return [s for s in supplements if s.origin.resource is None or s.origin.resource not in therapy_sources]
-
-
-def _oral_magnesium(w: _Work) -> list[str]:
-    """The texts of the magnesium products taken by mouth, as counted toward supplemental intake."""
-    if not w.facts.supplements:
-        return []
-    kb = w.kb
-    out = []
-    for item in _not_therapy(w, w.facts.supplements):
-        entry = kb.supplements.get(item.form) if item.form else None
-        if entry is None or entry.counts_toward_intake:
-            out.append(item.text)
-    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from operator import attrgetter
 
 from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status, new_relevance
-from magstat.core.rules.work import _fmt, _mg_shown, _Work
+from magstat.core.rules.work import _fmt, _low_albumin, _mg_shown, _Work
 
 
 def _relevance(w: _Work, mds: MdsResult, status: Status) -> tuple[Relevance, ...]:
@@ -76,8 +76,8 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
     if serum.current and serum.band in ("normal", "above_lab_range"):
         w.limit_fixed("lim.haemolysis", "A haemolysed sample reads falsely high.")
     elif serum.current and serum.band in ("below_lab_range", "low_normal"):
-        albumin = w.latest.get("albumin")
-        if albumin is not None and albumin.ref_low is not None and albumin.value < albumin.ref_low:
+        albumin = _low_albumin(w)
+        if albumin is not None and albumin.ref_low is not None:
             w.limit(
                 "lim.mg_low_albumin",
                 f"Albumin {_fmt(albumin.value, 0)} g/L is below {_fmt(albumin.ref_low, 0)} g/L.",

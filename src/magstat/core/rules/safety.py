@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from magstat.core.result import EgfrResult, SerumMagnesium, Status, SupplementResult, new_action
-from magstat.core.rules.intake import _oral_magnesium
 from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
 from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _sentence, _Work
 
@@ -100,16 +99,14 @@ def _safety(
             "sf.oral_mild" + child,
             "If repletion is chosen after confirmation, the oral route fits a deficit without tetany, seizures or arrhythmia.",
         )
-    if treating:
-        oral = _oral_magnesium(w)
-        if oral:
-            # Low although magnesium is already taken by mouth: check the product and the losses
-            # before adding another (S20, S64-S66).
-            w.safe(
-                "sf.low_despite_oral",
-                f"Oral magnesium taken: {', '.join(dict.fromkeys(oral))}.",
-                "high",
-            )
+    if treating and w.oral_magnesium:
+        # Low although magnesium is already taken by mouth: check the product and the losses
+        # before adding another (S20, S64-S66).
+        w.safe(
+            "sf.low_despite_oral",
+            f"Oral magnesium taken: {', '.join(dict.fromkeys(w.oral_magnesium))}.",
+            "high",
+        )
     if "torsades_de_pointes" in w.present_signs and status == "excess":
         # The doses for torsades are for a normal (or low) value: with an excess, more magnesium
         # is a decision for the cardiac team, made with the toxicity signs watched.
@@ -161,9 +158,9 @@ def _safety(
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
     if "heart_block" in w.current_conditions and (treating or taking_mg):
         w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
+    # Magnesium is, or is about to be, given intravenously: the cautions below are then urgent.
+    intravenous = bool(w.mg_therapy) or ("sf.severe_iv" + child) in w.safety
     if "myasthenia_gravis" in w.current_conditions and (treating or taking_mg or w.mg_therapy):
-        # Urgent when magnesium is, or is about to be, given intravenously.
-        intravenous = bool(w.mg_therapy) or ("sf.severe_iv" + child) in w.safety
         w.safe(
             "sf.myasthenia",
             "Myasthenia gravis is on the problem list"
@@ -173,7 +170,6 @@ def _safety(
     if w.facts.allergies and (treating or taking_mg or w.mg_therapy):
         recorded = _magnesium_allergies(w)
         if recorded:
-            intravenous = bool(w.mg_therapy) or ("sf.severe_iv" + child) in w.safety
             w.safe(
                 "sf.mg_allergy",
                 f"Recorded: {'; '.join(recorded)}."

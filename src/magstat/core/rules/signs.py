@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from magstat.core.facts import SignFact
 from magstat.core.result import InputUsed, new_finding, new_input
-from magstat.core.rules.labs import _bound_value
-from magstat.core.rules.work import _fmt, _in_text, _lab_input, _Work
+from magstat.core.rules.labs import _READ_AS_LOW, _bound_value
+from magstat.core.rules.work import _fmt, _in_text, _lab_input, _low_albumin, _Work
 
 # Signs whose presence means a deficit is symptomatic (route: IV), per S54.
 _SYMPTOMATIC_SIGNS = ("tetany", "seizure", "arrhythmia", "torsades_de_pointes")
@@ -43,10 +43,11 @@ def _other_markers(w: _Work) -> None:
     # Calcium is read from its most direct measure: ionised, else albumin-corrected, else total.
     # A low total calcium with a low albumin is not counted (total calcium falls with albumin).
     checks = [_POTASSIUM_CHECK]
-    for test_id, param in _CALCIUM_TESTS:
+    for test_id in _CALCIUM_TESTS:
         lab = latest.get(test_id)
+        param = _READ_AS_LOW[test_id]
         if lab is not None and (lab.ref_low is not None or param in kb.parameters):
-            if test_id != "calcium_total" or not _low_albumin(w):
+            if test_id != "calcium_total" or not _total_calcium_from_albumin(w):
                 checks.append((test_id, "hypocalcaemia", param))
             break
     for test_id, sign_id, param in checks:
@@ -74,20 +75,16 @@ def _other_markers(w: _Work) -> None:
     _glycaemia(w)
 
 
-_POTASSIUM_CHECK = ("potassium", "hypokalaemia", "potassium.low_below")
-_CALCIUM_TESTS = (
-    ("calcium_ionised", "calcium_ionised.low_below"),
-    ("calcium_corrected", "calcium_corrected.low_below"),
-    ("calcium_total", "calcium.low_below"),
-)
-"""The calcium tests, most direct first, with the parameter that gives a lower limit when the lab gives none."""
+_POTASSIUM_CHECK = ("potassium", "hypokalaemia", _READ_AS_LOW["potassium"])
+_CALCIUM_TESTS = ("calcium_ionised", "calcium_corrected", "calcium_total")
+"""The calcium tests, most direct first (each with its lower-limit parameter in ``_READ_AS_LOW``)."""
 
 
-def _low_albumin(w: _Work) -> bool:
+def _total_calcium_from_albumin(w: _Work) -> bool:
     """Whether a low total calcium may only reflect a low albumin (then named in a limitation)."""
     total = w.latest["calcium_total"]
-    albumin = w.latest.get("albumin")
-    if albumin is None or albumin.ref_low is None or albumin.value >= albumin.ref_low:
+    albumin = _low_albumin(w)
+    if albumin is None or albumin.ref_low is None:
         return False
     if total.ref_low is None or total.value >= total.ref_low:
         return False

@@ -51,6 +51,14 @@ def _lab_input(name: str, lab: Lab) -> InputUsed:
     return new_input(name, value, lab.unit, lab.when, origin.resource, origin.matched_by)
 
 
+def _low_albumin(w: _Work) -> Lab | None:
+    """The current albumin when it is below the laboratory's own range (no default range)."""
+    albumin = w.latest.get("albumin")
+    if albumin is None or albumin.ref_low is None or albumin.value >= albumin.ref_low:
+        return None
+    return albumin
+
+
 class _Work:
     """Mutable scratch space of one assessment (never leaves :func:`magstat.core.assess.assess`).
 
@@ -79,6 +87,7 @@ class _Work:
         "minor",
         "missing",
         "next_steps",
+        "oral_magnesium",
         "p",
         "present_signs",
         "recorded_conditions",
@@ -126,6 +135,8 @@ class _Work:
         self.mg_history: list[tuple[date | None, float]] = []
         self.refuted_signs: dict[str, str] = {}
         self.mg_therapy: list[Medication] = []
+        self.oral_magnesium: list[str] = []
+        """The texts of the magnesium products taken by mouth (counted by the supplements step)."""
         self.severity_reason: str | None = None
         self.unrecognised_medications: dict[str, None] = {}
         """Texts of medications not recognised that may be current (not known to be stopped),
