@@ -17,7 +17,10 @@ __all__ = ["compiled_core_modules", "core_is_compiled"]
 
 
 def compiled_core_modules() -> tuple[str, ...]:
-    """The modules of ``magstat.core`` that this process runs compiled, by name, sorted.
+    """The modules of ``magstat.core`` loaded in this process from compiled files, by name, sorted.
+
+    ``assess`` and the rule modules it runs are loaded first; a compiled module that nothing
+    has imported yet is not listed.
 
     Returns:
         An empty tuple for the pure-Python install; otherwise the compiled modules
