@@ -816,3 +816,16 @@ def test_torsades_with_heart_block_or_a_magnesium_allergy_gets_the_urgent_cautio
     assert "urgent" == action(result, "safety", "sf.mg_allergy").priority
     quiet = assess(facts(labs=(mg(0.9),), conditions=(block,)), KB)
     assert "sf.heart_block" not in ids(quiet.safety)
+
+
+def test_a_normal_serum_during_magnesium_therapy_does_not_make_deficiency_unlikely():
+    """IV MgSO4 current, serum Mg 0.95, no risk factor: indeterminate with the limitation, not 'unlikely'."""
+    during = assess(facts(labs=(mg(0.95),), medications=(mgso4(reason=None),)), KB)
+    assert "indeterminate" == during.status
+    limitation = next(a for a in during.limitations if a.id == "lim.serum_during_therapy")
+    assert "magnesium sulfate injection 4 g" in limitation.reason
+    without = assess(facts(labs=(mg(0.95),)), KB)
+    assert ("unlikely", False) == (
+        without.status,
+        "lim.serum_during_therapy" in ids(without.limitations),
+    )
