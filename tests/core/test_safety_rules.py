@@ -829,3 +829,22 @@ def test_a_normal_serum_during_magnesium_therapy_does_not_make_deficiency_unlike
         without.status,
         "lim.serum_during_therapy" in ids(without.limitations),
     )
+
+
+def test_a_low_serum_magnesium_before_a_normal_one_is_a_major_risk_factor():
+    """0.50 mmol/L two days before 0.88 (after IV magnesium): at risk with the earlier low named, never 'unlikely'."""
+    low, now = mg(0.50, dt.date(2024, 5, 28)), mg(0.88, DAY)
+    result = assess(facts(labs=(low, now)), KB)
+    assert "at_risk" == result.status
+    finding = next(f for f in result.findings if f.id == "serum_mg.recently_low")
+    assert ("major", "2024-05-28") == (finding.weight, str(finding.inputs[0].date))
+    assert "recently low" in result.summary
+    # Older than labs.recent_days before the as-of date, after the current value, or not low: no finding.
+    for earlier in (
+        mg(0.50, dt.date(2022, 1, 1)),
+        mg(0.50, dt.date(2024, 5, 31)),
+        mg(0.74, dt.date(2024, 5, 28)),
+    ):
+        other = assess(facts(labs=(earlier, now)), KB)
+        assert "serum_mg.recently_low" not in ids(other.findings)
+    assert "unlikely" == assess(facts(labs=(mg(0.74, dt.date(2024, 5, 28)), now)), KB).status
