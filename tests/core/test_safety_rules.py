@@ -816,3 +816,35 @@ def test_torsades_with_heart_block_or_a_magnesium_allergy_gets_the_urgent_cautio
     assert "urgent" == action(result, "safety", "sf.mg_allergy").priority
     quiet = assess(facts(labs=(mg(0.9),), conditions=(block,)), KB)
     assert "sf.heart_block" not in ids(quiet.safety)
+
+
+def test_a_normal_serum_during_magnesium_therapy_does_not_make_deficiency_unlikely():
+    """IV MgSO4 current, serum Mg 0.95, no risk factor: indeterminate with the limitation, not 'unlikely'."""
+    during = assess(facts(labs=(mg(0.95),), medications=(mgso4(reason=None),)), KB)
+    assert "indeterminate" == during.status
+    limitation = next(a for a in during.limitations if a.id == "lim.serum_during_therapy")
+    assert "magnesium sulfate injection 4 g" in limitation.reason
+    without = assess(facts(labs=(mg(0.95),)), KB)
+    assert ("unlikely", False) == (
+        without.status,
+        "lim.serum_during_therapy" in ids(without.limitations),
+    )
+
+
+def test_a_low_serum_magnesium_before_a_normal_one_is_a_major_risk_factor():
+    """0.50 mmol/L two days before 0.88 (after IV magnesium): at risk with the earlier low named, never 'unlikely'."""
+    low, now = mg(0.50, dt.date(2024, 5, 28)), mg(0.88, DAY)
+    result = assess(facts(labs=(low, now)), KB)
+    assert "at_risk" == result.status
+    finding = next(f for f in result.findings if f.id == "serum_mg.recently_low")
+    assert ("major", "2024-05-28") == (finding.weight, str(finding.inputs[0].date))
+    assert "recently low" in result.summary
+    # Older than labs.recent_days before the as-of date, after the current value, or not low: no finding.
+    for earlier in (
+        mg(0.50, dt.date(2022, 1, 1)),
+        mg(0.50, dt.date(2024, 5, 31)),
+        mg(0.74, dt.date(2024, 5, 28)),
+    ):
+        other = assess(facts(labs=(earlier, now)), KB)
+        assert "serum_mg.recently_low" not in ids(other.findings)
+    assert "unlikely" == assess(facts(labs=(mg(0.74, dt.date(2024, 5, 28)), now)), KB).status

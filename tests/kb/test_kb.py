@@ -107,6 +107,7 @@ REQUIRED_STATEMENTS = {
     ),
     "limitation": (
         "lim.serum_partial",
+        "lim.serum_during_therapy",
         "lim.relevance_excess",
         "lim.total_calcium_low_albumin",
         "lim.mg_low_albumin",

@@ -127,6 +127,7 @@ _NAME_LABELS = {
     "audit_c": "AUDIT-C score",
     "eGFR": "eGFR",
     "previously_low": "Low serum magnesium found before",
+    "recently_low": "Low serum magnesium before the current value",
 }
 
 _CATEGORY_HEADINGS = (

@@ -73,6 +73,8 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
             "lim.excluded_input",
             f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:EXCLUDED_NAMED]),
         )
+    if w.mg_therapy and serum.current and serum.band in ("normal", "low_normal"):
+        w.limit("lim.serum_during_therapy", f"Given: {'; '.join(m.text for m in w.mg_therapy)}.")
     if serum.mmol_l is None:
         w.limit_fixed("lim.no_serum_mg", "No serum magnesium result was available.")
     elif serum.current and serum.band in ("normal", "low_normal"):
