@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
+from magstat import __version__, build_info
 from magstat.adapters.read import parse_bytes
 from magstat.cli import main
 from magstat.errors import InvalidInputError
@@ -202,3 +203,12 @@ def test_unwritable_output_names_the_path(capsys, tmp_path):
     code = main(["assess", str(ROOT / "examples" / "patient.yaml"), "--format", "json", "-o", str(target)])
     err = capsys.readouterr().err
     assert (4, True) == (code, str(blocker) in err)
+
+
+def test_version_names_the_build_of_the_core(capsys):
+    """``magstat --version`` prints the version and whether the core runs compiled or as pure Python, and exits 0."""
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert 0 == stop.value.code
+    build = "compiled core (mypyc)" if build_info.core_is_compiled() else "pure-Python core"
+    assert f"magstat {__version__}, {build}\n" == capsys.readouterr().out

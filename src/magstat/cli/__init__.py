@@ -45,13 +45,31 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_INVALID)
 
 
+class _Version(argparse.Action):
+    """``--version``: the version and which build of the core runs (found only when asked)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs.get("help"))
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from magstat.build_info import core_is_compiled  # noqa: PLC0415 - imports the core, only when asked
+
+        build = "compiled core (mypyc)" if core_is_compiled() else "pure-Python core"
+        sys.stdout.write(f"magstat {__version__}, {build}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(
         prog="magstat",
         description="Assess magnesium status with explained, cited findings. Decision support, not diagnosis.",
     )
-    parser.add_argument("--version", action="version", version=f"magstat {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, help="show the version and which build of the core runs, and exit"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in _COMMANDS.values():
         module.define_parser(sub)
