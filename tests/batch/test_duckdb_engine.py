@@ -100,7 +100,7 @@ def shared_bundles_rows(tmp_path, bulk) -> tuple[pa.Table, rows_mod.Job]:
             [str(f.path) for f in source.read],
             fhir_bulk.code_keyword_patterns(kb, "(?i)"),
             fhir_bulk.plain_code_pattern(),
-            project=engine.projection_sql(keys, "doc"),
+            keys=keys,
         )
     )
     table = con.sql(engine.sorted_rows_sql()).to_arrow_table()
@@ -251,3 +251,91 @@ def test_code_kinds_match_the_regular_expressions_on_every_line(monkeypatch):
     assert expected == again
     assert {engine_mod.USED, engine_mod.NOT_NEEDED} == {k for k in expected if k is not None}
     assert len(kinds.memo) <= 3
+
+
+ODD_LINES = [
+    {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01", "gender": "female"},
+    {"resourceType": "Patient", "birthDate": "1950-01-01"},
+    {"resourceType": "Patient", "id": 42},
+    {"resourceType": "Medication", "id": "m1", "code": {"text": "magnesium oxide"}},
+    {"resourceType": "Medication", "code": {"text": "no id"}},
+    {
+        "resourceType": "MedicationRequest",
+        "id": "r1",
+        "status": "active",
+        "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/m1/_history/2"},
+    },
+    {
+        "resourceType": "MedicationStatement",
+        "id": "s1",
+        "subject": {"reference": "http://example.org/fhir/Patient/p1?x=1"},
+        "medicationReference": {"reference": "urn:uuid:m1"},
+    },
+    {"resourceType": "MedicationRequest", "id": "r2", "subject": "Patient/p1"},
+    {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": [{"reference": "Patient/p1"}],
+        "code": {"text": "x"},
+    },
+    {"resourceType": "Condition", "id": "c2", "subject": {"reference": "#contained"}, "code": {"text": "x"}},
+    {
+        "resourceType": "Condition",
+        "id": "c3",
+        "subject": {"reference": "Patient/p1"},
+        "onsetAge": {"value": 3},
+    },
+    {"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/p1"}, "code": {}},
+    {"resourceType": "AllergyIntolerance", "id": "a2", "subject": {"reference": "Patient/p1"}},
+    {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9", "display": "Magnesium"}]},
+        "valueQuantity": {"value": 0.6, "unit": "mmol/L"},
+    },
+    {
+        "resourceType": "Observation",
+        "id": "o2",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}]},
+    },
+    {"resourceType": "Observation", "id": "o3", "subject": {"reference": "Patient/p1"}, "code": "a string"},
+    {"resourceType": "Observation", "id": "o4", "subject": {"reference": "Patient/p1"}, "code": None},
+    {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}},
+    {"resourceType": "", "id": "x"},
+    ["not", "an", "object"],
+]
+
+
+def test_the_projected_scan_stages_what_the_whole_line_scan_does(tmp_path):
+    """Kept lines projected in the scan (ids and references read from the projection) match the whole lines projected afterwards."""
+    kb = load()
+    flat = views_for_kb(kb)
+    keys = {t: k for t, k in flat.keys.items() if k is not None}
+    path = tmp_path / "Mixed.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ODD_LINES) + "{not json\n", encoding="utf-8")
+    keywords, plain = fhir_bulk.code_keyword_patterns(kb, "(?i)"), fhir_bulk.plain_code_pattern()
+    engine = engine_mod.DuckDBEngine()
+    con = engine._connect(RunContext(kb=kb, issues=IssueLog(strict=False), work_dir=tmp_path, threads=1))
+    staged = {}
+    for name, scan_keys in (("whole", None), ("projected", keys)):
+        con.execute(engine.stage_sql([str(path)], keywords, plain, keys=scan_keys))
+        line = engine.projection_sql(keys, "line") if scan_keys is None else "line"
+        staged[name] = con.execute(
+            f"SELECT file, kind, rt, pid, mkey, mref, label, {line} FROM staged ORDER BY rowid"
+        ).fetchall()
+    engine.close()
+    assert staged["whole"] == staged["projected"]
+    kinds = [row[1] for row in staged["projected"]]
+    assert len(ODD_LINES) + 1 == len(kinds)
+    assert {
+        engine_mod.USED,
+        engine_mod.MALFORMED,
+        engine_mod.NOT_RESOURCE,
+        engine_mod.NOT_NEEDED,
+        engine_mod.NO_PATIENT,
+    } == set(kinds)
+    assert 8 <= kinds.count(engine_mod.USED)
