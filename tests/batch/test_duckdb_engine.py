@@ -39,11 +39,26 @@ def _batches(pids: list[str], size: int, text: pa.DataType | None = None) -> lis
     ]
 
 
-def _texts(unit: tuple[list[str], list[str], bytes, bytes]) -> list[str]:
+def _texts(unit: rows_mod.PackedUnit) -> list[str]:
     """The row texts of a packed unit, cut at their end offsets."""
-    _, _, ends, data = unit
+    ends, data = unit[4], unit[5]
     stops = list(memoryview(ends).cast("q"))
     return [data[a:b].decode("utf-8") for a, b in zip([0, *stops[:-1]], stops, strict=True)]
+
+
+def _row_pids(unit: rows_mod.PackedUnit) -> list[str]:
+    """The patient id of each row of a packed unit."""
+    pids, patient_ends = unit[0], list(memoryview(unit[1]).cast("q"))
+    return [
+        pid
+        for pid, a, b in zip(pids, [0, *patient_ends[:-1]], patient_ends, strict=True)
+        for _ in range(a, b)
+    ]
+
+
+def _row_types(unit: rows_mod.PackedUnit) -> list[str]:
+    """The resource type of each row of a packed unit."""
+    return [unit[2][t] for t in unit[3]]
 
 
 def test_units_hold_whole_patients_in_order(monkeypatch):
@@ -51,14 +66,15 @@ def test_units_hold_whole_patients_in_order(monkeypatch):
     monkeypatch.setattr(engine_mod, "CHUNK_ROWS", 3)
     pids = ["a", "a", "b", "c", "c", "c", "c", "c", "c", "c", "d", "e", "e", "f"]
     units = list(engine_mod._arrow_chunks(_batches(pids, 2)))
-    seen = [pid for unit in units for pid in unit[0]]
+    seen = [pid for unit in units for pid in _row_pids(unit)]
     assert pids == seen
-    assert ["Observation"] * len(pids) == [rtype for unit in units for rtype in unit[1]]
+    assert ["Observation"] * len(pids) == [rtype for unit in units for rtype in _row_types(unit)]
     assert [f"[{i}]" for i in range(len(pids))] == [t for unit in units for t in _texts(unit)]
     assert len(units) > 1
     for earlier, later in itertools.pairwise(units):
         assert set(earlier[0]).isdisjoint(later[0])
-    assert any(7 == unit[0].count("c") for unit in units)
+    assert any(7 == _row_pids(unit).count("c") for unit in units)
+    assert all(len(unit[0]) == len(set(unit[0])) for unit in units)  # each patient id sent once
 
 
 @pytest.mark.parametrize("text", [pa.string(), pa.large_string()], ids=["string", "large_string"])
@@ -69,7 +85,7 @@ def test_a_unit_is_sent_with_its_own_rows_only(monkeypatch, text):
     first, last = engine_mod._arrow_chunks(_batches(pids, 1000, text))
     assert ["p0999"] == last[0]
     assert ["[999]"] == _texts(last)
-    assert 999 == len(first[0])
+    assert 999 == len(first[0]) == len(_row_pids(first))
     assert [f"[{i}]" for i in range(999)] == _texts(first)
 
 

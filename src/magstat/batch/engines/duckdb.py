@@ -627,14 +627,18 @@ def _pack(table: pa.Table) -> PackedUnit:
     """The rows of a unit as :func:`magstat.batch.rows.screen_packed_chunk` takes them.
 
     Only the unit's own bytes are copied (a pickled slice would carry its whole buffers); the
-    row texts stay one block of UTF-8 with their end offsets, so no Python object is made per
-    row here.
+    row texts stay one block of UTF-8 with their end offsets, each patient id is sent once with
+    the end of its rows, and each row's type as one byte, so no Python object is made per row
+    here or when the unit is sent.
     """
-    pids = table.column(0).to_pylist()
-    rtypes = table.column(1).to_pylist()
+    pid_column, rtype_column = table.column(0).combine_chunks(), table.column(1).combine_chunks()
     lines = table.column(2).combine_chunks()
-    if lines.null_count or table.column(0).null_count or table.column(1).null_count:
+    if lines.null_count or pid_column.null_count or rtype_column.null_count:
         raise ValueError("a unit holds an empty patient id, type or row")  # the fetch query never makes one
+    patients = pc.run_end_encode(pid_column, run_end_type=pa.int64())
+    types = pc.dictionary_encode(rtype_column)
+    if len(types.dictionary) > 255:
+        raise ValueError("a unit holds more resource types than a byte tells apart")  # the scan keeps seven
     _, offsets, data = lines.buffers()
     if pa.types.is_large_string(lines.type):
         starts = memoryview(offsets).cast("q")
@@ -646,7 +650,19 @@ def _pack(table: pa.Table) -> PackedUnit:
     first, last = bounds[0], bounds[-1]
     ends = array.array("q", [b - first for b in bounds[1:]])
     block = memoryview(data)[first:last].tobytes() if data is not None else b""
-    return pids, rtypes, ends.tobytes(), block
+    return (
+        patients.values.to_pylist(),
+        array.array("q", patients.run_ends.to_pylist()).tobytes(),
+        tuple(types.dictionary.to_pylist()),
+        _bytes_of(pc.cast(types.indices, pa.uint8())),
+        ends.tobytes(),
+        block,
+    )
+
+
+def _bytes_of(values: pa.Array) -> bytes:
+    """The values of an Arrow array of one-byte integers without nulls, as bytes."""
+    return memoryview(values.buffers()[1])[values.offset : values.offset + len(values)].tobytes()
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
