@@ -245,7 +245,14 @@ class DuckDBEngine:
             f"read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true, "
             f"maximum_object_size = {MAX_LINE_BYTES})"
         )
-        inner = self._scan_sql(source, kind) if keys is None else self._projected_scan_sql(source, kind, keys)
+        # A line's file is stored as its position in ``files`` ("1", "2" ...: a short string is
+        # stored inline, a path on every line is not); a path not in ``files`` stays as it is.
+        file = f"coalesce(CAST(list_position([{_sql_list(files)}], filename) AS VARCHAR), filename)"
+        inner = (
+            self._scan_sql(source, file, kind)
+            if keys is None
+            else self._projected_scan_sql(source, file, kind, keys)
+        )
         linked = _sql_list(PATIENT_LINKED)
         # Built as text: file lists and regular expressions go in as escaped literals, because
         # DuckDB compiles a constant pattern once; nothing here comes from a user but paths.
@@ -286,7 +293,7 @@ FROM (
           END"""
 
     @classmethod
-    def _scan_sql(cls, source: str, kind: str) -> str:
+    def _scan_sql(cls, source: str, file: str, kind: str) -> str:
         """The lines of ``source`` with their kind, id and references, kept lines whole (``line``)."""
         return f"""
       -- The other fields are unquoted only where they are used: the lines kept.
@@ -302,7 +309,7 @@ FROM (
           SELECT file, doc, g, json_extract_string(g[1], '$') AS rt,
             CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[5] AS VARCHAR) END AS code
           FROM (
-            SELECT filename AS file, json AS doc,
+            SELECT {file} AS file, json AS doc,
               json_extract(json, ['$.resourceType', '$.id', '$.subject.reference',
                                   '$.medicationReference.reference', '$.code', '$.patient.reference']) AS g
             FROM {source}
@@ -311,7 +318,9 @@ FROM (
       )"""  # noqa: S608
 
     @classmethod
-    def _projected_scan_sql(cls, source: str, kind: str, keys: Mapping[str, tuple[str, ...]]) -> str:
+    def _projected_scan_sql(
+        cls, source: str, file: str, kind: str, keys: Mapping[str, tuple[str, ...]]
+    ) -> str:
         """As :meth:`_scan_sql`, each kept line projected on its type's ``keys``.
 
         Every line is parsed for its type and ``code`` only; a kept line is parsed again for
@@ -355,7 +364,7 @@ FROM (
             SELECT file, doc, json_extract_string(g[1], '$') AS rt,
               CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[2] AS VARCHAR) END AS code
             FROM (
-              SELECT filename AS file, json AS doc, json_extract(json, ['$.resourceType', '$.code']) AS g
+              SELECT {file} AS file, json AS doc, json_extract(json, ['$.resourceType', '$.code']) AS g
               FROM {source}
             )
           )
@@ -471,6 +480,7 @@ ORDER BY pid, ord, tie
         # projected on the elements its view reads; otherwise whole, for the views' SQL.
         projected = len(keys) == len(flat.keys)
         keywords, plain = code_keyword_patterns(ctx.kb, "(?i)"), plain_code_pattern()
+        paths = [str(f.path) for f in read]
         kinds = CodeKinds(keywords, plain)
         con.create_function(
             CODE_KIND_FUNCTION,
@@ -481,7 +491,7 @@ ORDER BY pid, ord, tie
             side_effects=False,
         )
         sql = self.stage_sql(
-            [str(f.path) for f in read],
+            paths,
             keywords,
             plain,
             keys=keys if projected else None,
@@ -496,9 +506,14 @@ ORDER BY pid, ord, tie
             con.remove_function(CODE_KIND_FUNCTION)
             kinds.close()
         types = {str(f.path): f.rtype for f in read}
-        for path, kind, rtype, count in con.execute(
+
+        def path_of(file: str) -> str:
+            return paths[int(file) - 1] if file.isdigit() and 0 < int(file) <= len(paths) else file
+
+        for file, kind, rtype, count in con.execute(
             "SELECT file, kind, rt, count(*) FROM staged GROUP BY ALL"
         ).fetchall():
+            path = path_of(file)
             name = by_path.get(path, path)
             stats = ctx.file_stats[name]
             if ctx.suspect_files is not None and (
@@ -514,9 +529,10 @@ ORDER BY pid, ord, tie
                 stats.not_needed += count
             else:
                 stats.no_patient += count
-        for path, label in con.execute(
+        for file, label in con.execute(
             f"SELECT file, label FROM staged WHERE kind = {NO_PATIENT} ORDER BY rowid"  # noqa: S608
         ).fetchall():
+            path = path_of(file)
             ctx.no_patient.append((by_path.get(path, path), label))
         ctx.after_scan()
         ((total,),) = con.execute(
