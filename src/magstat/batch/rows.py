@@ -316,7 +316,7 @@ def screen_packed_chunk(unit: PackedUnit, job: Job, *, projected: bool) -> list[
         or (stops and stops[-1] != len(data))
         or any(t >= len(names) for t in set(types))
     ):
-        raise ValueError("a unit's columns differ in length")
+        raise ValueError("a unit's columns do not agree (lengths, ends or type numbers)")
     groups: list[FhirGroup] = []
     first = start = 0
     for pid, end in zip(pids, last_rows, strict=True):
