@@ -22,15 +22,25 @@ compared checkouts first and this one last, for ``--rounds`` rounds; it prints e
 and, per checkout, the median CPU-time rate and its ratio to the first compared checkout. Runs
 that alternate in one sitting share the machine's state, so their ratio is what to quote on a
 shared machine.
+
+A compiled core is compared the same way: ``--build-compiled DIR`` copies this checkout's
+``src`` to ``DIR/src`` and compiles the core there with mypyc, as ``MAGSTAT_COMPILE_CORE=1``
+does for a wheel (``hatch_build.py``: mypy from this environment and a C compiler are needed);
+``--compare DIR/src`` then times it beside the others. Each run reports which modules of the
+core and the knowledge base it loaded compiled (``compiled_modules``), so that a tree that did
+not load as compiled is seen.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.machinery
+import importlib.util
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +61,30 @@ DEFAULT_PATIENTS = ROOT / "tests" / "data"
 
 BAR_PER_SECOND = 20_000
 """The bar for ``assess`` on full lifetime records, one core (issue: bedside speed)."""
+
+
+def compiled_modules() -> list[str]:
+    """The loaded modules of the core and the knowledge base that come from compiled extension files."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith(("magstat.core", "magstat.kb"))
+        and str(getattr(module, "__file__", "")).endswith(suffixes)
+    )
+
+
+def build_compiled(target: Path) -> Path:
+    """Copy this checkout's ``src`` to ``target/src`` and compile the core there as the build hook does."""
+    spec = importlib.util.spec_from_file_location("magstat_hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    src = target / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    hook.compile_core(ROOT / "src", src)
+    return src
 
 
 def loop(facts: list, kb: object, seconds: float) -> tuple[int, float, float]:
@@ -85,7 +119,7 @@ def compare(sources: list[Path], rounds: int, seconds: float, patients: Path) ->
             print(
                 f"round {round_no} {name}: assess/CPU s {result['assess_per_cpu_second']}, "
                 f"/s {result['assess_per_second']}, compact/CPU s {result['assess_per_cpu_second_compact']}, "
-                f"load {result['load_average_1_5_15_min'][0]}",
+                f"load {result['load_average_1_5_15_min'][0]}, compiled modules {len(result['compiled_modules'])}",
                 file=sys.stderr,
             )
     base = statistics.median(r["assess_per_cpu_second"] for r in runs[names[0]])
@@ -98,6 +132,7 @@ def compare(sources: list[Path], rounds: int, seconds: float, patients: Path) ->
             "assess_per_cpu_second": [r["assess_per_cpu_second"] for r in runs[name]],
             "assess_per_second": [r["assess_per_second"] for r in runs[name]],
             "assess_per_cpu_second_compact": [r["assess_per_cpu_second_compact"] for r in runs[name]],
+            "compiled_modules": runs[name][0]["compiled_modules"],
             "median_per_cpu_second": round(cpu),
             "ratio_cpu_to_first": round(cpu / base, 3),
             "median_per_cpu_second_compact": round(compact),
@@ -135,7 +170,16 @@ def main() -> None:
         help="the src folder of another checkout to run beside this one (repeatable)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the comparison")
+    parser.add_argument(
+        "--build-compiled",
+        type=Path,
+        metavar="DIR",
+        help="copy src to DIR/src, compile the core there with mypyc, print DIR/src and stop",
+    )
     args = parser.parse_args()
+    if args.build_compiled:
+        print(build_compiled(args.build_compiled))
+        return
     if args.compare:
         compare(args.compare, args.rounds, args.seconds, args.patients)
         return
@@ -184,6 +228,7 @@ def main() -> None:
                     for k, v in per_patient_ms.items()
                 },
                 "bundle_mb": round(sum(len(d) for _, d in raw) / 1e6, 1),
+                "compiled_modules": compiled_modules(),
             },
             indent=2,
         )

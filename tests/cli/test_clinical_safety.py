@@ -199,3 +199,20 @@ def test_a_document_lab_with_a_list_for_comparator_is_refused(capsys, tmp_path):
     )
     assert 2 == main(["assess", str(path)])
     assert "labs[0].comparator" in capsys.readouterr().err
+
+
+def test_an_injectable_magnesium_sulfate_without_a_route_in_pre_eclampsia(capsys, tmp_path):
+    """A FHIR order named 'Injectable Solution' with no dosage route, serum Mg 2.1: therapeutic, not 'stop' (S56)."""
+    bundle = (
+        cases.Case("mgso4-name", birth="1995-02-02")
+        .condition("Severe pre-eclampsia")
+        .drug("Magnesium Sulfate 500 MG/ML Injectable Solution")
+        .mg(2.1)
+        .creatinine(0.6)
+        .bundle()
+    )
+    out = assess_json(capsys, tmp_path, bundle)
+    assert "indeterminate" == out["status"]
+    assert "serum_mg.therapeutic" in by_id(out["findings"])
+    assert "sf.excess" not in by_id(out["safety"])
+    assert "drug.magnesium_therapy" in by_id(out["findings"])

@@ -10,8 +10,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from magstat.core import assess
-from magstat.core.facts import ConditionFact, Lab, Medication, Origin, PatientFacts, SignFact, SupplementFact
-from magstat.core.match import match_drug
+from magstat.core.facts import (
+    AllergyFact,
+    ConditionFact,
+    Lab,
+    Medication,
+    Origin,
+    PatientFacts,
+    SignFact,
+    SupplementFact,
+)
+from magstat.core.match import match_condition, match_drug
 from magstat.errors import InvalidInputError
 from tests.strategies import KB, patient_facts
 
@@ -280,6 +289,60 @@ def test_indication_alone_marks_therapy_and_oral_product_does_not():
     assert "excess" == oral.status
     assert "sf.excess" in ids(oral.safety)
     assert "sf.mg_infusion_monitoring" not in ids(oral.safety)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Magnesium Sulfate 500 MG/ML Injectable Solution",
+        "magnesium sulfate 4 g IV over 20 min then 1 g/h",
+        "Magnesium sulphate 50% injection",
+        "magnesium sulfate 2 g in 50 mL premixed bag",
+        "MgSO4 4 g i.v. bolus",
+        "Magnesium chloride 200 mg/mL for infusion",
+    ],
+)
+def test_a_name_that_gives_a_parenteral_form_is_therapy(text):
+    """A product named with an IV route or injectable form, no route recorded: therapy, not 'stop magnesium' (S56)."""
+    drugs = match_drug(KB, (), text).ids
+    result = assess(facts(labs=(mg(1.9),), medications=(Medication(text, drugs, True),)), KB)
+    assert "indeterminate" == result.status
+    assert "serum_mg.therapeutic" in ids(result.findings)
+    assert "sf.excess" not in ids(result.safety)
+    assert "sf.mg_infusion_monitoring" in ids(result.safety)
+
+
+@pytest.mark.parametrize(
+    ("text", "condition_current", "expected"),
+    [
+        ("magnesium sulfate 1 g/h", True, "indeterminate"),
+        ("MgSO4 2 g/h", True, "indeterminate"),
+        ("magnesium sulfate 1 g/h", False, "excess"),
+        ("magnesium sulfate 1 g/h", None, "excess"),
+        ("Epsom salt 10 g", True, "excess"),
+        ("magnesium sulfate oral powder", True, "excess"),
+        ("magnesium oxide 400 mg", True, "excess"),
+    ],
+)
+def test_magnesium_sulfate_with_pre_eclampsia_on_the_problem_list_is_therapy(
+    text, condition_current, expected
+):
+    """Magnesium sulfate, no route, with current pre-eclampsia: the anticonvulsant (S56, S60); not by mouth or in the past."""
+    drugs = match_drug(KB, (), text).ids
+    condition = ConditionFact("pre-eclampsia", "pre_eclampsia", condition_current)
+    result = assess(
+        facts(labs=(mg(1.9),), medications=(Medication(text, drugs, True),), conditions=(condition,)), KB
+    )
+    assert expected == result.status
+    assert (expected == "excess") == ("sf.excess" in ids(result.safety))
+
+
+def test_a_recorded_oral_route_is_not_therapy_whatever_the_reason():
+    """Magnesium given by mouth 'for pre-eclampsia' cannot give a therapeutic serum level: a high value is excess."""
+    oral = med("magnesium_sulfate", "magnesium sulfate 4 g", route="oral", reason="pre-eclampsia")
+    result = assess(facts(labs=(mg(1.9),), medications=(oral,)), KB)
+    assert "excess" == result.status
+    assert "sf.mg_infusion_monitoring" not in ids(result.safety)
 
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -554,9 +617,18 @@ def creatinine(value: float) -> Lab:
 )
 def test_the_months_long_recheck_is_for_products_taken_not_for_an_infusion(medications, recheck):
     """With eGFR about 50, the 3-6-monthly recheck of the oral label is given for a laxative, not for an infusion alone."""
-    result = assess(facts(labs=(mg(1.9), creatinine(1.3)), medications=medications, pregnant=True), KB)
+    result = assess(facts(labs=(mg(0.9), creatinine(1.3)), medications=medications, pregnant=True), KB)
     assert result.egfr.value is not None and result.egfr.value < 60
     assert recheck == ("ns.recheck_on_supplement" in ids(result.next_steps))
+
+
+def test_an_excess_on_a_laxative_is_told_to_stop_not_to_recheck_in_months():
+    """Milk of magnesia, eGFR about 50 and serum Mg 1.6: 'stop magnesium products', no 3-6-monthly recheck beside it."""
+    laxative = med("magnesium_hydroxide", "milk of magnesia")
+    result = assess(facts(labs=(mg(1.6), creatinine(1.3)), medications=(laxative,)), KB)
+    assert "excess" == result.status
+    assert "sf.excess" in ids(result.safety)
+    assert "ns.recheck_on_supplement" not in ids(result.next_steps)
 
 
 OLD_DAY = dt.date(2022, 1, 10)
@@ -688,3 +760,91 @@ def test_a_potassium_bound_below_its_limit_counts_as_hypokalaemia(comparator, va
         finding = next(f for f in result.findings if f.id == "sign.hypokalaemia")
         assert f"{comparator}{value:g}" == finding.inputs[0].value
         assert f"potassium {comparator}{value:g} mmol/L is below 3.5" in finding.text
+
+
+@pytest.mark.parametrize("age", [8, 72])
+def test_a_severe_deficit_with_heart_block_quotes_no_infusion_dose(age):
+    """Mg 0.45 with tetany and AV block on the problem list: no label infusion dose; the route goes to the cardiac team (S58)."""
+    block = ConditionFact("second degree atrioventricular block", "heart_block", True)
+    result = assess(
+        facts(age_years=age, labs=(mg(0.45),), signs=(SignFact("tetany", True),), conditions=(block,)), KB
+    )
+    assert "deficient" == result.status
+    severe = action(result, "safety", "sf.severe_iv_heart_block")
+    assert "urgent" == severe.priority
+    assert "cardiac team" in severe.text
+    assert "5 g" not in severe.text
+    assert not {"sf.severe_iv", "sf.severe_iv_child"} & ids(result.safety)
+    assert {"sf.heart_block", "sf.iv_monitoring" + ("_child" if age < 18 else "")} <= ids(result.safety)
+    without = assess(facts(age_years=age, labs=(mg(0.45),), signs=(SignFact("tetany", True),)), KB)
+    assert "sf.severe_iv_heart_block" not in ids(without.safety)
+
+
+def test_diabetic_ketoacidosis_is_read_and_monitored_under_insulin():
+    """DKA by name or code is a minor risk factor, with magnesium monitoring during insulin (S98, S94)."""
+    for text in ("diabetic ketoacidosis", "DKA"):
+        fact = ConditionFact(text, match_condition(KB, (), text).ids[0], True)
+        result = assess(facts(labs=(mg(0.62),), conditions=(fact,)), KB)
+        finding = next(f for f in result.findings if f.id == "condition.diabetic_ketoacidosis")
+        assert "minor" == finding.weight
+        assert "high" == action(result, "next_steps", "ns.dka_monitoring").priority
+    for code in (("http://snomed.info/sct", "420422005"), ("http://hl7.org/fhir/sid/icd-10-cm", "E11.10")):
+        assert ("diabetic_ketoacidosis",) == match_condition(KB, (code,), None).ids
+    past = ConditionFact("diabetic ketoacidosis", "diabetic_ketoacidosis", False)
+    assert "ns.dka_monitoring" not in ids(assess(facts(labs=(mg(0.62),), conditions=(past,)), KB).next_steps)
+
+
+@pytest.mark.parametrize("value", [0.78, 0.82])
+def test_the_body_stores_step_claims_no_risk_the_patient_does_not_have(value):
+    """A grey-zone value without risk factors gets the body-stores step without the words 'risk of depletion is high'."""
+    result = assess(facts(labs=(mg(value),)), KB)
+    step = action(result, "next_steps", "ns.body_stores")
+    assert "risk of depletion is high" not in step.text.lower()
+    assert "grey zone" in step.reason
+
+
+def test_torsades_with_heart_block_or_a_magnesium_allergy_gets_the_urgent_caution():
+    """Torsades with a normal Mg: IV magnesium is advised, so heart block and a Mg allergy are named, urgent (S58, S61)."""
+    torsades = (SignFact("torsades_de_pointes", True),)
+    block = ConditionFact("complete heart block", "heart_block", True)
+    result = assess(facts(labs=(mg(0.9),), signs=torsades, conditions=(block,)), KB)
+    assert "sf.torsades" in ids(result.safety)
+    caution = action(result, "safety", "sf.heart_block")
+    assert ("urgent", True) == (caution.priority, "intravenous magnesium" in caution.reason)
+    allergy = AllergyFact("magnesium sulfate", ("magnesium_sulfate",), True, reaction="anaphylaxis")
+    result = assess(facts(labs=(mg(0.9),), signs=torsades, allergies=(allergy,)), KB)
+    assert "urgent" == action(result, "safety", "sf.mg_allergy").priority
+    quiet = assess(facts(labs=(mg(0.9),), conditions=(block,)), KB)
+    assert "sf.heart_block" not in ids(quiet.safety)
+
+
+def test_a_normal_serum_during_magnesium_therapy_does_not_make_deficiency_unlikely():
+    """IV MgSO4 current, serum Mg 0.95, no risk factor: indeterminate with the limitation, not 'unlikely'."""
+    during = assess(facts(labs=(mg(0.95),), medications=(mgso4(reason=None),)), KB)
+    assert "indeterminate" == during.status
+    limitation = next(a for a in during.limitations if a.id == "lim.serum_during_therapy")
+    assert "magnesium sulfate injection 4 g" in limitation.reason
+    without = assess(facts(labs=(mg(0.95),)), KB)
+    assert ("unlikely", False) == (
+        without.status,
+        "lim.serum_during_therapy" in ids(without.limitations),
+    )
+
+
+def test_a_low_serum_magnesium_before_a_normal_one_is_a_major_risk_factor():
+    """0.50 mmol/L two days before 0.88 (after IV magnesium): at risk with the earlier low named, never 'unlikely'."""
+    low, now = mg(0.50, dt.date(2024, 5, 28)), mg(0.88, DAY)
+    result = assess(facts(labs=(low, now)), KB)
+    assert "at_risk" == result.status
+    finding = next(f for f in result.findings if f.id == "serum_mg.recently_low")
+    assert ("major", "2024-05-28") == (finding.weight, str(finding.inputs[0].date))
+    assert "recently low" in result.summary
+    # Older than labs.recent_days before the as-of date, after the current value, or not low: no finding.
+    for earlier in (
+        mg(0.50, dt.date(2022, 1, 1)),
+        mg(0.50, dt.date(2024, 5, 31)),
+        mg(0.74, dt.date(2024, 5, 28)),
+    ):
+        other = assess(facts(labs=(earlier, now)), KB)
+        assert "serum_mg.recently_low" not in ids(other.findings)
+    assert "unlikely" == assess(facts(labs=(mg(0.74, dt.date(2024, 5, 28)), now)), KB).status

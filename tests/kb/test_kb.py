@@ -81,9 +81,11 @@ REQUIRED_STATEMENTS = {
         "ns.recheck_on_supplement",
         "ns.cancer_therapy_monitoring",
         "ns.refeeding_monitoring",
+        "ns.dka_monitoring",
     ),
     "safety": (
         "sf.severe_iv",
+        "sf.severe_iv_heart_block",
         "sf.oral_mild",
         "sf.low_despite_oral",
         "sf.mg_allergy",
@@ -105,6 +107,7 @@ REQUIRED_STATEMENTS = {
     ),
     "limitation": (
         "lim.serum_partial",
+        "lim.serum_during_therapy",
         "lim.relevance_excess",
         "lim.total_calcium_low_albumin",
         "lim.mg_low_albumin",

@@ -7,6 +7,7 @@ the urgent and important actions in priority order, then the basis.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import re
@@ -17,6 +18,7 @@ import pytest
 from magstat.adapters.cds_hooks.cards import CardContext, patient_view_cards
 from magstat.adapters.read import facts_from_data
 from magstat.core.assess import assess
+from magstat.core.rules.report import EXCLUDED_NAMED
 from magstat.render import render_html, render_text
 from magstat.render.model import assessment_view
 from magstat.web import patients
@@ -159,3 +161,17 @@ def test_an_excess_does_not_show_depletion_facts_prominently(kb):
     assert view.trend is not None and view.trend.limit is None
     assert all(r.secondary for r in view.measurements if r.label in ("Evidence-based lower limit",))
     assert "lower limit" not in render_html(result, kb, facts).split("<figure", 1)[1].split("</figure>")[0]
+
+
+@pytest.mark.parametrize("count", [2, 8])
+def test_each_entry_left_out_is_listed_once_on_every_surface(kb, count):
+    """Entries that failed checks: the limitation names the first five, the reports list the rest, none twice."""
+    patient = next(p for p in DEMOS if p.id == "case-04-healthy")
+    facts = facts_from_data(patient.load(), kb, as_of=patient.as_of, strict=False)
+    left_out = tuple(f"Observation/bad-{i}: unit not recognised" for i in range(count))
+    facts = dataclasses.replace(facts, excluded=left_out)
+    result = assess(facts, kb)
+    for name, text in _surfaces(result, facts, kb).items():
+        for entry in left_out:
+            assert 1 == text.count(entry), (name, entry)
+        assert (count > EXCLUDED_NAMED) == ("Also left out because they failed checks" in text), name

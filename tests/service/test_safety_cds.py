@@ -142,3 +142,36 @@ def test_a_magnesium_allergy_reaches_the_card(server, kb):
     details = " ".join(c["detail"] for c in cards)
     assert "allergy or intolerance to a magnesium product" in details
     assert "Anaphylaxis" in details
+
+
+def test_ordering_magnesium_for_a_patient_with_a_magnesium_allergy_gets_a_card(server, kb):
+    """order-select of IV magnesium sulfate with 'Magnesium sulfate: anaphylaxis' recorded: a critical card leads with it."""
+    bundle = allergy_bundle(allergy())
+    record = Record(bundle)
+    draft = {
+        "resourceType": "MedicationRequest",
+        "id": "d1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{record.patient_id}"},
+        "authoredOn": "2024-05-02T08:00:00Z",
+        "medicationCodeableConcept": {"text": "Magnesium Sulfate 500 MG/ML Injectable Solution"},
+    }
+    body = hook_request(
+        "order-select",
+        record.patient_id,
+        context={
+            "selections": ["MedicationRequest/d1"],
+            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
+        },
+    )
+    body["prefetch"] = prefetch_for(prefetch_templates(kb), body["context"], record)
+    response = post(server, SELECT, body)
+    assert 200 == response.status_code, response.text
+    card = next(
+        c for c in response.json()["cards"] if c["source"]["topic"]["code"] == "magnesium-product-kidney"
+    )
+    assert "critical" == card["indicator"]
+    assert "recorded magnesium allergy" in card["summary"]
+    assert "Anaphylaxis" in card["detail"]
+    assert any(a["type"] == "delete" for s in card["suggestions"] for a in s["actions"])

@@ -115,6 +115,37 @@ def test_known_empty_lists_mean_none(kb):
     assert [] == doc["medications"] == doc["conditions"] == doc["supplements"]
 
 
+def test_allergy_rows_make_the_documents_allergy_list(kb):
+    """Filled allergy rows become the document's allergies (type only when chosen); known and empty means none."""
+    built = form.document_from_form(
+        {
+            "as_of": "2024-05-01",
+            "allergy-0-name": "Magnesium sulfate",
+            "allergy-0-reaction": "rash",
+            "allergy-0-type": "intolerance",
+            "allergy-1-name": "penicillin",
+            "allergy-2-type": "allergy",  # a type alone is not an entry
+        },
+        kb,
+    )
+    doc = built.document
+    jsonschema.validate(doc, json_schema(kb))
+    assert [
+        {"name": "Magnesium sulfate", "reaction": "rash", "type": "intolerance"},
+        {"name": "penicillin"},
+    ] == doc["allergies"]
+    facts = facts_from_document(doc, kb)
+    assert facts.allergies is not None
+    assert ("magnesium_sulfate",) == facts.allergies[0].drugs
+    assert "allergy-0-reaction" == form.control_for(
+        InvalidInputError("allergies[0].reaction", "x"), built.controls
+    )
+    assert "Allergy 2: name" == form.label_for(form.form_spec(kb), "allergy-1-name")
+    assert "allergies" not in form.document_from_form({"as_of": "2024-05-01"}, kb).document
+    known = form.document_from_form({"as_of": "2024-05-01", "allergies_known": "known"}, kb).document
+    assert [] == known["allergies"]
+
+
 def test_every_condition_checkbox_is_recognised_as_its_condition(kb):
     """Each ticked knowledge-base condition is read back as that condition."""
     spec = form.form_spec(kb)

@@ -165,6 +165,48 @@ def test_form_builds_a_document_the_core_assesses(client):
     assert "form-1" == data["patient"]["id"]
 
 
+def test_an_allergy_typed_in_the_form_reaches_the_advice(client):
+    """A magnesium sulfate allergy entered in the form is named, urgent, beside the IV advice for tetany; the report replays it."""
+    response = client.post(
+        "/ui/assess",
+        data={
+            "source": "form",
+            "as_of": "2024-05-01",
+            "age": "58",
+            "sex": "male",
+            "allergies_known": "known",
+            "allergy-0-name": "magnesium sulfate",
+            "allergy-0-reaction": "anaphylaxis",
+            "allergy-0-type": "allergy",
+            "lab-serum_mg-0-value": "0.42",
+            "lab-serum_mg-0-unit": "mmol/L",
+            "lab-serum_mg-0-date": "2024-04-30",
+            "sign-tetany": "yes",
+        },
+    )
+    assert 200 == response.status_code
+    html = response.text
+    assert "anaphylaxis" in html
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html))
+    data = client.post("/ui/report.json", files={k: (None, v) for k, v in fields.items()}).json()
+    allergy = next(a for a in data["safety"] if a["id"] == "sf.mg_allergy")
+    assert "urgent" == allergy["priority"]
+    assert "anaphylaxis" in allergy["reason"]
+
+
+def test_the_form_shows_the_allergy_rows(client):
+    """The clinician form asks for allergies, with a known/not-known choice and a type per row."""
+    html = client.get("/").text
+    for control in (
+        "allergies_known-known",
+        "allergy-0-name",
+        "allergy-0-reaction",
+        "allergy-0-type",
+        "allergy-1-name",
+    ):
+        assert f'id="{control}"' in html
+
+
 def test_wrong_unit_is_shown_next_to_its_field_with_the_allowed_units(client):
     """A unit the test cannot have is refused next to that row's unit field, naming the allowed units."""
     response = client.post(

@@ -75,3 +75,14 @@ def test_urgent_signs_names_only_the_marked_signs(kb, client):
     doc = {"as_of": "2024-05-01", "signs": {"tetany": True, "muscle_cramps": True, "fatigue": True}}
     result = assess(facts_from_data(doc, kb, as_of=None), kb)
     assert ("tetany",) == selfcheck.urgent_signs(result, kb)
+
+
+def test_the_appointment_advice_does_not_presume_more_magnesium(client):
+    """Kidney disease with a magnesium laxative: the advice to book a test does not say more magnesium is needed."""
+    html = client.post(
+        "/self-check",
+        data={"age": "70", "cond-chronic_kidney_disease": "1", "med-0-name": "milk of magnesia"},
+    ).text
+    assert "urgency u-soon" in html
+    assert "too low or too high" in html
+    assert "more is needed" not in html

@@ -32,7 +32,13 @@ from magstat.core.rules.intake import _intake, _supplements
 from magstat.core.rules.labs import _egfr, _select_labs, _serum
 from magstat.core.rules.lifestyle import _alcohol_and_lifestyle
 from magstat.core.rules.mds import _mds
-from magstat.core.rules.medications import _condition_pass, _conditions, _medication_pass, _medications
+from magstat.core.rules.medications import (
+    _condition_pass,
+    _conditions,
+    _medication_pass,
+    _medications,
+    _therapy_by_indication,
+)
 from magstat.core.rules.next_steps import _next_steps
 from magstat.core.rules.patient import _age, _deceased, _died
 from magstat.core.rules.renal import _femg, _loading, _urine_24h
@@ -79,6 +85,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     # read from its list; then the other entries.
     _medication_pass(w)
     _condition_pass(w)
+    _therapy_by_indication(w)
     check_other_entries(facts, kb)
     serum = _serum(w)
     egfr = _egfr(w)

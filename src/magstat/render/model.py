@@ -26,6 +26,7 @@ from typing import Literal
 
 from magstat.core.facts import Lab, PatientFacts
 from magstat.core.result import Action, Assessment, Finding, InputUsed
+from magstat.core.rules.report import EXCLUDED_NAMED
 from magstat.kb.schema import KnowledgeBase, Source
 
 __all__ = [
@@ -126,6 +127,7 @@ _NAME_LABELS = {
     "audit_c": "AUDIT-C score",
     "eGFR": "eGFR",
     "previously_low": "Low serum magnesium found before",
+    "recently_low": "Low serum magnesium before the current value",
 }
 
 _CATEGORY_HEADINGS = (
@@ -394,6 +396,7 @@ class AssessmentView:
     not_known: str
     unrecognised: str
     excluded: tuple[str, ...]
+    """Entries left out beyond those the limitation ``lim.excluded_input`` names."""
     sources: dict[str, SourceView]
     cited: tuple[SourceView, ...]
     kb_line: str
@@ -807,7 +810,8 @@ def assessment_view(
         limitations=limitations,
         not_known=", ".join(label(m) for m in result.missing_inputs),
         unrecognised="; ".join(result.unrecognised),
-        excluded=tuple(result.excluded),
+        # The limitation lim.excluded_input names the first ones; the view lists only the rest.
+        excluded=tuple(result.excluded[EXCLUDED_NAMED:]),
         sources=sources,
         cited=cited,
         kb_line=f"Knowledge base {result.kb_version}, SHA-256 {result.kb_sha256}. Developed by the magstat developers.",

@@ -116,7 +116,9 @@ def _lay_out(view: AssessmentView, out: _Out, cite: bool) -> None:
         out.para("Not recognised (not used): " + view.unrecognised, first="  - ", indent="    ")
     if view.excluded:
         out.para(
-            "Left out because they failed checks: " + "; ".join(view.excluded), first="  - ", indent="    "
+            "Also left out because they failed checks: " + "; ".join(view.excluded),
+            first="  - ",
+            indent="    ",
         )
     out.lines.append("")
     out.para(

@@ -46,6 +46,7 @@ _SERUM_ROWS = 4
 _ASKED_APART = ("pregnancy", "chronic_stress", "high_metabolic_demand")
 MEDICATION_ROWS = 6
 SUPPLEMENT_ROWS = 3
+ALLERGY_ROWS = 2
 OTHER_CONDITION_ROWS = 3
 _MAX_ROWS = 100  # more rows than anyone types; bounds the work a crafted post can cause
 
@@ -206,9 +207,14 @@ def label_for(spec: FormSpec, control: str) -> str:
     """The human name of a control, for the list of problems at the top of the form."""
     if control in spec.labels:
         return spec.labels[control]
-    match = re.fullmatch(r"(med|supp|condother)-(\d+)-(\w+)", control)
+    match = re.fullmatch(r"(med|supp|condother|allergy)-(\d+)-(\w+)", control)
     if match:
-        kind = {"med": "Medication", "supp": "Supplement", "condother": "Other condition"}[match[1]]
+        kind = {
+            "med": "Medication",
+            "supp": "Supplement",
+            "condother": "Other condition",
+            "allergy": "Allergy",
+        }[match[1]]
         return f"{kind} {int(match[2]) + 1}: {match[3]}"
     return control
 
@@ -310,7 +316,7 @@ _TOP_LEVEL = (
 def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     """Build a magstat patient document from the posted form values.
 
-    A control left empty is left out (unknown). A list (medications, conditions,
+    A control left empty is left out (unknown). A list (medications, allergies, conditions,
     supplements) is included when something is entered in it or it is marked as known: an
     empty known list means none. Signs left "not known" become absent only when the form's
     "everything else absent" box (:data:`SIGNS_REST`) is ticked.
@@ -324,6 +330,7 @@ def document_from_form(values: Mapping[str, str], kb: KnowledgeBase) -> Built:
     out.document["magstat"] = FORMAT_VERSION
     _scalars(values, out)
     _medications(values, out)
+    _allergies(values, out)
     _conditions(values, spec, kb, out)
     _signs(values, spec, out)
     _labs(values, spec, out)
@@ -377,6 +384,32 @@ def _medications(values: Mapping[str, str], out: Built) -> None:
         meds.append(item)
     if meds or field_text(values, "meds_known") == "known":
         out.document["medications"] = meds
+
+
+ALLERGY_TYPES = (("", "Not stated"), ("allergy", "Allergy"), ("intolerance", "Intolerance"))
+"""The allergy rows' type choices (the document's ``type``; empty: not stated)."""
+
+
+def _allergies(values: Mapping[str, str], out: Built) -> None:
+    """The allergy and intolerance rows; an empty list when marked as known with no row filled."""
+    allergies: list[dict[str, Any]] = []
+    for n in rows(values, "allergy"):
+        name = field_text(values, f"allergy-{n}-name")
+        reaction = field_text(values, f"allergy-{n}-reaction")
+        kind = field_text(values, f"allergy-{n}-type")
+        if not name and not reaction:
+            continue  # a type alone is the row's default, not an entry
+        where = f"allergies[{len(allergies)}]"
+        item: dict[str, Any] = {"name": name} if name else {}
+        if reaction:
+            item["reaction"] = reaction
+        if kind:
+            item["type"] = kind
+        for key, control in (("", "name"), (".name", "name"), (".reaction", "reaction"), (".type", "type")):
+            out.put(f"{where}{key}", f"allergy-{n}-{control}")
+        allergies.append(item)
+    if allergies or field_text(values, "allergies_known") == "known":
+        out.document["allergies"] = allergies
 
 
 def _conditions(values: Mapping[str, str], spec: FormSpec, kb: KnowledgeBase, out: Built) -> None:

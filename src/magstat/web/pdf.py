@@ -318,7 +318,8 @@ def _rest(view: AssessmentView, st: dict[str, Any]) -> list[Any]:
     if view.excluded:
         story.append(
             Paragraph(
-                _text("Left out because they failed checks: " + "; ".join(view.excluded) + "."), st["body"]
+                _text("Also left out because they failed checks: " + "; ".join(view.excluded) + "."),
+                st["body"],
             )
         )
     story.append(Paragraph("Sources", st["h2"]))

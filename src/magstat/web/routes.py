@@ -323,6 +323,8 @@ def _index(
         demo_groups=_demo_groups(),
         med_rows=count("med", clinician_form.MEDICATION_ROWS),
         supp_rows=count("supp", clinician_form.SUPPLEMENT_ROWS),
+        allergy_rows=count("allergy", clinician_form.ALLERGY_ROWS),
+        allergy_types=clinician_form.ALLERGY_TYPES,
         condother_rows=count("condother", clinician_form.OTHER_CONDITION_ROWS),
         food_open=any(k.startswith("food-") and v for k, v in values.items()),
     )

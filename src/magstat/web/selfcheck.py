@@ -249,7 +249,7 @@ _WHEN = {
     ),
     "soon": (
         "Book an appointment with a clinician in the next few weeks, and take this page with you. "
-        "A simple blood test can show whether more is needed."
+        "A simple blood test can show whether your magnesium is too low or too high."
     ),
     "next_visit": "Mention these answers at your next routine appointment with a clinician.",
     "none": (

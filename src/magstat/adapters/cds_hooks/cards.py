@@ -88,6 +88,8 @@ OVERRIDE_REASONS: dict[str, str] = {
 
 _CARD_WEIGHTS = ("deficit", "excess", "excess_risk", "major", "minor", "specific", "supportive")
 _MG_PRODUCT_SAFETY = (
+    "sf.mg_allergy",
+    "sf.myasthenia",
     "sf.renal_avoid_oral",
     "sf.renal_reduce",
     "sf.iv_renal_limit",
@@ -411,7 +413,11 @@ def _product_card(
     )
     egfr = result.egfr.value
     kidney = any(a.id.startswith(("sf.renal", "sf.iv_renal", "sf.ckd")) for a in safety)
-    if kidney:
+    # A recorded allergy to magnesium leads: it may rule the ordered product out.
+    safety = sorted(safety, key=lambda a: a.id != "sf.mg_allergy")
+    if safety[0].id == "sf.mg_allergy":
+        summary = f"{names} ordered for a patient with a recorded magnesium allergy or intolerance"
+    elif kidney:
         gfr = f" (eGFR {egfr:.0f})" if egfr is not None else ""
         summary = f"{names} ordered with reduced kidney function{gfr}: risk of magnesium accumulation"
     else:
@@ -452,7 +458,8 @@ def _product_card(
                 }
             )
     if not serum_mg_ordered:
-        suggestions.append(serum_mg_order(kb, ctx, "Magnesium product with reduced kidney function"))
+        why = "Magnesium product with reduced kidney function" if kidney else "Magnesium product ordered"
+        suggestions.append(serum_mg_order(kb, ctx, why))
     return _card(
         ctx,
         kb,

@@ -29,8 +29,9 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
        serum value, a specific sign together with a strong risk.
     4. at_risk: any risk: a major risk factor, two minor ones, MDS middle or high, a specific
        or supportive sign, or a low-normal serum value.
-    5. unlikely: serum at or above 0.85 mmol/L and no risk; or, with no serum value, a
-       complete MDS of 0–1 with medications and conditions known and no other risk.
+    5. unlikely: serum at or above 0.85 mmol/L and no risk, unless magnesium is being given
+       as treatment (the value then reflects the treatment: indeterminate); or, with no serum
+       value, a complete MDS of 0–1 with medications and conditions known and no other risk.
     6. indeterminate: otherwise (too little is known).
     """
     kb = w.kb
@@ -127,6 +128,12 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         status = "at_risk"
         rule = (
             "a major risk factor, two minor ones, MDS 2 or more, a sign, or a grey-zone serum value → at risk"
+        )
+    elif band == "normal" and w.mg_therapy:
+        status = "indeterminate"
+        rule = (
+            "serum magnesium normal while magnesium is given as treatment → indeterminate "
+            "(the value reflects the treatment, not body stores)"
         )
     elif band == "normal":
         status = "unlikely"

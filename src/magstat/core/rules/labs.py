@@ -81,11 +81,8 @@ def _select_labs(w: _Work) -> None:
         _same_date(w, tied, best)
     if "serum_mg" in best:
         # Every serum magnesium at or before the as-of date, in record order.
-        w.mg_history = [
-            (lab.when, lab.value)
-            for lab in labs
-            if lab.test == "serum_mg" and (lab.when or as_of) <= as_of and lab.comparator is None
-        ]
+        w.mg_labs = [lab for lab in labs if lab.test == "serum_mg" and (lab.when or as_of) <= as_of]
+        w.mg_history = [(lab.when, lab.value) for lab in w.mg_labs if lab.comparator is None]
     recent_days = w.p.params["labs.recent_days"]
     latest = w.latest
     stale = w.stale
@@ -297,6 +294,64 @@ def _previously_low(w: _Work, stale: Lab) -> None:
     w.major.append("serum_mg.previously_low")
 
 
+def _recently_low(w: _Work, current: Lab, band: str) -> None:
+    """A serum magnesium below its interval before the current, not low, one is a major risk factor.
+
+    A deficit found within ``labs.recent_days`` is not undone by a value back in range since
+    (after treatment or not): serum holds about 1% of body magnesium, and the cause of the low
+    value still needs finding. It counts as the stale low value of :func:`_previously_low` and
+    a recorded diagnosis of hypomagnesaemia do.
+    """
+    assert current.when is not None
+    as_of = w.facts.as_of
+    recent_days = w.p.params["labs.recent_days"]
+    default_low = w.kb.tests["serum_mg"].default_low
+    found: Lab | None = None
+    low_of_found = 0.0
+    for lab in w.mg_labs:
+        when = lab.when
+        if when is None or when >= current.when or (as_of - when).days > recent_days:
+            continue
+        low = lab.ref_low if lab.ref_low is not None else default_low
+        if lab.comparator in (">", ">=") or low is None or _bound_value(lab) >= low:
+            continue
+        if found is None or when >= (found.when or when):
+            found, low_of_found = lab, low
+    if found is None:
+        return
+    assert found.when is not None
+    now = "in the grey zone" if band == "low_normal" else "normal"
+    w.findings.append(
+        new_finding(
+            id="serum_mg.recently_low",
+            category="risk_factor",
+            text=(
+                f"Serum magnesium was below the laboratory interval on {found.when.isoformat()} "
+                f"({found.comparator or ''}{_fmt(found.value, 2)} mmol/L, lower limit {_fmt(low_of_found, 2)}) "
+                f"and is {now} on {current.when.isoformat()}: a value back in range, after treatment or not, "
+                "does not show that body stores are replete, and the cause of the low value still needs finding."
+            ),
+            weight="major",
+            rule=(
+                "a serum magnesium below the lab interval within labs.recent_days, before the current one, counts "
+                "as a major risk factor, as a recorded diagnosis of hypomagnesaemia does"
+            ),
+            inputs=(_lab_input("serum magnesium", found), _lab_input("serum magnesium", current)),
+            sources=tuple(
+                dict.fromkeys(
+                    (
+                        "MAGSTAT",
+                        *w.kb.tests["serum_mg"].sources,
+                        *w.kb.conditions["hypomagnesaemia_diagnosed"].sources,
+                    )
+                )
+            ),
+            strength="Earlier laboratory result.",
+        )
+    )
+    w.major.append("serum_mg.recently_low")
+
+
 def _serum(w: _Work) -> SerumMagnesium:
     kb = w.kb
     test = kb.tests["serum_mg"]
@@ -412,6 +467,8 @@ def _serum(w: _Work) -> SerumMagnesium:
     )
     if interval_from == "default":
         w.limit("lim.default_interval", f"No reference range came with the result; {interval} was used.")
+    if band in ("normal", "low_normal") and lab.when is not None:
+        _recently_low(w, lab, band)
     return SerumMagnesium(
         mmol_l=value,
         band=band,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from magstat.core.facts import ConditionFact, Medication
 from magstat.core.match import match_supplement
 from magstat.core.result import InputUsed, new_finding, new_input
@@ -12,10 +14,26 @@ from magstat.core.validate import check_conditions, check_medications
 # parenteral magnesium sulfate for (pre-)eclampsia, tocolysis, torsades or severe asthma.
 _PARENTERAL_ROUTES = ("intravenous", "intramuscular")
 _MG_THERAPY_INDICATIONS = ("eclampsia", "tocoly", "preterm labo", "torsade", "asthma")
+# A parenteral route or dose form named in the product's own name, as prescriptions and RxNorm
+# names write it ("magnesium sulfate 500 MG/ML Injectable Solution", "MgSO4 4 g IV").
+_PARENTERAL_WORDS = re.compile(
+    r"(?<![a-z])(?:iv|i\.v\.|im|i\.m\.|ivpb|intravenous(?:ly)?|intramuscular(?:ly)?|infusion|injection|injectable|"
+    r"inj|bolus|premix(?:ed)?|piggyback)(?![a-z])"
+)
+_ORAL_WORDS = re.compile(r"(?<![a-z])(?:oral|orally|po|p\.o\.|by mouth|tablets?|capsules?|epsom)(?![a-z])")
+# Current conditions for which magnesium sulfate is the treatment given in hospital: on the
+# problem list, they name the indication that a prescription may leave out (S56, S60).
+_MG_THERAPY_CONDITIONS = ("pre_eclampsia",)
+_SULFATE_FORMS = ("sulfate_heptahydrate", "sulfate_iv")
 
 
 def _is_mg_therapy(w: _Work, med: Medication) -> bool:
-    """Whether a current magnesium product is given as treatment (parenteral, or for a named indication)."""
+    """Whether a current magnesium product is given as treatment.
+
+    Parenteral (by its recorded route, its form or the route or dose form its name gives), or
+    recorded for a named indication, or magnesium sulfate not given by mouth while the problem
+    list holds a condition it treats (pre-eclampsia or eclampsia).
+    """
     kb = w.kb
     is_product = not w.p.mg_product_drugs.isdisjoint(med.drugs)
     if not is_product and "magnesium" not in med.text.lower():
@@ -24,10 +42,32 @@ def _is_mg_therapy(w: _Work, med: Medication) -> bool:
     parenteral_form = bool(form) and kb.supplements[form.ids[0]].route == "parenteral"
     if not (is_product or parenteral_form):
         return False
-    if parenteral_form or (med.route or "").lower() in _PARENTERAL_ROUTES:
+    route = (med.route or "").lower()
+    if parenteral_form or route in _PARENTERAL_ROUTES:
+        return True
+    if route:
+        return False  # a route was recorded and it is not parenteral
+    text = med.text.lower()
+    if _PARENTERAL_WORDS.search(text):
         return True
     reason = (med.reason or "").lower()
-    return any(word in reason for word in _MG_THERAPY_INDICATIONS)
+    if any(word in reason for word in _MG_THERAPY_INDICATIONS):
+        return True
+    return (
+        ("magnesium_sulfate" in med.drugs or (bool(form) and form.ids[0] in _SULFATE_FORMS))
+        and not _ORAL_WORDS.search(text)
+        and any(c in w.current_conditions for c in _MG_THERAPY_CONDITIONS)
+    )
+
+
+def _therapy_by_indication(w: _Work) -> None:
+    """After the problem list is read: magnesium sulfate given for a condition on it is treatment.
+
+    The medication pass runs before the problem list is read; when a condition that magnesium
+    sulfate treats is current, the therapies are gathered again in record order.
+    """
+    if w.facts.medications and any(c in w.current_conditions for c in _MG_THERAPY_CONDITIONS):
+        w.mg_therapy = [med for med in w.facts.medications if med.current and _gives_mg(w, med)]
 
 
 def _medication_pass(w: _Work) -> None:

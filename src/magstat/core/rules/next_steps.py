@@ -139,6 +139,7 @@ def _next_steps(
     if (
         egfr.value is not None
         and egfr.value < w.p.params["mds.egfr_reduced_below"]
+        and status != "excess"  # an excess is told to stop them, not to recheck in months
         and (w.facts.supplements or _taken_not_as_therapy(w))
     ):
         w.step(
@@ -149,6 +150,8 @@ def _next_steps(
         w.step("ns.cancer_therapy_monitoring", f"Current {', '.join(_in_text(c) for c in cancer)}.", "high")
     if "refeeding_syndrome" in w.current_conditions:
         w.step("ns.refeeding_monitoring", "Refeeding syndrome is on the problem list.", "high")
+    if "diabetic_ketoacidosis" in w.current_conditions:
+        w.step("ns.dka_monitoring", "Diabetic ketoacidosis is on the problem list.", "high")
 
 
 def _taken_not_as_therapy(w: _Work) -> bool:

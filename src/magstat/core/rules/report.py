@@ -60,6 +60,10 @@ def _relevance(w: _Work, mds: MdsResult, status: Status) -> tuple[Relevance, ...
     return tuple(out)
 
 
+EXCLUDED_NAMED = 5
+"""How many entries left out the limitation ``lim.excluded_input`` names; reports list the rest."""
+
+
 def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResult, status: Status) -> None:
     w.limit_fixed("lim.decision_support", "Always.")
     if status == "excess":
@@ -67,8 +71,10 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
     if w.facts.excluded:
         w.limit(
             "lim.excluded_input",
-            f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:5]),
+            f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:EXCLUDED_NAMED]),
         )
+    if w.mg_therapy and serum.current and serum.band in ("normal", "low_normal"):
+        w.limit("lim.serum_during_therapy", f"Given: {'; '.join(m.text for m in w.mg_therapy)}.")
     if serum.mmol_l is None:
         w.limit_fixed("lim.no_serum_mg", "No serum magnesium result was available.")
     elif serum.current and serum.band in ("normal", "low_normal"):

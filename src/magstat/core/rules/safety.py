@@ -82,7 +82,10 @@ def _safety(
                 )
                 + "."
             )
-            w.safe("sf.severe_iv" + child, why, "urgent")
+            # With heart block (a labelled contraindication to parenteral magnesium) no dose is
+            # quoted: the route is the cardiac team's decision.
+            heart_block = "heart_block" in w.current_conditions
+            w.safe("sf.severe_iv_heart_block" if heart_block else "sf.severe_iv" + child, why, "urgent")
             w.safe("sf.iv_monitoring" + child, "Intravenous magnesium is in question.", "high")
             if symptomatic or refractory:
                 w.safe("sf.iv_route_reason", f"Severity {w.severity_reason}.", "high")
@@ -156,18 +159,26 @@ def _safety(
                 w.safe("sf.iv_renal_limit" + child, f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
         elif egfr.value < w.p.params["mds.egfr_reduced_below"] and (treating or taking_mg):
             w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
-    if "heart_block" in w.current_conditions and (treating or taking_mg):
-        w.safe("sf.heart_block", "Heart block is on the problem list.", "urgent")
-    # Magnesium is, or is about to be, given intravenously: the cautions below are then urgent.
-    intravenous = bool(w.mg_therapy) or ("sf.severe_iv" + child) in w.safety
-    if "myasthenia_gravis" in w.current_conditions and (treating or taking_mg or w.mg_therapy):
+    # Magnesium is, or is about to be, given intravenously (as treatment, for a severe deficit or
+    # for torsades): the cautions below then apply whatever the status, and are urgent.
+    intravenous = bool(w.mg_therapy) or any(
+        a in w.safety for a in ("sf.severe_iv" + child, "sf.severe_iv_heart_block", "sf.torsades" + child)
+    )
+    if "heart_block" in w.current_conditions and (treating or taking_mg or intravenous):
+        w.safe(
+            "sf.heart_block",
+            "Heart block is on the problem list"
+            + (" and intravenous magnesium is given or in question." if intravenous else "."),
+            "urgent",
+        )
+    if "myasthenia_gravis" in w.current_conditions and (treating or taking_mg or intravenous):
         w.safe(
             "sf.myasthenia",
             "Myasthenia gravis is on the problem list"
             + (" and intravenous magnesium is given or in question." if intravenous else "."),
             "urgent" if intravenous else "high",
         )
-    if w.facts.allergies and (treating or taking_mg or w.mg_therapy):
+    if w.facts.allergies and (treating or taking_mg or intravenous):
         recorded = _magnesium_allergies(w)
         if recorded:
             w.safe(

@@ -83,6 +83,7 @@ class _Work:
         "mds_taking",
         "mds_unsure",
         "mg_history",
+        "mg_labs",
         "mg_therapy",
         "minor",
         "missing",
@@ -133,6 +134,8 @@ class _Work:
         self.low_markers: list[str] = []
         self.alcohol_proxy = False
         self.mg_history: list[tuple[date | None, float]] = []
+        self.mg_labs: list[Lab] = []
+        """Every serum magnesium at or before the as-of date, in record order (bounds included)."""
         self.refuted_signs: dict[str, str] = {}
         self.mg_therapy: list[Medication] = []
         self.oral_magnesium: list[str] = []
