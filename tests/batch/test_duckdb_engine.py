@@ -39,11 +39,26 @@ def _batches(pids: list[str], size: int, text: pa.DataType | None = None) -> lis
     ]
 
 
-def _texts(unit: tuple[list[str], list[str], bytes, bytes]) -> list[str]:
+def _texts(unit: rows_mod.PackedUnit) -> list[str]:
     """The row texts of a packed unit, cut at their end offsets."""
-    _, _, ends, data = unit
+    ends, data = unit[4], unit[5]
     stops = list(memoryview(ends).cast("q"))
     return [data[a:b].decode("utf-8") for a, b in zip([0, *stops[:-1]], stops, strict=True)]
+
+
+def _row_pids(unit: rows_mod.PackedUnit) -> list[str]:
+    """The patient id of each row of a packed unit."""
+    pids, patient_ends = unit[0], list(memoryview(unit[1]).cast("q"))
+    return [
+        pid
+        for pid, a, b in zip(pids, [0, *patient_ends[:-1]], patient_ends, strict=True)
+        for _ in range(a, b)
+    ]
+
+
+def _row_types(unit: rows_mod.PackedUnit) -> list[str]:
+    """The resource type of each row of a packed unit."""
+    return [unit[2][t] for t in unit[3]]
 
 
 def test_units_hold_whole_patients_in_order(monkeypatch):
@@ -51,14 +66,15 @@ def test_units_hold_whole_patients_in_order(monkeypatch):
     monkeypatch.setattr(engine_mod, "CHUNK_ROWS", 3)
     pids = ["a", "a", "b", "c", "c", "c", "c", "c", "c", "c", "d", "e", "e", "f"]
     units = list(engine_mod._arrow_chunks(_batches(pids, 2)))
-    seen = [pid for unit in units for pid in unit[0]]
+    seen = [pid for unit in units for pid in _row_pids(unit)]
     assert pids == seen
-    assert ["Observation"] * len(pids) == [rtype for unit in units for rtype in unit[1]]
+    assert ["Observation"] * len(pids) == [rtype for unit in units for rtype in _row_types(unit)]
     assert [f"[{i}]" for i in range(len(pids))] == [t for unit in units for t in _texts(unit)]
     assert len(units) > 1
     for earlier, later in itertools.pairwise(units):
         assert set(earlier[0]).isdisjoint(later[0])
-    assert any(7 == unit[0].count("c") for unit in units)
+    assert any(7 == _row_pids(unit).count("c") for unit in units)
+    assert all(len(unit[0]) == len(set(unit[0])) for unit in units)  # each patient id sent once
 
 
 @pytest.mark.parametrize("text", [pa.string(), pa.large_string()], ids=["string", "large_string"])
@@ -69,7 +85,7 @@ def test_a_unit_is_sent_with_its_own_rows_only(monkeypatch, text):
     first, last = engine_mod._arrow_chunks(_batches(pids, 1000, text))
     assert ["p0999"] == last[0]
     assert ["[999]"] == _texts(last)
-    assert 999 == len(first[0])
+    assert 999 == len(first[0]) == len(_row_pids(first))
     assert [f"[{i}]" for i in range(999)] == _texts(first)
 
 
@@ -100,7 +116,7 @@ def shared_bundles_rows(tmp_path, bulk) -> tuple[pa.Table, rows_mod.Job]:
             [str(f.path) for f in source.read],
             fhir_bulk.code_keyword_patterns(kb, "(?i)"),
             fhir_bulk.plain_code_pattern(),
-            project=engine.projection_sql(keys, "doc"),
+            keys=keys,
         )
     )
     table = con.sql(engine.sorted_rows_sql()).to_arrow_table()
@@ -251,3 +267,91 @@ def test_code_kinds_match_the_regular_expressions_on_every_line(monkeypatch):
     assert expected == again
     assert {engine_mod.USED, engine_mod.NOT_NEEDED} == {k for k in expected if k is not None}
     assert len(kinds.memo) <= 3
+
+
+ODD_LINES = [
+    {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01", "gender": "female"},
+    {"resourceType": "Patient", "birthDate": "1950-01-01"},
+    {"resourceType": "Patient", "id": 42},
+    {"resourceType": "Medication", "id": "m1", "code": {"text": "magnesium oxide"}},
+    {"resourceType": "Medication", "code": {"text": "no id"}},
+    {
+        "resourceType": "MedicationRequest",
+        "id": "r1",
+        "status": "active",
+        "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/m1/_history/2"},
+    },
+    {
+        "resourceType": "MedicationStatement",
+        "id": "s1",
+        "subject": {"reference": "http://example.org/fhir/Patient/p1?x=1"},
+        "medicationReference": {"reference": "urn:uuid:m1"},
+    },
+    {"resourceType": "MedicationRequest", "id": "r2", "subject": "Patient/p1"},
+    {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": [{"reference": "Patient/p1"}],
+        "code": {"text": "x"},
+    },
+    {"resourceType": "Condition", "id": "c2", "subject": {"reference": "#contained"}, "code": {"text": "x"}},
+    {
+        "resourceType": "Condition",
+        "id": "c3",
+        "subject": {"reference": "Patient/p1"},
+        "onsetAge": {"value": 3},
+    },
+    {"resourceType": "AllergyIntolerance", "id": "a1", "patient": {"reference": "Patient/p1"}, "code": {}},
+    {"resourceType": "AllergyIntolerance", "id": "a2", "subject": {"reference": "Patient/p1"}},
+    {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "19123-9", "display": "Magnesium"}]},
+        "valueQuantity": {"value": 0.6, "unit": "mmol/L"},
+    },
+    {
+        "resourceType": "Observation",
+        "id": "o2",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}]},
+    },
+    {"resourceType": "Observation", "id": "o3", "subject": {"reference": "Patient/p1"}, "code": "a string"},
+    {"resourceType": "Observation", "id": "o4", "subject": {"reference": "Patient/p1"}, "code": None},
+    {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}},
+    {"resourceType": "", "id": "x"},
+    ["not", "an", "object"],
+]
+
+
+def test_the_projected_scan_stages_what_the_whole_line_scan_does(tmp_path):
+    """Kept lines projected in the scan (ids and references read from the projection) match the whole lines projected afterwards."""
+    kb = load()
+    flat = views_for_kb(kb)
+    keys = {t: k for t, k in flat.keys.items() if k is not None}
+    path = tmp_path / "Mixed.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ODD_LINES) + "{not json\n", encoding="utf-8")
+    keywords, plain = fhir_bulk.code_keyword_patterns(kb, "(?i)"), fhir_bulk.plain_code_pattern()
+    engine = engine_mod.DuckDBEngine()
+    con = engine._connect(RunContext(kb=kb, issues=IssueLog(strict=False), work_dir=tmp_path, threads=1))
+    staged = {}
+    for name, scan_keys in (("whole", None), ("projected", keys)):
+        con.execute(engine.stage_sql([str(path)], keywords, plain, keys=scan_keys))
+        line = engine.projection_sql(keys, "line") if scan_keys is None else "line"
+        staged[name] = con.execute(
+            f"SELECT file, kind, rt, pid, mkey, mref, label, {line} FROM staged ORDER BY rowid"
+        ).fetchall()
+    engine.close()
+    assert staged["whole"] == staged["projected"]
+    kinds = [row[1] for row in staged["projected"]]
+    assert len(ODD_LINES) + 1 == len(kinds)
+    assert {
+        engine_mod.USED,
+        engine_mod.MALFORMED,
+        engine_mod.NOT_RESOURCE,
+        engine_mod.NOT_NEEDED,
+        engine_mod.NO_PATIENT,
+    } == set(kinds)
+    assert 8 <= kinds.count(engine_mod.USED)

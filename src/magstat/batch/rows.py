@@ -292,9 +292,11 @@ def screen_rows_chunk(chunk: Sequence[FhirGroup], job: Job, *, projected: bool) 
     return results
 
 
-PackedUnit = tuple[list[str], list[str], bytes, bytes]
-"""A unit of sorted rows as a worker takes it without pyarrow: (patient ids, resource types,
-the row texts' end offsets as 64-bit machine integers, the row texts' UTF-8 bytes end to end)."""
+PackedUnit = tuple[list[str], bytes, tuple[str, ...], bytes, bytes, bytes]
+"""A unit of sorted rows as a worker takes it without pyarrow: (the patient ids, in order; the end
+of each patient's rows, as 64-bit machine integers; the resource type names; each row's type as
+one byte, an index into those names; the row texts' end offsets as 64-bit machine integers; the
+row texts' UTF-8 bytes end to end)."""
 
 
 def screen_packed_chunk(unit: PackedUnit, job: Job, *, projected: bool) -> list[PatientResult]:
@@ -304,25 +306,24 @@ def screen_packed_chunk(unit: PackedUnit, job: Job, *, projected: bool) -> list[
     standard library alone (importing pyarrow would cost each worker more than its reading).
     Runs in a worker or in the driver.
     """
-    pids, rtypes, ends, data = unit
-    stops = memoryview(ends).cast("q")
-    if not (len(pids) == len(rtypes) == len(stops)) or (stops and stops[-1] != len(data)):
-        raise ValueError("a unit's columns differ in length")
+    pids, patient_ends, names, types, ends, data = unit
+    stops = memoryview(ends).cast("q").tolist()
+    last_rows = memoryview(patient_ends).cast("q").tolist()
+    if (
+        len(pids) != len(last_rows)
+        or len(types) != len(stops)
+        or (last_rows and last_rows[-1] != len(stops))
+        or (stops and stops[-1] != len(data))
+        or any(t >= len(names) for t in set(types))
+    ):
+        raise ValueError("a unit's columns do not agree (lengths, ends or type numbers)")
     groups: list[FhirGroup] = []
-    current: str | None = None
-    types: list[str] = []
-    texts: list[bytes] = []
-    start = 0
-    for pid, rtype, stop in zip(pids, rtypes, stops, strict=True):
-        if pid != current:
-            if current is not None:
-                groups.append((current, types, texts))
-            current, types, texts = pid, [], []
-        types.append(rtype)
-        texts.append(data[start:stop])
-        start = stop
-    if current is not None:
-        groups.append((current, types, texts))
+    first = start = 0
+    for pid, end in zip(pids, last_rows, strict=True):
+        rows = stops[first:end]
+        texts = [data[a:b] for a, b in zip([start, *rows[:-1]], rows, strict=True)]
+        groups.append((pid, [names[t] for t in types[first:end]], texts))
+        first, start = end, rows[-1] if rows else start
     return screen_rows_chunk(groups, job, projected=projected)
 
 

@@ -3,9 +3,11 @@
 FHIR Bulk Data is read in two steps. A parallel scan of the needed files (``read_ndjson_objects``,
 which validates every line) classifies each line in SQL and keeps the lines the adapter needs
 in a staging table, whose row order is the input order; the knowledge base's keyword test of
-an Observation's code runs once per distinct code (:class:`CodeKinds`). Each kept line is stored as it is
-parsed: as a compact JSON array of the elements its view reads (``FlatViews.keys``: ``id``,
-``status``, ``code``, ``valueQuantity`` ...), or whole when a view is not a plain projection
+an Observation's code runs once per distinct code (:class:`CodeKinds`). Every line is parsed
+for its ``resourceType`` and ``code`` alone; a kept line is parsed again for the elements its
+view reads (``FlatViews.keys``: ``id``, ``status``, ``code``, ``valueQuantity`` ...) and stored
+as their compact JSON array, its patient and Medication references read from those same
+values; or it is stored whole when a view is not a plain projection
 (a second query then flattens it with the view's own columns,
 :func:`magstat.adapters.fhir.flatten.row_sql`). The scan also names the files that hold lines
 of another resource type, so that only those are read again to report them by line. A second
@@ -61,6 +63,9 @@ MAX_LINE_BYTES = 16 << 20
 
 CODE_KIND_FUNCTION = "magstat_code_kind"
 """The name :class:`CodeKinds` is registered under on the engine's connection for its scan."""
+
+_MEDICATION_LINKED = ("MedicationRequest", "MedicationStatement")
+"""Types that may name a Medication by ``medicationReference``."""
 
 # Kinds of line, as the scan classifies them.
 USED, MALFORMED, NOT_RESOURCE, NOT_NEEDED, NO_PATIENT = 0, 1, 2, 3, 4
@@ -221,24 +226,34 @@ class DuckDBEngine:
         files: list[str],
         keywords: list[str],
         plain: str,
-        project: str | None = None,
+        keys: Mapping[str, tuple[str, ...]] | None = None,
         classify: str | None = None,
     ) -> str:
         """The scan that classifies every line and keeps what the adapter needs.
 
-        ``project`` is an expression of ``rt`` and ``doc`` (:meth:`projection_sql`) that a kept
-        line is stored as, made in the same pass that parses it; ``None`` stores the line.
-        ``classify`` names a function registered on the connection that gives an Observation's
-        kind from its ``code`` as :func:`code_kind_sql` does (:class:`CodeKinds`, which
-        evaluates it once per distinct code); ``None`` evaluates the regular expressions on
-        every line.
+        ``keys`` (resource type -> the JSON keys its view reads, :attr:`FlatViews.keys`) has
+        each kept line stored projected on them, as :meth:`projection_sql` gives it, made in
+        the pass that parses it; ``None`` stores the line whole. ``classify`` names a function
+        registered on the connection that gives an Observation's kind from its ``code`` as
+        :func:`code_kind_sql` does (:class:`CodeKinds`, which evaluates it once per distinct
+        code); ``None`` evaluates the regular expressions on every line.
         """
-        kept = project if project is not None else "doc"
-        needed = _sql_list(NEEDED_TYPES)
-        linked = _sql_list(PATIENT_LINKED)
         if classify is not None and not classify.isidentifier():
             raise ValueError(f"not a function name: {classify}")
         kind = code_kind_sql("code", keywords, plain) if classify is None else f"{classify}(code)"
+        source = (
+            f"read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true, "
+            f"maximum_object_size = {MAX_LINE_BYTES})"
+        )
+        # A line's file is stored as its position in ``files`` ("1", "2" ...: a short string is
+        # stored inline, a path on every line is not); a path not in ``files`` stays as it is.
+        file = f"coalesce(CAST(list_position([{_sql_list(files)}], filename) AS VARCHAR), filename)"
+        inner = (
+            self._scan_sql(source, file, kind)
+            if keys is None
+            else self._projected_scan_sql(source, file, kind, keys)
+        )
+        linked = _sql_list(PATIENT_LINKED)
         # Built as text: file lists and regular expressions go in as escaped literals, because
         # DuckDB compiles a constant pattern once; nothing here comes from a user but paths.
         return f"""
@@ -248,52 +263,113 @@ SELECT file, kind, rt,
        CASE WHEN kind = {USED} AND rt = 'Medication' THEN 'Medication/' || rid END AS mkey,
        CASE WHEN kind = {USED} THEN 'Medication/' || mref END AS mref,
        CASE WHEN kind = {NO_PATIENT} THEN coalesce(rt, '?') || '/' || coalesce(rid, '(no id)') END AS label,
-       CASE WHEN kind = {USED} THEN {kept} END AS line
+       CASE WHEN kind = {USED} THEN line END AS line
 FROM (
-  SELECT file, doc, rt, rid, pid, mref,
+  SELECT file, rt, rid, pid, mref, line,
     CASE WHEN kind0 = {USED} AND (
       (rt = 'Patient' AND (rid IS NULL OR rid = '')) OR (rt IN ({linked}) AND pid IS NULL)
     ) THEN {NO_PATIENT} ELSE kind0 END AS kind
   FROM (
-    SELECT file, doc, rt, rid, kind0,
+    SELECT file, rt, rid, kind0, line,
       CASE WHEN kind0 <> {USED} THEN NULL WHEN rt = 'Patient' THEN rid ELSE {_ref_id("sref", "Patient")} END AS pid,
       CASE WHEN kind0 = {USED} AND rt IN ('MedicationRequest', 'MedicationStatement')
            THEN {_ref_id("mref0", "Medication")} END AS mref
-    FROM (
+    FROM ({inner})
+  )
+)
+"""  # noqa: S608
+
+    @staticmethod
+    def _kind_sql(medication_id: str, kind: str) -> str:
+        """SQL: a line's kind before its patient is known, from ``doc``, ``rt`` and ``code``."""
+        return f"""CASE
+            WHEN doc IS NULL THEN {MALFORMED}
+            WHEN rt IS NULL OR rt = '' THEN {NOT_RESOURCE}
+            WHEN rt NOT IN ({_sql_list(NEEDED_TYPES)}) THEN {NOT_NEEDED}
+            WHEN rt = 'Medication' AND coalesce({medication_id}, '') = '' THEN {NOT_NEEDED}
+            WHEN rt <> 'Observation' THEN {USED}
+            WHEN code IS NULL OR code = 'null' THEN {NOT_NEEDED}
+            ELSE {kind}
+          END"""
+
+    @classmethod
+    def _scan_sql(cls, source: str, file: str, kind: str) -> str:
+        """The lines of ``source`` with their kind, id and references, kept lines whole (``line``)."""
+        return f"""
       -- The other fields are unquoted only where they are used: the lines kept.
-      SELECT file, doc, rt, kind0,
+      SELECT file, rt, kind0, CASE WHEN kind0 = {USED} THEN doc END AS line,
         CASE WHEN kind0 = {USED} THEN json_extract_string(g[2], '$') END AS rid,
         CASE WHEN kind0 = {USED} AND rt = 'AllergyIntolerance' THEN json_extract_string(g[6], '$')
              WHEN kind0 = {USED} THEN json_extract_string(g[3], '$') END AS sref,
         CASE WHEN kind0 = {USED} THEN json_extract_string(g[4], '$') END AS mref0
       FROM (
-        SELECT file, doc, g, rt,
-          CASE
-            WHEN doc IS NULL THEN {MALFORMED}
-            WHEN rt IS NULL OR rt = '' THEN {NOT_RESOURCE}
-            WHEN rt NOT IN ({needed}) THEN {NOT_NEEDED}
-            WHEN rt = 'Medication' AND coalesce(json_extract_string(g[2], '$'), '') = '' THEN {NOT_NEEDED}
-            WHEN rt <> 'Observation' THEN {USED}
-            WHEN code IS NULL OR code = 'null' THEN {NOT_NEEDED}
-            ELSE {kind}
-          END AS kind0
+        SELECT file, doc, g, rt, {cls._kind_sql("json_extract_string(g[2], '$')", kind)} AS kind0
         FROM (
           -- One parse per line: every field the scan needs, as JSON; the type unquoted.
           SELECT file, doc, g, json_extract_string(g[1], '$') AS rt,
             CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[5] AS VARCHAR) END AS code
           FROM (
-            SELECT filename AS file, json AS doc,
+            SELECT {file} AS file, json AS doc,
               json_extract(json, ['$.resourceType', '$.id', '$.subject.reference',
                                   '$.medicationReference.reference', '$.code', '$.patient.reference']) AS g
-            FROM read_ndjson_objects([{_sql_list(files)}], ignore_errors = true, filename = true,
-                                     maximum_object_size = {MAX_LINE_BYTES})
+            FROM {source}
           )
         )
-      )
-    )
-  )
-)
-"""  # noqa: S608
+      )"""  # noqa: S608
+
+    @classmethod
+    def _projected_scan_sql(
+        cls, source: str, file: str, kind: str, keys: Mapping[str, tuple[str, ...]]
+    ) -> str:
+        """As :meth:`_scan_sql`, each kept line projected on its type's ``keys``.
+
+        Every line is parsed for its type and ``code`` only; a kept line is parsed again for
+        the keys its view reads plus those the scan needs (``id``, ``subject`` or ``patient``,
+        ``medicationReference``), and its id and references are read from those values. Most
+        lines of an export are Observations that are not kept, so they pay for two fields.
+        """
+        values, lines, rid, sref, mref = [], [], [], [], []
+        for rtype, rtype_keys in keys.items():
+            if not rtype.isidentifier() or not all(k.isidentifier() for k in rtype_keys):
+                raise ValueError(f"not a resource type and JSON keys a view can read: {rtype} {rtype_keys}")
+            owner = "patient" if rtype == "AllergyIntolerance" else "subject"
+            wanted = ["id", owner] + (["medicationReference"] if rtype in _MEDICATION_LINKED else [])
+            read = list(rtype_keys) + [k for k in wanted if k not in rtype_keys]
+            at = {k: read.index(k) + 1 for k in wanted}
+            paths = ", ".join(f"'$.{k}'" for k in read)
+            values.append(f"WHEN '{rtype}' THEN json_extract(doc, [{paths}])")
+            # The cast of a list of JSON values is a JSON array once absent values are null.
+            projected = "p" if len(read) == len(rtype_keys) else f"p[1:{len(rtype_keys)}]"
+            lines.append(
+                f"WHEN '{rtype}' THEN CAST(list_transform({projected}, "
+                "lambda x: coalesce(x, 'null'::JSON)) AS VARCHAR)"
+            )
+            rid.append(f"WHEN '{rtype}' THEN json_extract_string(p[{at['id']}], '$')")
+            sref.append(f"WHEN '{rtype}' THEN json_extract_string(p[{at[owner]}], '$.reference')")
+            if rtype in _MEDICATION_LINKED:
+                mref.append(
+                    f"WHEN '{rtype}' THEN json_extract_string(p[{at['medicationReference']}], '$.reference')"
+                )
+        mref_sql = f"CASE rt {' '.join(mref)} END" if mref else "NULL::VARCHAR"
+        return f"""
+      SELECT file, rt, kind0, CASE rt {" ".join(lines)} END AS line,
+        CASE rt {" ".join(rid)} END AS rid, CASE rt {" ".join(sref)} END AS sref, {mref_sql} AS mref0
+      FROM (
+        -- A kept line's values at the keys of its type, as JSON (NULL for the other lines).
+        SELECT file, rt, kind0, CASE WHEN kind0 = {USED} THEN CASE rt {" ".join(values)} END END AS p
+        FROM (
+          SELECT file, doc, rt, {cls._kind_sql("json_extract_string(doc, '$.id')", kind)} AS kind0
+          FROM (
+            -- One parse per line for the two fields every line is judged by; the type unquoted.
+            SELECT file, doc, json_extract_string(g[1], '$') AS rt,
+              CASE WHEN json_extract_string(g[1], '$') = 'Observation' THEN CAST(g[2] AS VARCHAR) END AS code
+            FROM (
+              SELECT {file} AS file, json AS doc, json_extract(json, ['$.resourceType', '$.code']) AS g
+              FROM {source}
+            )
+          )
+        )
+      )"""  # noqa: S608
 
     @staticmethod
     def projection_sql(keys: Mapping[str, tuple[str, ...]], column: str = "line") -> str:
@@ -404,6 +480,7 @@ ORDER BY pid, ord, tie
         # projected on the elements its view reads; otherwise whole, for the views' SQL.
         projected = len(keys) == len(flat.keys)
         keywords, plain = code_keyword_patterns(ctx.kb, "(?i)"), plain_code_pattern()
+        paths = [str(f.path) for f in read]
         kinds = CodeKinds(keywords, plain)
         con.create_function(
             CODE_KIND_FUNCTION,
@@ -414,10 +491,10 @@ ORDER BY pid, ord, tie
             side_effects=False,
         )
         sql = self.stage_sql(
-            [str(f.path) for f in read],
+            paths,
             keywords,
             plain,
-            project=self.projection_sql(keys, "doc") if projected else None,
+            keys=keys if projected else None,
             classify=CODE_KIND_FUNCTION,
         )
         try:
@@ -429,9 +506,14 @@ ORDER BY pid, ord, tie
             con.remove_function(CODE_KIND_FUNCTION)
             kinds.close()
         types = {str(f.path): f.rtype for f in read}
-        for path, kind, rtype, count in con.execute(
+
+        def path_of(file: str) -> str:
+            return paths[int(file) - 1] if file.isdigit() and 0 < int(file) <= len(paths) else file
+
+        for file, kind, rtype, count in con.execute(
             "SELECT file, kind, rt, count(*) FROM staged GROUP BY ALL"
         ).fetchall():
+            path = path_of(file)
             name = by_path.get(path, path)
             stats = ctx.file_stats[name]
             if ctx.suspect_files is not None and (
@@ -447,9 +529,10 @@ ORDER BY pid, ord, tie
                 stats.not_needed += count
             else:
                 stats.no_patient += count
-        for path, label in con.execute(
+        for file, label in con.execute(
             f"SELECT file, label FROM staged WHERE kind = {NO_PATIENT} ORDER BY rowid"  # noqa: S608
         ).fetchall():
+            path = path_of(file)
             ctx.no_patient.append((by_path.get(path, path), label))
         ctx.after_scan()
         ((total,),) = con.execute(
@@ -560,14 +643,18 @@ def _pack(table: pa.Table) -> PackedUnit:
     """The rows of a unit as :func:`magstat.batch.rows.screen_packed_chunk` takes them.
 
     Only the unit's own bytes are copied (a pickled slice would carry its whole buffers); the
-    row texts stay one block of UTF-8 with their end offsets, so no Python object is made per
-    row here.
+    row texts stay one block of UTF-8 with their end offsets, each patient id is sent once with
+    the end of its rows, and each row's type as one byte, so no Python object is made per row
+    here or when the unit is sent.
     """
-    pids = table.column(0).to_pylist()
-    rtypes = table.column(1).to_pylist()
+    pid_column, rtype_column = table.column(0).combine_chunks(), table.column(1).combine_chunks()
     lines = table.column(2).combine_chunks()
-    if lines.null_count or table.column(0).null_count or table.column(1).null_count:
+    if lines.null_count or pid_column.null_count or rtype_column.null_count:
         raise ValueError("a unit holds an empty patient id, type or row")  # the fetch query never makes one
+    patients = pc.run_end_encode(pid_column, run_end_type=pa.int64())
+    types = pc.dictionary_encode(rtype_column)
+    if len(types.dictionary) > 255:
+        raise ValueError("a unit holds more resource types than a byte tells apart")  # the scan keeps seven
     _, offsets, data = lines.buffers()
     if pa.types.is_large_string(lines.type):
         starts = memoryview(offsets).cast("q")
@@ -579,7 +666,19 @@ def _pack(table: pa.Table) -> PackedUnit:
     first, last = bounds[0], bounds[-1]
     ends = array.array("q", [b - first for b in bounds[1:]])
     block = memoryview(data)[first:last].tobytes() if data is not None else b""
-    return pids, rtypes, ends.tobytes(), block
+    return (
+        patients.values.to_pylist(),
+        array.array("q", patients.run_ends.to_pylist()).tobytes(),
+        tuple(types.dictionary.to_pylist()),
+        _bytes_of(pc.cast(types.indices, pa.uint8())),
+        ends.tobytes(),
+        block,
+    )
+
+
+def _bytes_of(values: pa.Array) -> bytes:
+    """The values of an Arrow array of one-byte integers without nulls, as bytes."""
+    return memoryview(values.buffers()[1])[values.offset : values.offset + len(values)].tobytes()
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
