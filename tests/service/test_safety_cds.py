@@ -94,21 +94,17 @@ def test_refractory_hypokalaemia_card_is_critical_with_iv(server, kb):
     assert "intravenous" in cards[0]["detail"]
 
 
-@pytest.mark.parametrize(("hook", "path"), [("order-select", SELECT), ("order-sign", SIGN)])
-def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook, path):
-    """order-select or order-sign of IV MgSO4 for pre-eclampsia with eGFR about 25: the IV renal limit, not the oral one."""
-    bundle = cases.Case("os-mgso4", birth="1990-01-01").condition("Pre-eclampsia").creatinine(2.4).bundle()
-    record = Record(bundle)
+def order_call(server: Live, kb, hook: str, record: Record, text: str, *, authored: str, **extra: Any) -> Any:
+    """Call order-select (the draft selected) or order-sign with one draft MedicationRequest ``d1``."""
     draft = {
         "resourceType": "MedicationRequest",
         "id": "d1",
         "status": "draft",
         "intent": "order",
         "subject": {"reference": f"Patient/{record.patient_id}"},
-        "authoredOn": "2024-06-01T08:00:00Z",
-        "medicationCodeableConcept": {"text": "magnesium sulfate 50 MG/ML Injectable Solution"},
-        "dosageInstruction": [{"route": {"coding": [{"system": cases.SNOMED, "code": cases.IV[0]}]}}],
-        "reasonCode": [{"text": "Severe pre-eclampsia"}],
+        "authoredOn": authored,
+        "medicationCodeableConcept": {"text": text},
+        **extra,
     }
     body = hook_request(
         hook,
@@ -119,7 +115,23 @@ def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook, path)
         },
     )
     body["prefetch"] = prefetch_for(prefetch_templates(kb), body["context"], record)
-    response = post(server, path, body)
+    return post(server, SELECT if hook == "order-select" else SIGN, body)
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook):
+    """order-select or order-sign of IV MgSO4 for pre-eclampsia with eGFR about 25: the IV renal limit, not the oral one."""
+    bundle = cases.Case("os-mgso4", birth="1990-01-01").condition("Pre-eclampsia").creatinine(2.4).bundle()
+    response = order_call(
+        server,
+        kb,
+        hook,
+        Record(bundle),
+        "magnesium sulfate 50 MG/ML Injectable Solution",
+        authored="2024-06-01T08:00:00Z",
+        dosageInstruction=[{"route": {"coding": [{"system": cases.SNOMED, "code": cases.IV[0]}]}}],
+        reasonCode=[{"text": "Severe pre-eclampsia"}],
+    )
     assert 200 == response.status_code, response.text
     cards = response.json()["cards"]
     assert ["magnesium-product-kidney"] == [c["source"]["topic"]["code"] for c in cards]
@@ -146,27 +158,9 @@ def test_a_magnesium_allergy_reaches_the_card(server, kb):
 
 def test_ordering_magnesium_for_a_patient_with_a_magnesium_allergy_gets_a_card(server, kb):
     """order-select of IV magnesium sulfate with 'Magnesium sulfate: anaphylaxis' recorded: a critical card leads with it."""
-    bundle = allergy_bundle(allergy())
-    record = Record(bundle)
-    draft = {
-        "resourceType": "MedicationRequest",
-        "id": "d1",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": f"Patient/{record.patient_id}"},
-        "authoredOn": "2024-05-02T08:00:00Z",
-        "medicationCodeableConcept": {"text": "Magnesium Sulfate 500 MG/ML Injectable Solution"},
-    }
-    body = hook_request(
-        "order-select",
-        record.patient_id,
-        context={
-            "selections": ["MedicationRequest/d1"],
-            "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
-        },
-    )
-    body["prefetch"] = prefetch_for(prefetch_templates(kb), body["context"], record)
-    response = post(server, SELECT, body)
+    record = Record(allergy_bundle(allergy()))
+    text = "Magnesium Sulfate 500 MG/ML Injectable Solution"
+    response = order_call(server, kb, "order-select", record, text, authored="2024-05-02T08:00:00Z")
     assert 200 == response.status_code, response.text
     card = next(
         c for c in response.json()["cards"] if c["source"]["topic"]["code"] == "magnesium-product-kidney"
