@@ -260,6 +260,14 @@ _SERUM_WEIGHTS = {
 }
 
 
+def _below_interval(w: _Work, lab: Lab) -> float | None:
+    """The lower limit of a serum magnesium's interval (the lab's, else the default) when the result is below it."""
+    if lab.comparator in (">", ">="):
+        return None
+    low = lab.ref_low if lab.ref_low is not None else w.kb.tests["serum_mg"].default_low
+    return low if low is not None and _bound_value(lab) < low else None
+
+
 def _previously_low(w: _Work, stale: Lab) -> None:
     """A last serum magnesium below its interval, too old to be current, is a major risk factor.
 
@@ -267,9 +275,8 @@ def _previously_low(w: _Work, stale: Lab) -> None:
     counts the same way): the value is not used as the current one, but it asks for a new
     measurement with the weight of a strong risk.
     """
-    test = w.kb.tests["serum_mg"]
-    low = stale.ref_low if stale.ref_low is not None else test.default_low
-    if low is None or _bound_value(stale) >= low:
+    low = _below_interval(w, stale)
+    if low is None:
         return
     when = stale.when.isoformat() if stale.when else "an unknown date"
     w.findings.append(
@@ -305,17 +312,14 @@ def _recently_low(w: _Work, current: Lab, band: str) -> None:
     assert current.when is not None
     as_of = w.facts.as_of
     recent_days = w.p.params["labs.recent_days"]
-    default_low = w.kb.tests["serum_mg"].default_low
     found: Lab | None = None
     low_of_found = 0.0
     for lab in w.mg_labs:
         when = lab.when
         if when is None or when >= current.when or (as_of - when).days > recent_days:
             continue
-        low = lab.ref_low if lab.ref_low is not None else default_low
-        if lab.comparator in (">", ">=") or low is None or _bound_value(lab) >= low:
-            continue
-        if found is None or when >= (found.when or when):
+        low = _below_interval(w, lab)
+        if low is not None and (found is None or when >= (found.when or when)):
             found, low_of_found = lab, low
     if found is None:
         return
