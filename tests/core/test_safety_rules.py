@@ -848,3 +848,29 @@ def test_a_low_serum_magnesium_before_a_normal_one_is_a_major_risk_factor():
         other = assess(facts(labs=(earlier, now)), KB)
         assert "serum_mg.recently_low" not in ids(other.findings)
     assert "unlikely" == assess(facts(labs=(mg(0.74, dt.date(2024, 5, 28)), now)), KB).status
+
+
+@pytest.mark.parametrize(
+    ("extra", "proposed"),
+    [
+        ({}, True),
+        ({"medications": (med("furosemide"),)}, False),
+        ({"conditions": (ConditionFact("CKD stage 3", "chronic_kidney_disease", True),)}, False),
+        ({"conditions": (ConditionFact("atrial fibrillation", "atrial_fibrillation", True),)}, False),
+        ({"signs": (SignFact("arrhythmia", True),)}, False),
+    ],
+)
+def test_the_loading_test_is_proposed_only_where_it_is_valid(extra, proposed):
+    """Grey-zone serum Mg: the loading test is proposed unless a diuretic, CKD or an arrhythmia makes it invalid (S14, S43)."""
+    result = assess(facts(labs=(mg(0.78),), **extra), KB)
+    assert proposed == ("ns.loading_test_grey_zone" in ids(result.next_steps))
+    assert "ns.body_stores" in ids(result.next_steps)
+
+
+def test_a_loading_test_done_with_chronic_kidney_disease_is_marked_outside_its_conditions():
+    """A retention of 40% with CKD on the problem list (no eGFR): still a low marker, but the limitation says why it may mislead."""
+    retention = Lab("loading_retention", 40.0, "%", DAY, origin=Origin("Observation/mtt"))
+    ckd = ConditionFact("CKD stage 3", "chronic_kidney_disease", True)
+    result = assess(facts(labs=(mg(0.8), retention), conditions=(ckd,)), KB)
+    assert "reduced kidney function" in action(result, "limitations", "lim.loading_invalid").reason
+    assert "likely_deficient" == result.status

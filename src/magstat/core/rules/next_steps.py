@@ -6,6 +6,7 @@ from typing import Literal
 
 from magstat.core.result import EgfrResult, FemgResult, SerumMagnesium, Status
 from magstat.core.rules.mds import mds_high
+from magstat.core.rules.renal import _loading_test_exclusions
 from magstat.core.rules.signs import _ECG_SIGNS
 from magstat.core.rules.work import _in_text, _sentence, _Work
 
@@ -60,7 +61,12 @@ def _next_steps(
             "high",
         )
     if band == "low_normal":
-        w.step("ns.loading_test_grey_zone", "Serum magnesium is in the grey zone.", "routine")
+        # Proposed only where the test is valid (its statement names what excludes it).
+        if (
+            not _loading_test_exclusions(w, egfr, femg)
+            and not {"arrhythmia", "torsades_de_pointes"} & w.present_signs
+        ):
+            w.step("ns.loading_test_grey_zone", "Serum magnesium is in the grey zone.", "routine")
         w.step(
             "ns.body_stores", "Serum magnesium is in the grey zone, where serum alone cannot tell.", "routine"
         )

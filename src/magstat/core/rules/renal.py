@@ -123,6 +123,28 @@ def _urine_24h(w: _Work, serum: SerumMagnesium) -> None:
     )
 
 
+def _loading_test_exclusions(w: _Work, egfr: EgfrResult, femg: FemgResult) -> list[str]:
+    """What here lies outside the conditions a magnesium loading test is valid in (S14, S43-S45).
+
+    A current diuretic, reduced kidney function (eGFR below ``mds.egfr_reduced_below`` or chronic
+    kidney disease on the problem list), renal magnesium wasting by FEMg, and atrial
+    fibrillation on the problem list. Signs are read after this step; the next step that
+    proposes the test also leaves it out with an arrhythmia reported present.
+    """
+    reasons = []
+    if any(w.kb.drug_classes[c].mds_component == "diuretic" for c in w.current_classes):
+        reasons.append("a current diuretic")
+    if (
+        egfr.value is not None and egfr.value < w.p.params["mds.egfr_reduced_below"]
+    ) or "chronic_kidney_disease" in w.current_conditions:
+        reasons.append("reduced kidney function")
+    if femg.interpretation == "renal":
+        reasons.append("renal magnesium wasting")
+    if "atrial_fibrillation" in w.current_conditions:
+        reasons.append("atrial fibrillation")
+    return reasons
+
+
 def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
     kb = w.kb
     facts = w.facts
@@ -148,14 +170,7 @@ def _loading(w: _Work, egfr: EgfrResult, femg: FemgResult) -> LoadingResult:
     interpretation: Literal["deficient", "borderline", "normal"] = (
         "deficient" if retention > deficient_cut else "borderline" if retention > borderline_cut else "normal"
     )
-    reasons = []
-    diuretic_classes = {c.id for c in kb.drug_classes.values() if c.mds_component == "diuretic"}
-    if diuretic_classes & set(w.current_classes):
-        reasons.append("a current diuretic")
-    if egfr.value is not None and egfr.value < w.p.params["mds.egfr_reduced_below"]:
-        reasons.append("reduced kidney function")
-    if femg.interpretation == "renal":
-        reasons.append("renal magnesium wasting")
+    reasons = _loading_test_exclusions(w, egfr, femg)
     valid: bool | None = not reasons
     if not reasons and facts.medications is None:
         valid = None
