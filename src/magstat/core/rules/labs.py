@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import date
 from itertools import compress, count, repeat
 from operator import attrgetter, is_
 from typing import Literal
@@ -312,26 +313,25 @@ def _recently_low(w: _Work, current: Lab, band: str) -> None:
     assert current.when is not None
     as_of = w.facts.as_of
     recent_days = w.p.params["labs.recent_days"]
-    found: Lab | None = None
-    low_of_found = 0.0
+    found: tuple[date, Lab, float] | None = None  # the latest low one: its date, result and lower limit
     for lab in w.mg_labs:
         when = lab.when
         if when is None or when >= current.when or (as_of - when).days > recent_days:
             continue
         low = _below_interval(w, lab)
-        if low is not None and (found is None or when >= (found.when or when)):
-            found, low_of_found = lab, low
+        if low is not None and (found is None or when >= found[0]):
+            found = (when, lab, low)
     if found is None:
         return
-    assert found.when is not None
+    found_when, found_lab, low_of_found = found
     now = "in the grey zone" if band == "low_normal" else "normal"
     w.findings.append(
         new_finding(
             id="serum_mg.recently_low",
             category="risk_factor",
             text=(
-                f"Serum magnesium was below the laboratory interval on {found.when.isoformat()} "
-                f"({found.comparator or ''}{_fmt(found.value, 2)} mmol/L, lower limit {_fmt(low_of_found, 2)}) "
+                f"Serum magnesium was below the laboratory interval on {found_when.isoformat()} "
+                f"({found_lab.comparator or ''}{_fmt(found_lab.value, 2)} mmol/L, lower limit {_fmt(low_of_found, 2)}) "
                 f"and is {now} on {current.when.isoformat()}: a value back in range, after treatment or not, "
                 "does not show that body stores are replete, and the cause of the low value still needs finding."
             ),
@@ -340,7 +340,7 @@ def _recently_low(w: _Work, current: Lab, band: str) -> None:
                 "a serum magnesium below the lab interval within labs.recent_days, before the current one, counts "
                 "as a major risk factor, as a recorded diagnosis of hypomagnesaemia does"
             ),
-            inputs=(_lab_input("serum magnesium", found), _lab_input("serum magnesium", current)),
+            inputs=(_lab_input("serum magnesium", found_lab), _lab_input("serum magnesium", current)),
             sources=tuple(
                 dict.fromkeys(
                     (

@@ -67,7 +67,7 @@ def _therapy_by_indication(w: _Work) -> None:
     sulfate treats is current, the therapies are gathered again in record order.
     """
     if w.facts.medications and any(c in w.current_conditions for c in _MG_THERAPY_CONDITIONS):
-        w.mg_therapy = [med for med in w.facts.medications if med.current and _gives_mg(w, med)]
+        w.mg_therapy = _therapies(w, w.facts.medications)
 
 
 def _medication_pass(w: _Work) -> None:
@@ -124,7 +124,12 @@ def _medication_pass(w: _Work) -> None:
     # look over all their texts settles the common case (none does). Otherwise the therapies
     # are gathered again in record order, recognised or not.
     if unrecognised and "magnesium" in "\n".join(unrecognised).lower():
-        w.mg_therapy = [med for med in meds if med.current and _gives_mg(w, med)]
+        w.mg_therapy = _therapies(w, meds)
+
+
+def _therapies(w: _Work, meds: tuple[Medication, ...]) -> list[Medication]:
+    """The current medications that are magnesium therapy, in record order."""
+    return [med for med in meds if med.current and _gives_mg(w, med)]
 
 
 def _gives_mg(w: _Work, med: Medication) -> bool:
