@@ -36,6 +36,7 @@ REQUIRED_PARAMETERS = (
     "femg.renal_above",
     "femg.extrarenal_below",
     "femg.max_gap_days",
+    "femg.reduced_gfr_below",
     "urine_mg_24h.renal_wasting_above",
     "loading.retention_deficient_above",
     "loading.retention_borderline_above",

@@ -92,7 +92,7 @@ def assess(facts: PatientFacts, kb: KnowledgeBase) -> Assessment:
     _medications(w)
     _conditions(w)
     mds = _mds(w, egfr)
-    femg = _femg(w, serum)
+    femg = _femg(w, serum, egfr)
     _urine_24h(w, serum)
     loading = _loading(w, egfr, femg)
     _other_markers(w)

@@ -6,7 +6,12 @@ from typing import Literal
 
 from magstat.core.result import EgfrResult, FemgResult, SerumMagnesium, Status
 from magstat.core.rules.mds import mds_high
-from magstat.core.rules.renal import _loading_test_exclusions
+from magstat.core.rules.renal import (
+    _kidney_reason,
+    _kidney_reduced,
+    _loading_test_exclusions,
+    _on_dialysis,
+)
 from magstat.core.rules.signs import _ECG_SIGNS
 from magstat.core.rules.work import _in_text, _sentence, _Work
 
@@ -54,12 +59,28 @@ def _next_steps(
             if priority == "routine":
                 priority = "high"
         w.step_fixed("ns.measure_serum_mg", reason, priority)  # texts of the rules and KB names
-    if band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
-        w.step(
-            "ns.femg_or_24h_urine",
-            "Serum magnesium is low; the cause (renal or extrarenal) is not yet known.",
+    dialysis = _on_dialysis(w)
+    if dialysis and band in ("below_lab_range", "above_lab_range"):
+        # Urine studies say nothing about the cause here: the dialysate sets the balance.
+        w.step_fixed(
+            "ns.dialysis_mg",
+            f"Serum magnesium is {'low' if band == 'below_lab_range' else 'high'} in a patient on dialysis.",
             "high",
         )
+    elif band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
+        if _kidney_reduced(w, egfr):
+            w.step(
+                "ns.urine_24h_reduced_gfr",
+                f"Serum magnesium is low with reduced kidney function ({_kidney_reason(w, egfr)}); "
+                "the cause is not yet known.",
+                "high",
+            )
+        else:
+            w.step(
+                "ns.femg_or_24h_urine",
+                "Serum magnesium is low; the cause (renal or extrarenal) is not yet known.",
+                "high",
+            )
     if band == "low_normal":
         # Proposed only where the test is valid (its statement names what excludes it).
         if (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from magstat.core import calculators as calc
@@ -18,8 +19,51 @@ from magstat.core.result import (
 )
 from magstat.core.rules.work import _fmt, _lab_input, _Work
 
+_DIALYSIS = re.compile(r"dialys[ie]s|dialysed|dialyzed")
+_NOT_ON_DIALYSIS = re.compile(
+    r"(?:\bnot (?:yet )?on|\bno|\bpre-?|\bnon-?|\bbefore|\bawaiting|\bdeclined|\brefused|\bwithout)\s*"
+    r"(?:renal |haemo|hemo|peritoneal )?dialy"
+)
 
-def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
+
+def _on_dialysis(w: _Work) -> bool:
+    """Whether a current kidney-disease entry says the patient is on dialysis.
+
+    The entry names dialysis ("ESRD on haemodialysis", "Dependence on renal dialysis"), and not as
+    something not (yet) done ("not on dialysis", "pre-dialysis CKD"). Read from the entry's text: a coded entry counts through its display text.
+    """
+    for entry in w.recorded_conditions.get("chronic_kidney_disease", ()):
+        text = entry.text.lower()
+        if _DIALYSIS.search(text) and not _NOT_ON_DIALYSIS.search(text):
+            return True
+    return False
+
+
+def _kidney_reduced(w: _Work, egfr: EgfrResult) -> bool:
+    """Whether kidney function is reduced.
+
+    That is, eGFR below ``femg.reduced_gfr_below``, or chronic kidney disease current on the list.
+    """
+    return (
+        egfr.value is not None and egfr.value < w.p.params["femg.reduced_gfr_below"]
+    ) or "chronic_kidney_disease" in w.current_conditions
+
+
+def _kidney_reason(w: _Work, egfr: EgfrResult) -> str:
+    """Why :func:`_kidney_reduced` holds, in words: the low eGFR, else the problem list."""
+    if egfr.value is not None and egfr.value < w.p.params["femg.reduced_gfr_below"]:
+        return f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m²"
+    return "chronic kidney disease on the problem list"
+
+
+def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
+    """FEMg from the latest spot urine and serum samples, read as renal, extrarenal or neither.
+
+    With reduced kidney function (:func:`_kidney_reduced`) the remaining nephrons excrete a larger
+    fraction of the filtered magnesium to keep balance, so an FEMg above the renal cut-off does not
+    separate renal wasting from that adaptation: it is read as indeterminate and says why. A low
+    FEMg still shows conservation and is read as extrarenal.
+    """
     latest = w.latest
     if "urine_mg_spot" not in latest or "urine_creatinine" not in latest:
         return NO_FEMG  # the common case, decided by two look-ups
@@ -61,7 +105,24 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
     # Magnesium: urine spot in mmol/L, serum in mmol/L; creatinine both in mg/dL.
     percent = calc.femg_percent(kb, u_mg.value, s_mg.value, u_cr.value, s_cr.value)
     interpretation: Literal["renal", "extrarenal", "indeterminate"]
-    if percent > w.p.params["femg.renal_above"]:
+    reduced = _kidney_reduced(w, egfr)
+    rule = "FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > 4% renal, < 2% extrarenal"
+    if percent > w.p.params["femg.renal_above"] and reduced:
+        interpretation = "indeterminate"
+        kidney = _kidney_reason(w, egfr)
+        text = (
+            f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%) with reduced kidney "
+            f"function ({kidney}): a failing kidney excretes a larger fraction of filtered magnesium "
+            "to keep balance, so a high FEMg here does not tell renal wasting from that adaptation."
+        )
+        rule += (
+            f"; above 4% is not read as renal wasting when eGFR < {_fmt(w.p.params['femg.reduced_gfr_below'])}"
+            " or chronic kidney disease is current"
+        )
+        if egfr.value is not None:
+            inputs = (*inputs, new_input("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
+        sources = tuple(dict.fromkeys((*sources, *w.kb.parameters["femg.reduced_gfr_below"].sources)))
+    elif percent > w.p.params["femg.renal_above"]:
         interpretation = "renal"
         text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%): the kidneys are losing magnesium (renal wasting)."
     elif percent < w.p.params["femg.extrarenal_below"]:
@@ -79,7 +140,7 @@ def _femg(w: _Work, serum: SerumMagnesium) -> FemgResult:
             category="test",
             text=text,
             weight="info",
-            rule="FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > 4% renal, < 2% extrarenal",
+            rule=rule,
             inputs=inputs,
             sources=sources,
             strength="cut-offs from a JAMA review (via secondary) and Elisaf's distributions",
