@@ -223,7 +223,15 @@ class MdsResult:
 @_slot_init
 @dataclass(frozen=True, slots=True)
 class EgfrResult:
-    """Kidney function used by the rules."""
+    """Kidney function used by the rules.
+
+    ``comparator`` is ``>``, ``>=``, ``<`` or ``<=`` when the laboratory reported only a bound
+    (">60"); ``value`` is then the nearest number inside the bound (just above 60 for ">60"), so
+    that every rule that compares it with a cut-off the bound decides answers as the bound does.
+    A bound is used only where it decides every cut-off of the rules but the MDS's 90.
+
+    .. versionchanged:: 0.9.0 ``comparator``.
+    """
 
     value: float | None
     equation: str | None
@@ -231,6 +239,7 @@ class EgfrResult:
     date: dt.date | None
     inputs: tuple[InputUsed, ...] = ()
     sources: tuple[str, ...] = ()
+    comparator: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -241,6 +250,7 @@ class EgfrResult:
             "date": self.date.isoformat() if self.date else None,
             "inputs": [i.to_dict() for i in self.inputs],
             "sources": list(self.sources),
+            "comparator": self.comparator,
         }
 
 

@@ -526,7 +526,7 @@ def _calculator_rows(result: Assessment) -> list[Row]:
     else:
         origin = "computed" if e.origin == "computed" else "reported"
         detail = ", ".join(p for p in (e.equation or "", origin, e.date.isoformat() if e.date else "") if p)
-        rows.append(Row("eGFR", quantity(e.value, "mL/min/{1.73_m2}"), detail))
+        rows.append(Row("eGFR", (e.comparator or "") + quantity(e.value, "mL/min/{1.73_m2}"), detail))
     f = result.femg
     if f.percent is not None:
         rows.append(Row("FEMg", quantity(f.percent, "%"), f.interpretation or ""))

@@ -418,7 +418,7 @@ def _product_card(
     if safety[0].id == "sf.mg_allergy":
         summary = f"{names} ordered for a patient with a recorded magnesium allergy or intolerance"
     elif kidney:
-        gfr = f" (eGFR {egfr:.0f})" if egfr is not None else ""
+        gfr = f" (eGFR {result.egfr.comparator or ''}{egfr:.0f})" if egfr is not None else ""
         summary = f"{names} ordered with reduced kidney function{gfr}: risk of magnesium accumulation"
     else:
         summary = f"{names} ordered: {_first_sentence(safety[0].text)}"
@@ -431,7 +431,7 @@ def _product_card(
     if result.egfr.value is not None:
         detail.heading("Kidney function")
         detail.bullet(
-            f"eGFR {result.egfr.value:.0f} mL/min/1.73 m² ({_md(result.egfr.origin or '')}"
+            f"eGFR {result.egfr.comparator or ''}{result.egfr.value:.0f} mL/min/1.73 m² ({_md(result.egfr.origin or '')}"
             f"{', ' + _md(result.egfr.equation) if result.egfr.equation else ''}"
             f"{', ' + result.egfr.date.isoformat() if result.egfr.date else ''})"
             + detail.cite(result.egfr.sources)
@@ -656,7 +656,8 @@ class _Detail:
             )
         if result.egfr.value is not None:
             self.bullet(
-                f"eGFR {quantity(result.egfr.value, 'mL/min/{1.73_m2}')} ({_md(result.egfr.origin or '')}"
+                f"eGFR {result.egfr.comparator or ''}{quantity(result.egfr.value, 'mL/min/{1.73_m2}')}"
+                f" ({_md(result.egfr.origin or '')}"
                 f"{', ' + _md(result.egfr.equation) if result.egfr.equation else ''})"
                 + self.cite(result.egfr.sources)
             )

@@ -135,12 +135,29 @@ _READ_AS_LOW = {
 }
 
 
+# The cut-offs the rules compare an eGFR with (the MDS's cut-off of 90 aside: an undecided MDS
+# kidney component is left unknown, see magstat.core.rules.mds).
+_EGFR_CUTOFFS = ("egfr.supplement_avoid_below", "mds.egfr_reduced_below", "femg.reduced_gfr_below")
+
+
 def _decides(w: _Work, lab: Lab) -> bool:
     """Whether a bound alone places a result where the rules read it.
 
     A serum magnesium below or above its interval; a potassium or calcium below its lower limit
-    (those are read only for that, see :func:`magstat.core.rules.signs._other_markers`).
+    (those are read only for that, see :func:`magstat.core.rules.signs._other_markers`); an
+    eGFR on one side of every cut-off the rules use: above (or at least) the highest, as the
+    ">60" or ">90" many laboratories report, or below the lowest ("<15").
+
+    .. versionchanged:: 0.9.0 eGFR bounds.
     """
+    if lab.test == "egfr":
+        params = w.p.params
+        cutoffs = [params[name] for name in _EGFR_CUTOFFS]
+        comparator = lab.comparator
+        if comparator in (">", ">="):
+            return lab.value >= max(cutoffs)
+        lowest = min(cutoffs)
+        return lab.value <= lowest if comparator == "<" else lab.value < lowest
     param = _READ_AS_LOW.get(lab.test)
     if param is not None:
         low = lab.ref_low
@@ -513,10 +530,12 @@ def _egfr(w: _Work) -> EgfrResult:
         and creatinine is not None
         and (creatinine.when or facts.as_of) > (reported.when or facts.as_of)
     )
+    # A bound (">60") gives way to an exact estimate from creatinine, of any date.
     reported_preferred = (
         reported is not None
         and (not method or method.upper().startswith("CKD-EPI 2021"))
         and not newer_creatinine
+        and (reported.comparator is None or not computable)
     )
     # Computed once: the agreement check below compares it with a reported value.
     computed = (
@@ -528,17 +547,22 @@ def _egfr(w: _Work) -> EgfrResult:
         w.limit("lim.ckd_epi_adults", "The patient is younger than the age the equation is valid for.")
     if reported is not None and (reported_preferred or not computable):
         equation = method or "as reported (equation not stated)"
-        # Positional: value, equation, origin, date, inputs, sources.
+        bound = reported.comparator
+        # Positional: value, equation, origin, date, inputs, sources, comparator.
         result = new_egfr(
-            reported.value,
+            reported.value if bound is None else _bound_value(reported),
             equation,
             "reported",
             reported.when,
             (_lab_input("eGFR", reported),),
             kb.tests["egfr"].sources,
+            bound,
         )
-        text = f"eGFR {_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({equation})."
+        text = f"eGFR {bound or ''}{_fmt(reported.value, 0)} mL/min/1.73 m² as reported ({method or 'equation not stated'})."
         rule = "a reported eGFR is used when it is CKD-EPI 2021 or unlabelled, or when none can be computed"
+        if bound is not None:
+            text = text[:-1] + ": a bound, on one side of every kidney-function cut-off used here."
+            rule += "; a reported bound is used only when it falls on one side of every cut-off of the rules"
     elif computed is not None:
         assert creatinine is not None and w.age is not None and facts.sex is not None
         value = computed
@@ -547,7 +571,7 @@ def _egfr(w: _Work) -> EgfrResult:
             new_input("age", round(w.age, 1), "years"),
             new_input("sex", facts.sex),
         )
-        result = new_egfr(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources)
+        result = new_egfr(value, "CKD-EPI 2021", "computed", creatinine.when, inputs, sources, None)
         text = (
             f"eGFR {_fmt(value, 0)} mL/min/1.73 m² computed by CKD-EPI 2021 from creatinine "
             f"{_fmt(creatinine.value, 2)} mg/dL, age {w.age:.0f}, {facts.sex}."
@@ -593,7 +617,9 @@ def _egfr_agreement(
     """
     kb = w.kb
     facts = w.facts
-    if reported is None or creatinine is None or w.age is None or facts.sex is None:
+    if reported is None or reported.comparator is not None or creatinine is None:
+        return result  # a bound is not compared: the exact estimate from creatinine was used
+    if w.age is None or facts.sex is None:
         return result
     if w.age < w.p.params["ckd_epi.min_age"] or result.value is None or computed is None:
         return result

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from magstat.core import calculators as calc
 from magstat.core.result import EgfrResult, InputUsed, MdsResult, new_finding, new_input, new_mds
-from magstat.core.rules.work import _lab_input, _Work
+from magstat.core.rules.work import _egfr_input, _lab_input, _Work
 
 _MDS_MAX = {"diuretic": 1, "ppi": 1, "kidney": 2, "alcohol": 1}
 
 
 def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
-    kb = w.kb
     facts = w.facts
     components: dict[str, int | None] = {}
     inputs: list[InputUsed] = []
@@ -31,9 +31,9 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
                 inputs.append(
                     new_input(component, m.text, None, None, m.origin.resource, m.origin.matched_by)
                 )
-    components["kidney"] = None if egfr.value is None else calc.mds_kidney_points(kb, egfr.value)
+    components["kidney"] = _kidney_points(w, egfr)
     if egfr.value is not None:
-        inputs.append(new_input("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
+        inputs.append(_egfr_input(egfr))
     components["alcohol"] = _mds_alcohol(w, inputs)
     # The score, its band and the texts depend only on the points (and the knowledge base): they
     # are worked out once per combination of points.
@@ -58,6 +58,25 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     if unknown is not None:
         w.limit_fixed("lim.mds_incomplete", unknown)  # a text of the points alone (see _mds_points)
     return new_mds(score, complete, band, components, possible, sources)
+
+
+def _kidney_points(w: _Work, egfr: EgfrResult) -> int | None:
+    """The MDS kidney points, or None when unknown.
+
+    A reported bound gives points only when every value inside it gives the same: ">90" scores
+    0 and "<60" scores 2, but ">60" could score 0 or 1 and stays unknown (the score's range then
+    shows both).
+    """
+    value = egfr.value
+    if value is None:
+        return None
+    points = calc.mds_kidney_points(w.kb, value)
+    comparator = egfr.comparator
+    if comparator is None:
+        return points
+    # The far end of the bound: any eGFR far above (or at 0, below) scores as that end does.
+    far = calc.mds_kidney_points(w.kb, math.inf if comparator in (">", ">=") else 0.0)
+    return points if points == far else None
 
 
 _MDS_RULE = "diuretic 1 + PPI 1 + kidney (eGFR 60–89: 1, < 60: 2) + heavy drinking 1; bands 0–1 low, 2 middle, 3–5 high"

@@ -17,7 +17,7 @@ from magstat.core.result import (
     new_finding,
     new_input,
 )
-from magstat.core.rules.work import _fmt, _lab_input, _Work
+from magstat.core.rules.work import _egfr_input, _egfr_shown, _fmt, _lab_input, _Work
 
 _DIALYSIS = re.compile(r"dialys[ie]s|dialysed|dialyzed")
 _NOT_ON_DIALYSIS = re.compile(
@@ -52,7 +52,7 @@ def _kidney_reduced(w: _Work, egfr: EgfrResult) -> bool:
 def _kidney_reason(w: _Work, egfr: EgfrResult) -> str:
     """Why :func:`_kidney_reduced` holds, in words: the low eGFR, else the problem list."""
     if egfr.value is not None and egfr.value < w.p.params["femg.reduced_gfr_below"]:
-        return f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m²"
+        return f"eGFR {_egfr_shown(egfr)} mL/min/1.73 m²"
     return "chronic kidney disease on the problem list"
 
 
@@ -120,7 +120,7 @@ def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
             " or chronic kidney disease is current"
         )
         if egfr.value is not None:
-            inputs = (*inputs, new_input("eGFR", round(egfr.value, 1), "mL/min/1.73 m2", egfr.date))
+            inputs = (*inputs, _egfr_input(egfr))
         sources = tuple(dict.fromkeys((*sources, *w.kb.parameters["femg.reduced_gfr_below"].sources)))
     elif percent > w.p.params["femg.renal_above"]:
         interpretation = "renal"

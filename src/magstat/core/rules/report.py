@@ -90,7 +90,7 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
             )
     if mds.score is not None:
         w.limit_fixed("lim.mds_not_diagnostic", "The MDS was computed.")
-        if egfr.value is not None:
+        if egfr.value is not None and egfr.comparator is None:
             near = [
                 c
                 for c in (w.p.params["mds.egfr_mild_below"], w.p.params["mds.egfr_reduced_below"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.result import EgfrResult, SerumMagnesium, Status, SupplementResult, new_action
 from magstat.core.rules.signs import _ECG_SIGNS, _LOW_K_CA_SIGNS, _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
-from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _sentence, _Work
+from magstat.core.rules.work import _egfr_shown, _in_text, _mg_shown, _sentence, _Work
 
 
 def _arrhythmia_risk(w: _Work, serum: SerumMagnesium) -> str | None:
@@ -154,11 +154,11 @@ def _safety(
     if (treating or taking_mg or w.mg_therapy) and egfr.value is not None:
         if egfr.value < w.p.params["egfr.supplement_avoid_below"]:
             if treating or taking_mg:
-                w.safe("sf.renal_avoid_oral", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "urgent")
+                w.safe("sf.renal_avoid_oral", f"eGFR {_egfr_shown(egfr)} mL/min/1.73 m².", "urgent")
             if treating or w.mg_therapy:
-                w.safe("sf.iv_renal_limit" + child, f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+                w.safe("sf.iv_renal_limit" + child, f"eGFR {_egfr_shown(egfr)} mL/min/1.73 m².", "high")
         elif egfr.value < w.p.params["mds.egfr_reduced_below"] and (treating or taking_mg):
-            w.safe("sf.renal_reduce", f"eGFR {_fmt(egfr.value, 0)} mL/min/1.73 m².", "high")
+            w.safe("sf.renal_reduce", f"eGFR {_egfr_shown(egfr)} mL/min/1.73 m².", "high")
     # Magnesium is, or is about to be, given intravenously (as treatment, for a severe deficit or
     # for torsades): the cautions below then apply whatever the status, and are urgent.
     intravenous = bool(w.mg_therapy) or any(

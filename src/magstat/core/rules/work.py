@@ -7,7 +7,7 @@ from typing import Literal
 
 from magstat.core.facts import ConditionFact, Lab, Medication, PatientFacts
 from magstat.core.prepared import Prepared
-from magstat.core.result import Action, Finding, InputUsed, SerumMagnesium, new_action, new_input
+from magstat.core.result import Action, EgfrResult, Finding, InputUsed, SerumMagnesium, new_action, new_input
 from magstat.kb.schema import DriRow, KnowledgeBase
 
 _RANK = {"urgent": 0, "high": 1, "routine": 2}
@@ -25,6 +25,20 @@ def _fmt(value: float, digits: int = 2) -> str:
 def _mg_shown(serum: SerumMagnesium) -> str:
     """The serum magnesium in mmol/L as a text, with its bound when one was reported ("<0.40")."""
     return f"{serum.comparator or ''}{_fmt(serum.mmol_l or 0.0, 2)}"
+
+
+def _egfr_shown(egfr: EgfrResult) -> str:
+    """The eGFR as a whole number, with its bound when one was reported (">60")."""
+    return f"{egfr.comparator or ''}{_fmt(egfr.value or 0.0, 0)}"
+
+
+def _egfr_input(egfr: EgfrResult) -> InputUsed:
+    """The eGFR a rule used, as an input shown with the finding (a bound as written: ">60")."""
+    assert egfr.value is not None
+    shown: float | str = round(egfr.value, 1)
+    if egfr.comparator is not None:
+        shown = f"{egfr.comparator}{_fmt(egfr.value, 1)}"
+    return new_input("eGFR", shown, "mL/min/1.73 m2", egfr.date)
 
 
 def _sentence(text: str) -> str:
