@@ -171,8 +171,8 @@ class DraftOrders:
     """The draft orders of an order hook, ready to be read as the patient's current orders.
 
     Attributes:
-        resources: each draft MedicationRequest with status ``active`` (and no ``authoredOn``,
-            which in the EHR's time zone may read as tomorrow), plus the Medication resources
+        resources: each draft MedicationRequest with status ``active`` and intent ``order``
+            (and no ``authoredOn``, which in the EHR's time zone may read as tomorrow), plus the Medication resources
             the drafts refer to; the FHIR adapter then reads them as current medications.
         selected: ``Type/id`` references of the orders the hook is about (``selections`` of
             ``order-select``), or ``None`` when every draft is (``order-sign``, or no selections).
@@ -210,6 +210,7 @@ def draft_orders(
         if rtype == "MedicationRequest":
             current = {k: v for k, v in resource.items() if k != "authoredOn"}
             current["status"] = "active"
+            current["intent"] = "order"  # read as the order it is about to become, even if proposed
             resources.append(current)
             if ref:
                 refs.append(ref)

@@ -49,7 +49,11 @@ What is read, and the choices made where FHIR leaves room:
   ``medicationCodeableConcept`` or a ``medicationReference`` to a Medication in the bundle or
   in ``contained`` (with its ingredients). Request status active/on-hold is current,
   completed/stopped/cancelled is not, unknown is unknown, entered-in-error/draft are passed
-  over, and a request authored after ``as_of`` is passed over. A medication whose text names
+  over, and a request authored after ``as_of`` is passed over. Request ``intent`` order,
+  original-order, reflex-order, filler-order or instance-order (or no intent) is an order and
+  its status decides; proposal, plan or option is not an order being taken, whatever its
+  status: it is listed but not current (a planned PPI is not yet a cause of magnesium loss, and
+  proposed magnesium is not magnesium given). A medication whose text names
   every drug in it as stopped or not taken ("omeprazole, discontinued"; ConText, see
   :func:`~magstat.core.match.match_drug`) is not current, whatever its status. Statement status
   active/intended/on-hold is current unless ``effectivePeriod.end`` is before ``as_of``;
@@ -144,6 +148,10 @@ _REQUEST_STATUS: Mapping[str, bool | None] = {
     "unknown": None,
 }
 _REQUEST_SKIP = frozenset({"entered-in-error", "draft"})
+# MedicationRequest.intent: an order (its status decides) or only planned (never current).
+_REQUEST_ORDERS = frozenset({"order", "original-order", "reflex-order", "filler-order", "instance-order"})
+_REQUEST_PLANNED = frozenset({"proposal", "plan", "option"})
+_REQUEST_INTENTS = ", ".join(sorted(_REQUEST_ORDERS | _REQUEST_PLANNED))
 _STATEMENT_STATUS: Mapping[str, bool | None] = {
     "active": True,
     "intended": True,
@@ -1772,10 +1780,17 @@ class _Reader:
                 value=status,
                 allowed=", ".join((*_REQUEST_STATUS, *_REQUEST_SKIP)),
             )
+        intent = _str(res, "intent")
+        if intent is not None and intent not in _REQUEST_ORDERS and intent not in _REQUEST_PLANNED:
+            raise InvalidInputError(
+                "intent", "not a MedicationRequest intent", value=intent, allowed=_REQUEST_INTENTS
+            )
         authored = _date(res, "authoredOn")
         if authored is not None and authored > self.as_of:
             return []  # ordered after the as-of date
         current = _REQUEST_STATUS[status] if status is not None else None
+        if intent in _REQUEST_PLANNED:
+            current = False  # proposed or planned, not ordered: not taken (yet)
         return self._medication(item, current, authored, "dosageInstruction")
 
     def _medication_statement(self, item: _Item) -> list[_Fact]:

@@ -166,10 +166,11 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
     (
         "MedicationRequest",
         "magstat_medication_request",
-        "Medication orders with the drug, status, date, dosage, route and reasons.",
+        "Medication orders with the drug, status, intent, date, dosage, route and reasons.",
         [
             ("id", "id", False),
             ("status", "status", False),
+            ("intent", "intent", False),
             ("subject", "subject", False),
             *_choice("medication", ("CodeableConcept", "Reference")),
             ("authoredOn", "authoredOn", False),
