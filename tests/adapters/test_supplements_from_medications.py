@@ -113,3 +113,10 @@ def test_a_recorded_oral_route_keeps_a_product_a_supplement_whatever_its_name():
         .bundle()
     )
     assert ["sulfate_heptahydrate"] == [s.form for s in read(bundle).supplements or ()]
+
+
+def test_magnesium_therapy_with_unknown_kidney_function_asks_for_it():
+    """IV magnesium given with no creatinine or eGFR: the next steps ask for kidney function (S58)."""
+    result = assess(read(cases.Case("iv-no-egfr").mg(0.9).drug(cases.MG_IV, route=cases.IV).bundle()), KB)
+    assert "drug.magnesium_therapy" in [f.id for f in result.findings]
+    assert "ns.kidney_function" in [a.id for a in result.next_steps]
