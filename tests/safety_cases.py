@@ -122,6 +122,39 @@ class Case:
             resource["reasonCode"] = [{"text": reason}]
         return self._add(resource)
 
+    def given(
+        self,
+        text: str,
+        rxnorm: str | None = None,
+        *,
+        status: str = "completed",
+        start: str = "2024-06-01T04:00:00Z",
+        end: str | None = "2024-06-01T06:00:00Z",
+        route: tuple[str, str] | None = None,
+        dose: tuple[float, str] | None = None,
+        reason: str | None = None,
+    ) -> Case:
+        """A MedicationAdministration: one dose given (by default completed on the as-of date)."""
+        concept: dict[str, Any] = {"text": text}
+        if rxnorm:
+            concept["coding"] = [{"system": RXNORM, "code": rxnorm, "display": text}]
+        resource: dict[str, Any] = {
+            "resourceType": "MedicationAdministration",
+            "status": status,
+            "medicationCodeableConcept": concept,
+            "effectivePeriod": {"start": start, **({"end": end} if end else {})},
+        }
+        dosage: dict[str, Any] = {}
+        if route is not None:
+            dosage["route"] = {"coding": [{"system": SNOMED, "code": route[0], "display": route[1]}]}
+        if dose is not None:
+            dosage["dose"] = {"value": dose[0], "unit": dose[1], "system": UCUM, "code": dose[1]}
+        if dosage:
+            resource["dosage"] = dosage
+        if reason:
+            resource["reasonCode"] = [{"text": reason}]
+        return self._add(resource)
+
     def condition(self, text: str, onset: str = "2024-05-28") -> Case:
         """An active, confirmed problem-list Condition with a recent onset."""
         return self._add(
@@ -285,4 +318,20 @@ def low_on_oral_magnesium() -> dict[str, Any]:
         )
         .drug("omeprazole 20 MG Delayed Release Oral Capsule", "7646")
         .bundle()
+    )
+
+
+MG_IV = "Magnesium sulfate 4 g in 100 mL water for injection"
+
+
+def iv_magnesium_given() -> Case:
+    """Serum Mg 0.55 mmol/L (0.70-1.00) drawn at 08:00, two hours after 4 g of IV magnesium sulfate ended.
+
+    Recorded as a MedicationAdministration only, as hospital records hold a dose given (S669).
+    """
+    return (
+        Case("ma-iv", birth="1958-03-03")
+        .given(MG_IV, route=IV, dose=(4, "g"), reason="Hypomagnesemia")
+        .mg(0.55, when="2024-06-01T08:00:00Z")
+        .condition("Essential hypertension", onset="2020-01-01")
     )

@@ -142,11 +142,17 @@ def test_synthea_py_serum_mg_in_mg_dl_is_converted(kb):
     assert "LOINC 19123-9" == lab.origin.matched_by
 
 
-def test_medication_administration_is_not_read(kb):
-    """synthea-py MedicationAdministrations (single doses) add nothing to the medication list."""
+def test_past_medication_administrations_are_read_as_not_current(kb):
+    """synthea-py's MedicationAdministrations (single doses, years before the as-of date) are listed, none current."""
     bundle = load_shared(SYNTHEA_PY / "patient-01.json.gz")
     facts = read(bundle, kb, as_of=latest_date(bundle))
-    assert [] == [m for m in facts.medications or () if m.origin.resource.startswith("MedicationAdmin")]
+    given = [m for m in facts.medications or () if m.origin.resource.startswith("MedicationAdministration/")]
+    administrations = [
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationAdministration"
+    ]
+    assert len(administrations) == len(given)
+    assert {False} == {m.current for m in given}
+    assert all(m.start is not None and m.start < date(2006, 1, 1) for m in given)
 
 
 # --- a collection bundle with Patient/<id> references -------------------------------------
@@ -388,10 +394,14 @@ def test_combination_product_names_both_ingredients(kb):
 
 
 def test_medication_statement_statuses(kb):
-    """Completed and ended statements are not current; contained and urn references resolve."""
+    """Completed and ended statements are not current; contained and urn references resolve.
+
+    The IV magnesium given weeks before the as-of date is listed, and not current.
+    """
     facts = read(load("bundle_medication_statements.json"), kb)
     meds = {m.origin.resource: (m.drugs, m.current) for m in facts.medications or ()}
     expected = {
+        "MedicationAdministration/ma-ivmg": (("magnesium_sulfate",), False),
         "MedicationStatement/ms-ppi-text": (("omeprazole",), True),
         "MedicationStatement/ms-combination": (("amiloride", "hydrochlorothiazide"), True),
         "MedicationStatement/ms-esomeprazole-completed": (("esomeprazole",), False),

@@ -82,3 +82,41 @@ def test_an_empty_supplement_list_does_not_hide_a_magnesium_medication():
 def test_an_empty_supplement_list_without_a_magnesium_medication_stays_known_and_empty():
     """'No supplements' and no magnesium product: the supplements are known to be none."""
     assert () == facts_from_document(document(["pantoprazole 40 mg"], supplements=[]), KB).supplements
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Magnesium sulfate 50% IV",
+        "magnesium sulfate 500 MG/ML Injectable Solution",
+        "MgSO4 4 g IV then 1 g/h",
+        "Magnesium sulfate 2 g in 50 mL infusion",
+    ],
+)
+def test_a_product_named_parenteral_with_no_route_is_never_an_oral_supplement(name):
+    """An IV product with no recorded route is magnesium therapy, not 'about 0 mg/day' of supplement (FHIR and document)."""
+    bundle = cases.Case("iv-name").mg(0.55).drug(name, kind="MedicationStatement").bundle()
+    fhir = read(bundle)
+    assert None is fhir.supplements
+    result = assess(fhir, KB)
+    assert "drug.magnesium_therapy" in [f.id for f in result.findings]
+    assert (None, None) == (result.supplements.elemental_mg_per_day, result.supplements.above_ul)
+    assert "supplements" in result.missing_inputs
+    assert None is facts_from_document(document([name]), KB).supplements
+
+
+def test_a_recorded_oral_route_keeps_a_product_a_supplement_whatever_its_name():
+    """A recorded oral route decides, as it does for therapy: 'magnesium sulfate IV' taken by mouth is a supplement."""
+    bundle = (
+        cases.Case("oral-route")
+        .drug("magnesium sulfate IV", kind="MedicationStatement", route=cases.ORAL)
+        .bundle()
+    )
+    assert ["sulfate_heptahydrate"] == [s.form for s in read(bundle).supplements or ()]
+
+
+def test_magnesium_therapy_with_unknown_kidney_function_asks_for_it():
+    """IV magnesium given with no creatinine or eGFR: the next steps ask for kidney function (S58)."""
+    result = assess(read(cases.Case("iv-no-egfr").mg(0.9).drug(cases.MG_IV, route=cases.IV).bundle()), KB)
+    assert "drug.magnesium_therapy" in [f.id for f in result.findings]
+    assert "ns.kidney_function" in [a.id for a in result.next_steps]

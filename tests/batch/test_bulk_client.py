@@ -518,9 +518,14 @@ def test_types_the_server_lacks_are_dropped(open_server, tmp_path, capsys):
     assert 0 == code, stderr
     kickoffs = requests(open_server, "$export")
     assert 3 == len(kickoffs)
-    assert ["Patient", "Condition", "MedicationRequest", "AllergyIntolerance", "Observation"] == kickoffs[-1][
-        "query"
-    ]["_type"].split(",")
+    assert [
+        "Patient",
+        "Condition",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "AllergyIntolerance",
+        "Observation",
+    ] == kickoffs[-1]["query"]["_type"].split(",")
     assert "refused _type MedicationStatement" in stderr
     assert "refused _type Medication " in stderr
 

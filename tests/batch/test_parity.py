@@ -77,6 +77,7 @@ def test_summary_reports_every_file(duckdb_run, bulk):
                 "Condition",
                 "MedicationRequest",
                 "MedicationStatement",
+                "MedicationAdministration",
                 "AllergyIntolerance",
                 "Observation",
             )

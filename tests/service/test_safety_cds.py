@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from magstat.adapters.cds_hooks.request import prefetch_templates
+from magstat.adapters.fhir import facts_from_fhir
+from magstat.core import assess
 from tests import safety_cases as cases
 from tests.batch.test_allergies import allergy
 from tests.batch.test_allergies import bundle as allergy_bundle
@@ -169,3 +172,34 @@ def test_ordering_magnesium_for_a_patient_with_a_magnesium_allergy_gets_a_card(s
     assert "recorded magnesium allergy" in card["summary"]
     assert "Anaphylaxis" in card["detail"]
     assert any(a["type"] == "delete" for s in card["suggestions"] for a in s["actions"])
+
+
+def test_iv_magnesium_given_reaches_the_service_assessment_as_the_cli_reads_it(server, kb):
+    """IV magnesium prefetched under 'medicationAdministrations': the service's assessment equals the bundle's."""
+    bundle = cases.iv_magnesium_given().bundle()
+    cards = patient_view(server, kb, bundle)
+    details = " ".join(c["detail"] for c in cards)
+    assert "given as treatment" in details
+    token = cards[0]["links"][0]["url"].rsplit("/", 1)[1]
+    kept = server.app.state.reports.get(token)
+    assert kept is not None
+    expected = assess(facts_from_fhir(bundle, kb, as_of=cases.AS_OF), kb).to_dict()
+    assert expected == kept.to_dict()
+
+
+def test_an_ehr_without_the_administrations_key_gets_no_unread_note(server, kb):
+    """The optional key left out with no FHIR server: no 'not read' note and no unread card, as before it existed."""
+    record = Record(cases.Case("no-admin").mg(0.9).bundle())
+    body = hook_request("patient-view", record.patient_id)
+    prefetch = prefetch_for(prefetch_templates(kb), body["context"], record)
+    del prefetch["medicationAdministrations"]
+    body["prefetch"] = prefetch
+    response = post(server, PV, body)
+    assert 200 == response.status_code, response.text
+    cards = response.json()["cards"]
+    assert "medicationAdministrations" not in json.dumps(cards)
+    assert all(c["source"]["topic"]["code"] != "data-not-read" for c in cards)
+    # A required key left out the same way is still reported.
+    del body["prefetch"]["allergies"]
+    cards = post(server, PV, body).json()["cards"]
+    assert "allergies" in json.dumps(cards)

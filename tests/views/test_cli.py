@@ -191,7 +191,7 @@ def test_list_and_show_print_shipped_views(tmp_path: Path, monkeypatch: Any, cap
 
 
 def test_list_names_the_knowledge_base_views(capsys: Any) -> None:
-    """views list prints the seven views shipped with the knowledge base, one per type magstat reads."""
+    """views list prints the eight views shipped with the knowledge base, one per type magstat reads."""
     assert 0 == main(["views", "list"])
     lines = capsys.readouterr().out.splitlines()
     expected = {
@@ -200,6 +200,7 @@ def test_list_names_the_knowledge_base_views(capsys: Any) -> None:
         "magstat_condition": "Condition",
         "magstat_medication_request": "MedicationRequest",
         "magstat_medication_statement": "MedicationStatement",
+        "magstat_medication_administration": "MedicationAdministration",
         "magstat_allergy_intolerance": "AllergyIntolerance",
         "magstat_medication": "Medication",
     }

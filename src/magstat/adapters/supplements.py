@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from magstat.core.facts import Medication, SupplementFact
-from magstat.core.match import Match
+from magstat.core.match import Match, gives_parenteral_route
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = ["supplements_from_medications"]
@@ -30,7 +30,9 @@ def supplements_from_medications(
     by its salt ("magnesium oxide 400 mg") gives the salt's weight, converted to elemental
     magnesium by the knowledge base's percentage; a product named only "magnesium" is taken to
     state elemental magnesium, as supplement labels do. Parenteral and transdermal products are
-    not supplements, nor is a product known to be stopped or whose use is unknown.
+    not supplements (by the recorded route, the product's form, or, with no route recorded, a
+    parenteral route or dose form in its name: "IV", "injection", "infusion"), nor is a product
+    known to be stopped or whose use is unknown.
 
     Args:
         kb: the knowledge base.
@@ -47,6 +49,8 @@ def supplements_from_medications(
     for med in medications:
         if med.current is not True or med.route in _NOT_SUPPLEMENT_ROUTES:
             continue
+        if not med.route and gives_parenteral_route(med.text):
+            continue  # "Magnesium sulfate 50% IV": given by infusion or injection, not taken by mouth
         is_product = any("magnesium_product" in kb.drugs[d].classes for d in med.drugs)
         form_match = match(med.text)
         for drug_id in med.drugs:

@@ -31,6 +31,7 @@ __all__ = [
     "describes_absence",
     "describes_past",
     "find_signs",
+    "gives_parenteral_route",
     "match_condition",
     "match_drug",
     "match_sign",
@@ -257,6 +258,23 @@ def describes_past(text: str | None) -> bool:
     condition was there once, not that it is now. Adapters keep it as not current.
     """
     return bool(text) and "history" in (text or "").lower()
+
+
+# A parenteral route or dose form named in a product's own name, as prescriptions and RxNorm
+# names write it ("magnesium sulfate 500 MG/ML Injectable Solution", "MgSO4 4 g IV").
+_PARENTERAL_WORDS = re.compile(
+    r"(?<![a-z])(?:iv|i\.v\.|im|i\.m\.|ivpb|intravenous(?:ly)?|intramuscular(?:ly)?|infusion|injection|injectable|"
+    r"inj|bolus|premix(?:ed)?|piggyback)(?![a-z])"
+)
+
+
+def gives_parenteral_route(text: str | None) -> bool:
+    """Whether a medication's name gives a parenteral route or dose form ("50% IV", "Injectable Solution").
+
+    Used where no route is recorded: the core reads such a magnesium product as treatment, and
+    the adapters never count it as a supplement taken by mouth.
+    """
+    return bool(text) and _PARENTERAL_WORDS.search((text or "").lower()) is not None
 
 
 _ABSENCE = re.compile(

@@ -28,6 +28,7 @@ from magstat.adapters.cds_hooks.models import HookRequest
 from magstat.adapters.cds_hooks.request import (
     CONDITION_KEYS,
     MEDICATION_KEYS,
+    OPTIONAL_KEYS,
     draft_drugs,
     draft_orders,
     patient_bundle,
@@ -141,6 +142,10 @@ async def gather(
 ) -> Gathered:
     """Take the prefetch the EHR sent and read what it did not send from its FHIR server.
 
+    A key left out with no FHIR server to read (or one the settings refuse) is unread, except
+    an optional key (:data:`~magstat.adapters.cds_hooks.request.OPTIONAL_KEYS`), which is then
+    simply not read; a failed read from the server is unread for every key.
+
     Args:
         body: the hook request.
         templates: the service's prefetch templates.
@@ -158,15 +163,19 @@ async def gather(
     missing = [k for k in templates if k not in sent]
     if not missing:
         return out
+    # An optional key the EHR neither sent nor lets the service read is not a gap in the record.
+    required = [k for k in missing if k not in OPTIONAL_KEYS]
     server = body.fhirServer
     if not server:
-        out.notes.append(f"not sent and no FHIR server to read: {', '.join(missing)}")
-        out.unread.update(missing)
+        if required:
+            out.notes.append(f"not sent and no FHIR server to read: {', '.join(required)}")
+            out.unread.update(required)
         return out
     refusal = _server_refused(server, settings, issuer_servers)
     if refusal:
-        out.notes.append(f"the FHIR server was not read ({refusal}): {', '.join(missing)}")
-        out.unread.update(missing)
+        if required:
+            out.notes.append(f"the FHIR server was not read ({refusal}): {', '.join(required)}")
+            out.unread.update(required)
         return out
     queries: dict[str, str] = {}
     for key in missing:

@@ -41,6 +41,13 @@ _USER_TOKENS = {
 
 MEDICATION_KEYS = ("medicationRequests", "medicationStatements")
 """Prefetch keys that together make the medication list."""
+OPTIONAL_KEYS = ("medicationAdministrations",)
+"""Prefetch keys an EHR may leave out without the record counting as unread.
+
+Doses given in hospital (MedicationAdministration) add to the medication list; an EHR that
+neither sends them nor gives FHIR access leaves them unread, as before they were read, and
+gets no "part of the record not read" card for it. A read of them that fails is reported
+like any other."""
 CONDITION_KEYS = ("conditions",)
 """Prefetch keys that make the problem list."""
 
@@ -53,6 +60,9 @@ def prefetch_templates(kb: KnowledgeBase) -> dict[str, str]:
     current or unknown (a completed, stopped, cancelled, draft or entered-in-error order never
     changes the assessment, and a lifetime record holds hundreds of them). Conditions are not
     filtered: ``clinicalStatus`` may be absent, and a search on it would drop those.
+    Medication administrations (optional, :data:`OPTIONAL_KEYS`) are limited to the statuses
+    that say a dose was given or its status is unknown; a search cannot limit them to the
+    window in which a dose counts (the template has no date token), so the adapter decides.
 
     Args:
         kb: the knowledge base whose tests give the LOINC codes.
@@ -71,6 +81,9 @@ def prefetch_templates(kb: KnowledgeBase) -> dict[str, str]:
         "medicationRequests": f"MedicationRequest?patient={patient}&status=active,on-hold,unknown",
         "medicationStatements": f"MedicationStatement?patient={patient}&status=active,intended,on-hold,unknown",
         "allergies": f"AllergyIntolerance?patient={patient}",
+        "medicationAdministrations": (
+            f"MedicationAdministration?patient={patient}&status=in-progress,on-hold,completed,unknown"
+        ),
     }
 
 
@@ -158,8 +171,8 @@ class DraftOrders:
     """The draft orders of an order hook, ready to be read as the patient's current orders.
 
     Attributes:
-        resources: each draft MedicationRequest with status ``active`` (and no ``authoredOn``,
-            which in the EHR's time zone may read as tomorrow), plus the Medication resources
+        resources: each draft MedicationRequest with status ``active`` and intent ``order``
+            (and no ``authoredOn``, which in the EHR's time zone may read as tomorrow), plus the Medication resources
             the drafts refer to; the FHIR adapter then reads them as current medications.
         selected: ``Type/id`` references of the orders the hook is about (``selections`` of
             ``order-select``), or ``None`` when every draft is (``order-sign``, or no selections).
@@ -197,6 +210,7 @@ def draft_orders(
         if rtype == "MedicationRequest":
             current = {k: v for k, v in resource.items() if k != "authoredOn"}
             current["status"] = "active"
+            current["intent"] = "order"  # read as the order it is about to become, even if proposed
             resources.append(current)
             if ref:
                 refs.append(ref)

@@ -49,19 +49,32 @@ What is read, and the choices made where FHIR leaves room:
   ``medicationCodeableConcept`` or a ``medicationReference`` to a Medication in the bundle or
   in ``contained`` (with its ingredients). Request status active/on-hold is current,
   completed/stopped/cancelled is not, unknown is unknown, entered-in-error/draft are passed
-  over, and a request authored after ``as_of`` is passed over. A medication whose text names
+  over, and a request authored after ``as_of`` is passed over. Request ``intent`` order,
+  original-order, reflex-order, filler-order or instance-order (or no intent) is an order and
+  its status decides; proposal, plan or option is not an order being taken, whatever its
+  status: it is listed but not current (a planned PPI is not yet a cause of magnesium loss, and
+  proposed magnesium is not magnesium given). A medication whose text names
   every drug in it as stopped or not taken ("omeprazole, discontinued"; ConText, see
   :func:`~magstat.core.match.match_drug`) is not current, whatever its status. Statement status
   active/intended/on-hold is current unless ``effectivePeriod.end`` is before ``as_of``;
   completed/stopped/not-taken is not; entered-in-error is passed over; a statement whose
-  effective start is after ``as_of`` is passed over. MedicationAdministration and
-  MedicationDispense are not read: they record single events (an injection in hospital, a
-  fill), not the medication list, and counting them would turn one past dose into a current
-  drug.
+  effective start is after ``as_of`` is passed over.
+- **MedicationAdministration**: one dose given (an infusion, a dose on the ward), read with
+  the same drug, route and reason reading as an order. Status in-progress, on-hold and
+  completed say the drug was given: it is a current medication when the administration is
+  still going (in-progress or on-hold, an ``effectivePeriod`` with no end) or was given within
+  the knowledge-base parameter ``medications.administered_within_days`` (1 day) of ``as_of``
+  (the day of ``effectiveDateTime``, else of ``effectivePeriod.end``, else of its start);
+  given earlier, it is not current; given with no date, current is unknown. Stopped is not
+  current; unknown is unknown; not-done and entered-in-error are passed over, and an
+  administration that starts after ``as_of`` is passed over. The single ``dosage`` gives the
+  route (``dosage.route``, else its text) and the dose as written (``dosage.text``, else the
+  dose and rate); no amount per day is derived from one dose. MedicationDispense is not read
+  (a fill says nothing about when the drug is taken).
 - **Known versus empty lists**: ``medications`` is a tuple (possibly empty) when the input
-  holds at least one MedicationRequest or MedicationStatement of the patient, and ``None``
-  (unknown) otherwise; ``conditions`` likewise with Condition. An input without medication
-  resources says nothing about medications.
+  holds at least one MedicationRequest, MedicationStatement or MedicationAdministration of the
+  patient, and ``None`` (unknown) otherwise; ``conditions`` likewise with Condition. An input
+  without medication resources says nothing about medications.
 - **Bad input**: a malformed resource, an unknown unit or an implausible value raises
   :class:`~magstat.errors.InvalidInputError` naming the entry, resource and field
   (``Bundle.entry[12] (Observation/abc).valueQuantity.unit``) when ``strict``; otherwise that
@@ -135,6 +148,10 @@ _REQUEST_STATUS: Mapping[str, bool | None] = {
     "unknown": None,
 }
 _REQUEST_SKIP = frozenset({"entered-in-error", "draft"})
+# MedicationRequest.intent: an order (its status decides) or only planned (never current).
+_REQUEST_ORDERS = frozenset({"order", "original-order", "reflex-order", "filler-order", "instance-order"})
+_REQUEST_PLANNED = frozenset({"proposal", "plan", "option"})
+_REQUEST_INTENTS = ", ".join(sorted(_REQUEST_ORDERS | _REQUEST_PLANNED))
 _STATEMENT_STATUS: Mapping[str, bool | None] = {
     "active": True,
     "intended": True,
@@ -145,6 +162,15 @@ _STATEMENT_STATUS: Mapping[str, bool | None] = {
     "unknown": None,
 }
 _STATEMENT_SKIP = frozenset({"entered-in-error"})
+# MedicationAdministration: given (the window decides whether that is current), not current,
+# unknown; not-done and entered-in-error are passed over.
+_ADMINISTRATION_GIVEN = frozenset({"in-progress", "on-hold", "completed"})
+_ADMINISTRATION_STATUS: Mapping[str, bool | None] = {"stopped": False, "unknown": None}
+_ADMINISTRATION_SKIP = frozenset({"not-done", "entered-in-error"})
+_ADMINISTERED = "dosage (one)"  # the dosage key of an administration, read as one object
+_ADMINISTRATION_ALLOWED = ", ".join(
+    sorted(_ADMINISTRATION_GIVEN | set(_ADMINISTRATION_STATUS) | _ADMINISTRATION_SKIP)
+)
 _GENDER: Mapping[str, Sex | None] = {
     "male": "male",
     "female": "female",
@@ -207,7 +233,8 @@ def facts_from_fhir(
 
     Args:
         data: a parsed FHIR R4 resource: a Bundle, or a Patient, Observation, Condition,
-            MedicationRequest or MedicationStatement.
+            MedicationRequest, MedicationStatement, MedicationAdministration or
+            AllergyIntolerance.
         kb: the knowledge base that recognises tests, drugs, conditions and signs.
         as_of: the date of the assessment; later results, orders and diagnoses are not read.
         strict: refuse the whole input at the first bad resource (``True``), or leave bad
@@ -519,6 +546,46 @@ def _dose_mg_per_day(dosage: Mapping[str, Any], where: str) -> float | None:
             f"{at}.periodUnit", "not a UCUM period unit", value=period_unit, allowed=", ".join(_PERIOD_DAYS)
         )
     return dose_mg * frequency / (period * days)
+
+
+def _administered_dosage(dosage: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    """The dose as written and the route of a MedicationAdministration's ``dosage``.
+
+    The dose is ``dosage.text``, else the dose quantity and the rate ("4 g at 1 g/h"); the route
+    comes from ``dosage.route``, else from the text. A dose or rate that is not positive is
+    refused, naming the element.
+    """
+    if dosage is None:
+        return None, None
+    text = _str(dosage, "text", "dosage")
+    route_codes, route_text = _concept(_obj(dosage, "route", "dosage"), "dosage.route")
+    parts = []
+    dose = _obj(dosage, "dose", "dosage")
+    if dose is not None:
+        parts.append(_amount(dose, "dosage.dose"))
+    rate = _obj(dosage, "rateQuantity", "dosage")
+    if rate is not None:
+        parts.append("at " + _amount(rate, "dosage.rateQuantity"))
+    ratio = _obj(dosage, "rateRatio", "dosage")
+    if ratio is not None:
+        numerator = _obj(ratio, "numerator", "dosage.rateRatio")
+        denominator = _obj(ratio, "denominator", "dosage.rateRatio")
+        if numerator is not None and denominator is not None:
+            over = _amount(denominator, "dosage.rateRatio.denominator")
+            parts.append(f"at {_amount(numerator, 'dosage.rateRatio.numerator')} per {over}")
+    shown = text or " ".join(p for p in parts if p) or None
+    return shown, _route(route_text, route_codes) or _route(text)
+
+
+def _amount(quantity: Mapping[str, Any], where: str) -> str:
+    """A Quantity as written ("4 g"); a value that is not positive is refused."""
+    value = _num(quantity, "value", where)
+    unit = _str(quantity, "unit", where) or _str(quantity, "code", where) or ""
+    if value is None:
+        return unit
+    if value <= 0:
+        raise InvalidInputError(f"{where}.value", "a dose or rate must be positive", value=value)
+    return f"{value:g} {unit}".strip()
 
 
 def _code_words(codes: _Codes) -> str | None:
@@ -1065,6 +1132,7 @@ class _Reader:
             "Condition": self._condition,
             "MedicationRequest": self._medication_request,
             "MedicationStatement": self._medication_statement,
+            "MedicationAdministration": self._medication_administration,
             "AllergyIntolerance": self._allergy,
         }
         labs: list[Lab] = []
@@ -1604,8 +1672,10 @@ class _Reader:
             current = False
         dose = route = None
         per_day: float | None = None
-        dosages = _list(res, dosage_key)
-        if dosages:
+        # An administration has one dosage (the dose given); orders and statements a list.
+        if dosage_key == _ADMINISTERED:
+            dose, route = _administered_dosage(_obj(res, "dosage"))
+        elif dosages := _list(res, dosage_key):
             first = dosages[0]
             if not isinstance(first, Mapping):
                 raise InvalidInputError(f"{dosage_key}[0]", f"expected an object, got {_kind(first)}")
@@ -1710,10 +1780,17 @@ class _Reader:
                 value=status,
                 allowed=", ".join((*_REQUEST_STATUS, *_REQUEST_SKIP)),
             )
+        intent = _str(res, "intent")
+        if intent is not None and intent not in _REQUEST_ORDERS and intent not in _REQUEST_PLANNED:
+            raise InvalidInputError(
+                "intent", "not a MedicationRequest intent", value=intent, allowed=_REQUEST_INTENTS
+            )
         authored = _date(res, "authoredOn")
         if authored is not None and authored > self.as_of:
             return []  # ordered after the as-of date
         current = _REQUEST_STATUS[status] if status is not None else None
+        if intent in _REQUEST_PLANNED:
+            current = False  # proposed or planned, not ordered: not taken (yet)
         return self._medication(item, current, authored, "dosageInstruction")
 
     def _medication_statement(self, item: _Item) -> list[_Fact]:
@@ -1742,6 +1819,52 @@ class _Reader:
         if current is True and end is not None and end < self.as_of:
             current = False
         return self._medication(item, current, start, "dosage")
+
+    def _medication_administration(self, item: _Item) -> list[_Fact]:
+        """A dose given: a current medication while it runs or within the window after it was given.
+
+        See the module documentation; the window is the knowledge-base parameter
+        ``medications.administered_within_days``.
+        """
+        res = item.values
+        status = _str(res, "status")
+        if status in _ADMINISTRATION_SKIP:
+            return []
+        if not self._for_patient(res):
+            return self._other_patient(item)
+        if (
+            status is not None
+            and status not in _ADMINISTRATION_GIVEN
+            and status not in _ADMINISTRATION_STATUS
+        ):
+            raise InvalidInputError(
+                "status",
+                "not a MedicationAdministration status",
+                value=status,
+                allowed=_ADMINISTRATION_ALLOWED,
+            )
+        start = given = _date(res, "effectiveDateTime")
+        end = None
+        period = _obj(res, "effectivePeriod")
+        if period is not None:
+            start = _date(period, "start", "effectivePeriod")
+            end = _date(period, "end", "effectivePeriod")
+            given = end or start
+        if start is not None and start > self.as_of:
+            return []  # not begun at the as-of date
+        current: bool | None
+        if status is None:
+            current = None
+        elif status not in _ADMINISTRATION_GIVEN:
+            current = _ADMINISTRATION_STATUS[status]
+        elif status != "completed" and period is not None and end is None:
+            current = True  # still running (or paused) at the as-of date
+        elif given is None:
+            current = None  # given, but when is not recorded
+        else:
+            window = self.kb.parameters["medications.administered_within_days"].value
+            current = (self.as_of - given).days <= window
+        return self._medication(item, current, start, _ADMINISTERED)
 
 
 def _presence(cc: Mapping[str, Any] | None) -> bool | None:

@@ -63,6 +63,7 @@ READ_TYPES: tuple[str, ...] = (
     "Condition",
     "MedicationRequest",
     "MedicationStatement",
+    "MedicationAdministration",
     "AllergyIntolerance",
     "Medication",
 )

@@ -1,6 +1,6 @@
 """The SQL on FHIR v2 ViewDefinitions of what magstat reads from FHIR, generated from the KB.
 
-magstat flattens FHIR with seven views, one per resource type it reads. They ship with the
+magstat flattens FHIR with eight views, one per resource type it reads. They ship with the
 knowledge base (``magstat/kb/data/views/*.json``), so they are versioned and hashed with it
 (``KnowledgeBase.sha256`` covers their bytes), and this module writes them: run
 ``python -m magstat.adapters.fhir.views`` after a change to the code lists, and the test
@@ -63,6 +63,12 @@ _ANALYST: dict[str, list[tuple[str, str, bool]]] = {
         ("medication_key", "medication.ofType(Reference).getReferenceKey(Medication)", False),
     ],
     "MedicationStatement": [
+        _PATIENT,
+        ("medication_code", "medication.ofType(CodeableConcept).coding.code", True),
+        ("medication_text", "medication.ofType(CodeableConcept).text", False),
+        ("medication_key", "medication.ofType(Reference).getReferenceKey(Medication)", False),
+    ],
+    "MedicationAdministration": [
         _PATIENT,
         ("medication_code", "medication.ofType(CodeableConcept).coding.code", True),
         ("medication_text", "medication.ofType(CodeableConcept).text", False),
@@ -160,10 +166,11 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
     (
         "MedicationRequest",
         "magstat_medication_request",
-        "Medication orders with the drug, status, date, dosage, route and reasons.",
+        "Medication orders with the drug, status, intent, date, dosage, route and reasons.",
         [
             ("id", "id", False),
             ("status", "status", False),
+            ("intent", "intent", False),
             ("subject", "subject", False),
             *_choice("medication", ("CodeableConcept", "Reference")),
             ("authoredOn", "authoredOn", False),
@@ -190,6 +197,23 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
         ],
     ),
     (
+        "MedicationAdministration",
+        "magstat_medication_administration",
+        "Medications given (an infusion, a dose on the ward), with the drug, status, time given, "
+        "dosage (route, dose, rate) and reasons.",
+        [
+            ("id", "id", False),
+            ("status", "status", False),
+            ("subject", "subject", False),
+            *_choice("medication", ("CodeableConcept", "Reference")),
+            *_choice("effective", ("dateTime", "Period")),
+            ("dosage", "dosage", False),
+            ("reasonCode", "reasonCode", True),
+            ("reasonReference", "reasonReference", True),
+            ("contained", "contained", True),
+        ],
+    ),
+    (
         "AllergyIntolerance",
         "magstat_allergy_intolerance",
         "Allergies and intolerances with the substance, clinical and verification status, type, "
@@ -208,7 +232,7 @@ _VIEWS: tuple[tuple[str, str, str, list[_Column]], ...] = (
     (
         "Medication",
         "magstat_medication",
-        "Medications referenced by orders and statements: code and ingredients.",
+        "Medications referenced by orders, statements and administrations: code and ingredients.",
         [
             ("id", "id", False),
             ("code", "code", False),

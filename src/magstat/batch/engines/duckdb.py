@@ -41,6 +41,7 @@ from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunCon
 from magstat.batch.parallel import WorkerPool
 from magstat.batch.readers import table as table_reader
 from magstat.batch.readers.fhir_bulk import (
+    MEDICATION_LINKED,
     NEEDED_TYPES,
     PATIENT_LINKED,
     BulkFile,
@@ -64,8 +65,6 @@ MAX_LINE_BYTES = 16 << 20
 CODE_KIND_FUNCTION = "magstat_code_kind"
 """The name :class:`CodeKinds` is registered under on the engine's connection for its scan."""
 
-_MEDICATION_LINKED = ("MedicationRequest", "MedicationStatement")
-"""Types that may name a Medication by ``medicationReference``."""
 
 # Kinds of line, as the scan classifies them.
 USED, MALFORMED, NOT_RESOURCE, NOT_NEEDED, NO_PATIENT = 0, 1, 2, 3, 4
@@ -272,7 +271,7 @@ FROM (
   FROM (
     SELECT file, rt, rid, kind0, line,
       CASE WHEN kind0 <> {USED} THEN NULL WHEN rt = 'Patient' THEN rid ELSE {_ref_id("sref", "Patient")} END AS pid,
-      CASE WHEN kind0 = {USED} AND rt IN ('MedicationRequest', 'MedicationStatement')
+      CASE WHEN kind0 = {USED} AND rt IN ({_sql_list(MEDICATION_LINKED)})
            THEN {_ref_id("mref0", "Medication")} END AS mref
     FROM ({inner})
   )
@@ -333,7 +332,7 @@ FROM (
             if not rtype.isidentifier() or not all(k.isidentifier() for k in rtype_keys):
                 raise ValueError(f"not a resource type and JSON keys a view can read: {rtype} {rtype_keys}")
             owner = "patient" if rtype == "AllergyIntolerance" else "subject"
-            wanted = ["id", owner] + (["medicationReference"] if rtype in _MEDICATION_LINKED else [])
+            wanted = ["id", owner] + (["medicationReference"] if rtype in MEDICATION_LINKED else [])
             read = list(rtype_keys) + [k for k in wanted if k not in rtype_keys]
             at = {k: read.index(k) + 1 for k in wanted}
             paths = ", ".join(f"'$.{k}'" for k in read)
@@ -346,7 +345,7 @@ FROM (
             )
             rid.append(f"WHEN '{rtype}' THEN json_extract_string(p[{at['id']}], '$')")
             sref.append(f"WHEN '{rtype}' THEN json_extract_string(p[{at[owner]}], '$.reference')")
-            if rtype in _MEDICATION_LINKED:
+            if rtype in MEDICATION_LINKED:
                 mref.append(
                     f"WHEN '{rtype}' THEN json_extract_string(p[{at['medicationReference']}], '$.reference')"
                 )
@@ -654,7 +653,7 @@ def _pack(table: pa.Table) -> PackedUnit:
     patients = pc.run_end_encode(pid_column, run_end_type=pa.int64())
     types = pc.dictionary_encode(rtype_column)
     if len(types.dictionary) > 255:
-        raise ValueError("a unit holds more resource types than a byte tells apart")  # the scan keeps seven
+        raise ValueError("a unit holds more resource types than a byte tells apart")  # the scan keeps eight
     _, offsets, data = lines.buffers()
     if pa.types.is_large_string(lines.type):
         starts = memoryview(offsets).cast("q")

@@ -51,6 +51,7 @@ from magstat.batch.engines.base import FileStats, Record, RecordFunction, RunCon
 from magstat.batch.issues import Issue
 from magstat.batch.readers import table as table_reader
 from magstat.batch.readers.fhir_bulk import (
+    MEDICATION_LINKED,
     NEEDED_TYPES,
     PATIENT_LINKED,
     BulkSource,
@@ -526,7 +527,7 @@ class SparkEngine:
                 "mkey"
             ),
             F.when(
-                used & F.col("rt").isin("MedicationRequest", "MedicationStatement"),
+                used & F.col("rt").isin(*MEDICATION_LINKED),
                 F.concat(F.lit("Medication/"), F.col("mref0")),
             ).alias("mref"),
             F.when(

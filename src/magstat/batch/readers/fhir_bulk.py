@@ -32,6 +32,7 @@ from pathlib import Path
 from magstat.kb import KnowledgeBase
 
 __all__ = [
+    "MEDICATION_LINKED",
     "NEEDED_TYPES",
     "TYPE_ORDER",
     "BulkFile",
@@ -52,6 +53,7 @@ NEEDED_TYPES: tuple[str, ...] = (
     "Condition",
     "MedicationRequest",
     "MedicationStatement",
+    "MedicationAdministration",
     "AllergyIntolerance",
     "Observation",
 )
@@ -64,10 +66,14 @@ PATIENT_LINKED: tuple[str, ...] = (
     "Condition",
     "MedicationRequest",
     "MedicationStatement",
+    "MedicationAdministration",
     "AllergyIntolerance",
     "Observation",
 )
 """Types that belong to a patient through ``subject`` (``patient`` for AllergyIntolerance)."""
+
+MEDICATION_LINKED: tuple[str, ...] = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
+"""Types that may name a Medication by ``medicationReference``."""
 
 _NAME = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)(?:\.(?P<part>\d+))?\.ndjson(?P<gz>\.gz)?$")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from magstat.core.facts import ConditionFact, Medication
-from magstat.core.match import match_supplement
+from magstat.core.match import gives_parenteral_route, match_supplement
 from magstat.core.result import InputUsed, new_finding, new_input
 from magstat.core.rules.work import _in_text, _Work
 from magstat.core.validate import check_conditions, check_medications
@@ -14,12 +14,6 @@ from magstat.core.validate import check_conditions, check_medications
 # parenteral magnesium sulfate for (pre-)eclampsia, tocolysis, torsades or severe asthma.
 _PARENTERAL_ROUTES = ("intravenous", "intramuscular")
 _MG_THERAPY_INDICATIONS = ("eclampsia", "tocoly", "preterm labo", "torsade", "asthma")
-# A parenteral route or dose form named in the product's own name, as prescriptions and RxNorm
-# names write it ("magnesium sulfate 500 MG/ML Injectable Solution", "MgSO4 4 g IV").
-_PARENTERAL_WORDS = re.compile(
-    r"(?<![a-z])(?:iv|i\.v\.|im|i\.m\.|ivpb|intravenous(?:ly)?|intramuscular(?:ly)?|infusion|injection|injectable|"
-    r"inj|bolus|premix(?:ed)?|piggyback)(?![a-z])"
-)
 _ORAL_WORDS = re.compile(r"(?<![a-z])(?:oral|orally|po|p\.o\.|by mouth|tablets?|capsules?|epsom)(?![a-z])")
 # Current conditions for which magnesium sulfate is the treatment given in hospital: on the
 # problem list, they name the indication that a prescription may leave out (S56, S60).
@@ -48,7 +42,7 @@ def _is_mg_therapy(w: _Work, med: Medication) -> bool:
     if route:
         return False  # a route was recorded and it is not parenteral
     text = med.text.lower()
-    if _PARENTERAL_WORDS.search(text):
+    if gives_parenteral_route(text):
         return True
     reason = (med.reason or "").lower()
     if any(word in reason for word in _MG_THERAPY_INDICATIONS):

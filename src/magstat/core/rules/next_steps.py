@@ -136,7 +136,10 @@ def _next_steps(
         w.step_fixed(
             "ns.kidney_function_high_mg", "Kidney function is unknown and serum magnesium is high.", "high"
         )
-    elif egfr.value is None and (status in ("deficient", "likely_deficient") or w.facts.supplements):
+    elif egfr.value is None and (
+        status in ("deficient", "likely_deficient") or w.facts.supplements or w.mg_therapy
+    ):
+        # Magnesium given as treatment is cleared by the kidneys as a supplement is (S58).
         w.step(
             "ns.kidney_function",
             "Kidney function is unknown and magnesium treatment or supplements are in question.",

@@ -9,7 +9,9 @@ adapter and :func:`magstat.core.assess.assess`: one implementation of the rules.
 A chart is assessed only when every search came back whole: a part that could not be read
 (the server failed, refused or did not answer in time) or a search cut short at the page limit
 could change the answer, so the app says what failed and assesses nothing rather than show a
-result built on part of the record. Searches ask for pages of ``_count=100`` (a server may
+result built on part of the record. The exception is an optional search
+(:data:`~magstat.adapters.cds_hooks.request.OPTIONAL_KEYS`: the doses given in hospital, which
+a server may not offer or the user may not have granted): it is left out, and the notes say so. Searches ask for pages of ``_count=100`` (a server may
 give fewer) to keep the round trips few.
 
 .. versionadded:: 0.2.0
@@ -26,6 +28,7 @@ import httpx
 from magstat.adapters.cds_hooks.request import (
     CONDITION_KEYS,
     MEDICATION_KEYS,
+    OPTIONAL_KEYS,
     patient_bundle,
     prefetch_templates,
     render_template,
@@ -117,8 +120,12 @@ async def assess_chart(
         http, fhir_base, access_token, queries, deadline_seconds=deadline_seconds, max_pages=max_pages
     )
     cut = [key for key in fetched.values if key not in fetched.complete]
-    if fetched.failed or cut:
-        raise ChartUnreadableError(sorted({*fetched.failed, *cut}), list(fetched.notes))
+    unread = {*fetched.failed, *cut}
+    if unread - set(OPTIONAL_KEYS):
+        raise ChartUnreadableError(sorted(unread), list(fetched.notes))
+    skipped = sorted(unread)  # optional searches that failed or were cut short: left out, said so
+    for key in skipped:
+        fetched.values.pop(key, None)
     if fetched.values.get("patient") is None:
         raise ChartUnreadableError(["patient"], ["the FHIR server has no such patient"])
     reading = patient_bundle(fetched.values, ())
@@ -134,6 +141,10 @@ async def assess_chart(
     return ChartAssessment(
         result=result,
         facts=facts,
-        notes=(*fetched.notes, *reading.notes),
+        notes=(
+            *fetched.notes,
+            *(f"{key}: not read completely; left out of the assessment" for key in skipped),
+            *reading.notes,
+        ),
         patient_name=_name(fetched.values.get("patient")),
     )

@@ -24,7 +24,8 @@ __all__ = ["DEFAULT_SCOPES", "WRITE_SCOPE", "SmartEhr", "SmartSettings", "origin
 
 DEFAULT_SCOPES = (
     "launch openid fhirUser patient/Patient.rs patient/Observation.rs patient/MedicationRequest.rs "
-    "patient/MedicationStatement.rs patient/Condition.rs patient/AllergyIntolerance.rs"
+    "patient/MedicationStatement.rs patient/MedicationAdministration.rs patient/Condition.rs "
+    "patient/AllergyIntolerance.rs"
 )
 """The scopes of an EHR launch (SMART App Launch 2.x, scopes v2): what the chart read needs."""
 
