@@ -68,7 +68,14 @@ def _next_steps(
             "high",
         )
     elif band == "below_lab_range" and femg.percent is None and not _has_recent(w, "urine_mg_24h"):
-        if _kidney_reduced(w, egfr):
+        if w.mg_therapy:
+            # Urine collected during treatment measures the dose given, not the cause (S43, S41).
+            w.step_fixed(
+                "ns.urine_after_therapy",
+                "Serum magnesium is low during magnesium treatment; the cause is not yet known.",
+                "high",
+            )
+        elif _kidney_reduced(w, egfr):
             w.step(
                 "ns.urine_24h_reduced_gfr",
                 f"Serum magnesium is low with reduced kidney function ({_kidney_reason(w, egfr)}); "

@@ -6,6 +6,7 @@ import re
 from typing import Literal
 
 from magstat.core import calculators as calc
+from magstat.core.facts import Lab
 from magstat.core.result import (
     NO_FEMG,
     NO_LOADING,
@@ -56,13 +57,24 @@ def _kidney_reason(w: _Work, egfr: EgfrResult) -> str:
     return "chronic kidney disease on the problem list"
 
 
+def _during_therapy(w: _Work, urine: Lab) -> bool:
+    """Whether the urine sample may hold magnesium given as treatment.
+
+    A current therapy started after the sample's date did not reach it; one without a start
+    date, or a sample without a date, may have.
+    """
+    when = urine.when
+    return any(m.start is None or when is None or m.start <= when for m in w.mg_therapy)
+
+
 def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
     """FEMg from the latest spot urine and serum samples, read as renal, extrarenal or neither.
 
     With reduced kidney function (:func:`_kidney_reduced`) the remaining nephrons excrete a larger
     fraction of the filtered magnesium to keep balance, so an FEMg above the renal cut-off does not
-    separate renal wasting from that adaptation: it is read as indeterminate and says why. A low
-    FEMg still shows conservation and is read as extrarenal.
+    separate renal wasting from that adaptation: it is read as indeterminate and says why. So is
+    one measured during magnesium therapy (:func:`_during_therapy`): the kidneys excrete most of
+    the load. A low FEMg still shows conservation and is read as extrarenal.
     """
     latest = w.latest
     if "urine_mg_spot" not in latest or "urine_creatinine" not in latest:
@@ -122,6 +134,19 @@ def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
         if egfr.value is not None:
             inputs = (*inputs, _egfr_input(egfr))
         sources = tuple(dict.fromkeys((*sources, *w.kb.parameters["femg.reduced_gfr_below"].sources)))
+    elif percent > w.p.params["femg.renal_above"] and _during_therapy(w, u_mg):
+        # The kidney excretes most of a magnesium load (S43, S41): a high FEMg now is expected.
+        interpretation = "indeterminate"
+        therapy = "; ".join(m.text for m in w.mg_therapy)
+        text = (
+            f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%) measured during magnesium "
+            f"treatment ({therapy}): the kidneys excrete most of a magnesium load, so a high FEMg now does not "
+            "show renal wasting. Repeat it once the course has ended."
+        )
+        rule += (
+            "; above 4% is not read as renal wasting when the urine was collected during magnesium therapy"
+        )
+        sources = tuple(dict.fromkeys((*sources, "S43", "S41")))
     elif percent > w.p.params["femg.renal_above"]:
         interpretation = "renal"
         text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%): the kidneys are losing magnesium (renal wasting)."

@@ -91,12 +91,21 @@ def _safety(
                 w.safe("sf.iv_route_reason", f"Severity {w.severity_reason}.", "high")
             if w.facts.pregnant:
                 w.safe("sf.pregnancy_iv_duration", "The patient is pregnant.", "high")
-        elif oral_ok:
+        elif oral_ok and not w.mg_therapy:
             w.safe(
                 "sf.oral_mild" + child,
                 f"Serum magnesium {_mg_shown(serum)} mmol/L without tetany, seizures or arrhythmia.",
                 "high",
             )
+    if status in ("deficient", "likely_deficient") and w.mg_therapy:
+        # The treatment under way is the repletion: no oral dose on top of it (S43, S41).
+        w.safe(
+            "sf.low_during_therapy",
+            f"Serum magnesium {_mg_shown(serum)} mmol/L during magnesium therapy: "
+            + "; ".join(m.text for m in w.mg_therapy)
+            + ".",
+            "high",
+        )
     elif status == "likely_deficient" and oral_ok:
         w.safe(
             "sf.oral_mild" + child,
