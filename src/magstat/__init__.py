@@ -30,7 +30,7 @@ from magstat.core import (
 from magstat.errors import InvalidInputError, KnowledgeBaseError, MagstatError
 from magstat.kb import load as load_kb
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 """The package version: pyproject.toml reads it from here (hatch dynamic version)."""
 
 __all__ = [
