@@ -85,3 +85,17 @@ def test_an_exact_estimate_from_creatinine_is_preferred_to_a_bound(kb):
     assert result.egfr.comparator is None
     # No discrepancy is claimed between a bound and an exact value.
     assert "egfr.discrepancy" not in {f.id for f in result.findings}
+
+
+def test_above_60_adds_at_most_one_point_so_the_band_can_be_decided(kb):
+    # No diuretic, no PPI, no drinking: 0 points known; ">60" adds 0 or 1, so the score is 0-1,
+    # the low band either way (an unknown kidney component would allow 2, the middle band).
+    labs = (mg(0.8), _egfr(60, ">"), lab("alcohol_drinks_per_day", 0, "{drinks}/d"))
+    result = assess(facts(labs=labs), kb)
+    assert result.mds.possible_range == (0, 1)
+    assert result.mds.band == "low"
+    mds = next(f for f in result.findings if f.id == "mds")
+    assert "kidney 0 or 1" in mds.text
+    without = assess(facts(labs=(mg(0.8), lab("alcohol_drinks_per_day", 0, "{drinks}/d"))), kb)
+    assert without.mds.possible_range == (0, 2)
+    assert without.mds.band is None

@@ -37,8 +37,13 @@ def _mds(w: _Work, egfr: EgfrResult) -> MdsResult:
     components["alcohol"] = _mds_alcohol(w, inputs)
     # The score, its band and the texts depend only on the points (and the knowledge base): they
     # are worked out once per combination of points.
-    key = tuple(components.values())
-    score, complete, band, possible, text, unknown = w.p.mds_texts.get(key) or _mds_points(w, key, components)
+    # The most kidney points an unknown kidney component could add: 2, or 1 under a bound
+    # (">60" is 0 or 1). Part of the key: the range and the band depend on it.
+    kidney_max = 1 if components["kidney"] is None and egfr.comparator is not None else 2
+    key = (*components.values(), kidney_max)
+    score, complete, band, possible, text, unknown = w.p.mds_texts.get(key) or _mds_points(
+        w, key, components, kidney_max
+    )
     sources = w.p.mds_sources
     if score is not None:
         if band in {"high", "middle"}:
@@ -90,8 +95,15 @@ _MdsPoints = tuple[
 ]
 
 
-def _mds_points(w: _Work, key: tuple[int | None, ...], components: dict[str, int | None]) -> _MdsPoints:
-    """Score, completeness, band, possible range, the finding's text and the unknown components."""
+def _mds_points(
+    w: _Work, key: tuple[int | None, ...], components: dict[str, int | None], kidney_max: int = 2
+) -> _MdsPoints:
+    """Score, completeness, band, possible range, the finding's text and the unknown components.
+
+    ``kidney_max`` is the most points an unknown kidney component could add (1 when a reported
+    eGFR bound such as ">60" leaves only 0 or 1).
+    """
+    most = {**_MDS_MAX, "kidney": kidney_max}
     kb = w.kb
     known = [v for v in components.values() if v is not None]
     score = sum(known) if known else None
@@ -99,14 +111,14 @@ def _mds_points(w: _Work, key: tuple[int | None, ...], components: dict[str, int
     band: Literal["low", "middle", "high"] | None = None
     possible: tuple[int, int] | None = None
     if score is not None:
-        upper = score + sum(_MDS_MAX[k] for k, v in components.items() if v is None)
+        upper = score + sum(most[k] for k, v in components.items() if v is None)
         possible = (score, upper)
         low_band, high_band = calc.mds_band(kb, score), calc.mds_band(kb, upper)
         if low_band == high_band:
             band = low_band  # type: ignore[assignment]
     text = ""
     if score is not None:
-        parts = ", ".join(f"{k} {'unknown' if v is None else v}" for k, v in components.items())
+        parts = ", ".join(f"{k} {_points_shown(k, v, kidney_max)}" for k, v in components.items())
         text = f"Magnesium Depletion Score {score}" + (
             ""
             if complete
@@ -119,10 +131,25 @@ def _mds_points(w: _Work, key: tuple[int | None, ...], components: dict[str, int
         )
     unknown = None
     if not complete:
-        unknown = "Unknown MDS components: " + ", ".join(k for k, v in components.items() if v is None) + "."
+        unknown = (
+            "Unknown MDS components: "
+            + ", ".join(
+                k + (" (0 or 1: eGFR reported only as a bound)" if k == "kidney" and kidney_max < 2 else "")
+                for k, v in components.items()
+                if v is None
+            )
+            + "."
+        )
     made: _MdsPoints = (score, complete, band, possible, text, unknown)
     w.p.mds_texts[key] = made
     return made
+
+
+def _points_shown(component: str, points: int | None, kidney_max: int) -> str:
+    """A component's points in the finding's text: the number, "unknown", or "0 or 1" under a bound."""
+    if points is not None:
+        return str(points)
+    return "0 or 1" if component == "kidney" and kidney_max < 2 else "unknown"
 
 
 def _mds_alcohol(w: _Work, inputs: list[InputUsed]) -> int | None:
