@@ -64,8 +64,9 @@ READING_MODULES = {
 
 READING_NOT_COMPILED = {
     "magstat/batch/rows.py": "Job and PatientResult, frozen dataclasses, are pickled to and from the "
-    "workers, and a compiled frozen dataclass fails to unpickle (its __setstate__ meets the frozen "
-    "__setattr__); its own work per patient (slicing a unit, a results row) is small beside the reading",
+    "workers, and compiled, a frozen dataclass fails to unpickle (FrozenInstanceError: pickle sets its "
+    "fields through the frozen __setattr__; a __reduce__ would mend it); its own work per patient "
+    "(slicing a unit, a results row) is small beside the reading",
     "magstat/views/pyeval.py": "the view getters are closures made per column when the views are "
     "compiled; a projection's row calls them only where a key needs more than its one value",
     "magstat/adapters/supplements.py": "a few calls per patient with medications",
