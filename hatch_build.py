@@ -1,15 +1,17 @@
-"""Build hook: compile the core's rule modules with mypyc, only when asked (``MAGSTAT_COMPILE_CORE=1``).
+"""Build hook: compile the core and the FHIR reading with mypyc, only when asked (``MAGSTAT_COMPILE_CORE=1``).
 
 Without the variable the hook does nothing and magstat installs as pure Python, as before: the
 Quickstart needs only Python 3.11+ and pip. With it, building a wheel (``pip install .``)
-compiles the modules of ``magstat.core`` listed by :func:`modules_to_compile` with mypyc (pip
+compiles the modules listed by :func:`modules_to_compile` with mypyc: those of ``magstat.core``
+and the FHIR reading that screening workers run (:data:`READING_MODULES`) (pip
 installs mypy into the build environment; a C compiler and the Python headers must be present)
 and puts the extension files in the wheel beside the ``.py`` files, which Python then imports
 in their place. An editable install (``pip install -e``) is refused with the variable set:
 compiled files in ``src`` would shadow the sources being edited.
 
-The modules left interpreted, and why, are in :data:`NOT_COMPILED`. The compiled core gives the
-same assessments (``tests/core/test_compiled_core.py`` compares every golden output); see
+The modules left interpreted, and why, are in :data:`NOT_COMPILED` and :data:`READING_NOT_COMPILED`.
+The compiled build gives the same assessments (``tests/core/test_compiled_core.py`` compares
+every golden output, ``tests/batch/test_compiled_screen.py`` the outputs of a screening); see
 README.md, "A compiled core (optional)", and benchmarks/RESULTS.md for what it gains.
 
 Also imported without hatchling, by that test and by ``benchmarks/bench_core.py``, for
@@ -51,15 +53,39 @@ NOT_COMPILED = {
 }
 """Modules of ``magstat.core`` left interpreted, with the reason (every other one is compiled)."""
 
+READING_MODULES = {
+    "magstat/adapters/fhir/extract.py": "the clinical reading of a patient's view rows into facts, about "
+    "half of a DuckDB screening worker's time per patient, and of the in-process reading of a Bundle",
+    "magstat/adapters/fhir/flatten.py": "the rows made from the projections DuckDB sends (after orjson's "
+    "parse) and from whole resources in process; its frozen FlatViews is built in each process, never "
+    "pickled",
+}
+"""Modules outside the core compiled too, with the reason: the FHIR reading the screening workers run."""
+
+READING_NOT_COMPILED = {
+    "magstat/batch/rows.py": "Job and PatientResult, frozen dataclasses, are pickled to and from the "
+    "workers, and compiled, a frozen dataclass fails to unpickle (FrozenInstanceError: pickle sets its "
+    "fields through the frozen __setattr__; a __reduce__ would mend it); its own work per patient "
+    "(slicing a unit, a results row) is small beside the reading",
+    "magstat/views/pyeval.py": "the view getters are closures made per column when the views are "
+    "compiled; a projection's row calls them only where a key needs more than its one value",
+    "magstat/adapters/supplements.py": "a few calls per patient with medications",
+}
+"""Modules a screening worker runs outside the core that stay interpreted, with the reason."""
+
 
 def modules_to_compile(src: Path) -> list[str]:
-    """The core's modules to compile, as paths relative to ``src`` (every one not in :data:`NOT_COMPILED`)."""
+    """The modules to compile, as paths relative to ``src``.
+
+    Every module of ``magstat.core`` not in :data:`NOT_COMPILED`, and :data:`READING_MODULES`.
+    """
     found = (path.relative_to(src).as_posix() for path in (src / "magstat" / "core").rglob("*.py"))
-    return sorted(name for name in found if name not in NOT_COMPILED)
+    core = sorted(name for name in found if name not in NOT_COMPILED)
+    return core + sorted(name for name in READING_MODULES if (src / name).is_file())
 
 
 def compile_core(src: Path, target: Path) -> list[Path]:
-    """Copy ``src`` to ``target`` and compile the core there with mypyc.
+    """Copy ``src`` to ``target`` and compile the core and the FHIR reading there with mypyc.
 
     Args:
         src: a ``src`` folder holding the ``magstat`` package.
@@ -67,8 +93,8 @@ def compile_core(src: Path, target: Path) -> list[Path]:
             modules they replace, and mypyc's build files.
 
     Returns:
-        The extension files made, each a path inside ``target`` (``magstat/core/...so`` and the
-        shared library of the group, at the top).
+        The extension files made, each a path inside ``target`` (``magstat/core/...so``,
+        ``magstat/adapters/fhir/...so`` and the shared library of the group, at the top).
 
     Raises:
         RuntimeError: mypyc is not installed or the compilation failed (its output is included).

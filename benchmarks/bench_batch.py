@@ -5,7 +5,18 @@ linearity point ``--sizes 1000,3000,10000`` needs about 15 GB of disk, and with 
 populations are kept for the next run):
 
     .venv/bin/python benchmarks/bench_batch.py [--sizes 1000,3000] [--no-spark] [--data DIR] [--patients DIR]
-        [--memory-limit 2GB] [--kinds scan-objects,screen-duckdb]
+        [--memory-limit 2GB] [--kinds scan-objects,screen-duckdb] [--src NAME=DIR ...]
+
+To time another magstat beside this checkout's (another commit, or the compiled build), name
+its source tree with ``--src NAME=DIR`` (repeatable; ``DIR`` holds the ``magstat`` package, or
+is a checkout whose ``src`` does) and add the kind ``screen-duckdb@NAME``, run with
+``PYTHONPATH=DIR``. ``--build-compiled DIR`` copies this checkout's ``src`` to ``DIR/src`` and
+compiles it there as a wheel built with ``MAGSTAT_COMPILE_CORE=1`` is (the core and the FHIR
+reading, see ``hatch_build.py``), prints ``DIR/src`` and stops:
+
+    .venv/bin/python benchmarks/bench_batch.py --build-compiled /tmp/mc
+    .venv/bin/python benchmarks/bench_batch.py --data /tmp/flatten-bench --sizes 1000,3000 \
+        --kinds scan-objects,screen-duckdb,screen-duckdb@compiled --src compiled=/tmp/mc/src --repeat 3
 
 ``--patients`` names the source bundles: a folder holding ``synthea/`` and ``synthea-py/``
 (``.json`` or ``.json.gz``); the default is the repository's small test set, ``tests/data``.
@@ -20,16 +31,18 @@ runs, each in its own process:
 - ``screen-duckdb``: ``magstat screen`` with the DuckDB engine (default settings);
   ``screen-duckdb:N`` with ``N`` worker processes (``:0``: the per-patient step in the
   screening process itself), to see what the workers cost and give;
-- ``screen-spark``: ``magstat screen --engine spark`` in local mode (unless ``--no-spark``).
+- ``screen-spark``: ``magstat screen --engine spark`` in local mode (unless ``--no-spark``);
+- any ``screen-...`` kind followed by ``@NAME``: the same, with the magstat of ``--src NAME=DIR``.
 
-Every DuckDB measurement (the scans and ``magstat screen``) runs under the same
+The kinds run one after the other, round by round (``--repeat`` rounds; Spark in the first
+only), so that every kind is measured beside the others in each round. Every DuckDB measurement (the scans and ``magstat screen``) runs under the same
 ``--memory-limit`` (DuckDB's ``memory_limit``).
 
 It prints one JSON object and Markdown tables: seconds (the fastest of ``--repeat`` runs; one
-Spark run), CPU seconds (user + system of the process tree), MB/s and patients/s (over the
+Spark run) and the CPU seconds of that run, then every round's CPU seconds per kind, CPU seconds (user + system of the process tree), MB/s and patients/s (over the
 whole export's bytes), peak resident memory of the process tree (sampled every 20 ms), the load
 average around each run, and each run's throughput as a ratio of the scans'; then,
-side by side per size, ``magstat screen`` (DuckDB) over the lean scan (``scan-objects``:
+side by side per size, each ``magstat screen`` (DuckDB) over the lean scan (``scan-objects``:
 ``read_json_objects`` + ``json_extract_string(json, '$.resourceType')``), the issue's bar
 being 0.5x; and linearity: elapsed and CPU seconds per GB and peak memory of each run at each
 size, with each rate's ratio to the smallest size's (1.00 is linear). Not a test: numbers depend on the machine (and on what else
@@ -42,7 +55,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime as dt
+import importlib.machinery
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -116,7 +131,21 @@ def child(kind: str, data: Path, out: Path, memory_limit: str | None = None) -> 
         )
         result = {"patients": outcome.summary["patients"], "issues": outcome.issues}
     result["seconds"] = time.perf_counter() - start
+    import magstat  # noqa: PLC0415 - imported above through magstat.batch
+
+    result["magstat"] = str(Path(magstat.__file__).parent)
+    result["compiled_modules"] = len(_compiled_magstat_modules())
     return result
+
+
+def _compiled_magstat_modules() -> list[str]:
+    """The loaded modules of magstat that come from compiled extension files (any version of magstat)."""
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("magstat.") and str(getattr(module, "__file__", None) or "").endswith(suffixes)
+    )
 
 
 # -- parent ---------------------------------------------------------------------------------------
@@ -171,16 +200,23 @@ def _reap_orphans() -> None:
             return
 
 
-def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) -> dict:
-    out = work / f"out-{kind}"
+def measure(
+    kind: str, data: Path, work: Path, memory_limit: str | None = None, sources: dict[str, Path] | None = None
+) -> dict:
+    """Run one kind in a fresh process; ``kind@NAME`` runs it with the magstat of ``sources[NAME]``."""
+    out = work / f"out-{kind.replace('@', '-at-')}"
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out)]
+    child_kind, _, name = kind.partition("@")
+    env = None
+    if name:
+        env = {**os.environ, "PYTHONPATH": str((sources or {})[name])}
+    command = [sys.executable, __file__, "--child", child_kind, "--data", str(data), "--out", str(out)]
     if memory_limit:
         command += ["--memory-limit", memory_limit]
     load_before = os.getloadavg()[0]
     wall = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss(proc.pid))
@@ -201,6 +237,35 @@ def measure(kind: str, data: Path, work: Path, memory_limit: str | None = None) 
     return result
 
 
+def build_compiled(target: Path) -> Path:
+    """Copy this checkout's ``src`` to ``target/src`` and compile it there as the build hook does."""
+    spec = importlib.util.spec_from_file_location("magstat_hatch_build", ROOT / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    src = target / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    hook.compile_core(ROOT / "src", src)
+    return src
+
+
+def _sources(entries: list[str]) -> dict[str, Path]:
+    """``NAME=DIR`` entries as name -> the folder holding the ``magstat`` package."""
+    found: dict[str, Path] = {}
+    for entry in entries:
+        name, sep, folder = entry.partition("=")
+        if not sep or not name or "@" in name or "," in name:
+            raise SystemExit(f"--src {entry!r}: expected NAME=DIR (a name without '@' or ',')")
+        path = Path(folder).resolve()
+        if not (path / "magstat").is_dir() and (path / "src" / "magstat").is_dir():
+            path = path / "src"
+        if not (path / "magstat").is_dir():
+            raise SystemExit(f"--src {entry!r}: no magstat package in {path}")
+        found[name] = path
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,3000", help="MB of NDJSON, comma-separated")
@@ -217,17 +282,38 @@ def main() -> None:
     parser.add_argument(
         "--patients", type=Path, default=DEFAULT_PATIENTS, help="source bundles: synthea/ and synthea-py/"
     )
+    parser.add_argument(
+        "--src",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another magstat source tree, timed by the kinds ending in @NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--build-compiled",
+        type=Path,
+        metavar="DIR",
+        help="copy src to DIR/src, compile it there with mypyc (MAGSTAT_COMPILE_CORE=1), print DIR/src and stop",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.data, args.out, args.memory_limit)))
         return
-    _adopt_orphans()
-    base = args.data or Path(tempfile.mkdtemp(prefix="magstat-bench-"))
+    if args.build_compiled:
+        print(build_compiled(args.build_compiled))
+        return
+    sources = _sources(args.src)
     kinds = ["scan-objects", "scan-read_json", "screen-duckdb"] + ([] if args.no_spark else ["screen-spark"])
     if args.kinds:
         kinds = args.kinds.split(",")
+    for kind in kinds:
+        name = kind.partition("@")[2]
+        if name and name not in sources:
+            raise SystemExit(f"kind {kind}: no --src {name}=DIR")
+    _adopt_orphans()
+    base = args.data or Path(tempfile.mkdtemp(prefix="magstat-bench-"))
     report: dict = {
         "machine": {
             "cpus": len(os.sched_getaffinity(0)),
@@ -237,6 +323,7 @@ def main() -> None:
             "load_average_before": os.getloadavg(),
         },
         "memory_limit": args.memory_limit,
+        "sources": {name: str(path) for name, path in sources.items()},
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "runs": [],
     }
@@ -245,20 +332,26 @@ def main() -> None:
             folder = base / f"pop-{size}MB"
             nbytes, patients = population(size, folder, args.patients)
             warm(folder)
+            tries: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for round_number in range(args.repeat):  # the kinds alternate, round by round
+                for kind in kinds:
+                    if kind.startswith("screen-spark") and round_number > 0:
+                        continue
+                    tries[kind].append(measure(kind, folder, base, args.memory_limit, sources))
+                    print(
+                        json.dumps({"round": round_number + 1, "kind": kind, **tries[kind][-1]}),
+                        file=sys.stderr,
+                    )
             for kind in kinds:
-                tries = [
-                    measure(kind, folder, base, args.memory_limit)
-                    for _ in range(1 if kind == "screen-spark" else args.repeat)
-                ]
-                result = min(tries, key=lambda r: r["seconds"])
-                result["all_seconds"] = [round(r["seconds"], 3) for r in tries]
+                result = dict(min(tries[kind], key=lambda r: r["seconds"]))
+                result["all_seconds"] = [round(r["seconds"], 3) for r in tries[kind]]
+                result["all_cpu_seconds"] = [r["cpu_seconds"] for r in tries[kind]]
                 result.update(kind=kind, size_mb=round(nbytes / 1e6), patients=patients)
                 result["mb_per_s"] = round(nbytes / 1e6 / result["seconds"], 1)
                 result["patients_per_s"] = round(patients / result["seconds"], 1)
                 result["s_per_gb"] = round(result["seconds"] / (nbytes / 1e9), 2)
                 result["cpu_s_per_gb"] = round(result["cpu_seconds"] / (nbytes / 1e9), 2)
                 report["runs"].append(result)
-                print(json.dumps(result), file=sys.stderr)
     finally:
         if args.data is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -288,20 +381,32 @@ def main() -> None:
     print("\n".join(rows))
     sizes = sorted({r["size_mb"] for r in report["runs"]})
     by = {(r["size_mb"], r["kind"]): r for r in report["runs"]}
-    if all((size, "scan-objects") in by and (size, "screen-duckdb") in by for size in sizes):
-        print("\nScreen (DuckDB) against the lean scan, same run (bar 0.5x):\n")
+    print("\nCPU seconds of every round, the kinds alternating within each round:\n")
+    print("| MB | run | " + " | ".join(f"round {i + 1}" for i in range(args.repeat)) + " |")
+    print("|---|---|" + "---|" * args.repeat)
+    for run in report["runs"]:
+        cells = [f"{c:.2f}" for c in run["all_cpu_seconds"]] + ["-"] * (
+            args.repeat - len(run["all_cpu_seconds"])
+        )
+        print(f"| {run['size_mb']} | {run['kind']} | " + " | ".join(cells) + " |")
+    screens = [k for k in kinds if k.partition("@")[0].partition(":")[0] == "screen-duckdb"]
+    if screens and all((size, "scan-objects") in by for size in sizes):
+        print("\nScreen (DuckDB) against the lean scan, same run (bar 0.5x; the fastest run of each):\n")
         print(
-            "| MB | lean scan s | screen s | screen / lean (elapsed) | lean CPU s | screen CPU s "
+            "| MB | run | lean scan s | screen s | screen / lean (elapsed) | lean CPU s | screen CPU s "
             "| screen / lean (CPU) | screen peak RSS MB |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for size in sizes:
-            lean, run = by[(size, "scan-objects")], by[(size, "screen-duckdb")]
-            print(
-                f"| {size} | {lean['seconds']:.2f} | {run['seconds']:.2f} | "
-                f"{lean['seconds'] / run['seconds']:.2f}x | {lean['cpu_seconds']:.1f} | {run['cpu_seconds']:.1f} | "
-                f"{lean['cpu_seconds'] / run['cpu_seconds']:.2f}x | {run['peak_rss_mb']} |"
-            )
+            lean = by[(size, "scan-objects")]
+            for kind in screens:
+                run = by[(size, kind)]
+                print(
+                    f"| {size} | {kind} | {lean['seconds']:.2f} | {run['seconds']:.2f} | "
+                    f"{lean['seconds'] / run['seconds']:.2f}x | {lean['cpu_seconds']:.1f} | "
+                    f"{run['cpu_seconds']:.1f} | {lean['cpu_seconds'] / run['cpu_seconds']:.2f}x | "
+                    f"{run['peak_rss_mb']} |"
+                )
     if len(sizes) > 1:
         print(
             "\nLinearity: elapsed and CPU seconds per GB, each with its ratio to the smallest size's "

@@ -71,6 +71,17 @@ def kb() -> KnowledgeBase:
     return load()
 
 
+@pytest.fixture(scope="session")
+def compiled_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``src`` with the core and the FHIR reading compiled, made once per session (or a skip).
+
+    See ``tests/compiled_build.py``.
+    """
+    from tests.compiled_build import build  # noqa: PLC0415 - loads hatch_build.py only when asked
+
+    return build(tmp_path_factory)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under MAGSTAT_CI_STRICT=1 (set by .ci/run) a skipped test fails the run.
 

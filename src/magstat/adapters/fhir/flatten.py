@@ -335,7 +335,9 @@ class FlatViews:
         # The usual projection: every value present fills its own column, as the row function
         # fills it; a value that needs more (the plain key of a choice) goes through that function.
         row: dict[str, Any] = {}
-        for column, value in zip(self.plans[rtype], values, strict=True):
+        # The plan has one entry per key, and the lengths were checked above: without the
+        # keyword ``strict``, the compiled build (mypyc) runs this zip as a native loop.
+        for column, value in zip(self.plans[rtype], values):  # noqa: B905 - lengths checked above
             if value is None:
                 continue
             if column is None:
