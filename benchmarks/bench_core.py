@@ -24,8 +24,8 @@ that alternate in one sitting share the machine's state, so their ratio is what 
 shared machine.
 
 A compiled core is compared the same way: ``--build-compiled DIR`` copies this checkout's
-``src`` to ``DIR/src`` and compiles the core there with mypyc, as ``MAGSTAT_COMPILE_CORE=1``
-does for a wheel (``hatch_build.py``: mypy from this environment and a C compiler are needed);
+``src`` to ``DIR/src`` and compiles the core and the FHIR reading there with mypyc, as
+``MAGSTAT_COMPILE_CORE=1`` does for a wheel (``hatch_build.py``: mypy from this environment and a C compiler are needed);
 ``--compare DIR/src`` then times it beside the others. Each run reports which modules of the
 core and the knowledge base it loaded compiled (``compiled_modules``), so that a tree that did
 not load as compiled is seen.
@@ -174,7 +174,7 @@ def main() -> None:
         "--build-compiled",
         type=Path,
         metavar="DIR",
-        help="copy src to DIR/src, compile the core there with mypyc, print DIR/src and stop",
+        help="copy src to DIR/src, compile the core and the FHIR reading there with mypyc, print DIR/src and stop",
     )
     args = parser.parse_args()
     if args.build_compiled:
