@@ -70,7 +70,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench_common import population, warm
+from bench_common import build_compiled, population, warm
 
 if TYPE_CHECKING:
     import duckdb
@@ -235,19 +235,6 @@ def measure(
     result["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     shutil.rmtree(out, ignore_errors=True)
     return result
-
-
-def build_compiled(target: Path) -> Path:
-    """Copy this checkout's ``src`` to ``target/src`` and compile it there as the build hook does."""
-    spec = importlib.util.spec_from_file_location("magstat_hatch_build", ROOT / "hatch_build.py")
-    assert spec is not None and spec.loader is not None
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
-    src = target / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    hook.compile_core(ROOT / "src", src)
-    return src
 
 
 def _sources(entries: list[str]) -> dict[str, Path]:

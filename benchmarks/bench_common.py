@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -77,3 +78,21 @@ def warm(folder: Path) -> None:
         with path.open("rb") as handle:
             while handle.read(1 << 24):
                 pass
+
+
+def build_compiled(target: Path) -> Path:
+    """Copy the checkout's ``src`` to ``target/src`` and compile it there as the build hook does.
+
+    The core and the FHIR reading are compiled with mypyc (``hatch_build.compile_core``; mypy
+    and a C compiler are needed). Returns the compiled ``src``.
+    """
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("magstat_hatch_build", root / "hatch_build.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    src = target / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    hook.compile_core(root / "src", src)
+    return src

@@ -40,14 +40,13 @@ import importlib.util
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench_common import bundle_files, last_date
+from bench_common import build_compiled, bundle_files, last_date
 
 from magstat.adapters.fhir import facts_from_fhir
 from magstat.adapters.read import facts_from_data
@@ -72,19 +71,6 @@ def compiled_modules() -> list[str]:
         if name.startswith(("magstat.core", "magstat.kb"))
         and str(getattr(module, "__file__", "")).endswith(suffixes)
     )
-
-
-def build_compiled(target: Path) -> Path:
-    """Copy this checkout's ``src`` to ``target/src`` and compile the core there as the build hook does."""
-    spec = importlib.util.spec_from_file_location("magstat_hatch_build", ROOT / "hatch_build.py")
-    assert spec is not None and spec.loader is not None
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
-    src = target / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    hook.compile_core(ROOT / "src", src)
-    return src
 
 
 def loop(facts: list, kb: object, seconds: float) -> tuple[int, float, float]:

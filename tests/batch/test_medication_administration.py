@@ -216,30 +216,24 @@ def _ids(result: Any) -> dict[str, list[str]]:
 
 def test_iv_magnesium_given_2_h_before_a_low_value_reads_as_a_current_iv_statement(kb):
     """IV magnesium completed 2 h before serum Mg 0.55 changes the assessment as a current IV statement does."""
-    given = assess(facts_from_fhir(iv_magnesium_given().bundle(), kb, as_of=AS_OF), kb)
-    statement = assess(
-        facts_from_fhir(
-            Case("ma-iv", birth="1958-03-03")
-            .drug(MG_IV, kind="MedicationStatement", route=IV, reason="Hypomagnesemia")
-            .mg(0.55, when="2024-06-01T08:00:00Z")
-            .condition("Essential hypertension", onset="2020-01-01")
-            .bundle(),
-            kb,
-            as_of=AS_OF,
-        ),
-        kb,
+
+    def read(case: Case) -> Any:
+        return assess(facts_from_fhir(case.bundle(), kb, as_of=AS_OF), kb)
+
+    def low_serum(case: Case) -> Case:
+        return case.mg(0.55, when="2024-06-01T08:00:00Z").condition(
+            "Essential hypertension", onset="2020-01-01"
+        )
+
+    given = read(iv_magnesium_given())
+    statement = read(
+        low_serum(
+            Case("ma-iv", birth="1958-03-03").drug(
+                MG_IV, kind="MedicationStatement", route=IV, reason="Hypomagnesemia"
+            )
+        )
     )
-    untreated = assess(
-        facts_from_fhir(
-            Case("ma-iv", birth="1958-03-03")
-            .mg(0.55, when="2024-06-01T08:00:00Z")
-            .condition("Essential hypertension", onset="2020-01-01")
-            .bundle(),
-            kb,
-            as_of=AS_OF,
-        ),
-        kb,
-    )
+    untreated = read(low_serum(Case("ma-iv", birth="1958-03-03")))
     assert (statement.status, statement.severity) == (given.status, given.severity)
     assert _ids(statement) == _ids(given)
     assert _ids(untreated) != _ids(given)
