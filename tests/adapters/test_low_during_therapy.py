@@ -69,3 +69,25 @@ def test_a_urine_sample_taken_before_the_therapy_started_is_read_as_usual():
     case.mg(0.55, when="2024-05-31T08:00:00Z")
     result = _assess(_with_urine(case, "2024-05-31T08:00:00Z"))
     assert result.femg.interpretation == "renal"
+
+
+def test_a_severe_deficit_during_an_infusion_quotes_no_label_dose():
+    # 0.35 mmol/L two hours after 4 g of IV magnesium sulfate: the label's 5 g over 3 hours would
+    # not count what has been given; the urgent note asks to review the course and the total.
+    case = (
+        cases.Case("severe-iv", birth="1958-03-03")
+        .given(cases.MG_IV, route=cases.IV, dose=(4, "g"), reason="Hypomagnesemia")
+        .mg(0.35, when="2024-06-01T08:00:00Z")
+    )
+    result = _assess(case)
+    assert result.status == "deficient" and result.severity == "severe"
+    safety = _ids(result.safety)
+    assert "sf.severe_iv" not in safety
+    severe = next(a for a in result.safety if a.id == "sf.severe_during_therapy")
+    assert severe.priority == "urgent"
+    assert "5 g" not in severe.text and "total given" in severe.text
+    assert safety.index("sf.severe_during_therapy") < safety.index("sf.low_during_therapy")
+    # Without the infusion the label's dose is quoted, as before.
+    untreated = _assess(cases.Case("severe", birth="1958-03-03").mg(0.35, when="2024-06-01T08:00:00Z"))
+    assert "sf.severe_iv" in _ids(untreated.safety)
+    assert "sf.severe_during_therapy" not in _ids(untreated.safety)

@@ -446,7 +446,6 @@ def test_a_child_with_a_severe_deficit_gets_no_adult_dose(age):
     )
     assert [] == _dose_texts(result)
     children = {
-        "sf.severe_iv_child",
         "sf.iv_monitoring_child",
         "sf.torsades_child",
         "sf.iv_renal_limit_child",
@@ -454,6 +453,14 @@ def test_a_child_with_a_severe_deficit_gets_no_adult_dose(age):
     }
     assert children <= ids(result.safety)
     assert set() == {c.removesuffix("_child") for c in children} & ids(result.safety)
+    # The infusion under way: the severe-deficit note quotes no dose at any age (H367).
+    assert {"sf.severe_during_therapy"} <= ids(result.safety)
+    assert not {"sf.severe_iv", "sf.severe_iv_child"} & ids(result.safety)
+    # Without it, the child's own severe-deficit note, not the adult one.
+    untreated = assess(facts(age_years=age, labs=(mg(0.35),)), KB)
+    assert [] == _dose_texts(untreated)
+    assert "sf.severe_iv_child" in ids(untreated.safety)
+    assert "sf.severe_iv" not in ids(untreated.safety)
 
 
 def test_a_child_with_a_mild_deficit_gets_the_oral_note_without_the_adult_dose():

@@ -87,6 +87,7 @@ REQUIRED_STATEMENTS = {
     "safety": (
         "sf.severe_iv",
         "sf.severe_iv_heart_block",
+        "sf.severe_during_therapy",
         "sf.oral_mild",
         "sf.low_despite_oral",
         "sf.mg_allergy",

@@ -85,7 +85,13 @@ def _safety(
             # With heart block (a labelled contraindication to parenteral magnesium) no dose is
             # quoted: the route is the cardiac team's decision.
             heart_block = "heart_block" in w.current_conditions
-            w.safe("sf.severe_iv_heart_block" if heart_block else "sf.severe_iv" + child, why, "urgent")
+            if heart_block:
+                w.safe("sf.severe_iv_heart_block", why, "urgent")
+            elif w.mg_therapy:
+                # Already given: the label's dose would not count what has been given (no dose).
+                w.safe("sf.severe_during_therapy", why, "urgent")
+            else:
+                w.safe("sf.severe_iv" + child, why, "urgent")
             w.safe("sf.iv_monitoring" + child, "Intravenous magnesium is in question.", "high")
             if symptomatic or refractory:
                 w.safe("sf.iv_route_reason", f"Severity {w.severity_reason}.", "high")
