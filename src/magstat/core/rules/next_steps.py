@@ -59,8 +59,7 @@ def _next_steps(
             if priority == "routine":
                 priority = "high"
         w.step_fixed("ns.measure_serum_mg", reason, priority)  # texts of the rules and KB names
-    dialysis = _on_dialysis(w)
-    if dialysis and band in ("below_lab_range", "above_lab_range"):
+    if band in ("below_lab_range", "above_lab_range") and _on_dialysis(w):
         # Urine studies say nothing about the cause here: the dialysate sets the balance.
         w.step_fixed(
             "ns.dialysis_mg",

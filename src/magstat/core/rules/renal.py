@@ -117,39 +117,37 @@ def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
     # Magnesium: urine spot in mmol/L, serum in mmol/L; creatinine both in mg/dL.
     percent = calc.femg_percent(kb, u_mg.value, s_mg.value, u_cr.value, s_cr.value)
     interpretation: Literal["renal", "extrarenal", "indeterminate"]
-    reduced = _kidney_reduced(w, egfr)
     rule = "FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > 4% renal, < 2% extrarenal"
-    if percent > w.p.params["femg.renal_above"] and reduced:
-        interpretation = "indeterminate"
-        kidney = _kidney_reason(w, egfr)
-        text = (
-            f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%) with reduced kidney "
-            f"function ({kidney}): a failing kidney excretes a larger fraction of filtered magnesium "
-            "to keep balance, so a high FEMg here does not tell renal wasting from that adaptation."
-        )
-        rule += (
-            f"; above 4% is not read as renal wasting when eGFR < {_fmt(w.p.params['femg.reduced_gfr_below'])}"
-            " or chronic kidney disease is current"
-        )
-        if egfr.value is not None:
-            inputs = (*inputs, _egfr_input(egfr))
-        sources = tuple(dict.fromkeys((*sources, *w.kb.parameters["femg.reduced_gfr_below"].sources)))
-    elif percent > w.p.params["femg.renal_above"] and _during_therapy(w, u_mg):
-        # The kidney excretes most of a magnesium load (S43, S41): a high FEMg now is expected.
-        interpretation = "indeterminate"
-        therapy = "; ".join(m.text for m in w.mg_therapy)
-        text = (
-            f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%) measured during magnesium "
-            f"treatment ({therapy}): the kidneys excrete most of a magnesium load, so a high FEMg now does not "
-            "show renal wasting. Repeat it once the course has ended."
-        )
-        rule += (
-            "; above 4% is not read as renal wasting when the urine was collected during magnesium therapy"
-        )
-        sources = tuple(dict.fromkeys((*sources, "S43", "S41")))
-    elif percent > w.p.params["femg.renal_above"]:
-        interpretation = "renal"
-        text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(w.p.params['femg.renal_above'])}%): the kidneys are losing magnesium (renal wasting)."
+    renal_above = w.p.params["femg.renal_above"]
+    if percent > renal_above:
+        if _kidney_reduced(w, egfr):
+            interpretation = "indeterminate"
+            text = (
+                f"FEMg {_fmt(percent, 1)}% (> {_fmt(renal_above)}%) with reduced kidney function "
+                f"({_kidney_reason(w, egfr)}): a failing kidney excretes a larger fraction of filtered "
+                "magnesium to keep balance, so a high FEMg here does not tell renal wasting from that adaptation."
+            )
+            rule += (
+                f"; above 4% is not read as renal wasting when eGFR < {_fmt(w.p.params['femg.reduced_gfr_below'])}"
+                " or chronic kidney disease is current"
+            )
+            if egfr.value is not None:
+                inputs = (*inputs, _egfr_input(egfr))
+            sources = tuple(dict.fromkeys((*sources, *w.kb.parameters["femg.reduced_gfr_below"].sources)))
+        elif _during_therapy(w, u_mg):
+            # The kidney excretes most of a magnesium load (S43, S41): a high FEMg now is expected.
+            interpretation = "indeterminate"
+            therapy = "; ".join(m.text for m in w.mg_therapy)
+            text = (
+                f"FEMg {_fmt(percent, 1)}% (> {_fmt(renal_above)}%) measured during magnesium treatment "
+                f"({therapy}): the kidneys excrete most of a magnesium load, so a high FEMg now does not "
+                "show renal wasting. Repeat it once the course has ended."
+            )
+            rule += "; above 4% is not read as renal wasting when the urine was collected during magnesium therapy"
+            sources = tuple(dict.fromkeys((*sources, "S43", "S41")))
+        else:
+            interpretation = "renal"
+            text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(renal_above)}%): the kidneys are losing magnesium (renal wasting)."
     elif percent < w.p.params["femg.extrarenal_below"]:
         interpretation = "extrarenal"
         text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(w.p.params['femg.extrarenal_below'])}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."

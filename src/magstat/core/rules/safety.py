@@ -103,6 +103,11 @@ def _safety(
                 f"Serum magnesium {_mg_shown(serum)} mmol/L without tetany, seizures or arrhythmia.",
                 "high",
             )
+    elif status == "likely_deficient" and oral_ok and not w.mg_therapy:
+        w.safe(
+            "sf.oral_mild" + child,
+            "If repletion is chosen after confirmation, the oral route fits a deficit without tetany, seizures or arrhythmia.",
+        )
     if status in ("deficient", "likely_deficient") and w.mg_therapy:
         # The treatment under way is the repletion: no oral dose on top of it (S43, S41).
         w.safe(
@@ -111,11 +116,6 @@ def _safety(
             + "; ".join(m.text for m in w.mg_therapy)
             + ".",
             "high",
-        )
-    elif status == "likely_deficient" and oral_ok:
-        w.safe(
-            "sf.oral_mild" + child,
-            "If repletion is chosen after confirmation, the oral route fits a deficit without tetany, seizures or arrhythmia.",
         )
     if treating and w.oral_magnesium:
         # Low although magnesium is already taken by mouth: check the product and the losses
