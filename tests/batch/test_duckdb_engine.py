@@ -218,11 +218,13 @@ def test_a_worker_imports_neither_duckdb_nor_the_pipeline():
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc (Linux)")
-def test_the_fork_server_preload_starts_no_thread():
-    """The module the fork server imports before forking workers loads the views and starts no thread."""
+@pytest.mark.parametrize("cli", [False, True], ids=["library", "command-line"])
+def test_the_fork_server_preload_starts_no_thread(cli):
+    """The modules the fork server imports before forking workers (the command line's too) load the views and start no thread."""
     code = (
         "import os, sys, magstat.batch.preload\n"
-        "from magstat.adapters.fhir import flatten\n"
+        + ("import magstat.cli\n" if cli else "")
+        + "from magstat.adapters.fhir import flatten\n"
         "print(len(os.listdir('/proc/self/task')), len(flatten._CACHE),"
         " sorted(m for m in ('duckdb', 'pyarrow', 'numpy') if m in sys.modules))"
     )
@@ -230,6 +232,21 @@ def test_the_fork_server_preload_starts_no_thread():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "1 1 []" == done.stdout.strip()
+
+
+def test_the_fork_server_preloads_the_command_line_only_for_a_command_line_run():
+    """A run from the command line has the fork server import it once, instead of each worker."""
+    code = (
+        "import sys\n"
+        "from magstat.batch import parallel\n"
+        "before = parallel.preload_modules()\n"
+        "import magstat.cli\n"
+        "print(before, parallel.preload_modules())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "['magstat.batch.preload'] ['magstat.batch.preload', 'magstat.cli']" == done.stdout.strip()
 
 
 def test_code_kinds_match_the_regular_expressions_on_every_line(monkeypatch):

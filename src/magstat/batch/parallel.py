@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -41,12 +42,23 @@ def default_workers() -> int:
 PRELOAD = "magstat.batch.preload"
 """The module the fork server imports before it forks workers."""
 
+CLI = "magstat.cli"
+"""Also imported by the fork server when the caller runs the command line: each worker runs the
+caller's main script again (as ``__mp_main__``), and the ``magstat`` script imports this module,
+which would otherwise cost every worker its own import of the command line (about 60 ms of CPU:
+argparse, the renderers, jinja2, yaml) while the engine's scan wants the CPUs."""
+
+
+def preload_modules() -> list[str]:
+    """What the fork server imports before it forks workers: :data:`PRELOAD`, and :data:`CLI` for a command-line run."""
+    return [PRELOAD, CLI] if CLI in sys.modules else [PRELOAD]
+
 
 def _context() -> multiprocessing.context.BaseContext:
-    """The fork server where the platform has one (loaded with :data:`PRELOAD`), else spawn."""
+    """The fork server where the platform has one (loaded with :func:`preload_modules`), else spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([PRELOAD])
+        context.set_forkserver_preload(preload_modules())
         return context
     return multiprocessing.get_context("spawn")  # pragma: no cover - not POSIX
 
