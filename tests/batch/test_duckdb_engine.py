@@ -204,6 +204,14 @@ def test_strict_stops_at_a_line_of_another_type(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _fresh_interpreter(code: str) -> str:
+    """What ``code`` prints in a new Python process (nothing imported before it)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.strip()
+
+
 def test_a_worker_imports_neither_duckdb_nor_the_pipeline():
     """What a worker imports to assess a unit leaves out DuckDB, pyarrow, the pipeline and the report."""
     code = (
@@ -211,10 +219,7 @@ def test_a_worker_imports_neither_duckdb_nor_the_pipeline():
         "print(sorted(m for m in ('duckdb', 'pyarrow', 'magstat.batch.pipeline', 'magstat.batch.report') "
         "if m in sys.modules))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert "[]" == done.stdout.strip()
+    assert "[]" == _fresh_interpreter(code)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc (Linux)")
@@ -228,10 +233,7 @@ def test_the_fork_server_preload_starts_no_thread(cli):
         "print(len(os.listdir('/proc/self/task')), len(flatten._CACHE),"
         " sorted(m for m in ('duckdb', 'pyarrow', 'numpy') if m in sys.modules))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert "1 1 []" == done.stdout.strip()
+    assert "1 1 []" == _fresh_interpreter(code)
 
 
 def test_the_fork_server_preloads_the_command_line_only_for_a_command_line_run():
@@ -243,10 +245,7 @@ def test_the_fork_server_preloads_the_command_line_only_for_a_command_line_run()
         "import magstat.cli\n"
         "print(before, parallel.preload_modules())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert "['magstat.batch.preload'] ['magstat.batch.preload', 'magstat.cli']" == done.stdout.strip()
+    assert "['magstat.batch.preload'] ['magstat.batch.preload', 'magstat.cli']" == _fresh_interpreter(code)
 
 
 def test_code_kinds_match_the_regular_expressions_on_every_line(monkeypatch):
