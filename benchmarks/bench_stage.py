@@ -29,10 +29,11 @@ counted instead of stored).
 Prints one JSON line per run, then the medians and ranges of elapsed and CPU seconds.
 
 With ``--instructions`` each variant instead runs once under ``valgrind --tool=callgrind`` with
-one DuckDB thread, and the instructions of a run that does everything but the query are
-subtracted: a count that the other jobs on a shared machine do not change (two runs of the same
-variant differ by about 1 % of the start-up, some 20 million instructions), for comparing steps that differ by a few per cent. Use a
-small export: valgrind runs some 100 times slower.
+one DuckDB thread (the classifier's own connection too) and a fixed hash seed, and the
+instructions of a run that does everything but the query are subtracted: a count that the other
+jobs on a shared machine do not change, for steps that differ by a few per cent. Counts of the
+same variant agree within 1-2 %, but an odd run happens: repeat a count before trusting it. Use
+a small export: valgrind runs some 100 times slower.
 """
 
 from __future__ import annotations
