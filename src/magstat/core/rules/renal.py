@@ -117,8 +117,11 @@ def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
     # Magnesium: urine spot in mmol/L, serum in mmol/L; creatinine both in mg/dL.
     percent = calc.femg_percent(kb, u_mg.value, s_mg.value, u_cr.value, s_cr.value)
     interpretation: Literal["renal", "extrarenal", "indeterminate"]
-    rule = "FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > 4% renal, < 2% extrarenal"
-    renal_above = w.p.params["femg.renal_above"]
+    renal_above, extrarenal_below = w.p.params["femg.renal_above"], w.p.params["femg.extrarenal_below"]
+    rule = (
+        f"FEMg = (U_Mg × S_Cr) / (0.7 × S_Mg × U_Cr) × 100; > {_fmt(renal_above)}% renal, "
+        f"< {_fmt(extrarenal_below)}% extrarenal"
+    )
     if percent > renal_above:
         if _kidney_reduced(w, egfr):
             interpretation = "indeterminate"
@@ -128,7 +131,8 @@ def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
                 "magnesium to keep balance, so a high FEMg here does not tell renal wasting from that adaptation."
             )
             rule += (
-                f"; above 4% is not read as renal wasting when eGFR < {_fmt(w.p.params['femg.reduced_gfr_below'])}"
+                f"; above {_fmt(renal_above)}% is not read as renal wasting when eGFR < "
+                f"{_fmt(w.p.params['femg.reduced_gfr_below'])}"
                 " or chronic kidney disease is current"
             )
             if egfr.value is not None:
@@ -143,17 +147,23 @@ def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:
                 f"({therapy}): the kidneys excrete most of a magnesium load, so a high FEMg now does not "
                 "show renal wasting. Repeat it once the course has ended."
             )
-            rule += "; above 4% is not read as renal wasting when the urine was collected during magnesium therapy"
+            rule += (
+                f"; above {_fmt(renal_above)}% is not read as renal wasting when the urine was collected "
+                "during magnesium therapy"
+            )
             sources = tuple(dict.fromkeys((*sources, "S43", "S41")))
         else:
             interpretation = "renal"
             text = f"FEMg {_fmt(percent, 1)}% (> {_fmt(renal_above)}%): the kidneys are losing magnesium (renal wasting)."
-    elif percent < w.p.params["femg.extrarenal_below"]:
+    elif percent < extrarenal_below:
         interpretation = "extrarenal"
-        text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(w.p.params['femg.extrarenal_below'])}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."
+        text = f"FEMg {_fmt(percent, 1)}% (< {_fmt(extrarenal_below)}%): the kidneys are conserving magnesium; loss or low intake is outside the kidney."
     else:
         interpretation = "indeterminate"
-        text = f"FEMg {_fmt(percent, 1)}%: between the extrarenal (< 2%) and renal (> 4%) cut-offs; not decisive."
+        text = (
+            f"FEMg {_fmt(percent, 1)}%: between the extrarenal (< {_fmt(extrarenal_below)}%) and renal "
+            f"(> {_fmt(renal_above)}%) cut-offs; not decisive."
+        )
     note = None
     if serum.band not in ("below_lab_range", "low_normal"):
         note = "read as renal vs extrarenal loss mainly when serum magnesium is low"
