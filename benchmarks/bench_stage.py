@@ -21,6 +21,13 @@ within each round. Each variant adds one step to the one before:
   instead of once per distinct code;
 - ``stage-whole``: the same with kept lines stored whole instead of projected.
 
+Two more bound what the screen can reach against the issue's lean scan, which reads the whole
+export: ``lean-export`` is that scan (every file of the export, as ``bench_batch.py`` runs it),
+and ``stage-fetch`` is all the DuckDB work of a screen (the staging query, then the sorted rows
+fetched as the workers get them, in Arrow batches), without the per-patient step in Python.
+``lean-export`` over ``stage-fetch`` is the ratio a screen would reach if that step cost
+nothing.
+
 Three more take one piece out of ``stage``, to see what it costs (their tables are not the
 engine's): ``stage-no-file`` (each line's file number a constant), ``stage-no-refs`` (subject
 references kept as they are, not parsed into patient ids), ``stage-no-table`` (the rows
@@ -51,12 +58,14 @@ import time
 from pathlib import Path
 
 VARIANTS = (
+    "lean-export",
     "lean",
     "parse",
     "classify",
     "stage",
     "stage-inline",
     "stage-whole",
+    "stage-fetch",
     "stage-no-file",
     "stage-no-refs",
     "stage-no-table",
@@ -74,6 +83,10 @@ def _files(data: Path) -> list[str]:
     if not found:
         raise SystemExit(f"no NDJSON files of the types the screening reads in {data}")
     return found
+
+
+def _export_files(data: Path) -> list[str]:
+    return sorted(str(p) for p in data.iterdir() if p.name.endswith((".ndjson", ".ndjson.gz")))
 
 
 def _sql(variant: str, files: list[str]) -> str:
@@ -96,7 +109,7 @@ def _sql(variant: str, files: list[str]) -> str:
         f"FROM (SELECT json_extract(json, ['$.resourceType', '$.code']) AS g FROM {source})"
     )
     stage = engine.DuckDBEngine()
-    if variant == "lean":
+    if variant in ("lean", "lean-export"):
         return (
             "CREATE OR REPLACE TEMP TABLE staged AS SELECT json_extract_string(json, '$.resourceType') AS rt, "
             f"count(*) AS n FROM read_ndjson_objects({listed}) GROUP BY rt"
@@ -144,7 +157,7 @@ def run(
     from magstat.batch.readers.fhir_bulk import code_keyword_patterns, plain_code_pattern  # noqa: PLC0415
     from magstat.kb import load  # noqa: PLC0415
 
-    sql = _sql(variant, files)
+    sql = _sql(variant, _export_files(Path(files[0]).parent) if variant == "lean-export" else files)
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = true")
     con.execute("SET memory_limit = ?", [memory_limit])
@@ -163,6 +176,11 @@ def run(
     )
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     con.execute(sql if execute else "CREATE OR REPLACE TEMP TABLE staged AS SELECT 1 AS x")
+    if execute and variant == "stage-fetch":
+        # As the engine hands the rows on: sorted by patient, in Arrow batches of 8192.
+        reader = con.sql(engine.DuckDBEngine.sorted_rows_sql()).to_arrow_reader(batch_size=8192)
+        for _batch in reader:
+            pass
     seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     ((rows,),) = con.execute("SELECT count(*) FROM staged").fetchall()
     con.close()
