@@ -251,3 +251,53 @@ def test_spark_location_without_the_spark_engine_exits_2(
     err = capsys.readouterr().err
     assert flag in err
     assert "--engine spark" in err
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_run_writes_parquet_in_row_groups(
+    engine: str, view_file: Path, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Rows go to Parquet a row group at a time, so memory does not grow with the input."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    from magstat.cli import views as views_cli  # noqa: PLC0415 - the module under test
+
+    monkeypatch.setattr(views_cli, "PARQUET_ROWS", 2)
+    patients = [{"resourceType": "Patient", "id": f"p{i}", "name": [{"family": f"F{i}"}]} for i in range(5)]
+    source = tmp_path / "Patient.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in patients), encoding="utf-8")
+    out = tmp_path / "rows.parquet"
+    args = ["views", "run", str(view_file), "--input", str(source), "--format", "parquet", "--out", str(out)]
+    assert 0 == main([*args, "--engine", engine])
+    parquet = pq.ParquetFile(out)
+    assert [2, 2, 1] == [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    expected = [{"id": f"p{i}", "family": f"F{i}", "system": None} for i in range(5)]
+    assert expected == parquet.read().to_pylist()
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_run_writes_nothing_to_stdout_when_a_later_row_fails(
+    engine: str, tmp_path: Path, capsys: Any
+) -> None:
+    """Rows stream through a temporary file: an error after some rows leaves stdout empty (exit 2)."""
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    path = tmp_path / "view.json"
+    path.write_text(
+        json.dumps({"resource": "Patient", "select": [{"column": [{"name": "fam", "path": "name.family"}]}]})
+    )
+    good = [{"resourceType": "Patient", "name": [{"family": f"F{i}"}]} for i in range(20_000)]
+    bad = {"resourceType": "Patient", "name": [{"family": "A"}, {"family": "B"}]}
+    source = tmp_path / "p.ndjson"
+    source.write_text("".join(json.dumps(r) + "\n" for r in [*good, bad]), encoding="utf-8")
+    assert 2 == main(["views", "run", str(path), "--input", str(source), "--engine", engine])
+    captured = capsys.readouterr()
+    assert "" == captured.out
+    assert "column fam" in captured.err
+    out = tmp_path / "rows.ndjson"
+    assert 2 == main(
+        ["views", "run", str(path), "--input", str(source), "--engine", engine, "--out", str(out)]
+    )
+    assert not out.exists()
+    assert [] == [p.name for p in tmp_path.iterdir() if p.name.startswith(".rows.ndjson")]

@@ -119,3 +119,98 @@ def test_python_and_duckdb_give_the_same_rows_for_the_fhir_fixtures(tmp_path: Pa
     assert expected
     key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731 - a sort key
     assert sorted(expected, key=key) == sorted(actual, key=key)
+
+
+UNICODE_VIEW = {
+    "resource": "Patient",
+    "constant": [{"name": "n", "valueString": "Müller"}],
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "id"},
+                {"name": "in_union", "path": "name.family.first() in ('Müller' | 'Ames')", "type": "boolean"},
+                {"name": "equals", "path": "name.family.first() = 'Müller'", "type": "boolean"},
+                {"name": "differs", "path": "name.family.first() != 'Müller'", "type": "boolean"},
+                {"name": "in_const", "path": "name.family.first() in %n", "type": "boolean"},
+                {"name": "contains", "path": "name.family contains %n", "type": "boolean"},
+                {"name": "quoted", "path": "name.given.first() = 'O\\'Neil'", "type": "boolean"},
+            ]
+        }
+    ],
+}
+UNICODE_PATIENTS = [
+    {"resourceType": "Patient", "id": "p1", "name": [{"family": "Müller", "given": ["O'Neil"]}]},
+    {"resourceType": "Patient", "id": "p2", "name": [{"family": "Ames"}]},
+    {"resourceType": "Patient", "id": "p3", "name": [{"family": "Muller"}]},
+    {"resourceType": "Patient", "id": "p4", "name": [{"family": "Ames"}, {"family": "Müller"}]},
+    {"resourceType": "Patient", "id": "p5"},
+]
+
+
+def test_duckdb_compares_strings_beyond_ascii_as_python_does() -> None:
+    """String literals and constants with letters beyond ASCII (or quotes) match as text does.
+
+    DuckDB once compared their JSON texts, escaped on one side (``"M\\u00fcller"``) and not on
+    the other, so ``'Müller' in ('Müller' | ...)`` was false there and true in Python.
+    """
+    pytest.importorskip("duckdb")
+    columns = ("id", "in_union", "equals", "differs", "in_const", "contains", "quoted")
+    expected = [
+        dict(zip(columns, values, strict=True))
+        for values in [
+            ("p1", True, True, False, True, True, True),
+            ("p2", True, False, True, False, False, None),
+            ("p3", False, False, True, False, False, None),  # "Muller" is not "Müller"
+            ("p4", True, False, True, False, True, None),  # first() is Ames; the list holds Müller
+            ("p5", None, None, None, None, False, None),  # no name: empty, but contains is false
+        ]
+    ]
+    for name in ("python", "duckdb"):
+        engine = get_engine(name)
+        try:
+            assert (list(columns), expected) == engine.evaluate(UNICODE_VIEW, UNICODE_PATIENTS), name
+        finally:
+            engine.close()
+
+
+def test_duckdb_reads_each_member_of_the_resource_from_one_parse() -> None:
+    """A view's paths start from the resource's members, extracted once per resource.
+
+    DuckDB parses a JSON text again in every function that reads it; a view of thirty
+    columns each reading the whole resource parsed it thirty times.
+    """
+    pytest.importorskip("duckdb")
+    from magstat.views.sql import DuckDBDialect, compile_sql  # noqa: PLC0415 - the duckdb extra
+
+    view = parse_view(
+        {
+            "resource": "Observation",
+            "where": [{"path": "status = 'final'"}],
+            "select": [
+                {
+                    "column": [
+                        {"name": "id", "path": "id"},
+                        {"name": "code", "path": "code.coding.code.first()"},
+                        {"name": "value", "path": "value.ofType(Quantity).value"},
+                        {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
+                    ]
+                }
+            ],
+        }
+    )
+    sql = compile_sql(view, DuckDBDialect(), "src", "json")
+    assert 1 == sql.count("json_extract(r,")
+    assert "json_extract(r, ['$.\"id\"', '$.\"code\"', '$.\"valueQuantity\"', '$.\"value\"', " in sql
+
+
+@pytest.mark.slow
+def test_spark_compares_strings_beyond_ascii_as_python_does() -> None:
+    """Spark gives the rows of the Python evaluator for the strings above."""
+    pytest.importorskip("pyspark")
+    _, expected = get_engine("python").evaluate(UNICODE_VIEW, UNICODE_PATIENTS)
+    engine = get_engine("spark", master="local[2]")
+    try:
+        _, actual = engine.evaluate(UNICODE_VIEW, UNICODE_PATIENTS)
+    finally:
+        engine.close()
+    assert expected == actual

@@ -15,15 +15,21 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from magstat.errors import InvalidInputError
 
 __all__ = ["define_parser", "run"]
+
+SPOOL_BYTES = 16 << 20
+"""Rows for standard output are kept in memory up to this size, then in a temporary file."""
 
 
 def define_parser(sub: Any) -> None:
@@ -83,8 +89,16 @@ def _shipped() -> dict[str, str]:
 
 def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
+        return _compact(value)
     return value
+
+
+def _compact(value: Any) -> str:
+    """An object or list as compact JSON text, UTF-8 unescaped (a CSV or Parquet cell)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _write_atomic(out: str, write: Any) -> None:
@@ -98,6 +112,10 @@ def _write_atomic(out: str, write: Any) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+PARQUET_ROWS = 65_536
+"""Rows per Parquet row group: the writer holds one group in memory, whatever the input's size."""
 
 
 def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dict[str, Any]]) -> None:
@@ -118,19 +136,50 @@ def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dic
             types.append(pa.float64())
         else:
             types.append(pa.string())
-    data: dict[str, list[Any]] = {n: [] for n in names}
-    for row in rows:
-        for name, typ in zip(names, types, strict=True):
-            value = row[name]
-            if typ == pa.string() and value is not None and not isinstance(value, str):
-                value = (
-                    json.dumps(value, separators=(",", ":"))
-                    if isinstance(value, (dict, list))
-                    else str(value)
-                )
-            data[name].append(value)
     schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
-    pq.write_table(pa.table(data, schema=schema), path)
+    texts = [typ == pa.string() for typ in types]
+
+    def group(data: dict[str, list[Any]]) -> pa.Table:
+        return pa.table(data, schema=schema)
+
+    with pq.ParquetWriter(path, schema) as writer:
+        data: dict[str, list[Any]] = {n: [] for n in names}
+        count = written = 0
+        for row in rows:
+            for name, text in zip(names, texts, strict=True):
+                value = row[name]
+                if text and value is not None and not isinstance(value, str):
+                    value = _compact(value) if isinstance(value, (dict, list)) else str(value)
+                data[name].append(value)
+            count += 1
+            if count == PARQUET_ROWS:
+                writer.write_table(group(data))
+                data, count, written = {n: [] for n in names}, 0, written + count
+        if count or not written:  # no rows at all: one empty group, as a table of none
+            writer.write_table(group(data))
+
+
+def _ndjson_line(row: dict[str, Any]) -> bytes:
+    """One row as a line of compact JSON, keys in column order, UTF-8 unescaped."""
+    try:
+        return orjson.dumps(row) + b"\n"
+    except TypeError:  # an integer beyond 64 bits, which orjson does not write
+        return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _write_rows(handle: Any, fmt: str, names: list[str], rows: Iterator[dict[str, Any]]) -> None:
+    """Write NDJSON or CSV rows to a binary file, as they come."""
+    if fmt == "csv":
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=False)
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(names)
+        for row in rows:
+            writer.writerow(["" if row[n] is None else _cell(row[n]) for n in names])
+        text.flush()
+        text.detach()
+        return
+    for row in rows:
+        handle.write(_ndjson_line(row))
 
 
 def _run(args: Any) -> int:
@@ -158,22 +207,24 @@ def _run(args: Any) -> int:
         names, rows = engine.run(view, source)
         if args.format == "parquet":
             _write_atomic(args.out, lambda p: _parquet(p, names, list(view.columns), rows))
-            return 0
-        buffer = io.StringIO()
-        if args.format == "csv":
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(names)
-            for row in rows:
-                writer.writerow(["" if row[n] is None else _cell(row[n]) for n in names])
+        elif args.out == "-":
+            # Held in a temporary file until the last row, so that an error part-way (exit 2)
+            # leaves nothing half-written on standard output; memory stays small.
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+                _write_rows(spool, args.format, names, rows)
+                spool.seek(0)
+                sys.stdout.flush()
+                shutil.copyfileobj(spool, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
         else:
-            for row in rows:
-                buffer.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+            def write(path: str) -> None:
+                with open(path, "wb") as handle:
+                    _write_rows(handle, args.format, names, rows)
+
+            _write_atomic(args.out, write)
     finally:
         engine.close()
-    if args.out == "-":
-        sys.stdout.write(buffer.getvalue())
-    else:
-        _write_atomic(args.out, lambda p: Path(p).write_text(buffer.getvalue(), encoding="utf-8"))
     return 0
 
 

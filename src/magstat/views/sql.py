@@ -17,10 +17,14 @@ with a message saying so, never a silent cut.
 from __future__ import annotations
 
 import json
+import uuid
+import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from magstat.errors import InvalidInputError
 from magstat.views.definition import INTEGER_TYPES, STRING_TYPES, Select, View, parse_view
@@ -126,6 +130,18 @@ class Dialect(ABC):
     @abstractmethod
     def elem_type(self) -> str: ...
 
+    def root_members(self, keys: str, key: str, at: int) -> str | None:
+        """A member of the resource, read from its members extracted once per resource.
+
+        ``None`` where reading it from the resource costs no more (Spark's parsed VARIANT).
+        ``keys`` is the column of those members, ``at`` the 0-based position of ``key``.
+        """
+        return None
+
+    def extract_members(self, resource: str, keys: Sequence[str]) -> str:
+        """SQL: the members ``keys`` of ``resource``, in one parse (see :meth:`root_members`)."""
+        raise NotImplementedError
+
 
 class DuckDBDialect(Dialect):
     """DuckDB: elements are ``JSON``, lists are 1-based, lambdas are ``lambda x: ...``."""
@@ -158,14 +174,38 @@ class DuckDBDialect(Dialect):
         return f"list_concat({a}, {b})"
 
     def child(self, elem: str, key: str) -> str:
-        path = _q('$."' + key.replace('"', '\\"') + '"')
-        star = _q('$."' + key.replace('"', '\\"') + '"[*]')
-        kind = f"json_type({elem}, {path})"
-        return (
-            f"CASE WHEN {kind} IS NULL OR {kind} = 'NULL' THEN {self.empty()} "
-            f"WHEN {kind} = 'ARRAY' THEN list_filter(CAST(json_extract({elem}, {star}) AS JSON[]), "
-            f"lambda n: json_type(n) <> 'NULL') "
-            f"ELSE [json_extract({elem}, {path})] END"
+        # The element is parsed once for the key (a JSON text is parsed again by every function
+        # that reads it); the value found, much smaller, is then judged by its type.
+        name = f"x_{elem}" if elem.isidentifier() else f"x_{zlib.crc32(elem.encode())}"
+        return self.members(f"json_extract({elem}, {self.key_path(key)})", name)
+
+    def root_members(self, keys: str, key: str, at: int) -> str | None:
+        return self.members(self.at(keys, str(at)), f"x_{keys}")
+
+    def extract_members(self, resource: str, keys: Sequence[str]) -> str:
+        return f"json_extract({resource}, [{', '.join(self.key_path(k) for k in keys)}])"
+
+    @staticmethod
+    def key_path(key: str) -> str:
+        """The JSON path of one member, quoted as an SQL literal."""
+        return _q('$."' + key.replace('"', '\\"') + '"')
+
+    def members(self, value: str, name: str) -> str:
+        """The collection a member's value gives.
+
+        Nothing when absent or null, an array's items (nulls left out), else the value alone.
+        ``name`` is the lambda parameter it is bound to.
+        """
+        kind = f"coalesce(json_type({name}), 'NULL')"
+        return self.at(
+            self.transform(
+                f"[{value}]",
+                [name],
+                f"CASE {kind} WHEN 'NULL' THEN {self.empty()} "
+                f"WHEN 'ARRAY' THEN list_filter(CAST(json_extract({name}, '$[*]') AS JSON[]), "
+                f"lambda n: json_type(n) <> 'NULL') ELSE [{name}] END",
+            ),
+            "0",
         )
 
     def kind(self, elem: str) -> str:
@@ -190,7 +230,8 @@ class DuckDBDialect(Dialect):
         return f"to_json({value})"
 
     def literal(self, value: Any) -> str:
-        return f"CAST({_q(json.dumps(value))} AS JSON)"
+        # Written as DuckDB writes JSON it extracts (UTF-8 kept), so that texts compare equal.
+        return f"CAST({_q(json.dumps(value, ensure_ascii=False))} AS JSON)"
 
     def json_array(self, items: str) -> str:
         return f"to_json({items})"
@@ -322,6 +363,12 @@ class SparkDialect(Dialect):
         return "VARIANT"
 
 
+ROOT = "r"
+"""The column (and lambda-free name) of the resource in a compiled view."""
+ROOT_KEYS = "rk_"
+"""The column of the resource's members the view reads, where the dialect extracts them once."""
+
+
 class _Compiler:
     """FHIRPath tree -> SQL list expression, for one dialect."""
 
@@ -329,6 +376,10 @@ class _Compiler:
         self.d = dialect
         self.view = view
         self.counter = 0
+        self.booleans: dict[str, str] = {}
+        """The SQL boolean behind each collection :meth:`bool_coll` made, for :meth:`truth`."""
+        self.root_keys: list[str] = []
+        """Members of the resource the view reads, in first-use order (see :meth:`member`)."""
 
     def var(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -339,16 +390,37 @@ class _Compiler:
         name = self.var("t")
         return f"{self.d.at(self.d.transform(self.d.array([value]), [name], body(name)), '0')}"
 
+    def root_member(self, key: str) -> str:
+        """A member of the resource itself (``id``, ``code`` ...), the start of most paths.
+
+        Where the dialect asks for it, every member the view reads is extracted from the
+        resource in one parse (:meth:`Dialect.extract_members`, named ``ROOT_KEYS``) and read
+        from there, instead of each path parsing the whole resource again.
+        """
+        if key not in self.root_keys:
+            self.root_keys.append(key)
+        found = self.d.root_members(ROOT_KEYS, key, self.root_keys.index(key))
+        return found if found is not None else self.d.child(ROOT, key)
+
+    def member_of(self, elem: str, key: str) -> str:
+        """Member ``key`` of ``elem``: of the resource through :meth:`root_member`."""
+        return self.root_member(key) if elem == ROOT else self.d.child(elem, key)
+
     def bool_coll(self, value: str) -> str:
-        return self.let(
+        coll = self.let(
             value,
             lambda b: (
                 f"CASE WHEN {b} IS NULL THEN {self.d.empty()} ELSE {self.d.array([self.d.from_sql(b)])} END"
             ),
         )
+        self.booleans[coll] = value
+        return coll
 
     def truth(self, coll: str) -> str:
         d = self.d
+        known = self.booleans.get(coll)
+        if known is not None:  # the collection of an SQL boolean: its truth is that boolean
+            return f"({known})"
         return self.let(
             coll,
             lambda c: (
@@ -388,6 +460,8 @@ class _Compiler:
         if kind == "this":
             return ctx
         if kind == "member":
+            if node[1] is None and ctx == d.array([ROOT]):
+                return self.root_member(node[2])
             source = ctx if node[1] is None else self.node(node[1], ctx, idx)
             return self.map_flat(source, lambda v: d.child(v, node[2]))
         if kind == "index":
@@ -403,8 +477,45 @@ class _Compiler:
             v = self.var()
             return d.transform(source, [v], d.from_sql(f"-({d.as_num(v)})"))
         if kind == "binop":
+            strings = self.string_literals(node[3])
+            if strings is not None and (node[1] == "in" or (node[1] in ("=", "!=") and len(strings) == 1)):
+                return self.compare_strings(node[1], self.node(node[2], ctx, idx), strings)
             return self.binop(node[1], self.node(node[2], ctx, idx), self.node(node[3], ctx, idx))
         return self.call(node, ctx, idx)
+
+    def string_literals(self, node: Node) -> list[str] | None:
+        """The strings of a string literal or a union of them (``'a' | 'b'``), else ``None``."""
+        if node[0] == "lit" and node[1] == "string":
+            return [node[2]]
+        if node[0] == "binop" and node[1] == "|":
+            left, right = self.string_literals(node[2]), self.string_literals(node[3])
+            if left is not None and right is not None:
+                return left + right
+        return None
+
+    def compare_strings(self, op: str, left: str, values: list[str]) -> str:
+        """``left = 'x'``, ``left != 'x'`` or ``left in ('x' | 'y' ...)``, the strings known here.
+
+        As :meth:`binop` gives them (a string equals only a string of the same characters;
+        empty when ``left`` is; several items compared as lists, so never equal), without
+        building the literals' collection on every row.
+        """
+        d = self.d
+        listed = ", ".join(_q(v) for v in dict.fromkeys(values))
+
+        def test(a: str) -> str:
+            x = d.at(a, "0")
+            if op == "in":  # the first item, as membership in binop
+                hit = f"({d.kind(x)} = 'string' AND {d.as_str(x)} IN ({listed}))"
+                return f"CASE WHEN {d.size(a)} = 0 THEN NULL ELSE {hit} END"
+            negate = "NOT " if op == "!=" else ""
+            hit = f"({d.kind(x)} = 'string' AND {d.as_str(x)} = {listed})"
+            return (
+                f"CASE WHEN {d.size(a)} = 0 THEN NULL WHEN {d.size(a)} = 1 THEN {negate}{hit} "
+                f"ELSE {negate}false END"
+            )
+
+        return self.bool_coll(self.let(left, test))
 
     def elem_eq(self, x: str, y: str) -> str:
         d = self.d
@@ -524,9 +635,12 @@ class _Compiler:
             def fused(v: str) -> str:
                 e = self.var("e")
                 return d.concat(
-                    d.child(v, choice), d.filter(d.child(v, key), e, self.type_check(e, type_name))
+                    self.member_of(v, choice),
+                    d.filter(self.member_of(v, key), e, self.type_check(e, type_name)),
                 )
 
+            if owner == d.array([ROOT]):
+                return fused(ROOT)  # a choice of the resource itself (Observation.value[x])
             return self.map_flat(owner, fused)
         source = ctx if base_node is None else self.node(base_node, ctx, idx)
         if name == "ofType":
@@ -594,16 +708,24 @@ class _Compiler:
             refs = d.child(v, "reference")
 
             def pick(r: str) -> str:
+                def parts(ref: str) -> str:
+                    # The id is the pattern's last group, never empty where it matches: an empty
+                    # id is no match. Each regular expression runs once, on the bound reference.
+                    rid = f"regexp_extract({ref}, {_q(pattern)}, 3)"
+                    type_ok = (
+                        "true"
+                        if ref_type is None
+                        else f"regexp_extract({ref}, {_q(pattern)}, 2) = {_q(ref_type)}"
+                    )
+                    return self.let(
+                        rid,
+                        lambda i: (
+                            f"CASE WHEN {i} <> '' AND {type_ok} THEN {d.array([d.from_sql(i)])} ELSE {d.empty()} END"
+                        ),
+                    )
+
                 ref = f"regexp_replace({d.as_str(d.at(r, '0'))}, '/_history/[^/]*$', '')"
-                type_ok = (
-                    "true"
-                    if ref_type is None
-                    else f"regexp_extract({ref}, {_q(pattern)}, 2) = {_q(ref_type)}"
-                )
-                return (
-                    f"CASE WHEN {d.size(r)} = 1 AND {d.regex_matches(ref, pattern[1:-1])} AND {type_ok} "
-                    f"THEN {d.array([d.from_sql(f'regexp_extract({ref}, {_q(pattern)}, 3)')])} ELSE {d.empty()} END"
-                )
+                return f"CASE WHEN {d.size(r)} = 1 THEN {self.let(ref, parts)} ELSE {d.empty()} END"
 
             return self.let(refs, pick)
 
@@ -787,10 +909,10 @@ def compile_sql(
 
     """
     compiler = _Compiler(dialect, view)
-    elem = "r"
+    elem = ROOT
     rows = compiler.select(view.root, elem, "0")
     filters = [
-        f"{dialect.as_str(dialect.at(dialect.child(elem, 'resourceType'), '0'))} = {_q(view.resource)}",
+        f"{dialect.as_str(dialect.at(compiler.root_member('resourceType'), '0'))} = {_q(view.resource)}",
         *(compiler.where(w, elem) for w in view.where),
     ]
     names = view.root.names
@@ -805,15 +927,28 @@ def compile_sql(
     )
     explode = "unnest" if dialect.name == "duckdb" else "explode"
     kept = "".join(f"{quote}{c}{quote}, " for c in carry)
+    resources = f"SELECT {kept}{resource_column} AS {ROOT} FROM {source}"  # noqa: S608
+    if dialect.root_members(ROOT_KEYS, "resourceType", 0) is not None:
+        members = dialect.extract_members(ROOT, compiler.root_keys)
+        resources = f"SELECT {kept}{ROOT}, {members} AS {ROOT_KEYS} FROM ({resources})"  # noqa: S608
     # The query is built from the parsed view: names are checked, literals quoted by _q().
     return (
         f"SELECT {kept}{columns} FROM (SELECT {kept}{explode}({rows}) AS row_ "  # noqa: S608
-        f"FROM (SELECT {kept}{resource_column} AS r FROM {source}) AS resources_ WHERE {condition}) AS rows_"
+        f"FROM ({resources}) AS resources_ WHERE {condition}) AS rows_"
     )
 
 
 def _decode(row: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
     return {n: (None if v is None else json.loads(v)) for n, v in zip(names, row, strict=True)}
+
+
+def _decode_array(text: str, names: Sequence[str]) -> dict[str, Any]:
+    """A row given as the JSON array of its column values (:meth:`DuckDBEngine.query`)."""
+    try:
+        values = orjson.loads(text)
+    except orjson.JSONDecodeError:  # a number orjson does not take (an integer of 20 digits)
+        values = json.loads(text)
+    return dict(zip(names, values, strict=True))
 
 
 def _view_error(exc: Exception) -> InvalidInputError | None:
@@ -847,20 +982,44 @@ class DuckDBEngine:
             source = f"read_json_objects({listing}, format = 'newline_delimited')"
         return compile_sql(view, self.dialect, source, "json")
 
-    def _fetch(self, view: View, files: Sequence[Path]) -> tuple[list[str], list[tuple[Any, ...]]]:
-        query = self.sql(view, files)
+    def query(self, view: View, files: Sequence[Path]) -> str:
+        """:meth:`sql` with each row as one text, the JSON array of its values in column order.
+
+        Python then parses a row once, not once per column.
+        """
+        cells = ", ',', ".join(f"""coalesce("{n}", 'null')""" for n in view.root.names)
+        return f"SELECT concat('[', {cells}, ']') AS row_json FROM ({self.sql(view, files)})"  # noqa: S608
+
+    def _translate(self, exc: Exception) -> Exception:
+        """The error to raise for a DuckDB error met running a view.
+
+        An error met while the rows stream reaches Python as the Arrow stream's ``OSError``,
+        with DuckDB's message.
+        """
+        error = _view_error(exc)
+        if error is not None:
+            return error
+        if isinstance(exc, self._duckdb.InvalidInputException) or (
+            type(exc) is OSError and str(exc).startswith("Invalid Input Error")
+        ):
+            # Malformed input (a line that is not JSON): DuckDB names the file and line.
+            first = str(exc).strip().split("\n")[0]
+            return InvalidInputError("--input", first)
+        return exc
+
+    def _rows(self, view: View, files: Sequence[Path], batch: int = 8192) -> Iterator[dict[str, Any]]:
+        """The rows of ``view`` over ``files``, streamed in batches (memory does not grow with them)."""
+        names = list(view.root.names)
         try:
-            rows = self.con.execute(query).fetchall()
-        except self._duckdb.Error as exc:
-            error = _view_error(exc)
-            if error is not None:
-                raise error from None
-            if isinstance(exc, self._duckdb.InvalidInputException):
-                # Malformed input (a line that is not JSON): DuckDB names the file and line.
-                first = str(exc).strip().split("\n")[0]
-                raise InvalidInputError("--input", first) from None
-            raise
-        return list(view.root.names), rows
+            reader = self.con.sql(self.query(view, files)).to_arrow_reader(batch_size=batch)
+            for chunk in reader:
+                for text in chunk.column(0).to_pylist():
+                    yield _decode_array(text, names)
+        except (self._duckdb.Error, OSError) as exc:
+            translated = self._translate(exc)
+            if translated is exc:
+                raise
+            raise translated from None
 
     def evaluate(
         self, raw_view: object, resources: Sequence[dict[str, Any]]
@@ -869,24 +1028,59 @@ class DuckDBEngine:
         view = parse_view(raw_view)
         path = write_temp_ndjson(resources)
         try:
-            names, rows = self._fetch(view, [path])
+            rows = list(self._rows(view, [path]))
         finally:
             path.unlink()
-        return names, [_decode(r, names) for r in rows]
+        return list(view.root.names), rows
 
     def run(self, view: View, source: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-        """Rows of a view over NDJSON/Parquet files (a JSON array or Bundle goes through a temporary file)."""
+        """Rows of a view over NDJSON/Parquet files (a JSON array or Bundle goes through a temporary file).
+
+        The rows are streamed as the caller reads them; a temporary file lives until then.
+        """
         files, temp = _source_files(source)
+
+        def rows() -> Generator[dict[str, Any], None, None]:
+            try:
+                yield from self._rows(view, files)
+            finally:
+                if temp is not None:
+                    temp.unlink(missing_ok=True)
+
+        stream = rows()
         try:
-            names, rows = self._fetch(view, files)
-        finally:
-            if temp is not None:
-                temp.unlink()
-        return names, (_decode(r, names) for r in rows)
+            first = next(stream, None)  # errors in the view itself are raised here, before any output
+        except BaseException:
+            stream.close()
+            raise
+        return list(view.root.names), _chain(first, stream)
 
     def close(self) -> None:
         """Close the connection."""
         self.con.close()
+
+
+def _java_view_error(exc: Exception) -> InvalidInputError | None:
+    """:func:`_view_error` of the Java exceptions behind a Py4J error, cause by cause.
+
+    An error met while ``toLocalIterator`` streams the rows arrives wrapped ("Exception thrown
+    in awaitResult"), the view's message in one of its causes.
+    """
+    cause = getattr(exc, "java_exception", None)
+    for _ in range(20):
+        if cause is None:
+            return None
+        error = _view_error(Exception(str(cause.getMessage() or "")))
+        if error is not None:
+            return error
+        cause = cause.getCause()
+    return None
+
+
+def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    if first is not None:
+        yield first
+        yield from rest
 
 
 def _source_files(source: Path) -> tuple[list[Path], Path | None]:
@@ -979,15 +1173,40 @@ class SparkEngine:
         return names, [_decode(r, names) for r in rows]
 
     def run(self, view: View, source: Path) -> tuple[list[str], Iterator[dict[str, Any]]]:
-        """Rows of a view over NDJSON files (plain or gzip), a JSON array or a Bundle."""
+        """Rows of a view over NDJSON files (plain or gzip), a JSON array or a Bundle.
+
+        The rows come to the driver a partition at a time as the caller reads them
+        (``toLocalIterator``), not all at once; a temporary file lives until then.
+        """
+        from pyspark.errors import PySparkException  # noqa: PLC0415 - optional extra
+
         files, temp = _source_files(source)
+        names = list(view.root.names)
+        name = f"magstat_resources_{uuid.uuid4().hex}"
+
+        def rows() -> Generator[dict[str, Any], None, None]:
+            try:
+                self.spark.read.text([str(f) for f in files]).createOrReplaceTempView(name)
+                query = compile_sql(view, self.dialect, name, "parse_json(value)")
+                for row in self.spark.sql(query).toLocalIterator():
+                    yield _decode(tuple(row), names)
+            except (PySparkException, Exception) as exc:  # Py4J errors are not PySparkException subclasses
+                error = _view_error(exc) or _java_view_error(exc)
+                if error is not None:
+                    raise error from None
+                raise
+            finally:
+                self.spark.catalog.dropTempView(name)
+                if temp is not None:
+                    temp.unlink(missing_ok=True)
+
+        stream = rows()
         try:
-            frame = self.spark.read.text([str(f) for f in files])
-            names, rows = self._fetch(view, frame)
-        finally:
-            if temp is not None:
-                temp.unlink()
-        return names, (_decode(r, names) for r in rows)
+            first = next(stream, None)  # errors in the view itself are raised here, before any output
+        except BaseException:
+            stream.close()
+            raise
+        return names, _chain(first, stream)
 
     def close(self) -> None:
         """Leave the session to its owner (tests share one); nothing to release here."""
