@@ -200,6 +200,8 @@ def test_duckdb_reads_each_member_of_the_resource_from_one_parse() -> None:
     )
     sql = compile_sql(view, DuckDBDialect(), "src", "json")
     assert 1 == sql.count("json_extract(r,")
+    # Lines of other types are dropped before it, by their type alone.
+    assert "AS typed_ WHERE json_extract_string(r, '$.\"resourceType\"') = 'Observation'" in sql
     assert "json_extract(r, ['$.\"id\"', '$.\"code\"', '$.\"valueQuantity\"', '$.\"value\"', " in sql
 
 
@@ -214,3 +216,25 @@ def test_spark_compares_strings_beyond_ascii_as_python_does() -> None:
     finally:
         engine.close()
     assert expected == actual
+
+
+@pytest.mark.parametrize("name", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_a_resource_type_that_is_not_a_string_gives_no_row(name: str) -> None:
+    """Only a resource whose resourceType is the view's, as a string, gives rows, on each engine.
+
+    DuckDB once also took a list holding the type (``["Patient"]``), as its first item.
+    """
+    pytest.importorskip("pyspark" if name == "spark" else "duckdb")
+    view = {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]}
+    resources: list[Any] = [
+        {"resourceType": "Patient", "id": "kept"},
+        {"resourceType": ["Patient"], "id": "a list"},
+        {"resourceType": {"value": "Patient"}, "id": "an object"},
+        {"resourceType": "patient", "id": "another case"},
+        {"id": "no type"},
+    ]
+    engine = get_engine(name, master="local[2]") if name == "spark" else get_engine(name)
+    try:
+        assert (["id"], [{"id": "kept"}]) == engine.evaluate(view, resources)
+    finally:
+        engine.close()

@@ -142,6 +142,10 @@ class Dialect(ABC):
         """SQL: the members ``keys`` of ``resource``, in one parse (see :meth:`root_members`)."""
         raise NotImplementedError
 
+    @abstractmethod
+    def type_is(self, resource: str, rtype: str) -> str:
+        """SQL: whether the resource's ``resourceType`` is the string ``rtype``."""
+
 
 class DuckDBDialect(Dialect):
     """DuckDB: elements are ``JSON``, lists are 1-based, lambdas are ``lambda x: ...``."""
@@ -184,6 +188,10 @@ class DuckDBDialect(Dialect):
 
     def extract_members(self, resource: str, keys: Sequence[str]) -> str:
         return f"json_extract({resource}, [{', '.join(self.key_path(k) for k in keys)}])"
+
+    def type_is(self, resource: str, rtype: str) -> str:
+        # A string gives its characters, anything else its JSON text, which is never a type name.
+        return f"json_extract_string({resource}, {self.key_path('resourceType')}) = {_q(rtype)}"
 
     @staticmethod
     def key_path(key: str) -> str:
@@ -300,6 +308,12 @@ class SparkDialect(Dialect):
         return (
             f"coalesce(try_variant_get({elem}, {path}, 'ARRAY<VARIANT>'), "
             f"CASE WHEN {value} IS NULL OR is_variant_null({value}) THEN {self.empty()} ELSE array({value}) END)"
+        )
+
+    def type_is(self, resource: str, rtype: str) -> str:
+        return (
+            f"(schema_of_variant(variant_get({resource}, '$.resourceType')) = 'STRING' AND "
+            f"try_variant_get({resource}, '$.resourceType', 'string') = {_q(rtype)})"
         )
 
     def kind(self, elem: str) -> str:
@@ -911,10 +925,12 @@ def compile_sql(
     compiler = _Compiler(dialect, view)
     elem = ROOT
     rows = compiler.select(view.root, elem, "0")
-    filters = [
-        f"{dialect.as_str(dialect.at(compiler.root_member('resourceType'), '0'))} = {_q(view.resource)}",
-        *(compiler.where(w, elem) for w in view.where),
-    ]
+    extracts = dialect.root_members(ROOT_KEYS, "resourceType", 0) is not None
+    # The type must be that string, as in the Python evaluator (not a list holding it). Where the
+    # members are extracted, the type is tested first, by itself: lines of other types (most of
+    # an export's) are not parsed for the view's members.
+    type_test = dialect.type_is(ROOT, view.resource)
+    filters = [*([] if extracts else [type_test]), *(compiler.where(w, elem) for w in view.where)]
     names = view.root.names
     # A WHERE clause of several conditions may be evaluated in any order; CASE keeps the
     # resource-type test first so that other resources never reach the view's paths.
@@ -928,9 +944,12 @@ def compile_sql(
     explode = "unnest" if dialect.name == "duckdb" else "explode"
     kept = "".join(f"{quote}{c}{quote}, " for c in carry)
     resources = f"SELECT {kept}{resource_column} AS {ROOT} FROM {source}"  # noqa: S608
-    if dialect.root_members(ROOT_KEYS, "resourceType", 0) is not None:
-        members = dialect.extract_members(ROOT, compiler.root_keys)
-        resources = f"SELECT {kept}{ROOT}, {members} AS {ROOT_KEYS} FROM ({resources})"  # noqa: S608
+    if extracts:
+        members = dialect.extract_members(ROOT, compiler.root_keys or ["resourceType"])
+        resources = (
+            f"SELECT {kept}{ROOT}, {members} AS {ROOT_KEYS} FROM ({resources}) AS typed_ "  # noqa: S608
+            f"WHERE {type_test}"
+        )
     # The query is built from the parsed view: names are checked, literals quoted by _q().
     return (
         f"SELECT {kept}{columns} FROM (SELECT {kept}{explode}({rows}) AS row_ "  # noqa: S608
