@@ -138,9 +138,12 @@ class Dialect(ABC):
         """
         return None
 
-    def extract_members(self, resource: str, keys: Sequence[str]) -> str:
-        """SQL: the members ``keys`` of ``resource``, in one parse (see :meth:`root_members`)."""
-        raise NotImplementedError
+    def extract_members(self, resource: str, keys: Sequence[str]) -> str | None:
+        """SQL: the members ``keys`` of ``resource``, in one parse (see :meth:`root_members`).
+
+        ``None`` where the dialect reads members from the resource itself.
+        """
+        return None
 
     @abstractmethod
     def type_is(self, resource: str, rtype: str) -> str:
@@ -186,7 +189,7 @@ class DuckDBDialect(Dialect):
     def root_members(self, keys: str, key: str, at: int) -> str | None:
         return self.members(self.at(keys, str(at)), f"x_{keys}")
 
-    def extract_members(self, resource: str, keys: Sequence[str]) -> str:
+    def extract_members(self, resource: str, keys: Sequence[str]) -> str | None:
         return f"json_extract({resource}, [{', '.join(self.key_path(k) for k in keys)}])"
 
     def type_is(self, resource: str, rtype: str) -> str:
