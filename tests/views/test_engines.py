@@ -238,3 +238,26 @@ def test_a_resource_type_that_is_not_a_string_gives_no_row(name: str) -> None:
         assert (["id"], [{"id": "kept"}]) == engine.evaluate(view, resources)
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("name", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_a_where_path_runs_only_on_the_view_type(name: str) -> None:
+    """A where path that would fail on another type's resource is never run on it."""
+    pytest.importorskip("pyspark" if name == "spark" else "duckdb")
+    view = {
+        "resource": "Patient",
+        "where": [{"path": "active"}],
+        "select": [{"column": [{"name": "id", "path": "id"}]}],
+    }
+    resources: list[Any] = [
+        {"resourceType": "Patient", "id": "a", "active": True},
+        {"resourceType": "Observation", "id": "o", "active": "not a boolean"},
+        {"resourceType": "Patient", "id": "b", "active": False},
+    ]
+    engine = get_engine(name, master="local[2]") if name == "spark" else get_engine(name)
+    try:
+        assert (["id"], [{"id": "a"}]) == engine.evaluate(view, resources)
+        with pytest.raises(InvalidInputError, match="where"):
+            engine.evaluate(view, [*resources, {"resourceType": "Patient", "id": "c", "active": "yes"}])
+    finally:
+        engine.close()

@@ -145,6 +145,10 @@ class Dialect(ABC):
         """
         return None
 
+    def type_is_member(self, value: str, rtype: str) -> str:
+        """SQL: whether a ``resourceType`` value extracted by :meth:`extract_members` is ``rtype``."""
+        return f"{self.as_str(value)} = {_q(rtype)}"
+
     @abstractmethod
     def type_is(self, resource: str, rtype: str) -> str:
         """SQL: whether the resource's ``resourceType`` is the string ``rtype``."""
@@ -933,7 +937,15 @@ def compile_sql(
     # members are extracted, the type is tested first, by itself: lines of other types (most of
     # an export's) are not parsed for the view's members.
     type_test = dialect.type_is(ROOT, view.resource)
-    filters = [*([] if extracts else [type_test]), *(compiler.where(w, elem) for w in view.where)]
+    wheres = [compiler.where(w, elem) for w in view.where]
+    if extracts and wheres:
+        # The view's where paths run only on its type even if the optimiser moves them next to
+        # the first test: the chain below starts with the type again, from the extracted member.
+        compiler.root_member("resourceType")
+        at = compiler.root_keys.index("resourceType")
+        filters = [dialect.type_is_member(dialect.at(ROOT_KEYS, str(at)), view.resource), *wheres]
+    else:
+        filters = [*([] if extracts else [type_test]), *wheres]
     names = view.root.names
     # A WHERE clause of several conditions may be evaluated in any order; CASE keeps the
     # resource-type test first so that other resources never reach the view's paths.
