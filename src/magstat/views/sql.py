@@ -16,7 +16,9 @@ with a message saying so, never a silent cut.
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import uuid
 import zlib
 from abc import ABC, abstractmethod
@@ -1036,9 +1038,12 @@ class DuckDBEngine:
         if isinstance(exc, self._duckdb.InvalidInputException) or (
             type(exc) is OSError and str(exc).startswith("Invalid Input Error")
         ):
-            # Malformed input (a line that is not JSON): DuckDB names the file and line.
+            # Malformed input (a line that is not JSON). DuckDB names the file, but counts its
+            # lines one too far: the line is found again here and named as the Python engine does.
             first = str(exc).strip().split("\n")[0]
-            return InvalidInputError("--input", first)
+            named = re.search(r'in file "([^"]+)"', first)
+            found = _first_malformed_line(Path(named.group(1))) if named else None
+            return found or InvalidInputError("--input", first)
         return exc
 
     def _rows(self, view: View, files: Sequence[Path], batch: int = 8192) -> Iterator[dict[str, Any]]:
@@ -1108,6 +1113,33 @@ def _java_view_error(exc: Exception) -> InvalidInputError | None:
         if error is not None:
             return error
         cause = cause.getCause()
+    return None
+
+
+def _first_malformed_line(path: Path) -> InvalidInputError | None:
+    """The first line of an NDJSON file (plain or gzip) that is not JSON, as the error naming it.
+
+    ``None`` when the file cannot be read or every line is JSON. Read only after DuckDB has
+    refused the file, one line at a time.
+    """
+    try:
+        with (
+            gzip.open(path, "rt", encoding="utf-8")
+            if path.name.endswith(".gz")
+            else path.open(encoding="utf-8") as handle
+        ):
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    try:
+                        json.loads(line)
+                    except json.JSONDecodeError as err:
+                        return InvalidInputError(f"{path.name}:{number}", f"is not JSON: {err.msg}")
+    except (OSError, UnicodeDecodeError, EOFError):
+        return None
     return None
 
 
