@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 from magstat.errors import InvalidInputError
 from magstat.views.definition import View, parse_view
 from magstat.views.pyeval import compile_view
@@ -73,6 +75,18 @@ def _is_json_document(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".json", ".json.gz"))
 
 
+def _loads(line: str) -> Any:
+    """``json.loads``, through orjson first: the same values, several times faster.
+
+    What orjson refuses (a line that is not JSON, an integer beyond 64 bits, NaN) goes to
+    ``json.loads``, which takes the last two and words the error for the first.
+    """
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def read_resources(source: Path) -> Iterator[dict[str, Any]]:
     """Resources from a JSON array, a Bundle, one resource, or NDJSON (plain or gzip).
 
@@ -100,7 +114,7 @@ def read_resources(source: Path) -> Iterator[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    resource = json.loads(line)
+                    resource = _loads(line)
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{path.name}:{number}", f"is not JSON: {exc.msg}") from exc
                 if isinstance(resource, dict):

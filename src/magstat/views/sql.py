@@ -16,7 +16,6 @@ with a message saying so, never a silent cut.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import uuid
@@ -30,7 +29,7 @@ import orjson
 
 from magstat.errors import InvalidInputError
 from magstat.views.definition import INTEGER_TYPES, STRING_TYPES, Select, View, parse_view
-from magstat.views.engines import ndjson_files, write_temp_ndjson
+from magstat.views.engines import ndjson_files, read_resources, write_temp_ndjson
 from magstat.views.fhirpath import Node
 
 __all__ = ["REPEAT_DEPTH", "DuckDBEngine", "SparkEngine", "compile_sql"]
@@ -1086,13 +1085,7 @@ class DuckDBEngine:
                 if temp is not None:
                     temp.unlink(missing_ok=True)
 
-        stream = rows()
-        try:
-            first = next(stream, None)  # errors in the view itself are raised here, before any output
-        except BaseException:
-            stream.close()
-            raise
-        return list(view.root.names), _chain(first, stream)
+        return list(view.root.names), _streamed(rows())
 
     def close(self) -> None:
         """Close the connection."""
@@ -1117,30 +1110,32 @@ def _java_view_error(exc: Exception) -> InvalidInputError | None:
 
 
 def _first_malformed_line(path: Path) -> InvalidInputError | None:
-    """The first line of an NDJSON file (plain or gzip) that is not JSON, as the error naming it.
+    """The error naming the first line of an NDJSON file that is not JSON.
 
-    ``None`` when the file cannot be read or every line is JSON. Read only after DuckDB has
-    refused the file, one line at a time.
+    Worded as the Python engine words it (:func:`~magstat.views.engines.read_resources`);
+    ``None`` if there is none or the file cannot be read. Read only after DuckDB refused the file.
     """
     try:
-        with (
-            gzip.open(path, "rt", encoding="utf-8")
-            if path.name.endswith(".gz")
-            else path.open(encoding="utf-8") as handle
-        ):
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    try:
-                        json.loads(line)
-                    except json.JSONDecodeError as err:
-                        return InvalidInputError(f"{path.name}:{number}", f"is not JSON: {err.msg}")
+        for _ in read_resources(path):
+            pass
+    except InvalidInputError as err:
+        return err
     except (OSError, UnicodeDecodeError, EOFError):
         return None
     return None
+
+
+def _streamed(rows: Generator[dict[str, Any], None, None]) -> Iterator[dict[str, Any]]:
+    """``rows`` with its first row read now, the rest as the caller reads them.
+
+    An error in the view itself is raised here, before the caller writes anything.
+    """
+    try:
+        first = next(rows, None)
+    except BaseException:
+        rows.close()
+        raise
+    return _chain(first, rows)
 
 
 def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -1266,13 +1261,7 @@ class SparkEngine:
                 if temp is not None:
                     temp.unlink(missing_ok=True)
 
-        stream = rows()
-        try:
-            first = next(stream, None)  # errors in the view itself are raised here, before any output
-        except BaseException:
-            stream.close()
-            raise
-        return names, _chain(first, stream)
+        return names, _streamed(rows())
 
     def close(self) -> None:
         """Leave the session to its owner (tests share one); nothing to release here."""
