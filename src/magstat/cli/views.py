@@ -20,11 +20,16 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import orjson
-
 from magstat.errors import InvalidInputError
+
+_orjson: ModuleType | None
+try:
+    import orjson as _orjson
+except ImportError:  # the core install, without extras: the standard library alone
+    _orjson = None
 
 __all__ = ["define_parser", "run"]
 
@@ -95,10 +100,12 @@ def _cell(value: Any) -> Any:
 
 def _compact(value: Any) -> str:
     """An object or list as compact JSON text, UTF-8 unescaped (a CSV or Parquet cell)."""
-    try:
-        return orjson.dumps(value).decode("utf-8")
-    except TypeError:  # an integer beyond 64 bits, which orjson does not write
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if _orjson is not None:
+        try:
+            return str(_orjson.dumps(value).decode("utf-8"))
+        except TypeError:  # an integer beyond 64 bits, which orjson does not write
+            pass
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _write_atomic(out: str, write: Any) -> None:
@@ -161,10 +168,12 @@ def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dic
 
 def _ndjson_line(row: dict[str, Any]) -> bytes:
     """One row as a line of compact JSON, keys in column order, UTF-8 unescaped."""
-    try:
-        return orjson.dumps(row) + b"\n"
-    except TypeError:  # an integer beyond 64 bits, which orjson does not write
-        return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    if _orjson is not None:
+        try:
+            return bytes(_orjson.dumps(row)) + b"\n"
+        except TypeError:  # an integer beyond 64 bits, which orjson does not write
+            pass
+    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def _write_rows(handle: Any, fmt: str, names: list[str], rows: Iterator[dict[str, Any]]) -> None:

@@ -15,9 +15,8 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
-
-import orjson
 
 from magstat.errors import InvalidInputError
 from magstat.views.definition import View, parse_view
@@ -75,15 +74,24 @@ def _is_json_document(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".json", ".json.gz"))
 
 
+_orjson: ModuleType | None
+try:
+    import orjson as _orjson
+except ImportError:  # the core install, without extras: the standard library alone
+    _orjson = None
+
+
 def _loads(line: str) -> Any:
-    """``json.loads``, through orjson first: the same values, several times faster.
+    """``json.loads``, through orjson first where it is installed: the same values, faster.
 
     What orjson refuses (a line that is not JSON, an integer beyond 64 bits, NaN) goes to
     ``json.loads``, which takes the last two and words the error for the first.
     """
+    if _orjson is None:
+        return json.loads(line)
     try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
+        return _orjson.loads(line)
+    except _orjson.JSONDecodeError:
         return json.loads(line)
 
 
