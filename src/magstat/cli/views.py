@@ -100,12 +100,17 @@ def _cell(value: Any) -> Any:
 
 def _compact(value: Any) -> str:
     """An object or list as compact JSON text, UTF-8 unescaped (a CSV or Parquet cell)."""
+    return _json_bytes(value).decode("utf-8")
+
+
+def _json_bytes(value: Any) -> bytes:
+    """Compact JSON, UTF-8 unescaped: orjson where installed, else the standard library alike."""
     if _orjson is not None:
         try:
-            return str(_orjson.dumps(value).decode("utf-8"))
+            return bytes(_orjson.dumps(value))
         except TypeError:  # an integer beyond 64 bits, which orjson does not write
             pass
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _write_atomic(out: str, write: Any) -> None:
@@ -146,9 +151,6 @@ def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dic
     schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
     texts = [typ == pa.string() for typ in types]
 
-    def group(data: dict[str, list[Any]]) -> pa.Table:
-        return pa.table(data, schema=schema)
-
     with pq.ParquetWriter(path, schema) as writer:
         data: dict[str, list[Any]] = {n: [] for n in names}
         count = written = 0
@@ -160,20 +162,10 @@ def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dic
                 data[name].append(value)
             count += 1
             if count == PARQUET_ROWS:
-                writer.write_table(group(data))
+                writer.write_table(pa.table(data, schema=schema))
                 data, count, written = {n: [] for n in names}, 0, written + count
         if count or not written:  # no rows at all: one empty group, as a table of none
-            writer.write_table(group(data))
-
-
-def _ndjson_line(row: dict[str, Any]) -> bytes:
-    """One row as a line of compact JSON, keys in column order, UTF-8 unescaped."""
-    if _orjson is not None:
-        try:
-            return bytes(_orjson.dumps(row)) + b"\n"
-        except TypeError:  # an integer beyond 64 bits, which orjson does not write
-            pass
-    return (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+            writer.write_table(pa.table(data, schema=schema))
 
 
 def _write_rows(handle: Any, fmt: str, names: list[str], rows: Iterator[dict[str, Any]]) -> None:
@@ -188,7 +180,7 @@ def _write_rows(handle: Any, fmt: str, names: list[str], rows: Iterator[dict[str
         text.detach()
         return
     for row in rows:
-        handle.write(_ndjson_line(row))
+        handle.write(_json_bytes(row) + b"\n")
 
 
 def _run(args: Any) -> int:
