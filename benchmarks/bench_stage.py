@@ -26,7 +26,10 @@ export: ``lean-export`` is that scan (every file of the export, as ``bench_batch
 and ``stage-fetch`` is all the DuckDB work of a screen (the staging query, then the sorted rows
 fetched as the workers get them, in Arrow batches), without the per-patient step in Python.
 ``lean-export`` over ``stage-fetch`` is the ratio a screen would reach if that step cost
-nothing.
+nothing. ``step`` is that step alone: the units the engine hands its workers (``stage-fetch``'s
+rows, cut as the engine cuts them) read and assessed one after another in this one process
+(:func:`magstat.batch.rows.screen_packed_chunk`), timed without the query before it; its
+``rows`` are the patients assessed.
 
 Three more take one piece out of ``stage``, to see what it costs (their tables are not the
 engine's): ``stage-no-file`` (each line's file number a constant), ``stage-no-refs`` (subject
@@ -56,6 +59,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 VARIANTS = (
     "lean-export",
@@ -66,6 +70,7 @@ VARIANTS = (
     "stage-inline",
     "stage-whole",
     "stage-fetch",
+    "step",
     "stage-no-file",
     "stage-no-refs",
     "stage-no-table",
@@ -109,6 +114,8 @@ def _sql(variant: str, files: list[str]) -> str:
         f"FROM (SELECT json_extract(json, ['$.resourceType', '$.code']) AS g FROM {source})"
     )
     stage = engine.DuckDBEngine()
+    if variant == "step":
+        variant = "stage-fetch"
     if variant in ("lean", "lean-export"):
         return (
             "CREATE OR REPLACE TEMP TABLE staged AS SELECT json_extract_string(json, '$.resourceType') AS rt, "
@@ -174,6 +181,9 @@ def run(
         type=duckdb.func.ARROW,
         side_effects=False,
     )
+    if variant == "step":
+        con.execute(sql)  # the staging query, not timed
+        return _step(con, kinds)
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     con.execute(sql if execute else "CREATE OR REPLACE TEMP TABLE staged AS SELECT 1 AS x")
     if execute and variant == "stage-fetch":
@@ -187,6 +197,27 @@ def run(
     kinds.close()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"variant": variant, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "rows": rows}
+
+
+def _step(con: Any, kinds: Any) -> dict:
+    """The ``step`` variant: the staged rows cut into the engine's units, then read and assessed here."""
+    import datetime as dt  # noqa: PLC0415
+
+    from magstat.batch.engines import duckdb as engine  # noqa: PLC0415
+    from magstat.batch.rows import Job, screen_packed_chunk  # noqa: PLC0415
+    from magstat.kb import load  # noqa: PLC0415
+
+    reader = con.sql(engine.DuckDBEngine.sorted_rows_sql()).to_arrow_reader(batch_size=8192)
+    units = list(engine._arrow_chunks(reader))  # the engine's own cutting into units
+    con.close()
+    kinds.close()
+    kb = load()
+    job = Job(as_of=dt.date(2025, 1, 1), strict=False, details=False, kb_sha256=kb.sha256)
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    patients = sum(len(screen_packed_chunk(unit, job, projected=True)) for unit in units)
+    seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"variant": "step", "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "rows": patients}
 
 
 def instructions(variant: str, data: Path, memory_limit: str) -> int:
