@@ -310,3 +310,86 @@ def test_run_writes_nothing_to_stdout_when_a_later_row_fails(
     )
     assert not out.exists()
     assert [] == [p.name for p in tmp_path.iterdir() if p.name.startswith(".rows.ndjson")]
+
+
+TYPED_VIEW = {
+    "resourceType": "ViewDefinition",
+    "resource": "Observation",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "id", "type": "id"},
+                {"name": "count", "path": "valueInteger", "type": "integer"},
+                {"name": "amount", "path": "valueQuantity.value", "type": "decimal"},
+                {"name": "flag", "path": "valueBoolean", "type": "boolean"},
+                {"name": "plain", "path": "extension.value", "type": "string"},
+            ]
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_run_writes_parquet_columns_of_the_view_types(engine: str, tmp_path: Path) -> None:
+    """Integer, decimal and boolean columns are typed in Parquet; a whole number fits a decimal."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    view = tmp_path / "view.json"
+    view.write_text(json.dumps(TYPED_VIEW), encoding="utf-8")
+    source = tmp_path / "Observation.ndjson"
+    resources = [
+        {"resourceType": "Observation", "id": "o1", "valueInteger": 7},
+        {"resourceType": "Observation", "id": "o2", "valueQuantity": {"value": 2}},
+        {"resourceType": "Observation", "id": "o3", "valueBoolean": False},
+        {"resourceType": "Observation", "id": "o4", "extension": [{"url": "u", "value": True}]},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in resources), encoding="utf-8")
+    out = tmp_path / "rows.parquet"
+    args = ["views", "run", str(view), "--input", str(source), "--format", "parquet", "--out", str(out)]
+    assert 0 == main([*args, "--engine", engine])
+    table = pq.read_table(out)
+    assert ["string", "int64", "double", "bool", "string"] == [str(t) for t in table.schema.types]
+    rows = {r["id"]: r for r in table.to_pylist()}
+    assert 7 == rows["o1"]["count"]
+    assert 2.0 == rows["o2"]["amount"]
+    assert rows["o3"]["flag"] is False
+    assert "true" == rows["o4"]["plain"]  # a boolean in a text column is written as JSON
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("column", "resource", "value", "allowed"),
+    [
+        ("count", {"valueInteger": 1.5}, "1.5", "whole numbers"),
+        ("count", {"valueInteger": 2**63}, str(2**63), "whole numbers"),
+        ("amount", {"valueQuantity": {"value": "7"}}, '"7"', "numbers"),
+        ("flag", {"valueBoolean": "yes"}, '"yes"', "true or false"),
+        ("count", {"valueInteger": True}, "true", "whole numbers"),
+    ],
+)
+def test_run_refuses_a_value_its_parquet_column_type_cannot_hold(
+    engine: str, column: str, resource: dict[str, Any], value: str, allowed: str, tmp_path: Path, capsys: Any
+) -> None:
+    """A value the view's type does not allow is refused (exit 2), named, and no file is left."""
+    pytest.importorskip("pyarrow.parquet")
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    view = tmp_path / "view.json"
+    view.write_text(json.dumps(TYPED_VIEW), encoding="utf-8")
+    source = tmp_path / "Observation.ndjson"
+    lines = [
+        {"resourceType": "Observation", "id": "ok", "valueInteger": 3},
+        {"resourceType": "Observation", "id": "bad", **resource},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    out = tmp_path / "rows.parquet"
+    args = ["views", "run", str(view), "--input", str(source), "--format", "parquet", "--out", str(out)]
+    assert 2 == main([*args, "--engine", engine])
+    err = capsys.readouterr().err
+    assert f"column {column}: row 2 holds {value}" in err
+    assert allowed in err
+    assert not out.exists()
+    assert [] == [p.name for p in tmp_path.iterdir() if p.name.startswith(".rows.parquet")]
+    # NDJSON keeps any JSON value: the same rows are written there.
+    assert 0 == main(["views", "run", str(view), "--input", str(source), "--engine", engine])

@@ -130,35 +130,82 @@ PARQUET_ROWS = 65_536
 """Rows per Parquet row group: the writer holds one group in memory, whatever the input's size."""
 
 
+_PARQUET_KINDS = {"boolean": "boolean", "decimal": "decimal"}
+"""A column's kind in Parquet by its view type (integer types: ``integer``; the rest: text)."""
+
+
+def _parquet_kind(column: Any) -> str:
+    """``text``, ``boolean``, ``integer`` or ``decimal``: how a view column is stored in Parquet."""
+    from magstat.views.definition import INTEGER_TYPES  # noqa: PLC0415 - keeps the CLI start fast
+
+    if column.collection:
+        return "text"  # the values as a JSON array
+    if column.type in INTEGER_TYPES:
+        return "integer"
+    return _PARQUET_KINDS.get(column.type, "text")
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _parquet_value(value: Any, kind: str, name: str, number: int, view_type: str | None) -> Any:
+    """One cell as its Parquet column holds it; a value of another type is refused, never guessed.
+
+    Raises:
+        InvalidInputError: the value does not fit the type the view gives the column.
+
+    """
+    if value is None:
+        return None
+    if kind == "text":
+        return value if isinstance(value, str) else _compact(value)
+    if kind == "boolean" and type(value) is bool:
+        return value
+    if kind == "integer" and type(value) is int and _INT64[0] <= value <= _INT64[1]:
+        return value
+    if kind == "decimal" and type(value) in (int, float):
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a double
+            pass
+    shown = _compact(value)
+    raise InvalidInputError(
+        f"column {name}",
+        f"row {number} holds {shown if len(shown) <= 60 else shown[:57] + '...'}, which the view's type "
+        f"{view_type} does not allow in a Parquet column",
+        allowed={
+            "boolean": "true or false",
+            "integer": "whole numbers from -2^63 to 2^63-1",
+            "decimal": "numbers",
+        }[kind]
+        + " (or change the column's type, or write NDJSON or CSV, which keep any JSON value)",
+    )
+
+
 def _parquet(path: str, names: list[str], columns: list[Any], rows: Iterator[dict[str, Any]]) -> None:
+    """Write the rows as Parquet in row groups, each column typed by the view (see :func:`_parquet_kind`).
+
+    Raises:
+        InvalidInputError: a value does not fit its column's type (the file is not written).
+
+    """
     import pyarrow as pa  # noqa: PLC0415 - optional extra
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    from magstat.views.definition import INTEGER_TYPES  # noqa: PLC0415 - keeps the CLI start fast
-
-    types = []
-    for column in columns:
-        if column.collection:
-            types.append(pa.string())
-        elif column.type == "boolean":
-            types.append(pa.bool_())
-        elif column.type in INTEGER_TYPES:
-            types.append(pa.int64())
-        elif column.type == "decimal":
-            types.append(pa.float64())
-        else:
-            types.append(pa.string())
-    schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
-    texts = [typ == pa.string() for typ in types]
+    kinds = [_parquet_kind(column) for column in columns]
+    arrow_types = {"text": pa.string(), "boolean": pa.bool_(), "integer": pa.int64(), "decimal": pa.float64()}
+    schema = pa.schema([pa.field(n, arrow_types[k]) for n, k in zip(names, kinds, strict=True)])
+    plan = [(name, kind, column.type) for name, kind, column in zip(names, kinds, columns, strict=True)]
 
     with pq.ParquetWriter(path, schema) as writer:
         data: dict[str, list[Any]] = {n: [] for n in names}
         count = written = 0
         for row in rows:
-            for name, text in zip(names, texts, strict=True):
+            number = written + count + 1
+            for name, kind, view_type in plan:
                 value = row[name]
-                if text and value is not None and not isinstance(value, str):
-                    value = _compact(value) if isinstance(value, (dict, list)) else str(value)
+                if value is not None and not (kind == "text" and type(value) is str):
+                    value = _parquet_value(value, kind, name, number, view_type)
                 data[name].append(value)
             count += 1
             if count == PARQUET_ROWS:
