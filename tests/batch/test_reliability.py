@@ -101,6 +101,19 @@ def test_malformed_lines_are_counted_and_located(damaged, tmp_path):
     assert 3 == outcome.summary["issues"]["by_file"]["Observation.ndjson"]["malformed_line"] + 2
 
 
+def test_half_a_surrogate_pair_is_a_malformed_line_located_by_number(small, tmp_path):
+    r"""``"\ud800"`` alone parses but is not text: DuckDB refuses the line, and the issue names it."""
+    path = small / "Observation.ndjson"
+    n = len(read_ndjson(path))
+    bad = dumps(serum_mg(f"Patient/{first_patient(small)}", 0.8, "x")).replace('"x"', '"\\ud800"')
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(bad + "\n")
+    screen(ScreenOptions(input=small, out=tmp_path / "out", as_of=AS_OF))
+    (issue,) = [i for i in issues_of(tmp_path / "out") if i["kind"] == "malformed_line"]
+    assert ("Observation.ndjson", str(n + 1)) == (issue["file"], issue["line"])
+    assert "half of a surrogate pair" in issue["problem"]
+
+
 def test_strict_stops_and_writes_nothing(damaged, tmp_path):
     """--strict makes the first problem fatal, naming file and line, and leaves no output behind."""
     with pytest.raises(StrictError, match=r"Observation\.ndjson:\d+"):

@@ -393,3 +393,87 @@ def test_run_refuses_a_value_its_parquet_column_type_cannot_hold(
     assert [] == [p.name for p in tmp_path.iterdir() if p.name.startswith(".rows.parquet")]
     # NDJSON keeps any JSON value: the same rows are written there.
     assert 0 == main(["views", "run", str(view), "--input", str(source), "--engine", engine])
+
+
+ID_VIEW = {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]}
+ENGINES = ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)]
+
+
+def _id_view(tmp_path: Path) -> Path:
+    path = tmp_path / "view.json"
+    path.write_text(json.dumps(ID_VIEW), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_refuses_a_truncated_gzip_file_naming_it(engine: str, tmp_path: Path, capsys: Any) -> None:
+    """A damaged gzip stream is an input problem (exit 2, the file named), not an internal error."""
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    whole = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in RESOURCES))
+    source = tmp_path / "Patient.ndjson.gz"
+    source.write_bytes(whole[:-12])
+    assert 2 == main(["views", "run", str(_id_view(tmp_path)), "--input", str(source), "--engine", engine])
+    err = capsys.readouterr().err
+    assert "Patient.ndjson.gz" in err
+    assert "internal error" not in err
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_refuses_bytes_that_are_not_utf8(engine: str, tmp_path: Path, capsys: Any) -> None:
+    """Bytes that are not UTF-8 are refused (exit 2) with the file named."""
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    source = tmp_path / "Patient.ndjson"
+    source.write_bytes(b'{"resourceType": "Patient", "id": "a\xff\xfe"}\n')
+    assert 2 == main(["views", "run", str(_id_view(tmp_path)), "--input", str(source), "--engine", engine])
+    err = capsys.readouterr().err
+    assert "Patient.ndjson" in err
+    assert "UTF-8" in err
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_refuses_half_a_surrogate_pair_on_the_line_that_holds_it(
+    engine: str, tmp_path: Path, capsys: Any
+) -> None:
+    r"""``"\ud800"`` alone is not text: every engine refuses the line, named alike (exit 2)."""
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    source = tmp_path / "Patient.ndjson"
+    source.write_text(
+        '{"resourceType": "Patient", "id": "ok"}\n{"resourceType": "Patient", "id": "\\ud800"}\n',
+        encoding="utf-8",
+    )
+    assert 2 == main(["views", "run", str(_id_view(tmp_path)), "--input", str(source), "--engine", engine])
+    out, err = capsys.readouterr()
+    assert "" == out
+    assert "Patient.ndjson:2: is not JSON: a string holds half of a surrogate pair" in err
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_run_skips_a_byte_order_mark_and_keeps_every_digit(engine: str, tmp_path: Path, capsys: Any) -> None:
+    """A BOM before the first line is skipped; an integer beyond 64 bits is written digit for digit."""
+    if engine == "spark":
+        pytest.importorskip("pyspark")
+    view = tmp_path / "view.json"
+    view.write_text(
+        json.dumps(
+            {
+                "resource": "Patient",
+                "select": [
+                    {"column": [{"name": "id", "path": "id"}, {"name": "n", "path": "multipleBirthInteger"}]}
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    source = tmp_path / "Patient.ndjson"
+    big = 123456789012345678901234567890
+    source.write_bytes(
+        b"\xef\xbb\xbf"
+        + f'{{"resourceType": "Patient", "id": "p1", "multipleBirthInteger": {big}}}\n'.encode()
+        + b'{"resourceType": "Patient", "id": "p2", "multipleBirthInteger": 2}\n'
+    )
+    assert 0 == main(["views", "run", str(view), "--input", str(source), "--engine", engine])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [{"id": "p1", "n": big}, {"id": "p2", "n": 2}] == sorted(rows, key=lambda r: r["id"])

@@ -128,6 +128,11 @@ def _problem(line: bytes) -> str | None:
         return f"malformed JSON at column {exc.colno}: {exc.msg}"
     except RecursionError:
         return "JSON nested too deeply"
+    if b"\\u" in line:
+        try:  # "\ud800" alone parses, but is not text: DuckDB refuses the line, so this names it
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return "malformed JSON: a string holds half of a surrogate pair (\\ud800-\\udfff alone), not text"
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not a FHIR resource"
     if not isinstance(data.get("resourceType"), str) or not data["resourceType"]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -64,9 +66,10 @@ def ndjson_files(source: Path) -> list[Path]:
 
 
 def _open(path: Path) -> Any:
+    # A byte-order mark at the start is skipped (DuckDB skips it too); elsewhere it is text.
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open(encoding="utf-8-sig")
 
 
 def _is_json_document(path: Path) -> bool:
@@ -81,33 +84,56 @@ except ImportError:  # the core install, without extras: the standard library al
     _orjson = None
 
 
-def _loads(line: str) -> Any:
-    """``json.loads``, through orjson first where it is installed: the same values, faster.
+_LONG_INTEGER = re.compile(r"\d{20}")
+"""Twenty digits in a row: perhaps an integer beyond 64 bits, which orjson would read as a float."""
 
-    What orjson refuses (a line that is not JSON, an integer beyond 64 bits, NaN) goes to
-    ``json.loads``, which takes the last two and words the error for the first.
+
+def _loads(line: str) -> Any:
+    r"""``json.loads``, through orjson first where it is installed: the same values, faster.
+
+    As DuckDB reads it: a string holding half of a surrogate pair (``"\ud800"`` alone: not
+    Unicode text, which no output could write) is refused; ``NaN`` is taken, as DuckDB takes
+    it. An integer beyond 64 bits keeps every digit (orjson would make it a float): such a line
+    goes to ``json.loads``, as does what orjson refuses, so that errors are worded alike.
+
+    Raises:
+        ValueError: the line is not JSON (``json.JSONDecodeError`` where the parser says where).
+
     """
-    if _orjson is None:
-        return json.loads(line)
-    try:
-        return _orjson.loads(line)
-    except _orjson.JSONDecodeError:
-        return json.loads(line)
+    if _orjson is not None and not _LONG_INTEGER.search(line):
+        try:
+            return _orjson.loads(line)
+        except _orjson.JSONDecodeError:
+            pass
+    value = json.loads(line)
+    if "\\u" in line:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                "a string holds half of a surrogate pair (\\ud800-\\udfff alone), not text"
+            ) from None
+    return value
 
 
 def read_resources(source: Path) -> Iterator[dict[str, Any]]:
     """Resources from a JSON array, a Bundle, one resource, or NDJSON (plain or gzip).
 
     Raises:
-        InvalidInputError: a line or document is not JSON (named by file and line).
+        InvalidInputError: a line or document is not JSON (named by file and line), or a file
+            cannot be read (a damaged gzip stream, bytes that are not UTF-8).
 
     """
     if _is_json_document(source):
-        with _open(source) as handle:
-            try:
-                doc = json.load(handle)
-            except ValueError as exc:
-                raise InvalidInputError(str(source), f"is not JSON: {exc}") from exc
+        try:
+            with _open(source) as handle:
+                text = handle.read()
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+            raise InvalidInputError(str(source), f"cannot be read: {_reason(exc)}") from None
+        try:
+            doc = _loads(text)
+        except ValueError as exc:
+            raise InvalidInputError(str(source), f"is not JSON: {_reason(exc)}") from None
         if isinstance(doc, list):
             items = doc
         elif isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
@@ -117,16 +143,34 @@ def read_resources(source: Path) -> Iterator[dict[str, Any]]:
         yield from (r for r in items if isinstance(r, dict))
         return
     for path in ndjson_files(source):
-        with _open(path) as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    resource = _loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{path.name}:{number}", f"is not JSON: {exc.msg}") from exc
-                if isinstance(resource, dict):
-                    yield resource
+        try:
+            yield from _ndjson_resources(path)
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+            raise InvalidInputError(path.name, f"cannot be read: {_reason(exc)}") from None
+
+
+def _ndjson_resources(path: Path) -> Iterator[dict[str, Any]]:
+    with _open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                resource = _loads(line)
+            except ValueError as exc:
+                raise InvalidInputError(f"{path.name}:{number}", f"is not JSON: {_reason(exc)}") from None
+            if isinstance(resource, dict):
+                yield resource
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message without the parser's position (the caller names the file and line)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, EOFError):
+        return "the gzip stream ends early (a truncated file)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "it holds bytes that are not UTF-8"
+    return str(exc) or type(exc).__name__
 
 
 class PythonEngine:

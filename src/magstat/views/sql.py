@@ -29,7 +29,7 @@ import orjson
 
 from magstat.errors import InvalidInputError
 from magstat.views.definition import INTEGER_TYPES, STRING_TYPES, Select, View, parse_view
-from magstat.views.engines import ndjson_files, read_resources, write_temp_ndjson
+from magstat.views.engines import _LONG_INTEGER, ndjson_files, read_resources, write_temp_ndjson
 from magstat.views.fhirpath import Node
 
 __all__ = ["REPEAT_DEPTH", "DuckDBEngine", "SparkEngine", "compile_sql"]
@@ -978,12 +978,17 @@ def _decode(row: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
 
 
 def _decode_array(text: str, names: Sequence[str]) -> dict[str, Any]:
-    """A row given as the JSON array of its column values (:meth:`DuckDBEngine.query`)."""
-    try:
-        values = orjson.loads(text)
-    except orjson.JSONDecodeError:  # a number orjson does not take (an integer of 20 digits)
-        values = json.loads(text)
-    return dict(zip(names, values, strict=True))
+    """A row given as the JSON array of its column values (:meth:`DuckDBEngine.query`).
+
+    A row with twenty digits in a row goes to ``json.loads``, which keeps every digit of an
+    integer beyond 64 bits (orjson would make it a float), as the Python engine does.
+    """
+    if _LONG_INTEGER.search(text) is None:
+        try:
+            return dict(zip(names, orjson.loads(text), strict=True))
+        except orjson.JSONDecodeError:
+            pass
+    return dict(zip(names, json.loads(text), strict=True))
 
 
 def _view_error(exc: Exception) -> InvalidInputError | None:
@@ -991,6 +996,7 @@ def _view_error(exc: Exception) -> InvalidInputError | None:
     text = str(exc).strip().split("\n")[0]
     if _ERROR_MARK in text:
         message = text.split(_ERROR_MARK, 1)[1].split("\n")[0].strip().rstrip("'\"")
+        message = re.sub(r"\s+SQLSTATE: \w+$", "", message)  # Spark's error class code
         field, _, problem = message.partition(": ")
         return InvalidInputError(field, problem or message)
     return None
@@ -1043,6 +1049,12 @@ class DuckDBEngine:
             named = re.search(r'in file "([^"]+)"', first)
             found = _first_malformed_line(Path(named.group(1))) if named else None
             return found or InvalidInputError("--input", first)
+        if isinstance(exc, self._duckdb.IOException) or (
+            type(exc) is OSError and str(exc).startswith("IO Error")
+        ):
+            # A file that cannot be read (a damaged gzip stream): DuckDB names it.
+            first = str(exc).strip().split("\n")[0]
+            return InvalidInputError("--input", f"a file could not be read: {first}")
         return exc
 
     def _rows(self, view: View, files: Sequence[Path], batch: int = 8192) -> Iterator[dict[str, Any]]:
@@ -1110,10 +1122,10 @@ def _java_view_error(exc: Exception) -> InvalidInputError | None:
 
 
 def _first_malformed_line(path: Path) -> InvalidInputError | None:
-    """The error naming the first line of an NDJSON file that is not JSON.
+    """The error naming the first line of an NDJSON file that is not JSON, or the file if unreadable.
 
     Worded as the Python engine words it (:func:`~magstat.views.engines.read_resources`);
-    ``None`` if there is none or the file cannot be read. Read only after DuckDB refused the file.
+    ``None`` if there is none. Read only after an engine (DuckDB, Spark) refused the input.
     """
     try:
         for _ in read_resources(path):
@@ -1122,6 +1134,25 @@ def _first_malformed_line(path: Path) -> InvalidInputError | None:
         return err
     except (OSError, UnicodeDecodeError, EOFError):
         return None
+    return None
+
+
+_SPARK_CHECKED_LINE = (
+    "parse_json(CASE WHEN is_valid_utf8(value) THEN value ELSE raise_error(concat("
+    f"{_q(_ERROR_MARK)}, regexp_extract(input_file_name(), '[^/]*$', 0), "
+    "': cannot be read: it holds bytes that are not UTF-8')) END)"
+)
+"""A line of text as Spark's resource: bytes that are not UTF-8 are refused (Spark's text source
+would replace them silently), worded as the Python engine words it."""
+
+
+def _input_problem(files: Sequence[Path]) -> InvalidInputError | None:
+    """The first input problem the Python engine's reader finds in NDJSON ``files`` (after Spark failed)."""
+    for path in files:
+        if path.suffix != ".parquet":
+            found = _first_malformed_line(path)
+            if found is not None:
+                return found
     return None
 
 
@@ -1200,10 +1231,14 @@ class SparkEngine:
                 .appName("magstat-views")
                 .config("spark.ui.enabled", "false")
                 .config("spark.driver.host", "127.0.0.1")
+                .config("spark.ui.showConsoleProgress", "false")
             )
             for key, value in _SESSION_SQL_SETTINGS.items():
                 builder = builder.config(key, value)
             session = builder.getOrCreate()
+            # As the screening engine: warnings are Spark's business; an error reaches the user as
+            # the exception this engine translates (exit 2 for input and view problems).
+            session.sparkContext.setLogLevel("ERROR")
         self.spark = session
         self.dialect = SparkDialect()
 
@@ -1248,11 +1283,13 @@ class SparkEngine:
         def rows() -> Generator[dict[str, Any], None, None]:
             try:
                 self.spark.read.text([str(f) for f in files]).createOrReplaceTempView(name)
-                query = compile_sql(view, self.dialect, name, "parse_json(value)")
+                query = compile_sql(view, self.dialect, name, _SPARK_CHECKED_LINE)
                 for row in self.spark.sql(query).toLocalIterator():
                     yield _decode(tuple(row), names)
             except (PySparkException, Exception) as exc:  # Py4J errors are not PySparkException subclasses
-                error = _view_error(exc) or _java_view_error(exc)
+                # A line Spark cannot parse (or a damaged file) is found again and named as the
+                # Python engine names it.
+                error = _view_error(exc) or _java_view_error(exc) or _input_problem(files)
                 if error is not None:
                     raise error from None
                 raise
