@@ -57,6 +57,57 @@ def test_command_refuses_spark_options_without_spark(tmp_path):
         screen_cli.run(parse(str(tmp_path), "--out", str(tmp_path / "o"), "--spark-master", "local[1]"))
 
 
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (("--spark-master", "local[1]"), "--spark-master"),
+        (("--spark-remote", "sc://127.0.0.1:15002"), "--spark-remote"),
+        (("--spark-conf", "spark.executor.memory=1g"), "--spark-conf"),
+    ],
+)
+def test_spark_options_without_spark_are_named(tmp_path, flags, field):
+    """The refusal names the Spark option that was given, not another one."""
+    with pytest.raises(InvalidInputError) as caught:
+        screen_cli.run(parse(str(tmp_path), "--out", str(tmp_path / "o"), *flags))
+    assert field == caught.value.field
+
+
+@pytest.mark.parametrize(
+    ("flags", "field", "allowed"),
+    [
+        (("--workers", "-1"), "--workers", "0 (the per-patient step in the screening process) to 256"),
+        (("--workers", "100000"), "--workers", "to 256"),
+        (("--threads", "-3"), "--threads", "0 (all cores) to 1024"),
+        (("--memory-limit", "5XB"), "--memory-limit", "512MB, 2GB or 4GiB"),
+        (("--memory-limit", "10MB"), "--memory-limit", "at least 64MB"),
+    ],
+)
+def test_settings_out_of_range_are_refused_before_anything_starts(tmp_path, flags, field, allowed):
+    """Workers, threads and memory are checked first (exit 2 naming the flag), not by the engine."""
+    write_bulk(synthea_py_files()[:1], tmp_path / "bulk")
+    with pytest.raises(InvalidInputError) as caught:
+        screen_cli.run(parse(str(tmp_path / "bulk"), "--out", str(tmp_path / "o"), *flags))
+    assert field == caught.value.field
+    assert allowed in (caught.value.allowed or "")
+    assert not (tmp_path / "o").exists()
+
+
+def test_memory_sizes_are_read_as_duckdb_writes_them():
+    """512MB and 2GB are decimal, 4GiB binary; the Spark engine is given the same size in MiB."""
+    from magstat.batch.pipeline import memory_bytes  # noqa: PLC0415 - the function under test
+
+    assert 512 * 10**6 == memory_bytes("512MB")
+    assert 2 * 10**9 == memory_bytes("2 gb")
+    assert 4 * 2**30 == memory_bytes("4GiB")
+    assert 5 * 10**8 == memory_bytes("0.5GB")
+
+
+def test_a_folder_is_not_a_table(tmp_path):
+    """--input-format table on a folder is invalid input, not an output error."""
+    with pytest.raises(InvalidInputError, match="is not a file"):
+        screen_cli.run(parse(str(tmp_path), "--out", str(tmp_path / "o"), "--input-format", "table"))
+
+
 def test_missing_input_is_refused(tmp_path):
     """A path that does not exist is invalid input (exit 2 at the command's edge)."""
     with pytest.raises(InvalidInputError, match="no such file"):

@@ -1,4 +1,4 @@
-"""Spark on a standalone cluster (a master and two workers on loopback) and over Spark Connect.
+"""Spark on a standalone cluster (a master and two workers on loopback), over Spark Connect, and local.
 
 The daemons are started from the installed PySpark (see ``spark_cluster``), once for this
 module, and stopped at its end. Screening runs as ``magstat screen`` in a process of its own,
@@ -97,4 +97,16 @@ def test_connect_screen_matches_duckdb(bulk, duck, tmp_path):
         out = tmp_path / "spark"
         run = _screen_cli(bulk, out, "--spark-remote", str(server.remote_url))
         assert 0 == run.returncode, run.stderr[-4000:] + server.logs()
+    _assert_same_outputs(duck, out)
+
+
+def test_local_screen_takes_a_memory_limit_written_as_for_duckdb(bulk, duck, tmp_path):
+    """`--memory-limit 1GB` (DuckDB's way of writing it, as the help shows) starts the Spark driver.
+
+    The JVM takes sizes as ``1024m``, not ``1GB``: the size is given to it in MiB. It once failed
+    to start, an internal error.
+    """
+    out = tmp_path / "spark"
+    run = _screen_cli(bulk, out, "--memory-limit", "1GB", "--threads", "1")
+    assert 0 == run.returncode, run.stderr[-4000:]
     _assert_same_outputs(duck, out)

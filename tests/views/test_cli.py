@@ -477,3 +477,39 @@ def test_run_skips_a_byte_order_mark_and_keeps_every_digit(engine: str, tmp_path
     assert 0 == main(["views", "run", str(view), "--input", str(source), "--engine", engine])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [{"id": "p1", "n": big}, {"id": "p2", "n": 2}] == sorted(rows, key=lambda r: r["id"])
+
+
+@pytest.mark.parametrize(
+    ("test", "reason"),
+    [
+        ({"expectColumns": 5}, "expectColumns must be a list of column names"),
+        ({"expectColumns": ["id", 2]}, "expectColumns must be a list of column names"),
+        ({"expect": [1]}, "expect must be a list of row objects"),
+        ({"expect": {"id": "a"}}, "expect must be a list of row objects"),
+    ],
+)
+def test_views_test_reports_a_malformed_test_as_failed(
+    test: dict[str, Any], reason: str, tmp_path: Path, capsys: Any
+) -> None:
+    """A test whose expectation is malformed fails with the reason in the report (exit 1), never exit 70."""
+    suite = {
+        "title": "odd",
+        "resources": [{"resourceType": "Patient", "id": "a"}],
+        "tests": [{"title": "t", "view": ID_VIEW, **test}],
+    }
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(suite), encoding="utf-8")
+    report = tmp_path / "report.json"
+    assert 1 == main(["views", "test", str(path), "--engine", "python", "--report", str(report)])
+    assert reason in capsys.readouterr().err
+    (entry,) = json.loads(report.read_text(encoding="utf-8"))["odd.json"]["tests"]
+    assert entry["result"]["passed"] is False
+    assert reason in entry["result"]["reason"]
+
+
+def test_views_test_refuses_resources_that_are_not_a_list(tmp_path: Path, capsys: Any) -> None:
+    """A test file whose resources are not a list is refused (exit 2), naming it."""
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps({"resources": 5, "tests": []}), encoding="utf-8")
+    assert 2 == main(["views", "test", str(path), "--engine", "python"])
+    assert "resources: must be a list of FHIR resources" in capsys.readouterr().err

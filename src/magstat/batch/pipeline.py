@@ -96,6 +96,69 @@ class ScreenOptions:
     progress: bool = False
 
 
+MAX_WORKERS = 256
+"""The most worker processes a screening starts when told to (``--workers``)."""
+MAX_THREADS = 1024
+"""The most engine threads a screening accepts (``--threads``)."""
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+MIN_MEMORY = 64 * 10**6
+"""The smallest ``--memory-limit`` accepted: below it DuckDB cannot hold a batch of lines."""
+
+
+def memory_bytes(text: str) -> int:
+    """The bytes of a memory size as DuckDB writes it (``512MB``, ``2GB``, ``4GiB``; KB = 1000 bytes).
+
+    Raises:
+        InvalidInputError: not such a size, or below :data:`MIN_MEMORY`.
+
+    """
+    found = _SIZE.match(text)
+    allowed = "a size such as 512MB, 2GB or 4GiB (at least 64MB)"
+    if found is None:
+        raise InvalidInputError("--memory-limit", "is not a memory size", value=text, allowed=allowed)
+    size = int(float(found.group(1)) * _SIZE_UNITS[found.group(2).lower()])
+    if size < MIN_MEMORY:
+        raise InvalidInputError("--memory-limit", "is too small", value=text, allowed=allowed)
+    return size
+
+
+def check_options(options: ScreenOptions) -> None:
+    """Refuse settings no engine can run with, before anything starts.
+
+    Raises:
+        InvalidInputError: ``workers``, ``threads`` or ``memory_limit`` is out of range.
+
+    """
+    if options.workers is not None and not 0 <= options.workers <= MAX_WORKERS:
+        raise InvalidInputError(
+            "--workers",
+            "is out of range",
+            value=str(options.workers),
+            allowed=f"0 (the per-patient step in the screening process) to {MAX_WORKERS}",
+        )
+    if not 0 <= options.threads <= MAX_THREADS:
+        raise InvalidInputError(
+            "--threads",
+            "is out of range",
+            value=str(options.threads),
+            allowed=f"0 (all cores) to {MAX_THREADS}",
+        )
+    if options.memory_limit is not None:
+        memory_bytes(options.memory_limit)
+
+
 @dataclass(frozen=True)
 class ScreenOutcome:
     """What a screening wrote."""
@@ -254,10 +317,15 @@ def screen(options: ScreenOptions, kb: KnowledgeBase | None = None) -> ScreenOut
     .. versionadded:: 0.1.0
 
     """
+    check_options(options)
     kb = kb or load()
     input_format = options.input_format or detect_format(options.input)
     if not options.input.exists():
         raise InvalidInputError(str(options.input), "no such file or folder")
+    if input_format == "table" and not options.input.is_file():
+        raise InvalidInputError(
+            str(options.input), "is not a file", allowed="a CSV or Parquet table for --input-format table"
+        )
     job = Job(as_of=options.as_of, strict=options.strict, details=options.details, kb_sha256=kb.sha256)
     log = IssueLog(strict=options.strict)
     extra: tuple[tuple[str, str], ...] = nhanes.EXTRA_COLUMNS if input_format == "nhanes" else ()

@@ -179,8 +179,11 @@ def run(args: argparse.Namespace) -> int:
             f"magstat: screen needs the batch extra: pip install 'magstat[batch]' ({exc.name} missing)\n"
         )
         return 2
-    if args.engine == "duckdb" and (args.spark_master or args.spark_remote or args.spark_conf):
-        raise InvalidInputError("--spark-master", "given without --engine spark")
+    if args.engine == "duckdb":
+        spark_flags = (("--spark-master", args.spark_master), ("--spark-remote", args.spark_remote))
+        given = [flag for flag, value in spark_flags if value] + (["--spark-conf"] if args.spark_conf else [])
+        if given:
+            raise InvalidInputError(given[0], "given without --engine spark")
     if args.print_jwks:
         return _print_jwks(args)
     if args.out is None:

@@ -65,6 +65,9 @@ def run_test(
 
     """
     name = str(test.get("title", "?"))
+    malformed = _malformed_expectation(test)
+    if malformed is not None:
+        return Outcome(file, name, False, f"the test is malformed: {malformed}")
     try:
         columns, rows = engine.evaluate(test.get("view"), resources)
     except InvalidInputError as exc:
@@ -92,6 +95,19 @@ def run_test(
     return Outcome(file, name, True, None)
 
 
+def _malformed_expectation(test: dict[str, Any]) -> str | None:
+    """What is wrong with a test's ``expect`` or ``expectColumns``, if anything."""
+    if "expectColumns" in test:
+        found = test["expectColumns"]
+        if not isinstance(found, list) or not all(isinstance(c, str) for c in found):
+            return f"expectColumns must be a list of column names (got {json.dumps(found)[:60]})"
+    if "expect" in test:
+        found = test["expect"]
+        if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
+            return f"expect must be a list of row objects (got {json.dumps(found)[:60]})"
+    return None
+
+
 def run_file(engine: Engine, path: str | Path) -> list[Outcome]:
     """Run every test of one conformance file.
 
@@ -106,7 +122,12 @@ def run_file(engine: Engine, path: str | Path) -> list[Outcome]:
         raise InvalidInputError(str(path), f"cannot read the test file: {exc}") from exc
     if not isinstance(suite, dict) or not isinstance(suite.get("tests"), list):
         raise InvalidInputError(str(path), "is not a SQL on FHIR test file", allowed='an object with "tests"')
-    resources = [r for r in suite.get("resources", []) if isinstance(r, dict)]
+    found = suite.get("resources", [])
+    if not isinstance(found, list):
+        raise InvalidInputError(
+            f"{path}: resources", "must be a list of FHIR resources", value=str(found)[:60]
+        )
+    resources = [r for r in found if isinstance(r, dict)]
     return [run_test(engine, resources, t, path.name) for t in suite["tests"] if isinstance(t, dict)]
 
 

@@ -423,7 +423,10 @@ class SparkEngine:
             }
             defaults.update(_VIEW_SQL_CONF)
             if ctx.memory_limit:
-                defaults["spark.driver.memory"] = ctx.memory_limit
+                # DuckDB's way of writing a size (2GB) is not the JVM's (2g): given in MiB.
+                from magstat.batch.pipeline import memory_bytes  # noqa: PLC0415 - avoids an import cycle
+
+                defaults["spark.driver.memory"] = f"{-(-memory_bytes(ctx.memory_limit) // 2**20)}m"
             for key, value in defaults.items():
                 builder = builder.config(key, value)
         if self.remote:
