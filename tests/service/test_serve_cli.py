@@ -91,6 +91,26 @@ def test_bad_config_file_is_exit_2(tmp_path):
     assert b"cds.algorithms" in err
 
 
+def test_a_port_in_use_is_exit_2_naming_it(tmp_path):
+    """A taken port is a usage error (exit 2) before the service starts; uvicorn's own 3 means a bad knowledge base here."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = start("--demo", "--port", str(port), cwd=tmp_path)
+        _, err = proc.communicate(timeout=30)
+    assert 2 == proc.returncode
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in err
+
+
+def test_a_host_this_machine_does_not_have_is_exit_2(tmp_path):
+    """A host name that does not resolve is named (exit 2), not left to uvicorn (exit 3)."""
+    proc = start("--demo", "--host", "no-such-host.invalid", "--port", str(free_port()), cwd=tmp_path)
+    _, err = proc.communicate(timeout=30)
+    assert 2 == proc.returncode
+    assert b"--host: cannot listen on 'no-such-host.invalid'" in err
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="signals")
 def test_demo_server_logs_json_without_patient_data(tmp_path, records, kb):
     """In demo mode the server says so loudly; its access log is JSON and never shows patient data."""

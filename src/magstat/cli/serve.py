@@ -23,6 +23,7 @@ import inspect
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -90,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update={"server": server})
         if args.port is not None and not 1 <= args.port <= 65535:
             raise ConfigError(f"--port: {args.port} is not a port number; allowed: 1-65535")
+        problem = _listen_problem(settings.server.host, settings.server.port)
+        if problem is not None:
+            raise ConfigError(problem)
         app = create_app(settings) if workers == 1 else None
         if app is None:
             settings.check()
@@ -126,6 +130,27 @@ def run(args: argparse.Namespace) -> int:
             "magstat.service.main:create_app_from_environment", factory=True, workers=workers, **options
         )
     return _EXIT_OK
+
+
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why the service could not listen on ``host:port``, found before it starts; ``None`` if it can.
+
+    Without this, uvicorn reports a host this machine does not have, or a port in use, by
+    exiting with 3, which for magstat means an invalid knowledge base.
+    """
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        return f"--host: cannot listen on {host!r} ({reason}); allowed: an address of this machine, such as 127.0.0.1"
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port} ({exc.strerror}); allowed: a free port (--port) on an address of this machine (--host)"
+    return None
 
 
 @contextlib.contextmanager
