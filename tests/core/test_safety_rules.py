@@ -825,6 +825,30 @@ def test_torsades_with_heart_block_or_a_magnesium_allergy_gets_the_urgent_cautio
     assert "sf.heart_block" not in ids(quiet.safety)
 
 
+@pytest.mark.parametrize(
+    ("started", "draft", "reached"),
+    [
+        (None, False, True),  # no start date: it may have reached the sample
+        (dt.date(2024, 5, 28), False, True),  # started before the sample
+        (DAY, False, True),  # the same day: it may have
+        (dt.date(2024, 5, 31), False, False),  # started after the sample
+        (None, True, False),  # a draft order (CDS Hooks): not given yet
+    ],
+)
+def test_a_serum_value_taken_before_magnesium_therapy_is_read_without_it(started, draft, reached):
+    """A high serum Mg is excess unless the therapy may have reached the sample; a normal one is judged."""
+    therapy = dataclasses.replace(mgso4(), start=started, draft=draft)
+    high = assess(facts(labs=(mg(1.9),), medications=(therapy,), as_of=dt.date(2024, 6, 1)), KB)
+    assert ("indeterminate" if reached else "excess") == high.status
+    assert ("serum_mg.therapeutic" in ids(high.findings)) is reached
+    assert ("sf.excess" in ids(high.safety)) is not reached
+    # The therapy is still current: its own safety advice stays, whatever the sample.
+    assert "sf.mg_infusion_monitoring" in ids(high.safety)
+    normal = assess(facts(labs=(mg(0.95),), medications=(therapy,), as_of=dt.date(2024, 6, 1)), KB)
+    assert ("indeterminate" if reached else "unlikely") == normal.status
+    assert ("lim.serum_during_therapy" in ids(normal.limitations)) is reached
+
+
 def test_a_normal_serum_during_magnesium_therapy_does_not_make_deficiency_unlikely():
     """IV MgSO4 current, serum Mg 0.95, no risk factor: indeterminate with the limitation, not 'unlikely'."""
     during = assess(facts(labs=(mg(0.95),), medications=(mgso4(reason=None),)), KB)

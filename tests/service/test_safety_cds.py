@@ -142,6 +142,31 @@ def test_order_select_iv_mgso4_with_poor_kidney_function(server, kb, hook):
     assert "oral magnesium aspartate contraindicates" not in cards[0]["detail"]
 
 
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+@pytest.mark.parametrize("when", ["2024-05-30T08:00:00Z", "2024-06-01T07:00:00Z"])
+def test_ordering_iv_magnesium_for_a_patient_already_in_excess_is_critical(server, kb, hook, when):
+    """A high serum Mg taken before the order (days before, or this morning) is excess, not a
+    therapeutic level of the magnesium being ordered: the product card is critical and says so."""
+    bundle = cases.Case(f"os-high-{hook}-{when[8:10]}", birth="1990-01-01").mg(1.6, when).bundle()
+    response = order_call(
+        server,
+        kb,
+        hook,
+        Record(bundle),
+        "magnesium sulfate 4 g IV over 4 hours",
+        authored="2024-06-01T08:00:00Z",
+        dosageInstruction=[{"route": {"coding": [{"system": cases.SNOMED, "code": cases.IV[0]}]}}],
+    )
+    assert 200 == response.status_code, response.text
+    (card,) = [
+        c for c in response.json()["cards"] if c["source"]["topic"]["code"] == "magnesium-product-kidney"
+    ]
+    assert "critical" == card["indicator"]
+    assert "while serum magnesium is above the upper" in card["summary"]
+    assert "Serum magnesium 1.60 mmol/L (above lab range" in card["detail"]
+    assert "therapeutic range" not in card["detail"]
+
+
 def test_low_magnesium_on_oral_magnesium_card_asks_what_to_check_before_more(server, kb):
     """Low Mg while magnesium oxide is taken: the card names the product and the checks, with the PPI."""
     cards = patient_view(server, kb, cases.low_on_oral_magnesium())

@@ -98,8 +98,11 @@ class Medication:
         reason: the indication recorded with it (``reasonCode``), if any.
         dose_mg_per_day: the amount per day in mg, when the structured dosage gives a mass dose
             and a frequency (dose x frequency / period); ``None`` otherwise.
+        draft: an order not yet signed (a CDS Hooks draft order): counted as current for its
+            risks and safety checks, but it has reached no sample taken so far.
 
     .. versionchanged:: 0.2.0 ``route``, ``reason`` and ``dose_mg_per_day``.
+    .. versionchanged:: 0.10.0 ``draft``.
 
     """
 
@@ -112,6 +115,7 @@ class Medication:
     route: str | None = None
     reason: str | None = None
     dose_mg_per_day: float | None = None
+    draft: bool = False
 
 
 @dataclass(frozen=True, slots=True)

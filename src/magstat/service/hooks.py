@@ -31,6 +31,7 @@ from magstat.adapters.cds_hooks.request import (
     OPTIONAL_KEYS,
     draft_drugs,
     draft_orders,
+    mark_drafts,
     patient_bundle,
     render_template,
 )
@@ -270,6 +271,8 @@ async def answer(
     if not obtained and not order_hook:
         raise PreconditionFailedError
     facts = facts_from_fhir(reading.bundle, kb, as_of=today, strict=False, patient_id=patient_id)
+    if drafts is not None:
+        facts = mark_drafts(facts, drafts)
     # An empty search result is a known empty list only when every query of that list came back
     # whole; the FHIR adapter cannot tell "no MedicationRequest" from "not asked".
     known = gathered.complete - reading.unusable

@@ -9,6 +9,7 @@ FHIR adapter.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,14 +19,17 @@ from urllib.parse import quote
 
 from magstat.adapters.cds_hooks.cards import DraftDrug
 from magstat.adapters.fhir import facts_from_fhir
+from magstat.core.facts import PatientFacts
 from magstat.core.match import LOINC, match_test
 from magstat.kb.schema import KnowledgeBase
 
 __all__ = [
+    "DRAFT_ID_PREFIX",
     "DraftOrders",
     "PrefetchReading",
     "draft_drugs",
     "draft_orders",
+    "mark_drafts",
     "patient_bundle",
     "prefetch_templates",
     "render_template",
@@ -38,6 +42,9 @@ _USER_TOKENS = {
     "userPatientId": "Patient",
     "userRelatedPersonId": "RelatedPerson",
 }
+
+DRAFT_ID_PREFIX = "magstat-draft-"
+"""The id this service gives a draft MedicationRequest that has none (``magstat-draft-1`` ...)."""
 
 MEDICATION_KEYS = ("medicationRequests", "medicationStatements")
 """Prefetch keys that together make the medication list."""
@@ -177,12 +184,16 @@ class DraftOrders:
         selected: ``Type/id`` references of the orders the hook is about (``selections`` of
             ``order-select``), or ``None`` when every draft is (``order-sign``, or no selections).
         serum_mg_ordered: a serum magnesium test is already among the drafts.
+        refs: the ``MedicationRequest/id`` of every draft (one without an id is given
+            ``magstat-draft-<n>``), so that their facts can be marked as drafts
+            (:func:`mark_drafts`).
 
     """
 
     resources: tuple[dict[str, Any], ...]
     selected: frozenset[str] | None
     serum_mg_ordered: bool
+    refs: frozenset[str] = frozenset()
 
 
 def draft_orders(
@@ -211,15 +222,32 @@ def draft_orders(
             current = {k: v for k, v in resource.items() if k != "authoredOn"}
             current["status"] = "active"
             current["intent"] = "order"  # read as the order it is about to become, even if proposed
+            if ref is None:  # named, so that its facts can be told from the record's (mark_drafts)
+                current["id"] = f"{DRAFT_ID_PREFIX}{len(resources) + 1}"
             resources.append(current)
-            if ref:
-                refs.append(ref)
+            refs.append(f"MedicationRequest/{current['id']}")
         elif rtype == "Medication":
             resources.append(dict(resource))
         elif rtype == "ServiceRequest" and _is_serum_mg(kb, resource):
             serum_mg = True
     chosen = frozenset(s for s in selections or () if isinstance(s, str))
-    return DraftOrders(tuple(resources), chosen or None, serum_mg)
+    return DraftOrders(tuple(resources), chosen or None, serum_mg, frozenset(refs))
+
+
+def mark_drafts(facts: PatientFacts, drafts: DraftOrders) -> PatientFacts:
+    """The facts with the medications read from the draft orders marked ``draft``.
+
+    A draft counts as a current order for its risks and safety checks, but it has not been
+    given: no sample on the record was taken during it (a raised serum magnesium is not
+    explained by magnesium ordered in this very hook).
+    """
+    meds = facts.medications
+    if not meds or not drafts.refs:
+        return facts
+    marked = tuple(
+        dataclasses.replace(m, draft=True) if m.origin.resource in drafts.refs else m for m in meds
+    )
+    return dataclasses.replace(facts, medications=marked)
 
 
 def draft_drugs(kb: KnowledgeBase, drafts: DraftOrders, as_of: date) -> tuple[DraftDrug, ...]:
@@ -237,6 +265,8 @@ def draft_drugs(kb: KnowledgeBase, drafts: DraftOrders, as_of: date) -> tuple[Dr
     out = []
     for med in facts.medications or ():
         ref = med.origin.resource or med.text
+        if ref.startswith(f"MedicationRequest/{DRAFT_ID_PREFIX}"):
+            ref = med.text  # an id this service gave: the EHR knows the draft by its text
         selected = drafts.selected is None or ref in drafts.selected
         out.append(DraftDrug(ref, med.text, med.drugs, selected))
     return tuple(out)

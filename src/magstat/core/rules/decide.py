@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from magstat.core.result import Finding, InputUsed, MdsResult, SerumMagnesium, Status, new_finding, new_input
 from magstat.core.rules.signs import _REFRACTORY_SIGNS, _SYMPTOMATIC_SIGNS
-from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _Work
+from magstat.core.rules.work import _fmt, _in_text, _mg_shown, _therapy_reached, _Work
 
 # --------------------------------------------------------------------------------------------
 # Step 5: the status
@@ -41,7 +41,12 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
     evidence = [f.id for f in w.findings if f.weight in _EVIDENCE_WEIGHTS]
     severity: str | None = None
     therapeutic_high = w.p.params["mg_therapy.therapeutic_high"]
-    if band == "above_lab_range" and w.mg_therapy and (serum.mmol_l or 0.0) <= therapeutic_high:
+    # "Magnesium being given as treatment" (rules 1 and 5) means: it may have reached the sample.
+    # A therapy started after the sample was taken did not, nor did a draft order not yet given;
+    # the sample is then read as without treatment. (This docstring is the rule text every
+    # assessment shows; the therapy's own finding says it.)
+    treated = _therapy_reached(w, serum.date)
+    if band == "above_lab_range" and treated and (serum.mmol_l or 0.0) <= therapeutic_high:
         status: Status = "indeterminate"
         rule = (
             f"serum magnesium above the lab's upper limit but at or below {_fmt(therapeutic_high)} mmol/L during "
@@ -77,7 +82,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         severity = {1: "mild", 3: "severe", 4: "life-threatening"}.get(grade, "mild")
         rule = "serum magnesium above the lab's upper limit → excess (severity by CTCAE grade)"
         w.severity_reason = f"serum magnesium {_mg_shown(serum)} mmol/L, CTCAE grade {grade}"
-        if w.mg_therapy:
+        if treated:
             rule = (
                 f"serum magnesium above the therapeutic range of magnesium therapy ({_fmt(therapeutic_high)} mmol/L) "
                 "→ excess (toxicity; severity by CTCAE grade)"
@@ -129,7 +134,7 @@ def _decide(w: _Work, serum: SerumMagnesium, mds: MdsResult) -> tuple[Status, st
         rule = (
             "a major risk factor, two minor ones, MDS 2 or more, a sign, or a grey-zone serum value → at risk"
         )
-    elif band == "normal" and w.mg_therapy:
+    elif band == "normal" and treated:
         status = "indeterminate"
         rule = (
             "serum magnesium normal while magnesium is given as treatment → indeterminate "

@@ -152,7 +152,8 @@ def _medications(w: _Work) -> None:
                         + (f", for {m.reason}" if m.reason else "")
                         for m in w.mg_therapy
                     )
-                    + ". Serum magnesium is read against the therapeutic range of magnesium sulfate therapy."
+                    + ". A serum magnesium taken during it is read against the therapeutic range of magnesium "
+                    "sulfate therapy; one taken before it started, or before a draft order is given, as without it."
                 ),
                 weight="info",
                 rule="a current magnesium product given intravenously or intramuscularly, or recorded for eclampsia, "

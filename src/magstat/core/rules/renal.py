@@ -18,7 +18,7 @@ from magstat.core.result import (
     new_finding,
     new_input,
 )
-from magstat.core.rules.work import _egfr_input, _egfr_shown, _fmt, _lab_input, _Work
+from magstat.core.rules.work import _egfr_input, _egfr_shown, _fmt, _lab_input, _therapy_reached, _Work
 
 _DIALYSIS = re.compile(r"dialys[ie]s|dialysed|dialyzed")
 _NOT_ON_DIALYSIS = re.compile(
@@ -58,13 +58,8 @@ def _kidney_reason(w: _Work, egfr: EgfrResult) -> str:
 
 
 def _during_therapy(w: _Work, urine: Lab) -> bool:
-    """Whether the urine sample may hold magnesium given as treatment.
-
-    A current therapy started after the sample's date did not reach it; one without a start
-    date, or a sample without a date, may have.
-    """
-    when = urine.when
-    return any(m.start is None or when is None or m.start <= when for m in w.mg_therapy)
+    """Whether the urine sample may hold magnesium given as treatment (:func:`_therapy_reached`)."""
+    return _therapy_reached(w, urine.when)
 
 
 def _femg(w: _Work, serum: SerumMagnesium, egfr: EgfrResult) -> FemgResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from operator import attrgetter
 
 from magstat.core.result import EgfrResult, MdsResult, Relevance, SerumMagnesium, Status, new_relevance
-from magstat.core.rules.work import _fmt, _low_albumin, _mg_shown, _Work
+from magstat.core.rules.work import _fmt, _low_albumin, _mg_shown, _therapy_reached, _Work
 
 
 def _relevance(w: _Work, mds: MdsResult, status: Status) -> tuple[Relevance, ...]:
@@ -73,7 +73,7 @@ def _limitations(w: _Work, serum: SerumMagnesium, mds: MdsResult, egfr: EgfrResu
             "lim.excluded_input",
             f"{len(w.facts.excluded)} entries left out: " + "; ".join(w.facts.excluded[:EXCLUDED_NAMED]),
         )
-    if w.mg_therapy and serum.current and serum.band in ("normal", "low_normal"):
+    if serum.current and serum.band in ("normal", "low_normal") and _therapy_reached(w, serum.date):
         w.limit("lim.serum_during_therapy", f"Given: {'; '.join(m.text for m in w.mg_therapy)}.")
     if serum.mmol_l is None:
         w.limit_fixed("lim.no_serum_mg", "No serum magnesium result was available.")

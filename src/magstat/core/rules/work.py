@@ -46,6 +46,15 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+def _therapy_reached(w: _Work, when: date | None) -> bool:
+    """Whether magnesium given as treatment may have reached a sample taken on ``when``.
+
+    A therapy started after the sample's date did not reach it, nor did a draft order (not yet
+    given); one without a start date, or a sample without a date, may have.
+    """
+    return any(not m.draft and (m.start is None or when is None or m.start <= when) for m in w.mg_therapy)
+
+
 def _in_text(name: str) -> str:
     """A knowledge-base name inside a sentence: a capital that only starts the name is lowered.
 
