@@ -329,22 +329,31 @@ TYPED_VIEW = {
 }
 
 
-@pytest.mark.parametrize("engine", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
-def test_run_writes_parquet_columns_of_the_view_types(engine: str, tmp_path: Path) -> None:
-    """Integer, decimal and boolean columns are typed in Parquet; a whole number fits a decimal."""
-    pq = pytest.importorskip("pyarrow.parquet")
+def _typed_case(engine: str, tmp_path: Path, resources: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """The typed view and an NDJSON file of ``resources``, for ``engine`` (Spark skipped if absent)."""
     if engine == "spark":
         pytest.importorskip("pyspark")
     view = tmp_path / "view.json"
     view.write_text(json.dumps(TYPED_VIEW), encoding="utf-8")
     source = tmp_path / "Observation.ndjson"
-    resources = [
-        {"resourceType": "Observation", "id": "o1", "valueInteger": 7},
-        {"resourceType": "Observation", "id": "o2", "valueQuantity": {"value": 2}},
-        {"resourceType": "Observation", "id": "o3", "valueBoolean": False},
-        {"resourceType": "Observation", "id": "o4", "extension": [{"url": "u", "value": True}]},
-    ]
     source.write_text("".join(json.dumps(r) + "\n" for r in resources), encoding="utf-8")
+    return view, source
+
+
+@pytest.mark.parametrize("engine", ["python", "duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def test_run_writes_parquet_columns_of_the_view_types(engine: str, tmp_path: Path) -> None:
+    """Integer, decimal and boolean columns are typed in Parquet; a whole number fits a decimal."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    view, source = _typed_case(
+        engine,
+        tmp_path,
+        [
+            {"resourceType": "Observation", "id": "o1", "valueInteger": 7},
+            {"resourceType": "Observation", "id": "o2", "valueQuantity": {"value": 2}},
+            {"resourceType": "Observation", "id": "o3", "valueBoolean": False},
+            {"resourceType": "Observation", "id": "o4", "extension": [{"url": "u", "value": True}]},
+        ],
+    )
     out = tmp_path / "rows.parquet"
     args = ["views", "run", str(view), "--input", str(source), "--format", "parquet", "--out", str(out)]
     assert 0 == main([*args, "--engine", engine])
@@ -373,16 +382,10 @@ def test_run_refuses_a_value_its_parquet_column_type_cannot_hold(
 ) -> None:
     """A value the view's type does not allow is refused (exit 2), named, and no file is left."""
     pytest.importorskip("pyarrow.parquet")
-    if engine == "spark":
-        pytest.importorskip("pyspark")
-    view = tmp_path / "view.json"
-    view.write_text(json.dumps(TYPED_VIEW), encoding="utf-8")
-    source = tmp_path / "Observation.ndjson"
-    lines = [
-        {"resourceType": "Observation", "id": "ok", "valueInteger": 3},
-        {"resourceType": "Observation", "id": "bad", **resource},
-    ]
-    source.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    ok = {"resourceType": "Observation", "id": "ok", "valueInteger": 3}
+    view, source = _typed_case(
+        engine, tmp_path, [ok, {"resourceType": "Observation", "id": "bad", **resource}]
+    )
     out = tmp_path / "rows.parquet"
     args = ["views", "run", str(view), "--input", str(source), "--format", "parquet", "--out", str(out)]
     assert 2 == main([*args, "--engine", engine])
