@@ -235,3 +235,22 @@ def test_draw_reaches_both_answers():
 
     collect()
     assert {True, False} == seen
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400)])
+def test_a_number_beyond_a_double_is_refused_not_a_crash(value):
+    """10**400 (a JSON integer no double holds) is refused by the reader and by the core's checks, naming the field."""
+    from magstat.core import PatientFacts, assess  # noqa: PLC0415
+    from magstat.core.facts import Lab  # noqa: PLC0415
+
+    doc = {"as_of": "2024-06-01", "age": 50, "sex": "female"}
+    with pytest.raises(InvalidInputError) as caught:
+        facts_from_document({**doc, "labs": [{"test": "serum_mg", "value": value, "unit": "mmol/L"}]}, KB)
+    assert ("labs[0].value", "must be a number") == (caught.value.field, caught.value.problem)
+    with pytest.raises(InvalidInputError) as caught:
+        facts_from_document({**doc, "age": value}, KB)
+    assert "age" == caught.value.field
+    lab = Lab("serum_mg", value, "mmol/L", dt.date(2024, 5, 1))
+    with pytest.raises(InvalidInputError) as caught:
+        assess(PatientFacts(as_of=dt.date(2024, 6, 1), age_years=50, sex="female", labs=(lab,)), KB)
+    assert ("labs[0].value", "must be a finite number") == (caught.value.field, caught.value.problem)

@@ -440,6 +440,20 @@ def test_unknown_unit_is_refused_naming_resource_and_field(kb):
     assert "mg/dl/x" == caught.value.value
 
 
+@pytest.mark.parametrize("value", [10**400, -(10**400)])
+def test_a_number_beyond_a_double_is_refused_naming_the_field(kb, value):
+    """10**400 is a JSON number no double holds: refused as not finite, the field named (was a
+    bare "malformed Observation (OverflowError)")."""
+    data = bundle_of(one_observation(valueQuantity={"value": value, "unit": "mmol/L"}))
+    with pytest.raises(InvalidInputError) as caught:
+        read(data, kb)
+    assert caught.value.field.endswith("(Observation/obs-x).valueQuantity.value")
+    assert "not a finite number" == caught.value.problem
+    lenient = read(data, kb, strict=False)
+    assert [] == list(lenient.labs)
+    assert "valueQuantity.value: not a finite number" in lenient.excluded[0]
+
+
 def test_unknown_unit_is_excluded_when_lenient(kb):
     """Read leniently, the bad result is left out and said so; the good one is kept."""
     facts = read(load("invalid_unknown_unit.json"), kb, strict=False)

@@ -72,8 +72,16 @@ def _where(field: str, resource: str | None) -> str:
     return f"{field} ({resource})" if resource else field
 
 
+def _finite(value: float) -> bool:
+    """``math.isfinite``, false for an integer no double holds (``10**400``) instead of raising."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(field: str, value: float, low: float, high: float, allowed: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise InvalidInputError(field, "must be a finite number", value=value, allowed=allowed)
     if not low <= value <= high:
         raise InvalidInputError(field, "physiologically implausible value", value=value, allowed=allowed)

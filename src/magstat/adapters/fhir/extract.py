@@ -349,7 +349,10 @@ def _num(owner: Mapping[str, Any], key: str, where: str = "") -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError(_path(where, key), "not a number", value=value)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond what a double holds (10**400)
+        number = math.inf
     if not math.isfinite(number):
         raise InvalidInputError(_path(where, key), "not a finite number", value=value)
     return number
