@@ -36,7 +36,7 @@ from magstat.core.match import (
     match_test,
 )
 from magstat.core.units import to_canonical
-from magstat.core.validate import COMPARATORS, check_comparator
+from magstat.core.validate import COMPARATORS, check_comparator, is_finite
 from magstat.errors import InvalidInputError
 from magstat.kb.schema import KnowledgeBase
 
@@ -150,16 +150,8 @@ def _bool(where: str, value: object) -> bool | None:
     return value
 
 
-def _finite(value: float) -> bool:
-    """``math.isfinite``, false for an integer no double holds (``10**400``) instead of raising."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
 def _number(where: str, value: object, minimum: float | None = None, maximum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value):
         raise InvalidInputError(where, "must be a number", value=value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         low = "" if minimum is None else f"{minimum:g}"

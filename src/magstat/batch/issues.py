@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from magstat.errors import InvalidInputError
+from magstat.views.engines import HALF_SURROGATE, holds_half_a_surrogate_pair
 
 __all__ = ["Issue", "IssueLog", "StrictError", "locate_malformed", "open_text"]
 
@@ -128,11 +129,8 @@ def _problem(line: bytes) -> str | None:
         return f"malformed JSON at column {exc.colno}: {exc.msg}"
     except RecursionError:
         return "JSON nested too deeply"
-    if b"\\u" in line:
-        try:  # "\ud800" alone parses, but is not text: DuckDB refuses the line, so this names it
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            return "malformed JSON: a string holds half of a surrogate pair (\\ud800-\\udfff alone), not text"
+    if b"\\u" in line and holds_half_a_surrogate_pair(data):  # DuckDB refuses such a line: named here
+        return f"malformed JSON: {HALF_SURROGATE}"
     if not isinstance(data, dict):
         return f"a JSON {type(data).__name__}, not a FHIR resource"
     if not isinstance(data.get("resourceType"), str) or not data["resourceType"]:

@@ -30,6 +30,7 @@ __all__ = [
     "check_medications",
     "check_other_entries",
     "check_person",
+    "is_finite",
     "lab_error",
     "lab_plausible",
 ]
@@ -72,7 +73,7 @@ def _where(field: str, resource: str | None) -> str:
     return f"{field} ({resource})" if resource else field
 
 
-def _finite(value: float) -> bool:
+def is_finite(value: float) -> bool:
     """``math.isfinite``, false for an integer no double holds (``10**400``) instead of raising."""
     try:
         return math.isfinite(value)
@@ -81,7 +82,7 @@ def _finite(value: float) -> bool:
 
 
 def _number(field: str, value: float, low: float, high: float, allowed: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not is_finite(value):
         raise InvalidInputError(field, "must be a finite number", value=value, allowed=allowed)
     if not low <= value <= high:
         raise InvalidInputError(field, "physiologically implausible value", value=value, allowed=allowed)

@@ -24,7 +24,15 @@ from magstat.errors import InvalidInputError
 from magstat.views.definition import View, parse_view
 from magstat.views.pyeval import compile_view
 
-__all__ = ["ENGINES", "Engine", "get_engine", "ndjson_files", "read_resources"]
+__all__ = [
+    "ENGINES",
+    "HALF_SURROGATE",
+    "Engine",
+    "get_engine",
+    "holds_half_a_surrogate_pair",
+    "ndjson_files",
+    "read_resources",
+]
 
 ENGINES = ("python", "duckdb", "spark")
 
@@ -106,14 +114,25 @@ def _loads(line: str) -> Any:
         except _orjson.JSONDecodeError:
             pass
     value = json.loads(line)
-    if "\\u" in line:
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(
-                "a string holds half of a surrogate pair (\\ud800-\\udfff alone), not text"
-            ) from None
+    if "\\u" in line and holds_half_a_surrogate_pair(value):
+        raise ValueError(HALF_SURROGATE)
     return value
+
+
+HALF_SURROGATE = "a string holds half of a surrogate pair (\\ud800-\\udfff alone), not text"
+"""Why a JSON text that parses is still refused: no output could write such a string."""
+
+
+def holds_half_a_surrogate_pair(value: Any) -> bool:
+    r"""Whether parsed JSON holds a string with half of a surrogate pair (``"\ud800"`` alone).
+
+    ``json.loads`` takes such escapes; DuckDB and Spark refuse the line, and UTF-8 cannot write it.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def read_resources(source: Path) -> Iterator[dict[str, Any]]:
