@@ -130,10 +130,6 @@ PARQUET_ROWS = 65_536
 """Rows per Parquet row group: the writer holds one group in memory, whatever the input's size."""
 
 
-_PARQUET_KINDS = {"boolean": "boolean", "decimal": "decimal"}
-"""A column's kind in Parquet by its view type (integer types: ``integer``; the rest: text)."""
-
-
 def _parquet_kind(column: Any) -> str:
     """``text``, ``boolean``, ``integer`` or ``decimal``: how a view column is stored in Parquet."""
     from magstat.views.definition import INTEGER_TYPES  # noqa: PLC0415 - keeps the CLI start fast
@@ -142,7 +138,7 @@ def _parquet_kind(column: Any) -> str:
         return "text"  # the values as a JSON array
     if column.type in INTEGER_TYPES:
         return "integer"
-    return _PARQUET_KINDS.get(column.type, "text")
+    return column.type if column.type in ("boolean", "decimal") else "text"
 
 
 _INT64 = (-(2**63), 2**63 - 1)

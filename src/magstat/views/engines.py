@@ -151,8 +151,8 @@ def read_resources(source: Path) -> Iterator[dict[str, Any]]:
             raise InvalidInputError(str(source), f"cannot be read: {_reason(exc)}") from None
         try:
             doc = _loads(text)
-        except ValueError as exc:
-            raise InvalidInputError(str(source), f"is not JSON: {_reason(exc)}") from None
+        except ValueError as exc:  # the parser's position kept: a document has no line to name
+            raise InvalidInputError(str(source), f"is not JSON: {exc}") from None
         if isinstance(doc, list):
             items = doc
         elif isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
